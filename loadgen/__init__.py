@@ -1,0 +1,1 @@
+"""loadgen — a multiprocessing load generator and stress tester for Python workloads."""

@@ -1,0 +1,148 @@
+"""Run configuration: durations, thresholds and the frozen constants.
+
+Everything here is plain data, validated on construction so that bad input
+is rejected before any process starts (``UsageError``, exit 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+from .errors import UsageError
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text, what="duration"):
+    """Parse ``500ms``, ``10s``, ``5m``, ``1h`` or plain seconds into seconds (float).
+
+    Raises :class:`UsageError` naming ``what`` for anything else, zero and
+    negative values included.
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        m = _DURATION_RE.match(str(text))
+        if not m:
+            raise UsageError(f"{what}: {text!r} is not a duration (use e.g. 500ms, 10s, 5m, 1h)")
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UsageError(f"{what}: must be greater than zero, got {text!r}")
+    return seconds
+
+
+def positive_int(value, what):
+    """``value`` as an int > 0, or :class:`UsageError` naming ``what``."""
+    try:
+        n = int(value)
+        if isinstance(value, float) and n != value:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UsageError(f"{what}: expected a whole number, got {value!r}") from None
+    if n <= 0:
+        raise UsageError(f"{what}: must be greater than zero, got {value!r}")
+    return n
+
+
+def positive_float(value, what, allow_zero=False):
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what}: expected a number, got {value!r}") from None
+    if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
+        raise UsageError(f"{what}: must be {'zero or more' if allow_zero else 'greater than zero'}, got {value!r}")
+    return x
+
+
+@dataclass(frozen=True)
+class ResourceThresholds:
+    """Safety limits enforced by the monitor and the dispatcher.
+
+    The first five fields and their defaults are the seed's. Memory is the
+    pool's proportional set size (shared pages counted once) in MB; CPU is
+    machine-wide percent (0–100, as ``psutil.cpu_percent()``) sustained
+    over ``cpu_window_s``; ``max_cpu_percent=100`` turns the CPU guard off.
+    ``min_available_memory_mb`` is the system floor: the pool is killed
+    before the kernel's OOM killer would act.
+    """
+
+    max_memory_mb: float = 1024.0
+    max_cpu_percent: float = 90.0
+    max_execution_time_seconds: float = 300.0
+    max_concurrent_operations: int = 50
+    memory_growth_rate_mb_per_sec: float = 10.0
+    min_available_memory_mb: float = 512.0
+    cpu_window_s: float = 3.0
+    growth_window_s: float = 30.0
+
+    def __post_init__(self):
+        positive_float(self.max_memory_mb, "max_memory_mb")
+        cpu = positive_float(self.max_cpu_percent, "max_cpu_percent")
+        if cpu > 100:
+            raise UsageError(f"max_cpu_percent: must be at most 100, got {self.max_cpu_percent!r}")
+        positive_float(self.max_execution_time_seconds, "max_execution_time_seconds")
+        positive_int(self.max_concurrent_operations, "max_concurrent_operations")
+        positive_float(self.memory_growth_rate_mb_per_sec, "memory_growth_rate_mb_per_sec")
+        positive_float(self.min_available_memory_mb, "min_available_memory_mb", allow_zero=True)
+        positive_float(self.cpu_window_s, "cpu_window_s")
+        positive_float(self.growth_window_s, "growth_window_s")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Named intervals and grace periods of the process machinery (seconds)."""
+
+    batch_interval_s: float = 1.0  # a worker ships a result batch at least this often
+    tick_s: float = 0.05  # the master's longest sleep: timeouts, stages, stop file
+    stop_grace_s: float = 5.0  # drain time after a stop before the pool is killed
+    kill_grace_s: float = 0.5  # TERM → KILL
+    monitor_lost_s: float = 1.0  # master stops the run when the monitor is silent this long
+    worker_ready_timeout_s: float = 30.0  # a worker that is not ready by then is a start failure
+
+
+TIMING = Timing()
+
+
+def default_workers():
+    """One worker per usable core."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One ramp of a staged run: go linearly to ``target`` over ``duration_s``."""
+
+    duration_s: float
+    target: float
+
+
+def parse_stages(text):
+    """``10s:50,30s:200,10s:0`` → list of :class:`Stage`."""
+    stages = []
+    for part in str(text).split(","):
+        if not part.strip():
+            continue
+        dur, sep, target = part.rpartition(":")
+        if not sep:
+            raise UsageError(f"--stages: {part.strip()!r} is not DURATION:TARGET")
+        try:
+            t = float(target)
+        except ValueError:
+            raise UsageError(f"--stages: target {target!r} in {part.strip()!r} is not a number") from None
+        if not math.isfinite(t) or t < 0:
+            raise UsageError(f"--stages: target in {part.strip()!r} must be zero or more")
+        stages.append(Stage(parse_duration(dur, "--stages duration"), t))
+    if not stages:
+        raise UsageError("--stages: no stages given")
+    return stages

@@ -1,0 +1,164 @@
+"""Every message that crosses a pipe: small frozen dataclasses.
+
+Master ⇄ worker: :class:`WorkOrder`, :class:`Stop` down; :class:`Ready`,
+:class:`ResultBatch`, :class:`WorkerExit`, :class:`WorkerError` up.
+Master ⇄ monitor: :class:`Watch`, :class:`Unwatch`, :class:`Stop` down;
+:class:`Sample`, :class:`Breach`, :class:`MonitorError` up.
+
+Receivers dispatch on the type with one handler each and log anything
+they do not know (see ``runner.Runner._dispatch``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+# ---------------------------------------------------------------- master → worker
+
+
+@dataclass(frozen=True)
+class WorkOrder:
+    """Set a worker's load.
+
+    ``active_slots``: closed model, how many of the worker's slots run
+    operations back to back (None: unchanged).
+    ``add_quota``: operations the worker may still start on top of what it
+    was given (None: unbounded, a duration-bound run).
+    ``rate_per_s`` / ``phase_s``: open model, this worker's share of the
+    arrival schedule (None: closed model).
+    """
+
+    active_slots: Optional[int] = None
+    add_quota: Optional[int] = None
+    rate_per_s: Optional[float] = None
+    schedule_start: Optional[float] = None  # UNIX seconds of the schedule's first arrival
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stop starting operations; ``drain``: let running ones finish, then exit."""
+
+    drain: bool = True
+
+
+# ---------------------------------------------------------------- worker → master
+
+
+@dataclass(frozen=True)
+class Ready:
+    index: int
+    pid: int
+    create_time: float
+
+
+@dataclass(frozen=True)
+class ResultBatch:
+    """What one worker measured since its previous batch.
+
+    ``second``: UNIX second the batch covers (operations completed in it).
+    ``started`` / ``succeeded`` / ``failed`` / ``dropped``: counts in this batch.
+    ``latency``: serialised HDR histogram of service time, microseconds
+    (``stats.Histogram.to_payload``); ``response`` likewise for response
+    time (open model), else None. ``stages``: stage name → payload.
+    ``errors``: error key → count. ``tracebacks``: error key → first traceback.
+    ``in_flight``: operations running at the end of the batch.
+    """
+
+    index: int
+    second: int
+    started: int
+    succeeded: int
+    failed: int
+    dropped: int
+    in_flight: int
+    latency: Optional[str]
+    response: Optional[str] = None
+    stages: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
+    tracebacks: dict = field(default_factory=dict)
+    lateness: Optional[str] = None  # open model: start-time lateness histogram (µs)
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """A clean goodbye: the worker is about to exit with code 0."""
+
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class WorkerError:
+    """An exception the worker could not handle (target import or setup)."""
+
+    index: int
+    type_name: str
+    message: str
+    traceback: str
+
+
+# ---------------------------------------------------------------- master → monitor
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Watch (and on a breach, kill) this process, identified by pid and create time."""
+
+    pid: int
+    create_time: float
+    pgid: Optional[int] = None
+    role: str = "worker"
+
+
+@dataclass(frozen=True)
+class Unwatch:
+    pid: int
+
+
+# ---------------------------------------------------------------- monitor → master
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One psutil reading.
+
+    ``t``: UNIX seconds. ``pool_memory_mb``: the pool's PSS in MB (shared pages
+    once). ``pool_rss_mb``: plain RSS sum, for reference. ``pool_cpu_percent``:
+    the pool's CPU (100 = one core). ``cpu_percent``: machine-wide 0–100;
+    ``per_cpu``: per core. ``available_mb``, ``swap_used_mb``: system memory.
+    ``processes``: pid → (rss_mb, cpu_percent). ``io``: disk and network
+    counters and load average.
+    """
+
+    t: float
+    pool_memory_mb: float
+    pool_rss_mb: float
+    pool_cpu_percent: float
+    cpu_percent: float
+    per_cpu: tuple
+    available_mb: float
+    swap_used_mb: float
+    processes: dict = field(default_factory=dict)
+    io: dict = field(default_factory=dict)
+    growth_mb_per_s: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Breach:
+    """The monitor killed the pool because ``metric`` passed ``limit``."""
+
+    metric: str
+    value: float
+    limit: float
+    detected_at: float
+    pool_dead_at: Optional[float]
+    killed_pids: tuple = ()
+
+
+@dataclass(frozen=True)
+class MonitorError:
+    type_name: str
+    message: str
+    traceback: str
