@@ -1,0 +1,536 @@
+"""The embedded default workload: a simulation of the "AI Writing Flow V2" pipeline.
+
+The real pipeline runs six stages, each an LLM-backed step::
+
+    input_validation → research → audience_align → draft_generation
+        → style_validation ──(may loop back to draft_generation, bounded)
+        → quality_check → finalized | failed
+
+:class:`MockAIWritingFlowV2` reproduces its resource profile with real
+work, so that loadgen measures a machine and not a ``time.sleep``:
+
+* **CPU** — numpy matrix products, burned until the calling thread's CPU
+  clock (``time.thread_time``) has advanced by the stage's budget
+  (``cpu_ms``); asked and used agree within a few percent
+  (``benchmarks/flow_calibration.py``).
+* **memory** — a working set of ``memory_mb`` allocated with numpy, every
+  page written (resident, not just reserved), held for the whole stage
+  including its I/O wait and released at the stage's end.
+* **I/O** — the LLM call: ``time.sleep`` of a lognormal duration whose
+  *mean* is the stage's ``io_ms`` (spread ``io_sigma``).
+
+Like the real flow, a failure is *returned* — ``FlowResult(state="failed",
+failed_stage=..., reason=...)`` — never raised, and the stages after it do
+not run.
+
+By default the flow is mostly simulated LLM wait, as the real pipeline is:
+a mean I/O wait of ``processing_time_base`` (0.1 s) per kickoff plus its
+style loops (~0.12 s wall in all), against ~2.4 ms of numpy CPU (~3.5 ms of
+process CPU with allocation, page faults and Python) and a working set of
+1–3 MB per stage.
+
+MB here is 2**20 bytes throughout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import mmap
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .errors import UsageError
+
+__all__ = [
+    "STAGES",
+    "FINALIZED",
+    "FAILED",
+    "FlowResult",
+    "MockAIWritingFlowV2",
+    "FLOW_PARAMS",
+    "build_flow",
+    "burn_cpu",
+    "touch_memory",
+]
+
+STAGES = (
+    "input_validation",
+    "research",
+    "audience_align",
+    "draft_generation",
+    "style_validation",
+    "quality_check",
+)
+
+FINALIZED = "finalized"
+FAILED = "failed"
+
+_BYTES_PER_MB = 1 << 20
+_PAGE_BYTES = mmap.PAGESIZE
+
+# Default resource profile of one pass through each stage. Drafting is the
+# heaviest step of the real pipeline (long prompt + long completion);
+# input validation is nearly free. Numpy CPU: 2.0 ms per kickoff before
+# style loops, 2.35 ms on average with the default loops (0.39 per kickoff);
+# allocation, page faults, the sleeps and Python add ~1 ms more.
+DEFAULT_STAGE_CPU_MS = {
+    "input_validation": 0.1,
+    "research": 0.4,
+    "audience_align": 0.3,
+    "draft_generation": 0.6,
+    "style_validation": 0.3,
+    "quality_check": 0.3,
+}
+DEFAULT_STAGE_MEMORY_MB = {
+    "input_validation": 1.0,
+    "research": 3.0,
+    "audience_align": 2.0,
+    "draft_generation": 3.0,
+    "style_validation": 2.0,
+    "quality_check": 1.0,
+}
+# Share of ``processing_time_base`` each stage waits on its LLM call, when
+# ``stage_io_ms`` does not say otherwise. Sums to 1: one kickoff without
+# style loops waits ``processing_time_base`` seconds on average.
+STAGE_IO_SHARE = {
+    "input_validation": 0.05,
+    "research": 0.30,
+    "audience_align": 0.10,
+    "draft_generation": 0.30,
+    "style_validation": 0.10,
+    "quality_check": 0.15,
+}
+
+# Injected failures name a plausible cause, marked as simulated so nobody
+# goes looking for a real LLM outage in a load-test report.
+_FAILURE_REASONS = {
+    "input_validation": "simulated: input rejected (topic_title failed validation)",
+    "research": "simulated: research LLM call timed out",
+    "audience_align": "simulated: audience alignment returned malformed JSON",
+    "draft_generation": "simulated: draft LLM call rate-limited (HTTP 429)",
+    "style_validation": "simulated: style guide check crashed",
+    "quality_check": "simulated: quality score below threshold",
+}
+
+_DEFAULT_INPUTS = {"topic_title": "AI Writing Flow V2 load test", "platform": "LinkedIn"}
+
+
+# ------------------------------------------------------------------ result
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    """Outcome of one :meth:`MockAIWritingFlowV2.kickoff`.
+
+    ``state``: ``"finalized"`` or ``"failed"``.
+    ``failed_stage`` / ``reason``: the stage that failed and why (None when
+    finalized).
+    ``stage_timings_us``: wall time per stage in microseconds, in execution
+    order, summed over style loops; stages that did not run are absent.
+    ``style_loops``: times style_validation sent the flow back to drafting.
+    ``output``: a small dict (topic_title, word_count, quality_score) when
+    finalized; empty when failed.
+    """
+
+    state: str
+    failed_stage: Optional[str] = None
+    reason: Optional[str] = None
+    stage_timings_us: dict = field(default_factory=dict)
+    style_loops: int = 0
+    output: dict = field(default_factory=dict)
+
+    @property
+    def ok(self):
+        """True when the flow finalized."""
+        return self.state == FINALIZED
+
+    def to_dict(self):
+        return asdict(self)
+
+
+# ------------------------------------------------------------------ real work
+
+# 64×64 float64 products: ~10 µs each on a 2020s core, short enough that
+# the overshoot past a 1 ms budget stays near 1 %. OpenBLAS runs a GEMM with
+# M·N·K ≤ 4·65536 on the calling thread even if OPENBLAS_NUM_THREADS was not
+# set, so the work never leaks to BLAS threads that thread_time cannot see.
+_MATMUL_N = 64
+_scratch = threading.local()
+
+
+def _matrices():
+    """This thread's operands, made once: the burn loop allocates nothing.
+
+    Thread-local because matmul releases the GIL: two slots writing the same
+    ``out`` would race.
+    """
+    m = getattr(_scratch, "m", None)
+    if m is None:
+        a = np.random.default_rng(_MATMUL_N).random((_MATMUL_N, _MATMUL_N))
+        b = a / _MATMUL_N  # keeps products bounded; c is recomputed, never accumulated
+        m = _scratch.m = (a, b, np.empty_like(a))
+    return m
+
+
+def burn_cpu(cpu_ms):
+    """Burn ``cpu_ms`` milliseconds of the calling thread's CPU time with numpy.
+
+    Runs 64×64 matrix products until ``time.thread_time()`` has advanced by
+    the budget, stopping when the next product would overshoot by more than
+    it would fall short (so the error is at most half a product, ~5 µs).
+    Time spent waiting for the GIL or for a core is not CPU time and is not
+    counted. Blocks for at least ``cpu_ms``. Returns the thread CPU time
+    actually used, in seconds.
+    """
+    budget_s = cpu_ms / 1000.0
+    if budget_s <= 0:
+        return 0.0
+    a, b, c = _matrices()
+    matmul, clock = np.matmul, time.thread_time
+    start = now = clock()
+    deadline = start + budget_s
+    last_s = 0.0
+    while now + last_s / 2 < deadline:
+        matmul(a, b, out=c)
+        t = clock()
+        last_s, now = t - now, t
+    return now - start
+
+
+def touch_memory(memory_mb):
+    """Allocate ``memory_mb`` MB (2**20 bytes) with numpy and write every page.
+
+    Returns the array (None for 0 MB): the memory stays resident while the
+    caller holds it, and is returned to the allocator when it is dropped.
+    """
+    nbytes = int(memory_mb * _BYTES_PER_MB)
+    if nbytes <= 0:
+        return None
+    ws = np.empty(nbytes, dtype=np.uint8)
+    ws[::_PAGE_BYTES] = 1  # one byte per page faults every page in
+    ws[-1] = 1  # the last page, when the array does not start on a page boundary
+    return ws
+
+
+# ------------------------------------------------------------------ parameters
+
+
+def _number(value, what, *, lo=0.0, hi=math.inf, expected="a number ≥ 0"):
+    if isinstance(value, bool):
+        raise UsageError(f"{what}: expected {expected}, got {value!r}")
+    try:
+        x = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what}: expected {expected}, got {value!r}") from None
+    if not (math.isfinite(x) and lo <= x <= hi):
+        raise UsageError(f"{what}: expected {expected}, got {value!r}")
+    return x
+
+
+def _seconds(value, what):
+    """``0.1``, ``"0.1"``, or a duration such as ``"100ms"`` → seconds ≥ 0."""
+    if isinstance(value, str) and value.strip() and value.strip()[-1].isalpha():
+        from .config import parse_duration  # lazy: flow is importable on its own
+
+        return parse_duration(value, what)
+    return _number(value, what, expected="seconds ≥ 0 (e.g. 0.1 or 100ms)")
+
+
+def _probability(value, what):
+    return _number(value, what, hi=1.0, expected="a probability between 0 and 1")
+
+
+def _count(value, what, *, allow_none=False):
+    if allow_none and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))):
+        return None
+    expected = "a whole number ≥ 0" + (" or none" if allow_none else "")
+    if isinstance(value, bool):
+        raise UsageError(f"{what}: expected {expected}, got {value!r}")
+    try:
+        n = int(value.strip()) if isinstance(value, str) else int(value)
+        if isinstance(value, float) and n != value:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UsageError(f"{what}: expected {expected}, got {value!r}") from None
+    if n < 0:
+        raise UsageError(f"{what}: expected {expected}, got {value!r}")
+    return n
+
+
+def _per_stage(value, what, unit):
+    """A number for every stage, or ``{stage: number}`` / ``"stage:n,stage:n"``.
+
+    Returns ``{stage: float}`` holding only the stages given (a plain number
+    gives all six). Unknown stage names are a :class:`UsageError`.
+    """
+    expected = f"{unit} ≥ 0, or STAGE:{unit},… with STAGE one of {', '.join(STAGES)}"
+    if isinstance(value, str) and ":" in value:
+        pairs = {}
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            stage, sep, number = part.partition(":")
+            if not sep:
+                raise UsageError(f"{what}: {part.strip()!r} is not STAGE:{unit}")
+            pairs[stage.strip()] = number
+        value = pairs
+    if isinstance(value, Mapping):
+        out = {}
+        for stage, number in value.items():
+            if stage not in STAGES:
+                raise UsageError(f"{what}: unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+            out[stage] = _number(number, f"{what} {stage}", expected=f"{unit} ≥ 0")
+        return out
+    x = _number(value, what, expected=expected)
+    return dict.fromkeys(STAGES, x)
+
+
+def _seed(value, what):
+    return _count(value, what, allow_none=True)
+
+
+# name -> (type, default, one-line help). Shown by ``loadgen list``; the
+# keys are the ``--flow-param KEY=VALUE`` keys and the constructor's names.
+FLOW_PARAMS = {
+    "processing_time_base": (
+        "seconds",
+        0.1,
+        "mean simulated LLM wait of one kickoff without style loops; scales the default per-stage I/O",
+    ),
+    "failure_rate": ("probability", 0.05, "chance that a kickoff fails, at a stage chosen at random"),
+    "stage_cpu_ms": (
+        "ms | STAGE:ms,…",
+        dict(DEFAULT_STAGE_CPU_MS),
+        "numpy CPU budget per stage pass, thread CPU time (one number: every stage)",
+    ),
+    "stage_memory_mb": (
+        "MB | STAGE:MB,…",
+        dict(DEFAULT_STAGE_MEMORY_MB),
+        "working set allocated, touched and held during each stage (one number: every stage)",
+    ),
+    "stage_io_ms": (
+        "ms | STAGE:ms,…",
+        None,
+        "mean simulated LLM wait per stage; unset stages: processing_time_base × their share",
+    ),
+    "io_sigma": ("float", 0.5, "lognormal sigma of the I/O waits (0: every wait is exactly its mean)"),
+    "style_loop_probability": ("probability", 0.3, "chance that style_validation sends the draft back"),
+    "max_style_loops": ("int", 2, "most times style_validation may loop back to draft_generation"),
+    "leak_mb_per_op": ("MB", 0.0, "memory each kickoff retains on purpose, to exercise leak detection"),
+    "seed": ("int | none", None, "seed for reproducible failures, loops and waits (none: random)"),
+}
+
+_COERCE = {
+    "processing_time_base": _seconds,
+    "failure_rate": _probability,
+    "stage_cpu_ms": lambda v, w: _per_stage(v, w, "ms"),
+    "stage_memory_mb": lambda v, w: _per_stage(v, w, "MB"),
+    "stage_io_ms": lambda v, w: _per_stage(v, w, "ms"),
+    "io_sigma": _number,
+    "style_loop_probability": _probability,
+    "max_style_loops": _count,
+    "leak_mb_per_op": _number,
+    "seed": _seed,
+}
+
+
+def build_flow(params=None):
+    """A :class:`MockAIWritingFlowV2` from ``--flow-param KEY=VALUE`` pairs.
+
+    ``params`` maps parameter names (see :data:`FLOW_PARAMS`) to strings as
+    typed on the command line, or to already-typed values (from a TOML
+    plan). Per-stage parameters take one number for every stage or
+    ``STAGE:N,STAGE:N``. Raises :class:`UsageError` with one line naming the
+    key and what it expects, for an unknown key or a bad value.
+    """
+    kwargs = {}
+    for key, value in (params or {}).items():
+        name = str(key).strip()
+        if name not in _COERCE:
+            raise UsageError(f"--flow-param {name}: unknown parameter (known: {', '.join(FLOW_PARAMS)})")
+        kwargs[name] = _COERCE[name](value, f"--flow-param {name}")
+    return MockAIWritingFlowV2(**kwargs)
+
+
+# ------------------------------------------------------------------ the flow
+
+
+class MockAIWritingFlowV2:
+    """The AI Writing Flow V2 pipeline with real CPU, memory and I/O per stage.
+
+    ``processing_time_base`` (s): mean simulated LLM wait of one kickoff
+    without style loops, split over the stages by :data:`STAGE_IO_SHARE`.
+    ``failure_rate``: probability that a kickoff fails at a random stage.
+    ``stage_cpu_ms`` / ``stage_memory_mb`` / ``stage_io_ms``: a number for
+    every stage or a dict ``{stage: number}`` overriding only those stages;
+    CPU is thread CPU time in ms, memory in MB (2**20 bytes), I/O the mean
+    wait in ms (lognormal, sigma ``io_sigma``).
+    ``style_loop_probability`` / ``max_style_loops``: style_validation sends
+    the flow back to draft_generation with that probability, at most that
+    many times per kickoff.
+    ``leak_mb_per_op`` (MB): retained on purpose by every kickoff
+    (see :attr:`leaked_mb`, :meth:`release_leaks`).
+    ``seed``: with a seed, call *i* of this instance makes the same choices
+    (failure, stage, loops, waits) as call *i* of any instance with that
+    seed. Bad values raise :class:`UsageError`.
+
+    One instance is shared by the slots (threads) of a worker: ``kickoff``
+    is thread-safe.
+    """
+
+    def __init__(
+        self,
+        processing_time_base=0.1,
+        failure_rate=0.05,
+        *,
+        stage_cpu_ms=None,
+        stage_memory_mb=None,
+        stage_io_ms=None,
+        io_sigma=0.5,
+        style_loop_probability=0.3,
+        max_style_loops=2,
+        leak_mb_per_op=0.0,
+        seed=None,
+    ):
+        self.processing_time_base = _seconds(processing_time_base, "processing_time_base")
+        self.failure_rate = _probability(failure_rate, "failure_rate")
+        self.io_sigma = _number(io_sigma, "io_sigma")
+        self.style_loop_probability = _probability(style_loop_probability, "style_loop_probability")
+        self.max_style_loops = _count(max_style_loops, "max_style_loops")
+        self.leak_mb_per_op = _number(leak_mb_per_op, "leak_mb_per_op")
+        self.seed = _seed(seed, "seed")
+
+        base_io_ms = self.processing_time_base * 1000.0
+        self.stage_cpu_ms = dict(DEFAULT_STAGE_CPU_MS)
+        self.stage_memory_mb = dict(DEFAULT_STAGE_MEMORY_MB)
+        self.stage_io_ms = {s: base_io_ms * STAGE_IO_SHARE[s] for s in STAGES}
+        for target, given, name, unit in (
+            (self.stage_cpu_ms, stage_cpu_ms, "stage_cpu_ms", "ms"),
+            (self.stage_memory_mb, stage_memory_mb, "stage_memory_mb", "MB"),
+            (self.stage_io_ms, stage_io_ms, "stage_io_ms", "ms"),
+        ):
+            if given is not None:
+                target.update(_per_stage(given, name, unit))
+
+        # Without a seed, draw entropy once; kickoff mixes in the pid so
+        # forked workers that inherit this instance do not repeat each other.
+        self._entropy = self.seed if self.seed is not None else np.random.SeedSequence().entropy
+        self._calls = itertools.count()  # next() is atomic under the GIL
+        self._leaked = []  # list.append is atomic under the GIL
+
+    # -- pickling (spawned workers): counters restart, leaks stay behind
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_calls"], state["_leaked"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._calls = itertools.count()
+        self._leaked = []
+
+    def __repr__(self):
+        return (
+            f"MockAIWritingFlowV2(processing_time_base={self.processing_time_base!r}, "
+            f"failure_rate={self.failure_rate!r}, seed={self.seed!r})"
+        )
+
+    def to_dict(self):
+        """The resolved parameters (per-stage dicts filled in), for reports."""
+        return {
+            "processing_time_base": self.processing_time_base,
+            "failure_rate": self.failure_rate,
+            "stage_cpu_ms": dict(self.stage_cpu_ms),
+            "stage_memory_mb": dict(self.stage_memory_mb),
+            "stage_io_ms": dict(self.stage_io_ms),
+            "io_sigma": self.io_sigma,
+            "style_loop_probability": self.style_loop_probability,
+            "max_style_loops": self.max_style_loops,
+            "leak_mb_per_op": self.leak_mb_per_op,
+            "seed": self.seed,
+        }
+
+    @property
+    def leaked_mb(self):
+        """Memory retained so far by ``leak_mb_per_op``, in MB."""
+        return sum(a.nbytes for a in list(self._leaked)) / _BYTES_PER_MB
+
+    def release_leaks(self):
+        """Drop the memory retained by ``leak_mb_per_op``."""
+        self._leaked = []
+
+    def _rng(self, call_index):
+        if self.seed is not None:
+            return np.random.default_rng([self._entropy, call_index])
+        return np.random.default_rng([self._entropy, os.getpid(), call_index])
+
+    def _run_stage(self, stage, rng, timings_us):
+        """One pass of ``stage``: working set, CPU, LLM wait; adds its wall µs."""
+        t0 = time.perf_counter_ns()
+        working_set = touch_memory(self.stage_memory_mb[stage])
+        burn_cpu(self.stage_cpu_ms[stage])
+        io_ms = self.stage_io_ms[stage]
+        if io_ms > 0:
+            sigma = self.io_sigma
+            # mu chosen so the *mean* wait is io_ms, not the median
+            time.sleep(rng.lognormal(math.log(io_ms / 1000.0) - sigma * sigma / 2, sigma))
+        del working_set  # released at stage end, not at kickoff end
+        timings_us[stage] = timings_us.get(stage, 0) + (time.perf_counter_ns() - t0) // 1000
+
+    def kickoff(self, inputs=None):
+        """Run the pipeline once; blocks for its CPU and I/O (~0.12 s by default).
+
+        ``inputs``: a mapping (topic_title, platform, …) or None for the
+        defaults; anything else fails input_validation, as the real flow
+        does. Returns a :class:`FlowResult`; failures — injected or
+        input — are returned with ``state="failed"``, never raised.
+        Thread-safe.
+        """
+        rng = self._rng(next(self._calls))
+        # Every decision is drawn up front, in a fixed order, so that e.g.
+        # changing failure_rate does not shift the waits of the same seed.
+        fails = rng.random() < self.failure_rate
+        failing_stage = STAGES[int(rng.integers(len(STAGES)))]
+        loop_draws = rng.random(self.max_style_loops)
+        word_count = int(rng.integers(600, 1400))
+        quality_score = round(float(rng.uniform(7.0, 10.0)), 2)
+
+        timings_us = {}
+        style_loops = 0
+        try:
+            i = 0
+            while i < len(STAGES):
+                stage = STAGES[i]
+                self._run_stage(stage, rng, timings_us)
+                if stage == "input_validation" and not (inputs is None or isinstance(inputs, Mapping)):
+                    reason = f"inputs must be a mapping, got {type(inputs).__name__}"
+                    return FlowResult(FAILED, stage, reason, timings_us, style_loops)
+                if fails and stage == failing_stage:
+                    return FlowResult(FAILED, stage, _FAILURE_REASONS[stage], timings_us, style_loops)
+                if (
+                    stage == "style_validation"
+                    and style_loops < self.max_style_loops
+                    and loop_draws[style_loops] < self.style_loop_probability
+                ):
+                    style_loops += 1
+                    i = STAGES.index("draft_generation")
+                    continue
+                i += 1
+        finally:
+            if self.leak_mb_per_op > 0:
+                self._leaked.append(touch_memory(self.leak_mb_per_op))
+
+        merged = {**_DEFAULT_INPUTS, **(inputs or {})}
+        output = {
+            "topic_title": str(merged.get("topic_title")),
+            "word_count": word_count,
+            "quality_score": quality_score,
+        }
+        return FlowResult(FINALIZED, None, None, timings_us, style_loops, output)
