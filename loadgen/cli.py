@@ -1,0 +1,256 @@
+"""Command line: one parser, outcomes mapped to exit codes in one place (:func:`main`).
+
+Imports of the engine are deferred to the command that needs them, so
+``--help`` and bad usage answer fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+EXIT_USAGE = 2
+
+COMMON_HELP = "Durations take seconds or 500ms, 10s, 5m, 1h."
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so errors are one line."""
+
+    def error(self, message):
+        from .errors import UsageError
+
+        raise UsageError(message)
+
+
+def _add_common(p):
+    g = p.add_argument_group("common")
+    g.add_argument("--target", metavar="MOD:CALLABLE", help="operation to run instead of the embedded flow "
+                   "(module:callable or path/to/file.py:callable; sync or async)")
+    g.add_argument("--target-arg", metavar="KEY=VALUE", action="append", default=[],
+                   help="keyword argument for the target (typed: int, float, bool, JSON, else string)")
+    g.add_argument("--flow-param", metavar="KEY=VALUE", action="append", default=[],
+                   help="parameter of the embedded flow (see `loadgen list`)")
+    g.add_argument("--seed", help="seed for reproducible runs (integer ≥ 0)")
+    g.add_argument("--out", metavar="DIR", help="run directory (default: loadgen-results/<UTC time>-<name>)")
+    g.add_argument("--quiet", action="store_true", help="print only the final summary line")
+    g.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    g.add_argument("--max-memory-mb", help="pool memory limit, PSS (MB, default 1024)")
+    g.add_argument("--max-cpu-percent", help="machine CPU limit over 3 s (default 90; 100 = off)")
+    g.add_argument("--max-execution-time", metavar="D", help="hard bound of a run (default 300s)")
+    g.add_argument("--max-concurrent-operations", metavar="N", help="never more in flight (default 50)")
+    g.add_argument("--memory-growth-rate", metavar="MB/S", help="memory slope that kills (default 10)")
+    g.add_argument("--min-available-mb", metavar="MB", help="system floor of available memory (default 512)")
+    g.add_argument("--sample-interval", metavar="D", help="monitor sampling interval (default 100ms)")
+    g.add_argument("--stop-file", metavar="PATH", help="stop gracefully when this file appears")
+    g.add_argument("--start-method", choices=["fork", "spawn"], help="how worker processes start (default fork)")
+
+
+def build_parser():
+    p = _Parser(prog="loadgen", description="Multiprocessing load generator and stress tester for Python "
+                "workloads. " + COMMON_HELP)
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run one scenario", description="Run one scenario. " + COMMON_HELP)
+    r.add_argument("scenario", help="scenario name (see `loadgen list`)")
+    r.add_argument("--concurrency", metavar="N", help="closed model: operations in flight")
+    r.add_argument("--stages", metavar="SPEC", help="ramps, e.g. 10s:5,30s:20,10s:0")
+    r.add_argument("--duration", metavar="D", help="how long the main phase runs")
+    r.add_argument("--operations", metavar="N", help="stop after N operations")
+    r.add_argument("--workers", metavar="N", help="worker processes (default: cores)")
+    r.add_argument("--slots", metavar="N", help="threads per worker (default: enough for the concurrency)")
+    r.add_argument("--op-timeout", metavar="D", help="kill and replace a worker whose operation runs longer")
+    r.add_argument("--criterion", action="append", default=[], metavar="EXPR",
+                   help="pass criterion replacing the scenario's, e.g. 'p99_ms < 500' (repeatable)")
+    r.add_argument("--profile", default="ci", choices=["ci", "standard", "nightly"],
+                   help="scales the scenario's phases (default ci)")
+    _add_common(r)
+
+    s = sub.add_parser("suite", help="run every scenario; the seed's reports",
+                       description="Run all scenarios in one process tree. " + COMMON_HELP)
+    s.add_argument("--profile", default="ci", choices=["ci", "standard", "nightly"])
+    s.add_argument("--only", action="append", default=[], metavar="SCENARIO", help="run just these (repeatable)")
+    _add_common(s)
+
+    sub.add_parser("list", help="scenarios, their criteria and the flow's parameters")
+    return p
+
+
+def _kv(pairs, what):
+    from .errors import UsageError
+
+    out = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{what}: {item!r} is not KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def _typed(pairs):
+    import json
+
+    out = {}
+    for k, v in _kv(pairs, "--target-arg").items():
+        low = v.lower()
+        if low in ("true", "false"):
+            out[k] = low == "true"
+            continue
+        for conv in (int, float, json.loads):
+            try:
+                out[k] = conv(v)
+                break
+            except ValueError:
+                continue
+        else:
+            out[k] = v
+    return out
+
+
+def _thresholds(args):
+    from .config import ResourceThresholds, parse_duration
+    from .errors import UsageError
+
+    kw = {}
+    for opt, field in (("max_memory_mb", "max_memory_mb"), ("max_cpu_percent", "max_cpu_percent"),
+                       ("memory_growth_rate", "memory_growth_rate_mb_per_sec"),
+                       ("min_available_mb", "min_available_memory_mb")):
+        v = getattr(args, opt)
+        if v is not None:
+            try:
+                kw[field] = float(v)
+            except ValueError:
+                raise UsageError(f"--{opt.replace('_', '-')}: expected a number, got {v!r}") from None
+    if args.max_execution_time is not None:
+        kw["max_execution_time_seconds"] = parse_duration(args.max_execution_time, "--max-execution-time")
+    if args.max_concurrent_operations is not None:
+        from .config import positive_int
+
+        kw["max_concurrent_operations"] = positive_int(args.max_concurrent_operations, "--max-concurrent-operations")
+    try:
+        return ResourceThresholds(**kw)
+    except UsageError as e:
+        raise UsageError(str(e).replace("max_memory_mb", "--max-memory-mb")) from None
+
+
+class Progress:
+    """A live status line on a terminal; silent otherwise (only the final summary)."""
+
+    def __init__(self, stream=sys.stderr, enabled=None):
+        self.stream = stream
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self.started = time.time()
+
+    def __call__(self, runner, rec):
+        if not self.enabled:
+            return
+        lat = rec.get("latency_ms") or {}
+        p99 = lat.get("p99")
+        sr = rec.get("success_rate")
+        plan = runner.plan
+        left = ""
+        if plan.duration_s:
+            remaining = max(0.0, runner.out.started_at + plan.duration_s - time.time())
+            left = f"  left {remaining:4.0f}s"
+        line = (f"[{rec.get('phase', '')}] ops/s {rec['throughput']:>7}  ok {'—' if sr is None else f'{sr:6.1%}'}"
+                f"  p99 {'—' if p99 is None else f'{p99:8.1f}ms'}  in flight {rec['in_flight']:>3}"
+                f"  CPU {rec['cpu_percent'] or 0:5.1f}%  pool {rec['pool_memory_mb']:7.1f}MB{left}")
+        self.stream.write("\r\x1b[2K" + line)
+        self.stream.flush()
+
+    def done(self):
+        if self.enabled:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+
+
+def _list():
+    from . import scenarios
+    from .criteria import METRICS
+    from .flow import FLOW_PARAMS
+    from tabulate import tabulate
+
+    rows = []
+    for name in scenarios.names():
+        sc = scenarios.get(name)
+        rows.append([name, sc.summary, "; ".join(sc.criteria)])
+    print(tabulate(rows, headers=["scenario", "what it does", "default criteria"]))
+    print()
+    print(tabulate([[k, t, d, h] for k, (t, d, h) in FLOW_PARAMS.items()],
+                   headers=["--flow-param", "type", "default", "meaning"]))
+    print()
+    print(tabulate(sorted(METRICS.items()), headers=["criterion metric", "meaning"]))
+    return 0
+
+
+def _print_outcome(rep, quiet):
+    r = rep.report
+    ex = r["executive_summary"]
+    lat = r["latency_ms"]
+    acc = r["accounting"]
+    if not quiet:
+        for c in r["component_results"]:
+            mark = "PASS" if c["status"] == "PASSED" else "FAIL"
+            extra = f" — {c['error']}" if c.get("error") else ""
+            print(f"{mark} {c['component_name']}{extra}")
+        print(f"operations {acc['dispatched']} (ok {acc['succeeded']}, failed {acc['failed']}, timed out "
+              f"{acc['timed_out']}, crashed {acc['crashed']}, dropped {acc['dropped']}); p50 {lat.get('p50')} ms, "
+              f"p99 {lat.get('p99')} ms")
+    print(f"loadgen: {ex['passed_components']}/{ex['total_components']} passed, exit {rep.exit_code}; "
+          f"reports in {rep.run_dir}")
+
+
+def main(argv=None):
+    """Entry point; returns the process exit code (see DESIGN §10)."""
+    from .errors import LoadgenError, UsageError
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    try:
+        if not argv:
+            parser.print_help()
+            return 0
+        args = parser.parse_args(argv)
+        if args.version:
+            from . import __version__
+
+            print(f"loadgen {__version__}")
+            return 0
+        if args.command is None:
+            parser.print_help()
+            return 0
+        if args.command == "list":
+            return _list()
+        logging.basicConfig(level=getattr(logging, args.log_level), format="loadgen %(levelname)s %(name)s: %(message)s")
+        thresholds = _thresholds(args)
+        progress = Progress(enabled=None if not args.quiet else False)
+        common = dict(target=args.target, flow_params=_kv(args.flow_param, "--flow-param"),
+                      target_args=_typed(args.target_arg), seed=args.seed, thresholds=thresholds,
+                      out=args.out, sample_interval=args.sample_interval, stop_file=args.stop_file,
+                      start_method=args.start_method, progress=progress, command=" ".join(["loadgen"] + argv))
+        from . import api
+
+        if args.command == "run":
+            rep = api.run(args.scenario, concurrency=args.concurrency, duration=args.duration,
+                          operations=args.operations, stages=args.stages, workers=args.workers,
+                          slots=args.slots, op_timeout=args.op_timeout, criteria=args.criterion,
+                          profile=args.profile, **common)
+        else:
+            rep = api.run_suite(profile=args.profile, only=args.only or None, **common)
+        progress.done()
+        _print_outcome(rep, args.quiet)
+        return rep.exit_code
+    except UsageError as e:
+        print(f"loadgen: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except LoadgenError as e:
+        print(f"loadgen: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("loadgen: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,88 @@
+"""Pass/fail criteria as k6-style expressions: ``"p99_ms < 500"``, ``"success_rate > 0.7"``.
+
+A criterion names one metric of a run (see :data:`METRICS`), a comparison
+and a number. Unknown metrics and malformed expressions are usage errors
+raised before anything runs — never a silent pass.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+METRICS = {
+    "success_rate": "succeeded ÷ completed operations (0–1)",
+    "error_rate": "failed + timed out + crashed ÷ completed (0–1)",
+    "throughput": "completed operations per second",
+    "operations": "operations completed",
+    "p50_ms": "median latency (ms)",
+    "p90_ms": "90th percentile latency (ms)",
+    "p99_ms": "99th percentile latency (ms)",
+    "p999_ms": "99.9th percentile latency (ms)",
+    "max_ms": "slowest operation (ms)",
+    "peak_memory_mb": "the pool's peak memory, PSS (MB)",
+    "peak_cpu_percent": "machine CPU, peak (0–100)",
+    "memory_growth_mb": "pool memory at the end minus at the start (MB)",
+    "leak_slope_mb_per_s": "least-squares slope of pool memory (MB/s)",
+    "crashed": "operations lost to worker crashes",
+    "timed_out": "operations past --op-timeout",
+    "dropped": "operations dropped for want of a free slot (open model)",
+    "breaches": "safety breaches",
+    "max_capacity": "capacity_limits: highest sustainable concurrency",
+    "recovery_time_seconds": "recovery: seconds until back within tolerance",
+    "recovery_rate": "recovery: success rate after the overload",
+    "memory_back_mb": "recovery: pool memory after recovery minus baseline (MB)",
+    "breaker_opened": "circuit_breaker: 1 when the breaker opened",
+    "breaker_closed": "circuit_breaker: 1 when the breaker closed again",
+    "p99_drift": "sustained_load: last third p99 ÷ first third p99",
+    "leak_detected": "1 when the leak verdict says leak",
+}
+
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
+_EXPR = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    metric: str
+    op: str
+    limit: float
+    abort_on_fail: bool = False
+
+    @classmethod
+    def parse(cls, text, abort_on_fail=False):
+        m = _EXPR.match(str(text))
+        if not m:
+            raise UsageError(f"criterion {text!r}: expected METRIC OP NUMBER, e.g. 'p99_ms < 500'")
+        metric, op, number, pct = m.groups()
+        if metric not in METRICS:
+            raise UsageError(f"criterion {text!r}: unknown metric {metric!r} (known: {', '.join(sorted(METRICS))})")
+        limit = float(number) / (100.0 if pct else 1.0)
+        if not math.isfinite(limit):
+            raise UsageError(f"criterion {text!r}: limit must be a finite number")
+        return cls(metric, op, limit, abort_on_fail)
+
+    def __str__(self):
+        return f"{self.metric} {self.op} {self.limit:g}"
+
+    def evaluate(self, metrics):
+        """``(passed, value)``; a metric the run did not produce fails (value None)."""
+        value = metrics.get(self.metric)
+        if value is None:
+            return False, None
+        return bool(_OPS[self.op](value, self.limit)), value
+
+    def to_dict(self, metrics=None):
+        d = {"criterion": str(self), "metric": self.metric, "op": self.op, "limit": self.limit}
+        if metrics is not None:
+            passed, value = self.evaluate(metrics)
+            d.update(value=value, passed=passed)
+        return d
+
+
+def parse_all(texts):
+    return [t if isinstance(t, Criterion) else Criterion.parse(t) for t in texts]

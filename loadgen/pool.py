@@ -1,0 +1,220 @@
+"""Child processes: one registering start function, one ``stop_all``, the worker pool.
+
+Every process loadgen starts — monitor, workers, stressors — goes through
+:meth:`ProcessRegistry.start`, so :meth:`ProcessRegistry.stop_all` can end
+them all (terminate → join → kill → join) from a ``finally``.
+
+Workers live in their own process group (the first worker leads it, the
+rest join), so one ``killpg`` ends the pool together with any children an
+operation spawned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from .errors import UsageError
+from .worker import SLOT_FIELDS, START_NS, STARTED, SUCCEEDED, FAILED, WorkerSpec, worker_main
+
+log = logging.getLogger("loadgen.pool")
+
+
+def get_context(start_method=None):
+    """The ``multiprocess`` context: fork by default on Linux; spawn must also work."""
+    import multiprocess as mp
+
+    method = start_method or os.environ.get("LOADGEN_START_METHOD") or "fork"
+    try:
+        return mp.get_context(method)
+    except ValueError:
+        raise UsageError(f"start method {method!r} is not available here (use fork or spawn)") from None
+
+
+class ProcessRegistry:
+    """Starts and remembers children; ends them all on :meth:`stop_all`."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.procs = []  # (role, process)
+
+    def start(self, target, args, name, role="worker"):
+        proc = self.ctx.Process(target=target, args=args, name=name, daemon=True)
+        proc.start()
+        self.procs.append((role, proc))
+        return proc
+
+    def forget(self, proc):
+        self.procs = [(r, p) for r, p in self.procs if p is not proc]
+
+    def stop_all(self, grace_s=0.5, roles=None):
+        """Terminate, wait up to ``grace_s``, kill, reap. Workers and stressors before the monitor."""
+        order = {"worker": 0, "stressor": 0, "monitor": 1}
+        procs = sorted((rp for rp in self.procs if roles is None or rp[0] in roles), key=lambda rp: order.get(rp[0], 0))
+        for _, p in procs:
+            if p.is_alive():
+                try:
+                    p.terminate()
+                except OSError:
+                    pass
+        deadline = time.monotonic() + grace_s
+        for _, p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for _, p in procs:
+            if p.is_alive():
+                try:
+                    p.kill()
+                except OSError:
+                    pass
+                p.join(1.0)
+        for rp in procs:
+            try:
+                rp[1].close()
+            except (ValueError, AttributeError):
+                pass
+        self.procs = [rp for rp in self.procs if rp not in procs]
+
+
+@dataclass
+class WorkerHandle:
+    index: int
+    process: object
+    conn: object
+    shm: object
+    counters: memoryview
+    pid: int = 0
+    create_time: float = 0.0
+    ready: bool = False
+    said_goodbye: bool = False
+    quota_given: int = 0
+    timed_out_slots: set = field(default_factory=set)
+
+    def totals(self, slots):
+        """(started, succeeded, failed) from shared memory — valid after the process died."""
+        c = self.counters
+        s = [0, 0, 0]
+        for base in range(0, slots * SLOT_FIELDS, SLOT_FIELDS):
+            s[0] += c[base + STARTED]
+            s[1] += c[base + SUCCEEDED]
+            s[2] += c[base + FAILED]
+        return s
+
+    def running_since_ns(self, slots):
+        """slot → monotonic start time (ns) of the operation it is running."""
+        c = self.counters
+        return {i: c[i * SLOT_FIELDS + START_NS] for i in range(slots) if c[i * SLOT_FIELDS + START_NS]}
+
+
+class Pool:
+    """The worker processes, their pipes and their shared counters."""
+
+    def __init__(self, ctx, registry, workers, slots, target, seed_pgid=None, nice=10, blas_threads=1):
+        self.ctx = ctx
+        self.registry = registry
+        self.size = workers
+        self.slots = slots
+        self.target = target
+        self.nice = nice
+        self.blas_threads = blas_threads
+        self.pgid = seed_pgid
+        self.handles = {}  # index → WorkerHandle
+        self.restarts = 0
+
+    def start_worker(self, index):
+        shm = self.ctx.RawArray("q", self.slots * SLOT_FIELDS)
+        parent_conn, child_conn = self.ctx.Pipe(duplex=True)
+        spec = WorkerSpec(index=index, slots=self.slots, target=self.target, pgid=self._live_pgid(),
+                          master_pid=os.getpid(), nice=self.nice, blas_threads=self.blas_threads)
+        proc = self.registry.start(worker_main, (spec, child_conn, shm), f"loadgen: worker {index}", "worker")
+        child_conn.close()
+        # Both sides call setpgid so the group exists before either one relies on it.
+        try:
+            os.setpgid(proc.pid, spec.pgid or proc.pid)
+        except OSError:
+            pass
+        if self.pgid is None or not _group_exists(self.pgid):
+            try:
+                self.pgid = os.getpgid(proc.pid)
+            except OSError:
+                pass
+        handle = WorkerHandle(index, proc, parent_conn, shm, memoryview(shm).cast("B").cast("q"), pid=proc.pid)
+        self.handles[index] = handle
+        return handle
+
+    def _live_pgid(self):
+        return self.pgid if self.pgid is not None and _group_exists(self.pgid) else None
+
+    def start(self):
+        for i in range(self.size):
+            self.start_worker(i)
+
+    def by_conn(self, conn):
+        for h in self.handles.values():
+            if h.conn is conn:
+                return h
+        return None
+
+    def by_sentinel(self, sentinel):
+        for h in self.handles.values():
+            if h.process.sentinel == sentinel:
+                return h
+        return None
+
+    def send(self, handle, msg):
+        try:
+            handle.conn.send(msg)
+            return True
+        except (OSError, ValueError, BrokenPipeError):
+            return False
+
+    def broadcast(self, msg):
+        for h in list(self.handles.values()):
+            if h.process.is_alive():
+                self.send(h, msg)
+
+    def kill(self, handle, sig=signal.SIGKILL):
+        try:
+            os.kill(handle.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill_group(self, sig=signal.SIGKILL):
+        """Signal the whole pool, and whatever its operations started."""
+        if self.pgid is not None and self.pgid != os.getpgid(0):
+            try:
+                os.killpg(self.pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for h in self.handles.values():
+            if h.process.is_alive():
+                self.kill(h, sig)
+
+    def retire(self, handle):
+        """Forget a dead worker (after its accounting has been read)."""
+        self.handles.pop(handle.index, None)
+        handle.process.join(0.1)
+        self.registry.forget(handle.process)
+        try:
+            handle.conn.close()
+        except OSError:
+            pass
+        try:
+            handle.process.close()
+        except ValueError:
+            pass
+
+    def alive(self):
+        return [h for h in self.handles.values() if h.process.is_alive()]
+
+
+def _group_exists(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

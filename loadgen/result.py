@@ -1,0 +1,128 @@
+"""Results: the seed's :class:`StressTestResult`, built from what a run measured.
+
+A scenario turns one or more :class:`runner.RunOutcome` into one
+``StressTestResult`` (a *component* of a report), evaluating its criteria
+against :func:`metrics_of` the outcome plus anything scenario-specific.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class StressTestResult:
+    """One component's result. The first fourteen fields are the seed's."""
+
+    test_name: str
+    success: bool
+    duration_seconds: float
+    max_concurrent_operations: int
+    peak_memory_mb: float
+    peak_cpu_percent: float
+    total_operations: int
+    successful_operations: int
+    failed_operations: int
+    throughput_ops_per_sec: float
+    error_messages: list = field(default_factory=list)
+    performance_metrics: dict = field(default_factory=dict)
+    breaking_point_reached: bool = False
+    recovery_time_seconds: float | None = None
+    # loadgen's additions
+    criteria: list = field(default_factory=list)  # Criterion.to_dict(metrics)
+    accounting: dict = field(default_factory=dict)
+    latency_ms: dict = field(default_factory=dict)
+    stage_latency_ms: dict = field(default_factory=dict)
+    breaches: list = field(default_factory=list)
+    stop_reason: str = ""
+    exit_code: int = 0
+    leak: dict = field(default_factory=dict)
+    histograms: dict = field(default_factory=dict)  # name → HDR payload
+    errors: dict = field(default_factory=dict)
+    tracebacks: dict = field(default_factory=dict)
+    key_metric: tuple = ("success_rate", None)  # (name, value) shown in COMPONENT RESULTS
+
+    @property
+    def success_rate(self):
+        done = self.successful_operations + self.failed_operations
+        return self.successful_operations / done if done else 0.0
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def metrics_of(outcome):
+    """The criteria metrics of one run outcome (see ``criteria.METRICS``)."""
+    acc = outcome.accounting
+    lat = outcome.latency.summary_ms()
+    done = acc.completed
+    series = outcome.memory_series
+    m = {
+        "success_rate": acc.success_rate if done else None,
+        "error_rate": (done - acc.succeeded) / done if done else None,
+        "throughput": outcome.throughput,
+        "operations": done,
+        "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "p999_ms": lat["p999"],
+        "max_ms": lat["max"],
+        "peak_memory_mb": outcome.peak_memory_mb,
+        "peak_cpu_percent": outcome.peak_cpu_percent,
+        "memory_growth_mb": (series[-1][1] - series[0][1]) if len(series) >= 2 else 0.0,
+        "crashed": acc.crashed, "timed_out": acc.timed_out, "dropped": acc.dropped,
+        "breaches": len(outcome.breaches),
+    }
+    leak = outcome.leak or {}
+    if leak.get("slope_mb_per_s") is not None:
+        m["leak_slope_mb_per_s"] = leak["slope_mb_per_s"]
+    if leak.get("leak") is not None:
+        m["leak_detected"] = 1.0 if leak["leak"] else 0.0
+    return m
+
+
+def evaluate(criteria, metrics):
+    """``(all_passed, [criterion dicts])``."""
+    rows = [c.to_dict(metrics) for c in criteria]
+    return all(r["passed"] for r in rows), rows
+
+
+def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric="success_rate",
+                        breaking_point_reached=False, recovery_time_seconds=None):
+    """Build the component result of a scenario whose main measurement is ``outcome``."""
+    metrics = metrics_of(outcome)
+    metrics.update(extra_metrics or {})
+    passed, rows = evaluate(criteria, metrics)
+    acc = outcome.accounting
+    errors = outcome.errors.to_dict()
+    messages = [f"{k} ×{n}" for k, n in list(errors.items())[:10]]
+    if outcome.stop_reason and outcome.exit_code not in (0,):
+        messages.insert(0, f"stopped: {outcome.stop_reason}")
+    for c in outcome.crashes[:5]:
+        messages.append(f"worker {c['worker']} died with {c['exit']} ({c['hint']})")
+    return StressTestResult(
+        test_name=name,
+        success=passed and outcome.exit_code in (0,),
+        duration_seconds=round(outcome.duration_s, 3),
+        max_concurrent_operations=outcome.peak_in_flight,
+        peak_memory_mb=round(outcome.peak_memory_mb, 1),
+        peak_cpu_percent=round(outcome.peak_cpu_percent, 1),
+        total_operations=acc.dispatched,
+        successful_operations=acc.succeeded,
+        failed_operations=acc.failed + acc.timed_out + acc.crashed,
+        throughput_ops_per_sec=round(outcome.throughput, 3),
+        error_messages=messages,
+        performance_metrics={k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()},
+        breaking_point_reached=breaking_point_reached,
+        recovery_time_seconds=recovery_time_seconds,
+        criteria=rows,
+        accounting=acc.to_dict(),
+        latency_ms=outcome.latency.summary_ms(),
+        stage_latency_ms={k: h.summary_ms() for k, h in outcome.stages.items()},
+        breaches=list(outcome.breaches),
+        stop_reason=outcome.stop_reason,
+        exit_code=outcome.exit_code,
+        leak=dict(outcome.leak or {}),
+        histograms={"latency": outcome.latency.to_payload(),
+                    **{f"stage:{k}": h.to_payload() for k, h in outcome.stages.items()}},
+        errors=errors,
+        tracebacks=dict(list(outcome.tracebacks.items())[:20]),
+        key_metric=(key_metric, metrics.get(key_metric)),
+    )

@@ -1,0 +1,720 @@
+"""The master: runs one load plan through a worker pool under a monitor.
+
+::
+
+      ┌────────────────────────── master (Runner.run) ───────────────────────────┐
+      │ load model → WorkOrders · per-second aggregator · accounting · events     │
+      │ blocks in ONE place: connection.wait(worker conns + sentinels,            │
+      │                      monitor conn + sentinel, signal wake-up pipe)        │
+      └──┬─────────────────▲──────────────────┬────────────────────────▲─────────┘
+         │ WorkOrder/Stop  │ Ready/ResultBatch│ Watch/Unwatch/Stop     │ Sample/Breach
+         │ (worker end of  │ WorkerExit/Error │ (monitor end of        │
+         ▼  its own pipe)  │                  ▼  its pipe)             │
+      ┌───────────┐ ┌───────────┐       ┌─────────────────────────────┴───┐
+      │ worker 0  │ │ worker 1  │ …     │ monitor: psutil every 100 ms;    │
+      │ slots 0…S │ │ slots 0…S │       │ on a breach kills the pool's     │
+      └─────┬─────┘ └─────┬─────┘       │ process group itself             │
+            └── shared int64 counters ──┘ (read by the master: accounting  │
+                                          that survives a dead worker)     │
+                                        └──────────────────────────────────┘
+
+Who writes what: workers write only their own shared counters and their
+pipe; the monitor writes only its pipe (and signals the pool); the master
+owns every file in the run directory. Workers ship a batch once a second,
+aligned on wall-clock seconds; the master writes second S of
+``timeseries.jsonl`` once every worker has reported past it (or
+``SECOND_GRACE_S`` later).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field, replace
+
+from .config import TIMING, ResourceThresholds, default_workers, positive_int
+from .errors import UsageError, crash_hint, describe_exitcode
+from .messages import (Breach, MonitorError, Ready, ResultBatch, Sample, Stop, WorkerError,
+                       WorkerExit, WorkOrder)
+from .pool import Pool, ProcessRegistry, get_context
+from .stats import Accounting, CappedCounter, Histogram
+from .streams import EVENTS, TIMESERIES, EventLog, JsonLines
+from .targets import TargetSpec
+
+log = logging.getLogger("loadgen.runner")
+
+SECOND_GRACE_S = 2.0  # write a second this long after it ended even if a worker is silent
+MAX_ERROR_KEYS = 100
+MAX_RESTARTS = 10
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BREACH, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run of one load model. Validated by :meth:`validated`.
+
+    ``concurrency``: closed model, operations in flight. ``stages``: ramps of
+    the target (see ``config.parse_stages``); the run lasts their sum unless
+    ``duration_s`` says otherwise. Bound by ``duration_s`` and/or
+    ``operations`` (the first reached ends the run).
+    """
+
+    name: str = "run"
+    concurrency: int = 20
+    stages: tuple = ()
+    duration_s: float | None = None
+    operations: int | None = None
+    workers: int | None = None
+    slots: int | None = None
+    op_timeout_s: float | None = None
+    target: TargetSpec = field(default_factory=TargetSpec)
+    max_restarts: int = MAX_RESTARTS
+    start_method: str | None = None
+    sample_interval_s: float = 0.1
+    stop_file: str | None = None
+    expect_breach: bool = False
+    nice: int = 10
+    blas_threads: int | None = 1
+    stop_grace_s: float = TIMING.stop_grace_s
+
+    def validated(self, thresholds):
+        positive_int(self.concurrency, "--concurrency")
+        if self.operations is not None:
+            positive_int(self.operations, "--operations")
+        if self.workers is not None:
+            positive_int(self.workers, "--workers")
+        if self.slots is not None:
+            positive_int(self.slots, "--slots")
+        if not (0.01 <= self.sample_interval_s <= 10):
+            raise UsageError(f"--sample-interval: must be between 10ms and 10s, got {self.sample_interval_s}s")
+        duration = self.duration_s
+        if duration is None and self.stages:
+            duration = sum(s.duration_s for s in self.stages)
+        if duration is None and self.operations is None:
+            raise UsageError("a run needs --duration, --operations or --stages to end")
+        peak = max([self.concurrency] + [math.ceil(s.target) for s in self.stages])
+        if peak > thresholds.max_concurrent_operations:
+            log.warning("concurrency %d capped at max_concurrent_operations=%d", peak,
+                        thresholds.max_concurrent_operations)
+        peak = min(peak, thresholds.max_concurrent_operations)
+        workers = self.workers or min(default_workers(), peak)
+        slots = self.slots or max(1, math.ceil(peak / workers))
+        return replace(self, duration_s=duration, workers=workers, slots=slots)
+
+
+@dataclass
+class RunOutcome:
+    """What a run measured. Plain data; ``report`` renders it."""
+
+    plan: RunPlan
+    thresholds: ResourceThresholds
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    accounting: Accounting = field(default_factory=Accounting)
+    latency: Histogram = field(default_factory=Histogram)
+    stages: dict = field(default_factory=dict)  # flow stage → Histogram
+    errors: CappedCounter = field(default_factory=lambda: CappedCounter(MAX_ERROR_KEYS))
+    tracebacks: dict = field(default_factory=dict)
+    breaches: list = field(default_factory=list)
+    crashes: list = field(default_factory=list)
+    stop_reason: str = ""
+    exit_code: int = EXIT_OK
+    peak_in_flight: int = 0
+    peak_memory_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+    peak_cpu_percent: float = 0.0
+    memory_series: list = field(default_factory=list)  # (t, pool MB), one per second
+    leak: dict = field(default_factory=dict)
+    pool_ready_s: float | None = None
+    monitor_lost: bool = False
+    run_dir: str | None = None
+
+    @property
+    def duration_s(self):
+        return max(0.0, self.ended_at - self.started_at)
+
+    @property
+    def throughput(self):
+        d = self.duration_s
+        return self.accounting.completed / d if d > 0 else 0.0
+
+
+class _Second:
+    __slots__ = ("started", "succeeded", "failed", "dropped", "latency", "errors", "reported",
+                 "cpu", "memory_mb", "rss_mb", "available_mb", "target", "in_flight")
+
+    def __init__(self):
+        self.started = self.succeeded = self.failed = self.dropped = self.errors = self.in_flight = 0
+        self.latency = Histogram()
+        self.reported = set()
+        self.cpu = []
+        self.memory_mb = self.rss_mb = 0.0
+        self.available_mb = None
+        self.target = None
+
+
+class Runner:
+    """Runs one :class:`RunPlan`. Use :meth:`run`; it always returns an outcome
+    (or raises :class:`UsageError` before any load was applied)."""
+
+    def __init__(self, plan, thresholds=None, run_dir=None, quiet=True, progress=None, registry=None, phase=None):
+        self.thresholds = thresholds or ResourceThresholds()
+        self.phase = phase or plan.name
+        self.plan = plan.validated(self.thresholds)
+        self.run_dir = run_dir
+        self.quiet = quiet
+        self.progress = progress  # callable(outcome, second_record) or None
+        self.out = RunOutcome(self.plan, self.thresholds, run_dir=run_dir)
+        self.ctx = get_context(self.plan.start_method)
+        self.registry = registry or ProcessRegistry(self.ctx)
+        self.pool = None
+        self.monitor = None
+        self.events = None
+        self.timeseries = None
+        self.seconds = {}
+        self.retired = Accounting()
+        self.retired_started = 0
+        self.quota_left = None  # operations not yet handed to any worker
+        self.stopping = None  # (reason, exit_code) once a stop began
+        self.stop_deadline = None
+        self.broken = False
+        self._signals = []
+        self._wake_r = self._wake_w = None
+        self._last_sample_at = None
+        self._last_target = None
+        self._assigned = {}
+
+    # ================================================================== public
+
+    def run(self):
+        from .targets import check_target
+
+        check_target(self.plan.target)
+        out = self.out
+        self._open_streams()
+        old_handlers = self._install_signals()
+        try:
+            out.started_at = time.time()
+            self.events.emit("phase", name="start", plan=_plan_dict(self.plan), thresholds=self.thresholds.to_dict())
+            self._start_monitor()
+            self._start_pool()
+            self._loop()
+        finally:
+            self._teardown()
+            self._restore_signals(old_handlers)
+            out.ended_at = out.ended_at or time.time()
+            self._finish()
+        return out
+
+    # ================================================================== start
+
+    def _open_streams(self):
+        if self.run_dir:
+            self.events = EventLog(os.path.join(self.run_dir, EVENTS), phase=self.phase)
+            self.timeseries = JsonLines(os.path.join(self.run_dir, TIMESERIES))
+        else:
+            self.events = EventLog(os.devnull, phase=self.phase)
+            self.timeseries = JsonLines(os.devnull)
+
+    def _start_monitor(self):
+        from .monitor import SystemResourceMonitor
+
+        self.monitor = SystemResourceMonitor(self.thresholds, interval_s=self.plan.sample_interval_s)
+        self.monitor.start(self.ctx, registry=self.registry)
+        self._last_sample_at = time.monotonic()
+
+    def _start_pool(self):
+        p = self.plan
+        self.pool = Pool(self.ctx, self.registry, p.workers, p.slots, p.target, nice=p.nice,
+                         blas_threads=p.blas_threads)
+        if p.operations is not None:
+            self.quota_left = p.operations
+        self._pool_started = time.monotonic()
+        self.pool.start()
+        self.events.emit("phase", name="pool_start", workers=p.workers, slots=p.slots, pgid=self.pool.pgid)
+
+    # ================================================================== loop
+
+    def _loop(self):
+        from multiprocess.connection import wait
+
+        p = self.plan
+        t0 = time.monotonic()
+        self._t0 = t0
+        end_at = t0 + p.duration_s if p.duration_s else None
+        hard_end = t0 + self.thresholds.max_execution_time_seconds
+        while True:
+            objs = self._wait_objects()
+            timeout = TIMING.tick_s
+            for obj in wait(objs, timeout):
+                self._ready(obj)
+            now = time.monotonic()
+            if self.stopping is None:
+                if self._signals:
+                    sig = self._signals[0]
+                    self._begin_stop("interrupted by " + signal.Signals(sig).name,
+                                     EXIT_SIGINT if sig == signal.SIGINT else EXIT_SIGTERM)
+                elif end_at is not None and now >= end_at:
+                    self._begin_stop("duration reached", EXIT_OK)
+                elif now >= hard_end:
+                    self.events.emit("timeout", limit_s=self.thresholds.max_execution_time_seconds)
+                    self._begin_stop("max_execution_time_seconds reached", EXIT_OK)
+                elif p.stop_file and os.path.exists(p.stop_file):
+                    self.events.emit("stop", reason="stop file", path=p.stop_file)
+                    self._begin_stop(f"stop file {p.stop_file} appeared", EXIT_OK)
+                elif self._operations_done():
+                    self._begin_stop("operations done", EXIT_OK)
+                else:
+                    self._apply_load(now - t0)
+            elif len(self._signals) > 1:
+                self.events.emit("stop", reason="second signal: killing the pool now")
+                self._kill_pool("second signal")
+            self._check_timeouts()
+            self._check_monitor(now)
+            self._write_seconds(final=False)
+            if self.stopping is not None:
+                if not self.pool.handles:
+                    return
+                if self.stop_deadline is not None and now >= self.stop_deadline:
+                    self.events.emit("stop", reason="drain grace exceeded: killing the pool",
+                                     grace_s=p.stop_grace_s)
+                    self._kill_pool("drain grace exceeded")
+                    self.stop_deadline = None
+
+    def _wait_objects(self):
+        objs = [self._wake_r]
+        for h in self.pool.handles.values():
+            if not h.conn.closed:
+                objs.append(h.conn)
+            objs.append(h.process.sentinel)
+        if self.monitor is not None and self.monitor.conn is not None:
+            objs.append(self.monitor.conn)
+            objs.append(self.monitor.process.sentinel)
+        return objs
+
+    def _ready(self, obj):
+        if obj == self._wake_r:
+            try:
+                os.read(self._wake_r, 512)
+            except OSError:
+                pass
+            return
+        mon = self.monitor
+        if mon is not None and mon.conn is not None and obj is mon.conn:
+            try:
+                while mon.conn.poll():
+                    self._dispatch(mon.conn.recv(), None)
+            except (EOFError, OSError):
+                self._monitor_lost("monitor pipe closed")
+            return
+        if mon is not None and mon.process is not None and obj == mon.process.sentinel:
+            self._monitor_lost(f"monitor process died ({describe_exitcode(mon.process.exitcode)})")
+            return
+        h = self.pool.by_conn(obj)
+        if h is not None:
+            try:
+                while h.conn.poll():
+                    self._dispatch(h.conn.recv(), h)
+            except (EOFError, OSError):
+                h.conn.close()
+            return
+        h = self.pool.by_sentinel(obj)
+        if h is not None:
+            self._worker_gone(h)
+
+    # ================================================================== messages
+
+    def _dispatch(self, msg, handle):
+        if isinstance(msg, ResultBatch):
+            self._on_batch(msg)
+        elif isinstance(msg, Sample):
+            self._on_sample(msg)
+        elif isinstance(msg, Ready):
+            self._on_ready(msg, handle)
+        elif isinstance(msg, WorkerExit):
+            handle.said_goodbye = True
+        elif isinstance(msg, Breach):
+            self._on_breach(msg)
+        elif isinstance(msg, WorkerError):
+            self._on_worker_error(msg, handle)
+        elif isinstance(msg, MonitorError):
+            self.events.emit("monitor_error", error=msg.type_name, message=msg.message)
+            log.error("monitor error: %s: %s", msg.type_name, msg.message)
+        else:
+            log.warning("unknown message %r from %s", msg, handle or "monitor")
+
+    def _on_ready(self, msg, h):
+        h.ready = True
+        h.pid, h.create_time = msg.pid, msg.create_time
+        self.monitor.watch(msg.pid, msg.create_time, pgid=self.pool.pgid, role="worker")
+        if self.out.pool_ready_s is None and all(x.ready for x in self.pool.handles.values()):
+            self.out.pool_ready_s = time.monotonic() - self._pool_started
+            self.events.emit("phase", name="pool_ready", seconds=round(self.out.pool_ready_s, 4))
+        if self.stopping is not None:
+            self.pool.send(h, Stop(drain=True))
+            return
+        self._last_target = None  # redistribute
+        self._apply_load(time.monotonic() - getattr(self, "_t0", time.monotonic()))
+
+    def _on_batch(self, b):
+        sec = self.seconds.get(b.second)
+        if sec is None:
+            sec = self.seconds[b.second] = _Second()
+        sec.started += b.started
+        sec.succeeded += b.succeeded
+        sec.failed += b.failed
+        sec.dropped += b.dropped
+        sec.in_flight += b.in_flight
+        sec.reported.add(b.index)
+        if b.latency:
+            h = Histogram.from_payload(b.latency)
+            sec.latency.merge(h)
+            self.out.latency.merge(h)
+        for name, payload in b.stages.items():
+            self.out.stages.setdefault(name, Histogram()).merge(Histogram.from_payload(payload))
+        if b.errors:
+            sec.errors += sum(b.errors.values())
+            self.out.errors.update(b.errors)
+        for k, tb in b.tracebacks.items():
+            if k not in self.out.tracebacks and len(self.out.tracebacks) < MAX_ERROR_KEYS:
+                self.out.tracebacks[k] = tb
+
+    def _on_sample(self, s):
+        self._last_sample_at = time.monotonic()
+        out = self.out
+        out.peak_memory_mb = max(out.peak_memory_mb, s.pool_memory_mb)
+        out.peak_rss_mb = max(out.peak_rss_mb, s.pool_rss_mb)
+        out.peak_cpu_percent = max(out.peak_cpu_percent, s.cpu_percent)
+        second = int(s.t)
+        sec = self.seconds.get(second)
+        if sec is None:
+            sec = self.seconds[second] = _Second()
+        sec.cpu.append(s.cpu_percent)
+        sec.memory_mb = max(sec.memory_mb, s.pool_memory_mb)
+        sec.rss_mb = max(sec.rss_mb, s.pool_rss_mb)
+        sec.available_mb = s.available_mb
+        if not out.memory_series or out.memory_series[-1][0] != second:
+            out.memory_series.append((second, s.pool_memory_mb))
+        else:
+            out.memory_series[-1] = (second, max(out.memory_series[-1][1], s.pool_memory_mb))
+
+    def _on_breach(self, b):
+        self.broken = True
+        record = self.events.emit("breach", metric=b.metric, value=b.value, limit=b.limit,
+                                  detected_at=b.detected_at, pool_dead_at=b.pool_dead_at,
+                                  killed_pids=list(b.killed_pids))
+        self.out.breaches.append(record)
+        code = EXIT_OK if self.plan.expect_breach else EXIT_BREACH
+        if self.stopping is None:
+            self._begin_stop(f"threshold breached: {b.metric} = {b.value:.1f} > {b.limit:.1f}", code)
+        # The monitor has killed the pool; make sure nothing of it is left.
+        self._kill_pool("breach")
+
+    def _on_worker_error(self, msg, h):
+        self.events.emit("worker_error", worker=msg.index, error=msg.type_name, message=msg.message)
+        h.said_goodbye = True
+        h.error = msg
+        self._start_error = msg
+
+    # ================================================================== load model
+
+    def _target_at(self, elapsed):
+        p = self.plan
+        if not p.stages:
+            return p.concurrency
+        return stage_target(p.stages, elapsed, start=0.0)
+
+    def _apply_load(self, elapsed):
+        if self.broken:
+            return
+        target = min(int(round(self._target_at(elapsed))), self.thresholds.max_concurrent_operations)
+        ready = sorted((h for h in self.pool.handles.values() if h.ready and h.process.is_alive()),
+                       key=lambda h: h.index)
+        key = (target, tuple(h.index for h in ready))
+        self._current_target = target
+        if key == self._last_target or not ready:
+            self._top_up_quota(ready)
+            return
+        self._last_target = key
+        shares = split(target, len(ready), cap=self.plan.slots)
+        for h, n in zip(ready, shares):
+            if self._assigned.get(h.index) != (h.pid, n):
+                self._assigned[h.index] = (h.pid, n)
+                self.pool.send(h, WorkOrder(active_slots=n))
+        self._top_up_quota(ready)
+
+    def _top_up_quota(self, ready):
+        if self.quota_left is None:
+            return
+        for h in ready:
+            started = h.totals(self.plan.slots)[0]
+            active = self._assigned.get(h.index, (0, 0))[1]
+            if not active:
+                continue
+            chunk = max(2 * active, self.plan.operations // (4 * self.plan.workers))
+            if h.quota_given - started < chunk // 2 + active and self.quota_left > 0:
+                give = min(chunk, self.quota_left)
+                self.quota_left -= give
+                h.quota_given += give
+                self.pool.send(h, WorkOrder(add_quota=give))
+
+    def _operations_done(self):
+        if self.plan.operations is None or self.quota_left:
+            return False
+        for h in self.pool.handles.values():
+            started, succ, fail = h.totals(self.plan.slots)
+            if started < h.quota_given or started - succ - fail > 0:
+                return False
+        return True
+
+    # ================================================================== faults
+
+    def _check_timeouts(self):
+        slots = self.plan.slots
+        now_ns = time.monotonic_ns()
+        in_flight = 0
+        for h in list(self.pool.handles.values()):
+            started, succ, fail = h.totals(slots)
+            in_flight += started - succ - fail
+            if self.plan.op_timeout_s is None or not h.process.is_alive():
+                continue
+            limit_ns = int(self.plan.op_timeout_s * 1e9)
+            late = [i for i, t in h.running_since_ns(slots).items() if now_ns - t > limit_ns]
+            if late and not h.timed_out_slots:
+                h.timed_out_slots.update(late)
+                self.events.emit("timeout", worker=h.index, pid=h.pid, slots=late,
+                                 op_timeout_s=self.plan.op_timeout_s,
+                                 action="worker killed and replaced")
+                self.pool.kill(h)
+        self.out.peak_in_flight = max(self.out.peak_in_flight, in_flight)
+
+    def _worker_gone(self, h):
+        h.process.join(1.0)
+        exitcode = h.process.exitcode
+        try:  # batches it sent before dying are still in the pipe
+            while not h.conn.closed and h.conn.poll():
+                self._dispatch(h.conn.recv(), h)
+        except (EOFError, OSError):
+            pass
+        started, succ, fail = h.totals(self.plan.slots)
+        in_flight = started - succ - fail
+        timed_out = min(len(h.timed_out_slots), in_flight)
+        crashed = in_flight - timed_out
+        acc = Accounting(dispatched=started, succeeded=succ, failed=fail, timed_out=timed_out, crashed=crashed)
+        self.retired.merge(acc)
+        unstarted = max(0, h.quota_given - started)
+        self.monitor.unwatch(h.pid) if self.monitor is not None else None
+        self.pool.retire(h)
+        self._assigned.pop(h.index, None)
+        self._last_target = None
+        clean = h.said_goodbye and exitcode == 0
+        if clean:
+            return
+        error = getattr(h, "error", None)
+        if error is not None:  # could not build the target
+            if self.quota_left is not None:
+                self.quota_left += unstarted
+            if not self.pool.handles and self.stopping is None:
+                self._begin_stop(f"no worker could start: {error.type_name}: {error.message}", EXIT_USAGE)
+            return
+        if self.broken or self.stopping is not None:
+            if crashed or timed_out:
+                self.events.emit("worker_killed", worker=h.index, pid=h.pid, exitcode=exitcode,
+                                 operations_lost_in_flight=crashed, reason=self.stopping[0] if self.stopping else "breach")
+            return
+        hint = "operation timed out" if timed_out else crash_hint(exitcode)
+        record = self.events.emit("worker_crash", worker=h.index, pid=h.pid, exitcode=exitcode,
+                                  exit=describe_exitcode(exitcode), hint=hint,
+                                  in_flight=in_flight, timed_out=timed_out, crashed=crashed)
+        self.out.crashes.append(record)
+        if self.pool.restarts >= self.plan.max_restarts:
+            self._begin_stop(f"worker restart limit ({self.plan.max_restarts}) reached; last: worker {h.index} "
+                             f"died with {describe_exitcode(exitcode)}", EXIT_FAILED)
+            return
+        self.pool.restarts += 1
+        if self.quota_left is not None:
+            self.quota_left += unstarted
+        self.pool.start_worker(h.index)
+
+    def _check_monitor(self, now):
+        if self.monitor is None or self.out.monitor_lost:
+            return
+        if now - self._last_sample_at > max(TIMING.monitor_lost_s, 5 * self.plan.sample_interval_s):
+            self._monitor_lost(f"no sample for {now - self._last_sample_at:.1f}s")
+
+    def _monitor_lost(self, why):
+        if self.out.monitor_lost:
+            return
+        self.out.monitor_lost = True
+        self.events.emit("monitor_lost", reason=why)
+        log.error("monitor lost (%s): stopping the run — never unmonitored", why)
+        if self.stopping is None:
+            self._begin_stop(f"monitor lost: {why}", EXIT_BREACH)
+        self._kill_pool("monitor lost")
+        try:
+            self.monitor.conn.close()
+        except (OSError, AttributeError):
+            pass
+        self.monitor.conn = None
+
+    # ================================================================== stopping
+
+    def _begin_stop(self, reason, code):
+        if self.stopping is not None:
+            return
+        self.stopping = (reason, code)
+        self.out.stop_reason = reason
+        self.out.exit_code = code
+        self.events.emit("phase", name="stop", reason=reason)
+        self.pool.broadcast(Stop(drain=True))
+        self.stop_deadline = time.monotonic() + self.plan.stop_grace_s
+
+    def _kill_pool(self, why):
+        self.pool.kill_group()
+
+    def _teardown(self):
+        try:
+            if self.pool is not None:
+                self.pool.kill_group()
+                deadline = time.monotonic() + 2.0
+                while self.pool.handles and time.monotonic() < deadline:
+                    for h in list(self.pool.handles.values()):
+                        h.process.join(0.05)
+                        if not h.process.is_alive():
+                            self._worker_gone(h)
+        finally:
+            if self.monitor is not None:
+                self.monitor.stop(timeout_s=1.0)
+            self.registry.stop_all(TIMING.kill_grace_s)
+
+    def _finish(self):
+        out = self.out
+        acc = Accounting().merge(self.retired)
+        out.accounting = acc
+        self._write_seconds(final=True)
+        try:
+            from .monitor import LeakDetector
+
+            if out.memory_series:
+                ts, vs = zip(*out.memory_series)
+                out.leak = LeakDetector().verdict(list(ts), list(vs), window_s=self.thresholds.growth_window_s)
+        except Exception as e:  # noqa: BLE001 - a verdict failure must not lose the run
+            out.leak = {"leak": None, "reason": f"no verdict: {e}"}
+        if not out.stop_reason:
+            out.stop_reason = "finished"
+        self.events.emit("phase", name="end", reason=out.stop_reason, exit_code=out.exit_code,
+                         accounting=acc.to_dict())
+        self.events.close()
+        self.timeseries.close()
+
+    # ================================================================== per second
+
+    def _write_seconds(self, final):
+        if not self.seconds:
+            return
+        now = time.time()
+        live = {h.index for h in self.pool.handles.values()} if self.pool else set()
+        for second in sorted(self.seconds):
+            sec = self.seconds[second]
+            complete = live <= sec.reported
+            if not final and not (complete and second < int(now)) and second > now - 1 - SECOND_GRACE_S:
+                break
+            del self.seconds[second]
+            if not sec.reported and not sec.cpu:
+                continue
+            record = self._second_record(second, sec)
+            self.timeseries.write(record)
+            if self.progress is not None:
+                self.progress(self, record)
+
+    def _second_record(self, second, sec):
+        lat = sec.latency.summary_ms()
+        done = sec.succeeded + sec.failed
+        return {
+            "t": second,
+            "phase": self.phase,
+            "ops": sec.started,
+            "succeeded": sec.succeeded,
+            "failed": sec.failed,
+            "dropped": sec.dropped,
+            "errors": sec.errors,
+            "throughput": done,
+            "success_rate": round(sec.succeeded / done, 4) if done else None,
+            "in_flight": sec.in_flight,
+            "target": getattr(self, "_current_target", None),
+            "latency_ms": {k: lat[k] for k in ("p50", "p90", "p99", "p999", "max")},
+            "cpu_percent": round(sum(sec.cpu) / len(sec.cpu), 1) if sec.cpu else None,
+            "pool_memory_mb": round(sec.memory_mb, 1),
+            "pool_rss_mb": round(sec.rss_mb, 1),
+            "available_mb": None if sec.available_mb is None else round(sec.available_mb),
+        }
+
+    # ================================================================== signals
+
+    def _install_signals(self):
+        import threading
+
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            self._signals.append(signum)
+            try:
+                os.write(self._wake_w, b"!")
+            except OSError:
+                pass
+
+        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _restore_signals(self, old):
+        if old:
+            for s, h in old.items():
+                signal.signal(s, h)
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+# ====================================================================== helpers
+
+
+def split(total, n, cap=None):
+    """Split ``total`` into ``n`` near-equal whole shares (remainder to the first ones)."""
+    if n <= 0:
+        return []
+    base, extra = divmod(int(total), n)
+    shares = [base + (1 if i < extra else 0) for i in range(n)]
+    if cap is not None:
+        shares = [min(s, cap) for s in shares]
+    return shares
+
+
+def stage_target(stages, elapsed, start=0.0):
+    """The target at ``elapsed`` seconds: linear within each stage from the previous target."""
+    prev = start
+    t = 0.0
+    for s in stages:
+        if elapsed < t + s.duration_s:
+            frac = (elapsed - t) / s.duration_s
+            return prev + (s.target - prev) * frac
+        t += s.duration_s
+        prev = s.target
+    return prev
+
+
+def _plan_dict(plan):
+    return {
+        "name": plan.name, "concurrency": plan.concurrency,
+        "stages": [[s.duration_s, s.target] for s in plan.stages],
+        "duration_s": plan.duration_s, "operations": plan.operations, "workers": plan.workers,
+        "slots": plan.slots, "op_timeout_s": plan.op_timeout_s, "target": plan.target.label,
+        "flow_params": dict(plan.target.flow_params), "seed": plan.target.seed,
+    }

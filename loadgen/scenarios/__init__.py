@@ -1,0 +1,32 @@
+"""The seed's stress categories, one module each, behind one registry.
+
+A scenario is a small class: a name, what it does, its default criteria
+(the seed's), and ``run(session) -> StressTestResult``. It runs one or more
+phases (``session.run_phase``), each a complete :class:`runner.Runner` run
+whose streams land in the same run directory, tagged with the phase.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import UsageError
+
+# name → module: imported only when the scenario is used.
+_MODULES = {
+    "concurrent_load": "concurrent_load",
+}
+
+PROFILES = ("ci", "standard", "nightly")
+
+
+def names():
+    return list(_MODULES)
+
+
+def get(name):
+    """The scenario class called ``name``; :class:`UsageError` for an unknown one."""
+    if name not in _MODULES:
+        raise UsageError(f"unknown scenario {name!r} (known: {', '.join(_MODULES)})")
+    module = importlib.import_module(f"{__name__}.{_MODULES[name]}")
+    return module.SCENARIO

@@ -1,0 +1,97 @@
+"""What every scenario shares: profiles, the session that runs phases, criteria."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+from ..config import ResourceThresholds
+from ..criteria import parse_all
+from ..runner import RunPlan, Runner
+from ..targets import TargetSpec
+
+
+@dataclass
+class Overrides:
+    """What the user set on the command line or in the API for a scenario's main phase."""
+
+    concurrency: int | None = None
+    stages: tuple = ()
+    duration_s: float | None = None
+    operations: int | None = None
+    workers: int | None = None
+    slots: int | None = None
+    op_timeout_s: float | None = None
+    criteria: tuple = ()  # replaces the scenario's defaults when given
+
+
+@dataclass
+class Session:
+    """Shared by the phases of a scenario (and the scenarios of a suite)."""
+
+    thresholds: ResourceThresholds = field(default_factory=ResourceThresholds)
+    target: TargetSpec = field(default_factory=TargetSpec)
+    profile: str = "ci"
+    run_dir: str | None = None
+    overrides: Overrides = field(default_factory=Overrides)
+    sample_interval_s: float = 0.1
+    stop_file: str | None = None
+    start_method: str | None = None
+    progress: object = None
+    interrupted: int | None = None  # exit code of a signal that stopped a phase
+
+    def run_phase(self, phase, plan, thresholds=None, stop_on_signal=True):
+        """Run one phase; returns its RunOutcome. A phase stopped by a signal marks the session."""
+        plan = dataclasses.replace(plan, name=phase, target=plan.target or self.target,
+                                   sample_interval_s=self.sample_interval_s, stop_file=self.stop_file,
+                                   start_method=self.start_method)
+        runner = Runner(plan, thresholds or self.thresholds, run_dir=self.run_dir, progress=self.progress,
+                        phase=phase)
+        outcome = runner.run()
+        if outcome.exit_code in (130, 143):
+            self.interrupted = outcome.exit_code
+        return outcome
+
+    @property
+    def stopped(self):
+        return self.interrupted is not None
+
+
+class Scenario:
+    name = ""
+    summary = ""
+    criteria = ()  # default criteria expressions (the seed's)
+    key_metric = "success_rate"
+    durations_s = {"ci": 6.0, "standard": 60.0, "nightly": 600.0}
+
+    def duration(self, session):
+        return session.overrides.duration_s or self.durations_s[session.profile]
+
+    def criteria_for(self, session):
+        return parse_all(session.overrides.criteria or self.criteria)
+
+    def main_plan(self, session, **defaults):
+        """The main phase's plan: scenario defaults, then the user's overrides."""
+        o = session.overrides
+        values = dict(defaults)
+        for key in ("concurrency", "operations", "workers", "slots", "op_timeout_s"):
+            v = getattr(o, key)
+            if v is not None:
+                values[key] = v
+        if o.stages:
+            values["stages"] = tuple(o.stages)
+            values.setdefault("duration_s", None)
+        if o.duration_s is not None:
+            values["duration_s"] = o.duration_s
+        elif o.operations is not None and "duration_s" not in defaults:
+            values["duration_s"] = None
+        values.setdefault("target", session.target)
+        return RunPlan(**values)
+
+    def run(self, session):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def now():
+    return time.time()

@@ -1,0 +1,170 @@
+"""Measurements as plain data: HDR latency histograms and operation accounting.
+
+Latencies are integer **microseconds** in HDR histograms from the
+``hdrhistogram`` package (3 significant digits, 1 µs to 1 h). Workers
+record in bulk (:meth:`Histogram.record_many`, vectorised with numpy over
+the package's own counts array) because a per-value ``record_value`` costs
+about a microsecond of Python — more than a no-op operation. Histograms
+cross pipes and land in reports as the standard HDR base64 payload, so
+runs, workers and machines merge exactly.
+
+Rendering lives elsewhere (``report``); this module only counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000  # one hour
+SIGNIFICANT_DIGITS = 3
+PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
+
+
+class Histogram:
+    """An HDR histogram of microsecond values with bulk recording and exact merge."""
+
+    __slots__ = ("_h", "_counts")
+
+    def __init__(self, _hdr=None):
+        self._h = _hdr if _hdr is not None else HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+        # A numpy view of the package's counts (no copy): bulk adds go straight in.
+        self._counts = np.ctypeslib.as_array(self._h.counts)
+
+    # -- recording
+
+    def record_many(self, values_us):
+        """Record a sequence of microsecond values (ints ≥ 0; larger than 1 h are clamped)."""
+        v = np.asarray(values_us, dtype=np.int64)
+        if v.size == 0:
+            return
+        np.clip(v, 0, HIGHEST_US, out=v)
+        h = self._h
+        # Same arithmetic as HdrHistogram._counts_index_for, vectorised:
+        # bit length of (v | sub_bucket_mask) via frexp (exact below 2**53).
+        _, pow2ceiling = np.frexp((v | h.sub_bucket_mask).astype(np.float64))
+        bucket = pow2ceiling.astype(np.int64) - h.unit_magnitude - (h.sub_bucket_half_count_magnitude + 1)
+        sub_bucket = v >> (bucket + h.unit_magnitude)
+        index = ((bucket + 1) << h.sub_bucket_half_count_magnitude) + sub_bucket - h.sub_bucket_half_count
+        if v.size < 4096:
+            np.add.at(self._counts, index, 1)
+        else:
+            self._counts += np.bincount(index, minlength=h.counts_len).astype(self._counts.dtype)
+        h.total_count += int(v.size)
+        h.min_value = min(h.min_value, int(v.min()))
+        h.max_value = max(h.max_value, int(v.max()))
+
+    def record(self, value_us):
+        self._h.record_value(min(max(int(value_us), 0), HIGHEST_US))
+
+    # -- combining
+
+    def merge(self, other):
+        """Add ``other``'s counts into this histogram (exact); returns self."""
+        if other is not None and other.count:
+            self._h.add(other._h)
+        return self
+
+    def copy(self):
+        return Histogram().merge(self)
+
+    # -- reading
+
+    @property
+    def count(self):
+        return int(self._h.total_count)
+
+    def value_at(self, percentile):
+        """Value (µs) at ``percentile`` (0–100), HDR convention: highest equivalent value."""
+        total = self.count
+        if not total:
+            return 0
+        target = max(int(percentile * total / 100 + 0.5), 1)
+        index = int(np.searchsorted(np.cumsum(self._counts), target))
+        value = self._h.get_value_from_index(index)
+        return self._h.get_highest_equivalent_value(value) if percentile else value
+
+    def summary_ms(self):
+        """``{p50, p90, p99, p999, max, mean, count}`` in milliseconds (count as int)."""
+        if not self.count:
+            return {k: None for k, _ in PERCENTILES} | {"max": None, "mean": None, "count": 0}
+        out = {k: round(self.value_at(p) / 1000, 3) for k, p in PERCENTILES}
+        out["max"] = round(self._h.get_max_value() / 1000, 3)
+        out["mean"] = round(self._h.get_mean_value() / 1000, 3)
+        out["count"] = self.count
+        return out
+
+    # -- serialising
+
+    def to_payload(self):
+        """The standard HDR compressed base64 payload (str); '' when empty."""
+        return self._h.encode().decode("ascii") if self.count else ""
+
+    @classmethod
+    def from_payload(cls, payload):
+        if not payload:
+            return cls()
+        return cls(HdrHistogram.decode(payload.encode("ascii") if isinstance(payload, str) else payload))
+
+    def __repr__(self):
+        return f"Histogram(count={self.count})"
+
+
+@dataclass
+class Accounting:
+    """Where every operation ended. ``dispatched`` = the sum of the five outcomes;
+    ``dropped`` operations (open model, no free slot) were never dispatched."""
+
+    dispatched: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    timed_out: int = 0
+    crashed: int = 0
+    dropped: int = 0
+    rejected: int = 0  # refused fast by an open circuit breaker (not dispatched)
+
+    def merge(self, other):
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+    @property
+    def completed(self):
+        return self.succeeded + self.failed + self.timed_out + self.crashed
+
+    @property
+    def success_rate(self):
+        done = self.completed
+        return self.succeeded / done if done else 0.0
+
+    def adds_up(self):
+        return self.dispatched == self.completed
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class CappedCounter:
+    """Counts by key, keeping at most ``cap`` keys including ``other``, where the rest land."""
+
+    OTHER = "other"
+
+    def __init__(self, cap=50):
+        self.cap = cap
+        self.counts = {}
+
+    def add(self, key, n=1):
+        c = self.counts
+        if key not in c and len(c) >= self.cap - (self.OTHER not in c):
+            key = self.OTHER
+        c[key] = c.get(key, 0) + n
+
+    def update(self, mapping):
+        for k, n in mapping.items():
+            self.add(k, n)
+
+    def to_dict(self):
+        return dict(sorted(self.counts.items(), key=lambda kv: -kv[1]))

@@ -1,0 +1,148 @@
+"""The run directory's streams and atomic files.
+
+``timeseries.jsonl`` and ``events.jsonl`` are appended line by line and
+flushed at once, so a killed run keeps every line it wrote. Whole files
+(reports) are written to a temp file in the same folder and renamed over
+the old one: a reader sees the old file or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+import time
+
+from .errors import OutputError
+
+TIMESERIES = "timeseries.jsonl"
+EVENTS = "events.jsonl"
+
+
+def atomic_write(path, text):
+    """Write ``text`` to ``path`` atomically (temp file + fsync + rename in the same folder)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def default_run_dir(name, root="loadgen-results"):
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return os.path.join(root, f"{stamp}-{name}")
+
+
+def prepare_run_dir(path):
+    """Create ``path`` and prove it is writable; :class:`OutputError` otherwise."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".loadgen-write-test")
+        with open(probe, "w") as f:
+            f.write("x" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"--out {path!r}: cannot write there: {e.strerror or e}") from None
+    return path
+
+
+def _dumps(obj):
+    return json.dumps(obj, separators=(",", ":"), default=_json_default, allow_nan=False)
+
+
+def _json_default(o):
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    if hasattr(o, "item"):  # numpy scalar
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class JsonLines:
+    """An append-only JSON-lines file, flushed after every line.
+
+    After a disk error the stream is marked failed (``error`` set) and further
+    writes are dropped, so the run can stop cleanly with the reason.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.error = None
+        self._f = open(path, "a", encoding="utf-8")
+
+    def write(self, record):
+        if self._f is None:
+            return
+        try:
+            self._f.write(_dumps(record) + "\n")
+            self._f.flush()
+        except OSError as e:
+            self.error = e
+            self._close_quietly()
+
+    def close(self):
+        if self._f is not None:
+            try:
+                self._f.close()
+            except OSError as e:
+                self.error = self.error or e
+            self._f = None
+
+    def _close_quietly(self):
+        try:
+            self._f.close()
+        except OSError:
+            pass
+        self._f = None
+
+
+class EventLog(JsonLines):
+    """``events.jsonl``: every line has ``t`` (UNIX seconds) and ``type``."""
+
+    def __init__(self, path, phase=None):
+        super().__init__(path)
+        self.phase = phase
+        self.recent = []  # events of this run, kept for the report (bounded)
+
+    def emit(self, type_, **fields):
+        record = {"t": round(fields.pop("t", time.time()), 6), "type": type_, **fields}
+        if self.phase is not None:
+            record.setdefault("phase", self.phase)
+        self.write(record)
+        if len(self.recent) < 10_000:
+            self.recent.append(record)
+        return record
+
+
+def read_jsonl(path):
+    """Records of a JSON-lines file; a torn last line (killed writer) is skipped."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i >= len(lines) - 2:  # only the last line may be torn
+                continue
+            raise
+    return out
+
+
+dumps = _dumps

@@ -1,0 +1,143 @@
+"""What an operation calls: the embedded flow or a user's ``module:callable``.
+
+A :class:`TargetSpec` is plain, picklable data; it is resolved into a
+callable inside each worker (:func:`build_operation`) and once in the
+master beforehand (:func:`check_target`) so that a bad target is a clear
+usage error before any process starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+
+from .errors import TargetError
+
+EMBEDDED = "loadgen.flow:MockAIWritingFlowV2"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """``ref``: ``package.module:callable`` or ``path/to/file.py:callable``;
+    None means the embedded flow built from ``flow_params`` (strings from
+    ``--flow-param KEY=VALUE``, or typed values from the API)."""
+
+    ref: str | None = None
+    flow_params: dict = field(default_factory=dict)
+    kwargs: dict = field(default_factory=dict)
+    seed: int | None = None
+
+    @property
+    def label(self):
+        return self.ref or "MockAIWritingFlowV2"
+
+
+def resolve(ref):
+    """Import ``ref`` and return the object it names; raises :class:`TargetError`."""
+    module_name, sep, attr = ref.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise TargetError(f"--target {ref!r}: expected MODULE:CALLABLE or PATH.py:CALLABLE")
+    try:
+        if module_name.endswith(".py") or os.sep in module_name:
+            path = os.path.abspath(module_name)
+            if not os.path.isfile(path):
+                raise TargetError(f"--target {ref!r}: no such file {module_name!r}")
+            name = "loadgen_target_" + os.path.splitext(os.path.basename(path))[0]
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except TargetError:
+        raise
+    except ImportError as e:
+        raise TargetError(f"--target {ref!r}: cannot import {module_name!r}: {e}") from e
+    except Exception as e:  # the module itself raised while importing
+        raise TargetError(f"--target {ref!r}: importing {module_name!r} raised {type(e).__name__}: {e}") from e
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TargetError(f"--target {ref!r}: module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise TargetError(f"--target {ref!r}: {attr!r} is a {type(obj).__name__}, not a callable")
+    return obj
+
+
+def check_target(spec):
+    """Fail early, in the master, for a target that cannot work."""
+    if spec.ref is None:
+        _build_flow(spec.flow_params, spec.seed)
+    else:
+        resolve(spec.ref)
+
+
+def build_operation(spec, worker_index):
+    """Return ``call(inputs) -> result`` for one worker.
+
+    The embedded flow gets its own instance per worker, seeded from the
+    run's seed and the worker index so workers do not repeat each other.
+    ``async def`` targets run on one event loop per calling thread.
+    """
+    if spec.ref is None:
+        seed = None if spec.seed is None else spec.seed * 1009 + worker_index
+        return _build_flow(spec.flow_params, seed).kickoff
+    fn = resolve(spec.ref)
+    kwargs = dict(spec.kwargs)
+    if inspect.iscoroutinefunction(fn):
+        import asyncio
+        import threading
+
+        local = threading.local()
+
+        def call_async(inputs):
+            loop = getattr(local, "loop", None)
+            if loop is None:
+                loop = local.loop = asyncio.new_event_loop()
+            return loop.run_until_complete(fn(inputs, **kwargs) if _takes_input(fn) else fn(**kwargs))
+
+        return call_async
+    if _takes_input(fn):
+        return (lambda inputs: fn(inputs, **kwargs)) if kwargs else fn
+    return (lambda inputs: fn(**kwargs)) if kwargs else (lambda inputs: fn())
+
+
+def _build_flow(params, seed):
+    from .flow import build_flow
+
+    params = dict(params)
+    if seed is not None:
+        params.setdefault("seed", seed)
+    return build_flow(params)
+
+
+def _takes_input(fn):
+    """True when ``fn`` accepts a positional argument (the operation's input)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    for p in sig.parameters.values():
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL):
+            return True
+    return False
+
+
+def outcome(result):
+    """Classify a returned value: ``None`` for success, else an error key.
+
+    Returning is success, except for a flow-style result whose ``state`` is
+    ``failed`` (the embedded flow returns failures, it does not raise).
+    """
+    state = getattr(result, "state", None)
+    if state == "failed":
+        return f"{getattr(result, 'failed_stage', None) or 'flow'}: {getattr(result, 'reason', None) or 'failed'}"
+    return None

@@ -1,0 +1,291 @@
+"""A worker process: N slots (threads) running operations back to back.
+
+The hot loop stays here: each slot times its own operations with
+``perf_counter_ns`` and appends the latency to a list; the worker's main
+thread drains the lists once a second (aligned on wall-clock seconds),
+folds them into HDR histograms and ships one :class:`ResultBatch`. No
+operation costs a pipe round trip.
+
+Accounting lives in shared memory (one ``RawArray`` of int64 per worker,
+``SLOT_FIELDS`` per slot) so that it survives the worker: a slot bumps
+``STARTED`` before an operation and ``SUCCEEDED``/``FAILED`` after it, so
+``started - succeeded - failed`` is exactly what was running when a worker
+died, and ``START_NS`` (CLOCK_MONOTONIC, shared by all processes) lets the
+master see an operation that hangs past its timeout.
+
+Lists are drained with ``chunk = L[:n]; del L[:n]``: both are atomic under
+the GIL and concurrent appends only ever land past ``n``, so no sample is
+lost to a swap race.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from .messages import Ready, ResultBatch, Stop, WorkerError, WorkerExit, WorkOrder
+from .targets import TargetSpec, build_operation, outcome
+
+SLOT_FIELDS = 4
+STARTED, SUCCEEDED, FAILED, START_NS = range(SLOT_FIELDS)
+MAX_ERROR_KEYS = 50  # distinct error keys a worker reports; the rest go to "other"
+SYNC_TIMEOUT_S = 0.1  # how long an idle slot sleeps before looking again
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs, picklable (spawn start method)."""
+
+    index: int
+    slots: int
+    target: TargetSpec = field(default_factory=TargetSpec)
+    pgid: int | None = None  # process group to join (None: lead a new one)
+    master_pid: int = 0
+    nice: int = 10
+    blas_threads: int | None = 1  # None: leave numpy's BLAS thread count alone
+    batch_interval_s: float = 1.0
+
+
+def worker_main(spec, conn, shm):
+    """Process body. Exits 0 after a clean stop, 3 when the target cannot be built."""
+    from . import _proc
+
+    _join_group(spec.pgid)
+    _proc.set_pdeathsig(signal.SIGKILL)
+    _proc.ignore_sigint()
+    # TERM from the monitor or the master ends the worker at once, without Python cleanup
+    # that could hang on a stuck slot thread.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _proc.set_title(f"loadgen: worker {spec.index}")
+    if spec.master_pid and os.getppid() != spec.master_pid:
+        os._exit(1)  # the master died while we were starting
+    if spec.nice:
+        try:
+            os.nice(spec.nice)
+        except OSError:
+            pass
+    if spec.blas_threads is not None:
+        _limit_blas(spec.blas_threads)
+    worker = Worker(spec, conn, shm)
+    code = worker.run()
+    try:
+        conn.close()
+    finally:
+        os._exit(code)
+
+
+def _join_group(pgid):
+    try:
+        os.setpgid(0, pgid or 0)
+    except OSError:
+        # The group's leader is gone and so is the group: lead a new one; the master
+        # learns the new pgid from our pid and tells the monitor.
+        os.setpgid(0, 0)
+
+
+def _limit_blas(n):
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "numpy" in sys.modules:  # imported before the fork: its BLAS pool already exists
+        try:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(n)
+        except Exception:  # noqa: BLE001 - best effort; without it BLAS may use more threads
+            pass
+
+
+class Worker:
+    def __init__(self, spec, conn, shm):
+        self.spec = spec
+        self.conn = conn
+        self.counters = memoryview(shm).cast("B").cast("q")
+        self.active = 0
+        self.quota = None  # None: unbounded
+        self._claims = iter(range(sys.maxsize))
+        self.stopping = False
+        self.wake = threading.Condition()
+        self.latencies = []  # ns, appended by slots
+        self.stage_timings = []  # dicts stage -> µs, appended by slots
+        self.errors = []  # (key, traceback or None)
+        self.tracebacks = {}
+        self._last = [0, 0, 0]  # started, succeeded, failed at the previous batch
+        self.op = None
+        self.threads = []
+
+    # ------------------------------------------------------------------ main thread
+
+    def run(self):
+        spec = self.spec
+        try:
+            self.op = build_operation(spec.target, spec.index)
+        except BaseException as e:  # noqa: BLE001 - reported to the master, not lost
+            self.conn.send(WorkerError(spec.index, type(e).__name__, str(e), traceback.format_exc()))
+            return 3
+        self.conn.send(Ready(spec.index, os.getpid(), _own_create_time()))
+        for i in range(spec.slots):
+            t = threading.Thread(target=self._slot, args=(i,), name=f"slot-{i}", daemon=True)
+            t.start()
+            self.threads.append(t)
+        next_flush = int(time.time()) + 1
+        stop_at = None
+        while True:
+            timeout = max(0.0, next_flush - time.time())
+            try:
+                if self.conn.poll(min(timeout, SYNC_TIMEOUT_S)):
+                    msg = self.conn.recv()
+                    if isinstance(msg, Stop):
+                        self._stop(msg)
+                        stop_at = stop_at or time.time()
+                        if not msg.drain:
+                            break
+                    elif isinstance(msg, WorkOrder):
+                        self._order(msg)
+                    else:
+                        sys.stderr.write(f"loadgen worker {spec.index}: unknown message {msg!r}\n")
+            except (EOFError, OSError):
+                return 1  # the master is gone; nothing to report to
+            now = time.time()
+            if now >= next_flush:
+                self._flush(next_flush - 1)
+                next_flush = int(now) + 1
+            if self.stopping and not any(t.is_alive() for t in self.threads):
+                break
+        self._flush(int(time.time()))
+        self.conn.send(WorkerExit(spec.index, "stopped"))
+        return 0
+
+    def _order(self, order):
+        with self.wake:
+            if order.add_quota is not None:
+                self.quota = (self.quota or 0) + order.add_quota
+            if order.active_slots is not None:
+                self.active = min(order.active_slots, self.spec.slots)
+            self.wake.notify_all()
+
+    def _stop(self, msg):
+        with self.wake:
+            self.stopping = True
+            self.wake.notify_all()
+
+    def _flush(self, second):
+        import numpy as np
+
+        from .stats import CappedCounter, Histogram
+
+        n = len(self.latencies)
+        chunk = self.latencies[:n]
+        del self.latencies[:n]
+        latency = Histogram()
+        if chunk:
+            latency.record_many(np.asarray(chunk, dtype=np.int64) // 1000)
+        n = len(self.stage_timings)
+        timings = self.stage_timings[:n]
+        del self.stage_timings[:n]
+        stages = {}
+        if timings:
+            per_stage = {}
+            for t in timings:
+                for name, us in t.items():
+                    per_stage.setdefault(name, []).append(us)
+            for name, values in per_stage.items():
+                h = Histogram()
+                h.record_many(values)
+                stages[name] = h.to_payload()
+        n = len(self.errors)
+        errs = self.errors[:n]
+        del self.errors[:n]
+        counts = CappedCounter(MAX_ERROR_KEYS)
+        for key, tb in errs:
+            counts.add(key)
+            if tb and key not in self.tracebacks and len(self.tracebacks) < MAX_ERROR_KEYS:
+                self.tracebacks[key] = tb
+        new_tracebacks = {k: self.tracebacks[k] for k in counts.counts if k in self.tracebacks}
+        totals = self.totals()
+        delta = [a - b for a, b in zip(totals, self._last)]
+        self._last = totals
+        self.conn.send(ResultBatch(
+            index=self.spec.index, second=second, started=delta[0], succeeded=delta[1], failed=delta[2],
+            dropped=0, in_flight=totals[0] - totals[1] - totals[2], latency=latency.to_payload(),
+            stages=stages, errors=counts.to_dict(), tracebacks=new_tracebacks,
+        ))
+
+    def totals(self):
+        c = self.counters
+        s = [0, 0, 0]
+        for base in range(0, self.spec.slots * SLOT_FIELDS, SLOT_FIELDS):
+            s[0] += c[base + STARTED]
+            s[1] += c[base + SUCCEEDED]
+            s[2] += c[base + FAILED]
+        return s
+
+    # ------------------------------------------------------------------ slots
+
+    def _may_start(self, i):
+        """Block until slot ``i`` may start one more operation; False when stopping."""
+        with self.wake:
+            while not self.stopping:
+                if i < self.active:
+                    if self.quota is None or next(self._claims) < self.quota:
+                        return True
+                    # Quota spent: undo nothing (claims are counted), wait for more or a stop.
+                self.wake.wait(SYNC_TIMEOUT_S)
+            return False
+
+    def _slot(self, i):
+        c = self.counters
+        base = i * SLOT_FIELDS
+        op = self.op
+        latencies, stage_timings, errors = self.latencies, self.stage_timings, self.errors
+        clock, mono = time.perf_counter_ns, time.monotonic_ns
+        classify = outcome
+        while True:
+            # Fast path: an active slot of a duration-bound run never takes the lock.
+            # ``active`` is read before ``quota``: _order sets quota first, so a slot
+            # that sees its new ``active`` also sees the quota that came with it.
+            if self.stopping:
+                return
+            if not (i < self.active and self.quota is None) and not self._may_start(i):
+                return
+            c[base + STARTED] += 1
+            c[base + START_NS] = mono()
+            t0 = clock()
+            try:
+                result = op(None)
+            except Exception as e:  # noqa: BLE001 - an exception is the operation's failure
+                t1 = clock()
+                latencies.append(t1 - t0)
+                key = type(e).__name__
+                errors.append((key, traceback.format_exc()))
+                c[base + START_NS] = 0
+                c[base + FAILED] += 1
+                continue
+            except BaseException as e:  # SystemExit / KeyboardInterrupt from the target
+                code = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1
+                os._exit(code)  # the in-flight operation is counted as crashed by the master
+            t1 = clock()
+            latencies.append(t1 - t0)
+            timings = getattr(result, "stage_timings_us", None)
+            if timings:
+                stage_timings.append(timings)
+            key = classify(result)
+            c[base + START_NS] = 0
+            if key is None:
+                c[base + SUCCEEDED] += 1
+            else:
+                errors.append((key, None))
+                c[base + FAILED] += 1
+
+
+def _own_create_time():
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001
+        return 0.0

@@ -1,0 +1,75 @@
+import random
+
+from hypothesis import given, settings, strategies as st
+
+from loadgen.stats import Accounting, CappedCounter, Histogram
+
+
+def test_bulk_record_matches_record_value():
+    rng = random.Random(7)
+    values = [rng.choice([0, 1, 2, 999, 1000, 1024, 2047, 2048, 65535, 10**6, 3_600_000_000])
+              for _ in range(300)] + [rng.randint(0, 10**7) for _ in range(3000)]
+    bulk, one = Histogram(), Histogram()
+    bulk.record_many(values)
+    for v in values:
+        one.record(v)
+    assert bulk.count == one.count == len(values)
+    assert list(bulk._counts) == list(one._counts)
+    for p in (0, 50, 90, 99, 99.9, 100):
+        assert bulk.value_at(p) == one._h.get_value_at_percentile(p)
+
+
+def test_large_batch_uses_bincount_path_and_agrees():
+    values = list(range(0, 50_000, 3))
+    a, b = Histogram(), Histogram()
+    a.record_many(values)  # > 4096 values
+    for chunk in range(0, len(values), 1000):
+        b.record_many(values[chunk:chunk + 1000])
+    assert list(a._counts) == list(b._counts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(min_value=0, max_value=10**9), max_size=200), min_size=1, max_size=6))
+def test_merge_equals_histogram_of_union(parts):
+    merged = Histogram()
+    for part in parts:
+        h = Histogram()
+        h.record_many(part)
+        merged.merge(Histogram.from_payload(h.to_payload()))
+    union = Histogram()
+    union.record_many([v for part in parts for v in part])
+    assert merged.count == union.count
+    assert list(merged._counts) == list(union._counts)
+    assert merged.summary_ms() == union.summary_ms()
+
+
+def test_percentiles_within_three_digits():
+    h = Histogram()
+    h.record_many(range(1, 100_001))
+    s = h.summary_ms()
+    assert abs(s["p50"] - 50.0) / 50.0 < 1e-3
+    assert abs(s["p99"] - 99.0) / 99.0 < 1e-3
+    assert s["max"] >= 100.0 and s["count"] == 100_000
+
+
+def test_empty_histogram_summary_and_payload():
+    h = Histogram()
+    assert h.summary_ms()["p99"] is None and h.to_payload() == ""
+    assert Histogram.from_payload("").count == 0
+
+
+def test_accounting_adds_up_and_merges():
+    a = Accounting(dispatched=10, succeeded=7, failed=2, crashed=1)
+    b = Accounting(dispatched=5, succeeded=4, timed_out=1, dropped=3)
+    a.merge(b)
+    assert a.adds_up() and a.dispatched == 15 and a.dropped == 3
+    assert abs(a.success_rate - 11 / 15) < 1e-12
+    assert not Accounting(dispatched=3, succeeded=1).adds_up()
+
+
+def test_capped_counter_keeps_counts_in_other():
+    c = CappedCounter(cap=3)
+    for i in range(10):
+        c.add(f"k{i}", 2)
+    d = c.to_dict()
+    assert len(d) == 3 and sum(d.values()) == 20 and d["other"] == 16
