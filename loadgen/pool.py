@@ -47,6 +47,11 @@ class ProcessRegistry:
         self.procs.append((role, proc))
         return proc
 
+    def adopt(self, proc, role):
+        """Register a child started elsewhere (the monitor starts its own process)."""
+        self.procs.append((role, proc))
+        return proc
+
     def forget(self, proc):
         self.procs = [(r, p) for r, p in self.procs if p is not proc]
 
@@ -111,7 +116,10 @@ class WorkerHandle:
 class Pool:
     """The worker processes, their pipes and their shared counters."""
 
-    def __init__(self, ctx, registry, workers, slots, target, seed_pgid=None, nice=10, blas_threads=1):
+    def __init__(self, ctx, registry, workers, slots, target, seed_pgid=None, nice=10, blas_threads=1,
+                 log_path=None, bounded=False):
+        self.log_path = log_path
+        self.bounded = bounded
         self.ctx = ctx
         self.registry = registry
         self.size = workers
@@ -127,7 +135,8 @@ class Pool:
         shm = self.ctx.RawArray("q", self.slots * SLOT_FIELDS)
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
         spec = WorkerSpec(index=index, slots=self.slots, target=self.target, pgid=self._live_pgid(),
-                          master_pid=os.getpid(), nice=self.nice, blas_threads=self.blas_threads)
+                          master_pid=os.getpid(), nice=self.nice, blas_threads=self.blas_threads,
+                          log_path=self.log_path, bounded=self.bounded)
         proc = self.registry.start(worker_main, (spec, child_conn, shm), f"loadgen: worker {index}", "worker")
         child_conn.close()
         # Both sides call setpgid so the group exists before either one relies on it.

@@ -47,6 +47,7 @@ from .targets import TargetSpec
 
 log = logging.getLogger("loadgen.runner")
 
+WORKER_LOG = "workers.log"  # what targets print goes here
 SECOND_GRACE_S = 2.0  # write a second this long after it ended even if a worker is silent
 MAX_ERROR_KEYS = 100
 MAX_RESTARTS = 10
@@ -224,13 +225,16 @@ class Runner:
         from .monitor import SystemResourceMonitor
 
         self.monitor = SystemResourceMonitor(self.thresholds, interval_s=self.plan.sample_interval_s)
-        self.monitor.start(self.ctx, registry=self.registry)
+        self.monitor.start(self.ctx)
+        self.registry.adopt(self.monitor.process, "monitor")
         self._last_sample_at = time.monotonic()
 
     def _start_pool(self):
         p = self.plan
         self.pool = Pool(self.ctx, self.registry, p.workers, p.slots, p.target, nice=p.nice,
-                         blas_threads=p.blas_threads)
+                         blas_threads=p.blas_threads,
+                         log_path=os.path.join(self.run_dir, WORKER_LOG) if self.run_dir else None,
+                         bounded=p.operations is not None)
         if p.operations is not None:
             self.quota_left = p.operations
         self._pool_started = time.monotonic()

@@ -30,6 +30,7 @@ class TargetSpec:
     flow_params: dict = field(default_factory=dict)
     kwargs: dict = field(default_factory=dict)
     seed: int | None = None
+    factory: bool = False  # ref is called once per worker (with kwargs) and returns the operation
 
     @property
     def label(self):
@@ -92,6 +93,12 @@ def build_operation(spec, worker_index):
         return _build_flow(spec.flow_params, seed).kickoff
     fn = resolve(spec.ref)
     kwargs = dict(spec.kwargs)
+    if spec.factory:
+        # Per-worker setup: connection pools and models are built once, not per call.
+        fn = fn(**kwargs)
+        kwargs = {}
+        if not callable(fn):
+            raise TargetError(f"--target-factory {spec.ref!r} returned a {type(fn).__name__}, not a callable")
     if inspect.iscoroutinefunction(fn):
         import asyncio
         import threading

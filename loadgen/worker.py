@@ -49,6 +49,8 @@ class WorkerSpec:
     nice: int = 10
     blas_threads: int | None = 1  # None: leave numpy's BLAS thread count alone
     batch_interval_s: float = 1.0
+    log_path: str | None = None  # the worker's stdout/stderr go here (None: /dev/null)
+    bounded: bool = False  # an operations-bound run: start nothing before quota arrives
 
 
 def worker_main(spec, conn, shm):
@@ -62,6 +64,7 @@ def worker_main(spec, conn, shm):
     # that could hang on a stuck slot thread.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _proc.set_title(f"loadgen: worker {spec.index}")
+    _redirect_output(spec.log_path)
     if spec.master_pid and os.getppid() != spec.master_pid:
         os._exit(1)  # the master died while we were starting
     if spec.nice:
@@ -75,8 +78,30 @@ def worker_main(spec, conn, shm):
     code = worker.run()
     try:
         conn.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
     finally:
         os._exit(code)
+
+
+def _redirect_output(path):
+    """Send the target's prints to a log file, never to the master's terminal or pipe:
+    a reader that stops reading must not block a worker, and the streams stay clean."""
+    try:
+        fd = os.open(path or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError:
+        fd = os.open(os.devnull, os.O_WRONLY)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    # The inherited sys.stdout may not write to fd 1 at all (pytest's capture, a
+    # redirected master); give the target plain files on the new fds.
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
 
 
 def _join_group(pgid):
@@ -106,8 +131,8 @@ class Worker:
         self.conn = conn
         self.counters = memoryview(shm).cast("B").cast("q")
         self.active = 0
-        self.quota = None  # None: unbounded
-        self._claims = iter(range(sys.maxsize))
+        self.quota = 0 if spec.bounded else None  # None: unbounded
+        self._claimed = 0  # operations started against the quota (under ``wake``)
         self.stopping = False
         self.wake = threading.Condition()
         self.latencies = []  # ns, appended by slots
@@ -231,9 +256,12 @@ class Worker:
         with self.wake:
             while not self.stopping:
                 if i < self.active:
-                    if self.quota is None or next(self._claims) < self.quota:
+                    if self.quota is None:
                         return True
-                    # Quota spent: undo nothing (claims are counted), wait for more or a stop.
+                    if self._claimed < self.quota:
+                        self._claimed += 1
+                        return True
+                    # Quota spent: wait for more, or for a stop.
                 self.wake.wait(SYNC_TIMEOUT_S)
             return False
 

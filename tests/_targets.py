@@ -1,0 +1,77 @@
+"""Operations that misbehave on purpose, for the crash table and fault tests.
+
+Each takes the operation's input and keyword arguments from ``TargetSpec.kwargs``.
+``marker``: a file created with O_EXCL, so the fault happens exactly once per run.
+"""
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def noop(inputs=None):
+    return None
+
+
+def sleep_ms(inputs=None, ms=10):
+    time.sleep(ms / 1000)
+
+
+def fail_always(inputs=None):
+    raise ValueError("this operation always fails")
+
+
+def _first(marker):
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def fault_once(inputs=None, how="raise", marker="", ms=5):
+    """Do ``how`` on the first call of the run (across workers), then behave (sleep ``ms``)."""
+    if marker and _first(marker):
+        if how == "raise":
+            raise RuntimeError("injected failure")
+        if how == "sys_exit":
+            sys.exit(7)
+        if how == "os_exit":
+            os._exit(9)
+        if how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if how == "segfault":
+            ctypes.string_at(0)
+        if how == "hang":
+            time.sleep(3600)
+        if how == "memory":
+            blocks = []
+            while True:  # until the monitor kills the pool
+                blocks.append(bytearray(50 * 2**20))
+                time.sleep(0.02)
+    time.sleep(ms / 1000)
+
+
+def crash_always(inputs=None):
+    os._exit(5)
+
+
+def spawn_child(inputs=None, pidfile=""):
+    """Start a long-lived grandchild (must die with the pool) and record its pid."""
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    if pidfile:
+        with open(pidfile, "a") as f:
+            f.write(f"{p.pid}\n")
+    time.sleep(60)
+
+
+def noisy(inputs=None, lines=200):
+    for i in range(lines):
+        print("x" * 200, file=sys.stdout if i % 2 else sys.stderr)
+
+
+def unpicklable(inputs=None):
+    return lambda: None
