@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import psutil
 import pytest
@@ -14,14 +13,16 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
 
 
-def tagged(tag):
-    """Processes whose environment carries LOADGEN_TEST_TAG=tag (they survive reparenting)."""
+def in_session(sid):
+    """Live processes of session ``sid``: a run started in its own session keeps it in every
+    descendant, even after reparenting (setproctitle overwrites the environment, so an
+    environment tag would not survive)."""
     found = []
     for p in psutil.process_iter(["pid"]):
         try:
-            if p.pid != os.getpid() and p.environ().get("LOADGEN_TEST_TAG") == tag:
+            if p.pid != os.getpid() and os.getsid(p.pid) == sid:
                 found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        except (ProcessLookupError, PermissionError, psutil.Error):
             continue
     return [p for p in found if _alive(p)]
 
@@ -62,20 +63,16 @@ def reap_children():
 @pytest.fixture
 def cli(tmp_path):
     """Start ``python -m loadgen ...`` tagged, so its whole tree can be found after the master dies."""
-    tag = uuid.uuid4().hex
     started = []
 
     class Cli:
-        def __init__(self):
-            self.tag = tag
-
         def env(self):
-            env = dict(os.environ, LOADGEN_TEST_TAG=tag, PYTHONPATH=os.pathsep.join([TESTS, ROOT]))
-            return env
+            return dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, ROOT]))
 
         def start(self, *args, **kw):
             p = subprocess.Popen([sys.executable, "-m", "loadgen", *args], cwd=str(tmp_path), env=self.env(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True, **kw)
             started.append(p)
             return p
 
@@ -85,14 +82,14 @@ def cli(tmp_path):
             return p.returncode, out, err
 
         def survivors(self):
-            return tagged(tag)
+            return [x for p in started for x in in_session(p.pid)]
 
     yield Cli()
     for p in started:
         if p.poll() is None:
             p.kill()
             p.wait(5)
-    kill_all(tagged(tag))
+    kill_all([x for p in started for x in in_session(p.pid)])
 
 
 def wait_for(pred, timeout=10.0, step=0.05):
