@@ -131,6 +131,8 @@ class RunOutcome:
     memory_series: list = field(default_factory=list)  # (t, pool MB), one per second
     leak: dict = field(default_factory=dict)
     pool_ready_s: float | None = None
+    load_started_at: float | None = None  # every worker ready: load applied from here
+    load_ended_at: float | None = None  # the last worker gone
     monitor_lost: bool = False
     run_dir: str | None = None
 
@@ -139,8 +141,16 @@ class RunOutcome:
         return max(0.0, self.ended_at - self.started_at)
 
     @property
+    def load_duration_s(self):
+        """Seconds load was applied: from the pool being ready until its last worker left."""
+        if self.load_started_at is None:
+            return 0.0
+        return max(0.0, (self.load_ended_at or self.ended_at) - self.load_started_at)
+
+    @property
     def throughput(self):
-        d = self.duration_s
+        """Completed operations per second of applied load."""
+        d = self.load_duration_s
         return self.accounting.completed / d if d > 0 else 0.0
 
 
@@ -282,6 +292,7 @@ class Runner:
             self._write_seconds(final=False)
             if self.stopping is not None:
                 if not self.pool.handles:
+                    self.out.load_ended_at = time.time()
                     return
                 if self.stop_deadline is not None and now >= self.stop_deadline:
                     self.events.emit("stop", reason="drain grace exceeded: killing the pool",
@@ -357,6 +368,7 @@ class Runner:
         self.monitor.watch(msg.pid, msg.create_time, pgid=self.pool.pgid, role="worker")
         if self.out.pool_ready_s is None and all(x.ready for x in self.pool.handles.values()):
             self.out.pool_ready_s = time.monotonic() - self._pool_started
+            self.out.load_started_at = time.time()
             self.events.emit("phase", name="pool_ready", seconds=round(self.out.pool_ready_s, 4))
         if self.stopping is not None:
             self.pool.send(h, Stop(drain=True))
@@ -597,6 +609,8 @@ class Runner:
 
     def _finish(self):
         out = self.out
+        if out.load_started_at is None:  # the pool never became fully ready
+            out.load_started_at = out.started_at
         acc = Accounting().merge(self.retired)
         out.accounting = acc
         self._write_seconds(final=True)
