@@ -47,6 +47,8 @@ def _add_common(p):
     g.add_argument("--sample-interval", metavar="D", help="monitor sampling interval (default 100ms)")
     g.add_argument("--stop-file", metavar="PATH", help="stop gracefully when this file appears")
     g.add_argument("--start-method", choices=["fork", "spawn"], help="how worker processes start (default fork)")
+    g.add_argument("--prom-textfile", metavar="PATH", help="also write key gauges for node_exporter's textfile "
+                   "collector (atomically)")
 
 
 def build_parser():
@@ -77,6 +79,14 @@ def build_parser():
     _add_common(s)
 
     sub.add_parser("list", help="scenarios, their criteria and the flow's parameters")
+
+    rb = sub.add_parser("report", help="rebuild a run directory's reports from its streams")
+    rb.add_argument("run_dir", metavar="RUN_DIR")
+
+    c = sub.add_parser("compare", help="compare two reports; exit 1 on a regression")
+    c.add_argument("baseline", metavar="BASELINE", help="report.json or run directory")
+    c.add_argument("current", metavar="CURRENT", help="report.json or run directory")
+    c.add_argument("--tolerance", default="10", metavar="PCT", help="allowed change before a regression (default 10%%)")
     return p
 
 
@@ -226,6 +236,14 @@ def main(argv=None):
             return 0
         if args.command == "list":
             return _list()
+        if args.command == "report":
+            from .rebuild import rebuild_command
+
+            return rebuild_command(args.run_dir)
+        if args.command == "compare":
+            from .compare import compare_command
+
+            return compare_command(args.baseline, args.current, args.tolerance)
         logging.basicConfig(level=getattr(logging, args.log_level), format="loadgen %(levelname)s %(name)s: %(message)s")
         thresholds = _thresholds(args)
         progress = Progress(enabled=None if not args.quiet else False)
@@ -243,6 +261,10 @@ def main(argv=None):
         else:
             rep = api.run_suite(profile=args.profile, only=args.only or None, **common)
         progress.done()
+        if args.prom_textfile:
+            from .prom import write_textfile
+
+            write_textfile(args.prom_textfile, rep.report)
         _print_outcome(rep, args.quiet)
         return rep.exit_code
     except UsageError as e:

@@ -221,11 +221,30 @@ def report_paths(run_dir, kind):
 
 
 def write_reports(run_dir, report):
-    """Write report.json and summary.txt (suite: the seed's names) atomically; returns their paths."""
+    """Write every report of a run directory atomically; returns {format: path}.
+
+    report.json and summary.txt (suite: the seed's names), then report.html and
+    junit.xml. A failure in the optional formats is logged, never loses the JSON.
+    """
     paths = report_paths(run_dir, report["metadata"]["kind"])
     atomic_write(paths["json"], json.dumps(report, indent=2, default=_default, allow_nan=False) + "\n")
     atomic_write(paths["txt"], render_summary(report))
+    for fmt, module, func in _EXTRA_FORMATS:
+        try:
+            mod = __import__(f"loadgen.{module}", fromlist=[func])
+        except ImportError:
+            continue  # that format is not built yet
+        try:
+            paths[fmt] = getattr(mod, func)(run_dir, report)
+        except Exception as e:  # noqa: BLE001 - the JSON report is already safe
+            import logging
+
+            logging.getLogger("loadgen.report").error("could not write %s: %s: %s", fmt, type(e).__name__, e)
     return paths
+
+
+# (format, module, function(run_dir, report) -> path); imported only when writing.
+_EXTRA_FORMATS = (("html", "report_html", "write_html"), ("junit", "junit", "write_junit"))
 
 
 def _default(o):
