@@ -60,7 +60,8 @@ def _session(*, thresholds, target, flow_params, target_args, seed, profile, out
 
 
 def make_overrides(concurrency=None, duration=None, operations=None, stages=None, workers=None, slots=None,
-                   op_timeout=None, criteria=None):
+                   op_timeout=None, criteria=None, rate=None, max_lateness=None):
+    from .config import positive_float
     from .criteria import parse_all
     from .scenarios._base import Overrides
 
@@ -73,10 +74,13 @@ def make_overrides(concurrency=None, duration=None, operations=None, stages=None
         slots=positive_int(slots, "--slots") if slots is not None else None,
         op_timeout_s=parse_duration(op_timeout, "--op-timeout") if op_timeout is not None else None,
         criteria=tuple(parse_all(criteria or ())),
+        rate=positive_float(rate, "--rate") if rate is not None else None,
+        max_lateness_s=parse_duration(max_lateness, "--max-lateness") if max_lateness is not None else None,
     )
 
 
-def run(scenario="concurrent_load", *, concurrency=None, duration=None, operations=None, stages=None,
+def run(scenario="concurrent_load", *, concurrency=None, rate=None, max_lateness=None, duration=None,
+        operations=None, stages=None,
         workers=None, slots=None, op_timeout=None, criteria=None, target=None, flow_params=None,
         target_args=None, seed=None, thresholds=None, out=None, profile="ci", sample_interval=None,
         stop_file=None, start_method=None, progress=None, command=None):
@@ -90,7 +94,8 @@ def run(scenario="concurrent_load", *, concurrency=None, duration=None, operatio
     from . import scenarios
 
     sc = scenarios.get(scenario)
-    overrides = make_overrides(concurrency, duration, operations, stages, workers, slots, op_timeout, criteria)
+    overrides = make_overrides(concurrency, duration, operations, stages, workers, slots, op_timeout, criteria,
+                               rate, max_lateness)
     session = _session(thresholds=thresholds, target=target, flow_params=flow_params, target_args=target_args,
                        seed=seed, profile=profile, out=out, name=scenario, overrides=overrides,
                        sample_interval=sample_interval, stop_file=stop_file, start_method=start_method,

@@ -60,7 +60,12 @@ def build_parser():
     r = sub.add_parser("run", help="run one scenario", description="Run one scenario. " + COMMON_HELP)
     r.add_argument("scenario", help="scenario name (see `loadgen list`)")
     r.add_argument("--concurrency", metavar="N", help="closed model: operations in flight")
-    r.add_argument("--stages", metavar="SPEC", help="ramps, e.g. 10s:5,30s:20,10s:0")
+    r.add_argument("--rate", metavar="R", help="open model: operations started per second, on schedule; "
+                   "latency counts from the intended start")
+    r.add_argument("--max-lateness", metavar="D", help="open model: drop an arrival no slot can start within "
+                   "this of its intended time (default 1s)")
+    r.add_argument("--stages", metavar="SPEC", help="ramps of the target, e.g. 10s:5,30s:20,10s:0 (concurrency; "
+                   "with --rate, the rate)")
     r.add_argument("--duration", metavar="D", help="how long the main phase runs")
     r.add_argument("--operations", metavar="N", help="stop after N operations")
     r.add_argument("--workers", metavar="N", help="worker processes (default: cores)")
@@ -254,7 +259,8 @@ def main(argv=None):
         from . import api
 
         if args.command == "run":
-            rep = api.run(args.scenario, concurrency=args.concurrency, duration=args.duration,
+            rep = api.run(args.scenario, concurrency=args.concurrency, rate=args.rate,
+                          max_lateness=args.max_lateness, duration=args.duration,
                           operations=args.operations, stages=args.stages, workers=args.workers,
                           slots=args.slots, op_timeout=args.op_timeout, criteria=args.criterion,
                           profile=args.profile, **common)

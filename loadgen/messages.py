@@ -26,14 +26,15 @@ class WorkOrder:
     operations back to back (None: unchanged).
     ``add_quota``: operations the worker may still start on top of what it
     was given (None: unbounded, a duration-bound run).
-    ``rate_per_s`` / ``phase_s``: open model, this worker's share of the
-    arrival schedule (None: closed model).
+    ``schedule_start``: open model, CLOCK_MONOTONIC seconds of arrival 0 of
+    the run's schedule; ``schedule_horizon_s``: arrivals due this long after
+    it or later are not started (None: no horizon).
     """
 
     active_slots: Optional[int] = None
     add_quota: Optional[int] = None
-    rate_per_s: Optional[float] = None
-    schedule_start: Optional[float] = None  # UNIX seconds of the schedule's first arrival
+    schedule_start: Optional[float] = None
+    schedule_horizon_s: Optional[float] = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import UsageError
-from .worker import SLOT_FIELDS, START_NS, STARTED, SUCCEEDED, FAILED, WorkerSpec, worker_main
+from .worker import SLOT_FIELDS, START_NS, WorkerSpec, slot_totals, worker_main
 
 log = logging.getLogger("loadgen.pool")
 
@@ -98,14 +98,8 @@ class WorkerHandle:
     timed_out_slots: set = field(default_factory=set)
 
     def totals(self, slots):
-        """(started, succeeded, failed) from shared memory — valid after the process died."""
-        c = self.counters
-        s = [0, 0, 0]
-        for base in range(0, slots * SLOT_FIELDS, SLOT_FIELDS):
-            s[0] += c[base + STARTED]
-            s[1] += c[base + SUCCEEDED]
-            s[2] += c[base + FAILED]
-        return s
+        """[started, succeeded, failed, dropped] from shared memory — valid after the process died."""
+        return slot_totals(self.counters, slots)
 
     def running_since_ns(self, slots):
         """slot → monotonic start time (ns) of the operation it is running."""
@@ -117,7 +111,9 @@ class Pool:
     """The worker processes, their pipes and their shared counters."""
 
     def __init__(self, ctx, registry, workers, slots, target, seed_pgid=None, nice=10, blas_threads=1,
-                 log_path=None, bounded=False):
+                 log_path=None, bounded=False, schedule=None, max_lateness_s=1.0):
+        self.schedule = schedule
+        self.max_lateness_s = max_lateness_s
         self.log_path = log_path
         self.bounded = bounded
         self.ctx = ctx
@@ -136,7 +132,8 @@ class Pool:
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
         spec = WorkerSpec(index=index, slots=self.slots, target=self.target, pgid=self._live_pgid(),
                           master_pid=os.getpid(), nice=self.nice, blas_threads=self.blas_threads,
-                          log_path=self.log_path, bounded=self.bounded)
+                          log_path=self.log_path, bounded=self.bounded, schedule=self.schedule,
+                          stride=self.size, max_lateness_s=self.max_lateness_s)
         proc = self.registry.start(worker_main, (spec, child_conn, shm), f"loadgen: worker {index}", "worker")
         child_conn.close()
         # Both sides call setpgid so the group exists before either one relies on it.

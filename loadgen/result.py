@@ -31,7 +31,10 @@ class StressTestResult:
     # loadgen's additions
     criteria: list = field(default_factory=list)  # Criterion.to_dict(metrics)
     accounting: dict = field(default_factory=dict)
-    latency_ms: dict = field(default_factory=dict)
+    latency_ms: dict = field(default_factory=dict)  # response time in the open model, else service time
+    service_time_ms: dict = field(default_factory=dict)  # start → end
+    response_time_ms: dict | None = None  # open model: intended start → end
+    start_lateness_ms: dict | None = None  # open model: intended start → actual start
     stage_latency_ms: dict = field(default_factory=dict)
     breaches: list = field(default_factory=list)
     stop_reason: str = ""
@@ -54,7 +57,7 @@ class StressTestResult:
 def metrics_of(outcome):
     """The criteria metrics of one run outcome (see ``criteria.METRICS``)."""
     acc = outcome.accounting
-    lat = outcome.latency.summary_ms()
+    lat = outcome.latency_hist.summary_ms()
     done = acc.completed
     series = outcome.memory_series
     m = {
@@ -114,13 +117,16 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
         recovery_time_seconds=recovery_time_seconds,
         criteria=rows,
         accounting=acc.to_dict(),
-        latency_ms=outcome.latency.summary_ms(),
+        latency_ms=outcome.latency_hist.summary_ms(),
+        service_time_ms=outcome.latency.summary_ms(),
+        response_time_ms=outcome.response.summary_ms() if outcome.response is not None else None,
+        start_lateness_ms=outcome.lateness.summary_ms() if outcome.lateness is not None else None,
         stage_latency_ms={k: h.summary_ms() for k, h in outcome.stages.items()},
         breaches=list(outcome.breaches),
         stop_reason=outcome.stop_reason,
         exit_code=outcome.exit_code,
         leak=dict(outcome.leak or {}),
-        histograms={"latency": outcome.latency.to_payload(),
+        histograms={"latency": outcome.latency_hist.to_payload(), "service": outcome.latency.to_payload(),
                     **{f"stage:{k}": h.to_payload() for k, h in outcome.stages.items()}},
         errors=errors,
         tracebacks=dict(list(outcome.tracebacks.items())[:20]),

@@ -48,7 +48,8 @@ from .targets import TargetSpec
 log = logging.getLogger("loadgen.runner")
 
 WORKER_LOG = "workers.log"  # what targets print goes here
-SECOND_GRACE_S = 2.0  # write a second this long after it ended even if a worker is silent
+SECOND_GRACE_S = 2.0
+SCHEDULE_LEAD_S = 0.1  # open model: arrivals start this long after the order, so all workers start together  # write a second this long after it ended even if a worker is silent
 MAX_ERROR_KEYS = 100
 MAX_RESTARTS = 10
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BREACH, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
@@ -66,6 +67,8 @@ class RunPlan:
 
     name: str = "run"
     concurrency: int = 20
+    rate: float | None = None  # open model: arrivals per second (stages then ramp the rate)
+    max_lateness_s: float = 1.0  # open model: drop an arrival no slot can start within this
     stages: tuple = ()
     duration_s: float | None = None
     operations: int | None = None
@@ -84,6 +87,11 @@ class RunPlan:
 
     def validated(self, thresholds):
         positive_int(self.concurrency, "--concurrency")
+        if self.rate is not None:
+            from .config import positive_float
+
+            positive_float(self.rate, "--rate", allow_zero=bool(self.stages))
+            positive_float(self.max_lateness_s, "--max-lateness")
         if self.operations is not None:
             positive_int(self.operations, "--operations")
         if self.workers is not None:
@@ -97,6 +105,11 @@ class RunPlan:
             duration = sum(s.duration_s for s in self.stages)
         if duration is None and self.operations is None:
             raise UsageError("a run needs --duration, --operations or --stages to end")
+        if self.rate is not None:  # open model: in flight is bounded by the slots
+            peak = thresholds.max_concurrent_operations
+            workers = self.workers or default_workers()
+            slots = self.slots or max(1, peak // workers)
+            return replace(self, duration_s=duration, workers=workers, slots=slots)
         peak = max([self.concurrency] + [math.ceil(s.target) for s in self.stages])
         if peak > thresholds.max_concurrent_operations:
             log.warning("concurrency %d capped at max_concurrent_operations=%d", peak,
@@ -116,7 +129,9 @@ class RunOutcome:
     started_at: float = 0.0
     ended_at: float = 0.0
     accounting: Accounting = field(default_factory=Accounting)
-    latency: Histogram = field(default_factory=Histogram)
+    latency: Histogram = field(default_factory=Histogram)  # service time: start → end
+    response: Histogram | None = None  # open model: intended start → end (coordinated omission corrected)
+    lateness: Histogram | None = None  # open model: intended start → actual start
     stages: dict = field(default_factory=dict)  # flow stage → Histogram
     errors: CappedCounter = field(default_factory=lambda: CappedCounter(MAX_ERROR_KEYS))
     tracebacks: dict = field(default_factory=dict)
@@ -141,6 +156,11 @@ class RunOutcome:
         return max(0.0, self.ended_at - self.started_at)
 
     @property
+    def latency_hist(self):
+        """The latency users should read: response time in the open model, else service time."""
+        return self.response if self.response is not None else self.latency
+
+    @property
     def load_duration_s(self):
         """Seconds load was applied: from the pool being ready until its last worker left."""
         if self.load_started_at is None:
@@ -155,12 +175,13 @@ class RunOutcome:
 
 
 class _Second:
-    __slots__ = ("started", "succeeded", "failed", "dropped", "latency", "errors", "reported",
+    __slots__ = ("started", "succeeded", "failed", "dropped", "latency", "response", "errors", "reported",
                  "cpu", "memory_mb", "rss_mb", "available_mb", "target", "in_flight")
 
     def __init__(self):
         self.started = self.succeeded = self.failed = self.dropped = self.errors = self.in_flight = 0
         self.latency = Histogram()
+        self.response = Histogram()
         self.reported = set()
         self.cpu = []
         self.memory_mb = self.rss_mb = 0.0
@@ -198,6 +219,8 @@ class Runner:
         self._last_sample_at = None
         self._last_target = None
         self._assigned = {}
+        self._end_at = None  # CLOCK_MONOTONIC when the duration is up (set once load starts)
+        self._load_t0 = None
 
     # ================================================================== public
 
@@ -241,7 +264,16 @@ class Runner:
 
     def _start_pool(self):
         p = self.plan
-        self.pool = Pool(self.ctx, self.registry, p.workers, p.slots, p.target, nice=p.nice,
+        schedule = None
+        if p.rate is not None:
+            from .schedule import Schedule
+
+            schedule = Schedule(p.rate, tuple((st.duration_s, st.target) for st in p.stages))
+            self.out.response, self.out.lateness = Histogram(), Histogram()
+        self.schedule = schedule
+        self.schedule_start = None
+        self.pool = Pool(self.ctx, self.registry, p.workers, p.slots, p.target, nice=p.nice, schedule=schedule,
+                         max_lateness_s=p.max_lateness_s,
                          blas_threads=p.blas_threads,
                          log_path=os.path.join(self.run_dir, WORKER_LOG) if self.run_dir else None,
                          bounded=p.operations is not None)
@@ -259,7 +291,6 @@ class Runner:
         p = self.plan
         t0 = time.monotonic()
         self._t0 = t0
-        end_at = t0 + p.duration_s if p.duration_s else None
         hard_end = t0 + self.thresholds.max_execution_time_seconds
         while True:
             objs = self._wait_objects()
@@ -272,7 +303,7 @@ class Runner:
                     sig = self._signals[0]
                     self._begin_stop("interrupted by " + signal.Signals(sig).name,
                                      EXIT_SIGINT if sig == signal.SIGINT else EXIT_SIGTERM)
-                elif end_at is not None and now >= end_at:
+                elif self._end_at is not None and now >= self._end_at:
                     self._begin_stop("duration reached", EXIT_OK)
                 elif now >= hard_end:
                     self.events.emit("timeout", limit_s=self.thresholds.max_execution_time_seconds)
@@ -283,7 +314,7 @@ class Runner:
                 elif self._operations_done():
                     self._begin_stop("operations done", EXIT_OK)
                 else:
-                    self._apply_load(now - t0)
+                    self._apply_load(now - (self._load_t0 or now))
             elif len(self._signals) > 1:
                 self.events.emit("stop", reason="second signal: killing the pool now")
                 self._kill_pool("second signal")
@@ -369,12 +400,42 @@ class Runner:
         if self.out.pool_ready_s is None and all(x.ready for x in self.pool.handles.values()):
             self.out.pool_ready_s = time.monotonic() - self._pool_started
             self.out.load_started_at = time.time()
+            if self.schedule is None:
+                self._load_started(time.monotonic())
             self.events.emit("phase", name="pool_ready", seconds=round(self.out.pool_ready_s, 4))
         if self.stopping is not None:
             self.pool.send(h, Stop(drain=True))
             return
+        if self.schedule is not None:
+            self._start_schedule(h)
+            return
         self._last_target = None  # redistribute
-        self._apply_load(time.monotonic() - getattr(self, "_t0", time.monotonic()))
+        self._apply_load(time.monotonic() - (self._load_t0 or time.monotonic()))
+
+    def _load_started(self, at_mono):
+        """Load is applied from ``at_mono``: the run's duration counts from here."""
+        self._load_t0 = at_mono
+        if self.plan.duration_s:
+            self._end_at = at_mono + self.plan.duration_s
+
+    def _start_schedule(self, h):
+        """Open model: arrivals start together once every worker is ready; a replacement joins the
+        running schedule."""
+        if self.schedule_start is None:
+            if not all(x.ready for x in self.pool.handles.values()):
+                return
+            self.schedule_start = time.monotonic() + SCHEDULE_LEAD_S
+            self._schedule_wall = time.time() + SCHEDULE_LEAD_S
+            self.out.load_started_at = self._schedule_wall
+            self._load_started(self.schedule_start)
+            self.events.emit("phase", name="schedule_start", rate=self.plan.rate, at=self._schedule_wall)
+            targets = [x for x in self.pool.handles.values() if x.ready]
+        else:
+            targets = [h]
+        if self.quota_left is not None:
+            self._top_up_quota(targets, open_model=True)
+        for x in targets:
+            self.pool.send(x, WorkOrder(schedule_start=self.schedule_start, schedule_horizon_s=self.plan.duration_s))
 
     def _on_batch(self, b):
         sec = self.seconds.get(b.second)
@@ -390,6 +451,12 @@ class Runner:
             h = Histogram.from_payload(b.latency)
             sec.latency.merge(h)
             self.out.latency.merge(h)
+        if b.response:
+            h = Histogram.from_payload(b.response)
+            sec.response.merge(h)
+            self.out.response.merge(h)
+        if b.lateness:
+            self.out.lateness.merge(Histogram.from_payload(b.lateness))
         for name, payload in b.stages.items():
             self.out.stages.setdefault(name, Histogram()).merge(Histogram.from_payload(payload))
         if b.errors:
@@ -440,12 +507,21 @@ class Runner:
 
     def _target_at(self, elapsed):
         p = self.plan
+        if self.schedule is not None:
+            if self.schedule_start is None:
+                return 0.0
+            return self.schedule.rate_at(max(0.0, time.monotonic() - self.schedule_start))
         if not p.stages:
             return p.concurrency
         return stage_target(p.stages, elapsed, start=0.0)
 
     def _apply_load(self, elapsed):
         if self.broken:
+            return
+        if self.schedule is not None:
+            self._current_target = round(self._target_at(elapsed), 3)
+            if self.quota_left is not None and self.schedule_start is not None:
+                self._top_up_quota([h for h in self.pool.handles.values() if h.ready], open_model=True)
             return
         target = min(int(round(self._target_at(elapsed))), self.thresholds.max_concurrent_operations)
         ready = sorted((h for h in self.pool.handles.values() if h.ready and h.process.is_alive()),
@@ -463,12 +539,12 @@ class Runner:
                 self.pool.send(h, WorkOrder(active_slots=n))
         self._top_up_quota(ready)
 
-    def _top_up_quota(self, ready):
+    def _top_up_quota(self, ready, open_model=False):
         if self.quota_left is None:
             return
         for h in ready:
             started = h.totals(self.plan.slots)[0]
-            active = self._assigned.get(h.index, (0, 0))[1]
+            active = self.plan.slots if open_model else self._assigned.get(h.index, (0, 0))[1]
             if not active:
                 continue
             chunk = max(2 * active, self.plan.operations // (4 * self.plan.workers))
@@ -482,7 +558,7 @@ class Runner:
         if self.plan.operations is None or self.quota_left:
             return False
         for h in self.pool.handles.values():
-            started, succ, fail = h.totals(self.plan.slots)
+            started, succ, fail, _ = h.totals(self.plan.slots)
             if started < h.quota_given or started - succ - fail > 0:
                 return False
         return True
@@ -494,7 +570,7 @@ class Runner:
         now_ns = time.monotonic_ns()
         in_flight = 0
         for h in list(self.pool.handles.values()):
-            started, succ, fail = h.totals(slots)
+            started, succ, fail, _ = h.totals(slots)
             in_flight += started - succ - fail
             if self.plan.op_timeout_s is None or not h.process.is_alive():
                 continue
@@ -516,11 +592,12 @@ class Runner:
                 self._dispatch(h.conn.recv(), h)
         except (EOFError, OSError):
             pass
-        started, succ, fail = h.totals(self.plan.slots)
+        started, succ, fail, dropped = h.totals(self.plan.slots)
         in_flight = started - succ - fail
         timed_out = min(len(h.timed_out_slots), in_flight)
         crashed = in_flight - timed_out
-        acc = Accounting(dispatched=started, succeeded=succ, failed=fail, timed_out=timed_out, crashed=crashed)
+        acc = Accounting(dispatched=started, succeeded=succ, failed=fail, timed_out=timed_out, crashed=crashed,
+                         dropped=dropped)
         self.retired.merge(acc)
         unstarted = max(0, h.quota_given - started)
         self.monitor.unwatch(h.pid) if self.monitor is not None else None
@@ -652,6 +729,10 @@ class Runner:
     def _second_record(self, second, sec):
         lat = sec.latency.summary_ms()
         done = sec.succeeded + sec.failed
+        extra = {}
+        if self.schedule is not None:
+            resp = sec.response.summary_ms()
+            extra["response_ms"] = {k: resp[k] for k in ("p50", "p90", "p99", "p999", "max")}
         return {
             "t": second,
             "phase": self.phase,
@@ -669,7 +750,7 @@ class Runner:
             "pool_memory_mb": round(sec.memory_mb, 1),
             "pool_rss_mb": round(sec.rss_mb, 1),
             "available_mb": None if sec.available_mb is None else round(sec.available_mb),
-        }
+        } | extra
 
     # ================================================================== signals
 
@@ -730,7 +811,7 @@ def stage_target(stages, elapsed, start=0.0):
 
 def _plan_dict(plan):
     return {
-        "name": plan.name, "concurrency": plan.concurrency,
+        "name": plan.name, "concurrency": plan.concurrency, "rate": plan.rate,
         "stages": [[s.duration_s, s.target] for s in plan.stages],
         "duration_s": plan.duration_s, "operations": plan.operations, "workers": plan.workers,
         "slots": plan.slots, "op_timeout_s": plan.op_timeout_s, "target": plan.target.label,

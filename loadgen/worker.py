@@ -20,6 +20,8 @@ lost to a swap race.
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import signal
 import sys
@@ -31,10 +33,11 @@ from dataclasses import dataclass, field
 from .messages import Ready, ResultBatch, Stop, WorkerError, WorkerExit, WorkOrder
 from .targets import TargetSpec, build_operation, outcome
 
-SLOT_FIELDS = 4
-STARTED, SUCCEEDED, FAILED, START_NS = range(SLOT_FIELDS)
+SLOT_FIELDS = 5
+STARTED, SUCCEEDED, FAILED, START_NS, DROPPED = range(SLOT_FIELDS)
 MAX_ERROR_KEYS = 50  # distinct error keys a worker reports; the rest go to "other"
 SYNC_TIMEOUT_S = 0.1  # how long an idle slot sleeps before looking again
+SPIN_NS = 200_000  # open model: below this much time to a due arrival, don't sleep (oversleep ≈ 60 µs)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class WorkerSpec:
     batch_interval_s: float = 1.0
     log_path: str | None = None  # the worker's stdout/stderr go here (None: /dev/null)
     bounded: bool = False  # an operations-bound run: start nothing before quota arrives
+    schedule: object = None  # open model: schedule.Schedule of the whole run (None: closed model)
+    stride: int = 1  # open model: this worker takes arrivals index, index + stride, …
+    max_lateness_s: float = 1.0  # open model: an arrival no slot can start within this is dropped
 
 
 def worker_main(spec, conn, shm):
@@ -139,9 +145,14 @@ class Worker:
         self.stage_timings = []  # dicts stage -> µs, appended by slots
         self.errors = []  # (key, traceback or None)
         self.tracebacks = {}
-        self._last = [0, 0, 0]  # started, succeeded, failed at the previous batch
+        self._last = [0, 0, 0, 0]  # started, succeeded, failed, dropped at the previous batch
+        self.responses = []  # open model: ns from intended start to end
+        self.lateness = []  # open model: ns from intended start to actual start
+        self.schedule_start_ns = None  # open model: CLOCK_MONOTONIC ns of arrival 0
+        self.schedule_horizon_s = None
         self.op = None
         self.threads = []
+        self._arrivals = None  # open model: itertools.count of this worker's arrival indices
 
     # ------------------------------------------------------------------ main thread
 
@@ -154,7 +165,8 @@ class Worker:
             return 3
         self.conn.send(Ready(spec.index, os.getpid(), _own_create_time()))
         for i in range(spec.slots):
-            t = threading.Thread(target=self._slot, args=(i,), name=f"slot-{i}", daemon=True)
+            body = self._slot if spec.schedule is None else self._slot_open
+            t = threading.Thread(target=body, args=(i,), name=f"slot-{i}", daemon=True)
             t.start()
             self.threads.append(t)
         next_flush = int(time.time()) + 1
@@ -181,9 +193,23 @@ class Worker:
                 next_flush = int(now) + 1
             if self.stopping and not any(t.is_alive() for t in self.threads):
                 break
+        self._count_unclaimed_arrivals()
         self._flush(int(time.time()))
         self.conn.send(WorkerExit(spec.index, "stopped"))
         return 0
+
+    def _count_unclaimed_arrivals(self):
+        """Open model, at stop: arrivals that fell due but no slot ever took are dropped, not lost."""
+        spec = self.spec
+        if spec.schedule is None or self.schedule_start_ns is None or self._arrivals is None:
+            return
+        elapsed = (time.monotonic_ns() - self.schedule_start_ns) / 1e9
+        if self.schedule_horizon_s is not None:
+            elapsed = min(elapsed, self.schedule_horizon_s)
+        due = math.ceil((spec.schedule.arrivals_before(elapsed) - spec.index) / spec.stride)
+        claimed = self._arrivals.__reduce__()[1][0]  # the next index itertools.count would give
+        if due > claimed:
+            self.counters[DROPPED] += due - claimed
 
     def _order(self, order):
         with self.wake:
@@ -191,6 +217,10 @@ class Worker:
                 self.quota = (self.quota or 0) + order.add_quota
             if order.active_slots is not None:
                 self.active = min(order.active_slots, self.spec.slots)
+            if order.schedule_start is not None:
+                self.schedule_start_ns = int(order.schedule_start * 1e9)
+                self.schedule_horizon_s = order.schedule_horizon_s
+                self.active = self.spec.slots
             self.wake.notify_all()
 
     def _stop(self, msg):
@@ -203,12 +233,18 @@ class Worker:
 
         from .stats import CappedCounter, Histogram
 
-        n = len(self.latencies)
-        chunk = self.latencies[:n]
-        del self.latencies[:n]
-        latency = Histogram()
-        if chunk:
-            latency.record_many(np.asarray(chunk, dtype=np.int64) // 1000)
+        def drain_hist(values):
+            n = len(values)
+            chunk = values[:n]
+            del values[:n]
+            h = Histogram()
+            if chunk:
+                h.record_many(np.asarray(chunk, dtype=np.int64) // 1000)
+            return h
+
+        latency = drain_hist(self.latencies)
+        response = drain_hist(self.responses) if self.spec.schedule is not None else None
+        lateness = drain_hist(self.lateness) if self.spec.schedule is not None else None
         n = len(self.stage_timings)
         timings = self.stage_timings[:n]
         del self.stage_timings[:n]
@@ -231,23 +267,16 @@ class Worker:
             if tb and key not in self.tracebacks and len(self.tracebacks) < MAX_ERROR_KEYS:
                 self.tracebacks[key] = tb
         new_tracebacks = {k: self.tracebacks[k] for k in counts.counts if k in self.tracebacks}
-        totals = self.totals()
+        totals = slot_totals(self.counters, self.spec.slots)
         delta = [a - b for a, b in zip(totals, self._last)]
         self._last = totals
         self.conn.send(ResultBatch(
             index=self.spec.index, second=second, started=delta[0], succeeded=delta[1], failed=delta[2],
-            dropped=0, in_flight=totals[0] - totals[1] - totals[2], latency=latency.to_payload(),
+            dropped=delta[3], in_flight=totals[0] - totals[1] - totals[2], latency=latency.to_payload(),
+            response=response.to_payload() if response is not None else None,
+            lateness=lateness.to_payload() if lateness is not None else None,
             stages=stages, errors=counts.to_dict(), tracebacks=new_tracebacks,
         ))
-
-    def totals(self):
-        c = self.counters
-        s = [0, 0, 0]
-        for base in range(0, self.spec.slots * SLOT_FIELDS, SLOT_FIELDS):
-            s[0] += c[base + STARTED]
-            s[1] += c[base + SUCCEEDED]
-            s[2] += c[base + FAILED]
-        return s
 
     # ------------------------------------------------------------------ slots
 
@@ -308,6 +337,104 @@ class Worker:
             else:
                 errors.append((key, None))
                 c[base + FAILED] += 1
+
+    def _first_arrival(self):
+        """This worker's first arrival index k (arrival n = k·stride + index) not yet in the past:
+        a replacement worker picks the schedule up where it stands."""
+        spec = self.spec
+        elapsed = (time.monotonic_ns() - self.schedule_start_ns) / 1e9
+        if elapsed <= 0:
+            return 0
+        n = spec.schedule.arrivals_before(elapsed)
+        return max(0, math.ceil((n - spec.index) / spec.stride))
+
+    def _slot_open(self, i):
+        """Open model: take the next arrival of the schedule, wait until it is due, run it.
+
+        Latency is kept twice: service time (start → end) and response time
+        (intended start → end), so a stall shows in the percentiles. An arrival
+        that no slot could start within ``max_lateness_s`` is dropped: counted,
+        never silently skipped.
+        """
+        spec = self.spec
+        with self.wake:
+            while self.schedule_start_ns is None and not self.stopping:
+                self.wake.wait(SYNC_TIMEOUT_S)
+            if self.stopping:
+                return
+            if self._arrivals is None:
+                self._arrivals = itertools.count(self._first_arrival())
+        arrivals = self._arrivals
+        c = self.counters
+        base = i * SLOT_FIELDS
+        op = self.op
+        latencies, responses, lateness = self.latencies, self.responses, self.lateness
+        stage_timings, errors = self.stage_timings, self.errors
+        mono, sleep = time.monotonic_ns, time.sleep
+        time_of = spec.schedule.time_of
+        start_ns, stride, index = self.schedule_start_ns, spec.stride, spec.index
+        max_late_ns = int(spec.max_lateness_s * 1e9)
+        horizon_s = self.schedule_horizon_s if self.schedule_horizon_s is not None else math.inf
+        classify = outcome
+        while not self.stopping:
+            due_s = time_of(next(arrivals) * stride + index)
+            if due_s >= horizon_s:  # the schedule ends before this arrival: idle until the stop
+                due_s = math.inf
+            if due_s == math.inf:  # the rate fell to zero for good
+                with self.wake:
+                    self.wake.wait(SYNC_TIMEOUT_S)
+                continue
+            due = start_ns + int(due_s * 1e9)
+            wait = due - mono()
+            while wait > SPIN_NS and not self.stopping:
+                # Sleep short of the due time (the OS oversleeps), in bounded steps so a stop is seen.
+                sleep(min(wait - SPIN_NS, SYNC_TIMEOUT_S * 1e9) / 1e9)
+                wait = due - mono()
+            if self.stopping:
+                return
+            if -wait > max_late_ns:
+                c[base + DROPPED] += 1
+                continue
+            if self.quota is not None and not self._may_start(i):
+                return
+            c[base + STARTED] += 1
+            t0 = mono()
+            c[base + START_NS] = t0
+            try:
+                result = op(None)
+                key = classify(result)
+                tb = None
+            except Exception as e:  # noqa: BLE001 - an exception is the operation's failure
+                result = None
+                key = type(e).__name__
+                tb = traceback.format_exc()
+            except BaseException as e:
+                code = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1
+                os._exit(code)
+            t1 = mono()
+            latencies.append(t1 - t0)
+            responses.append(t1 - min(t0, due))
+            lateness.append(max(0, t0 - due))
+            timings = getattr(result, "stage_timings_us", None)
+            if timings:
+                stage_timings.append(timings)
+            c[base + START_NS] = 0
+            if key is None:
+                c[base + SUCCEEDED] += 1
+            else:
+                errors.append((key, tb))
+                c[base + FAILED] += 1
+
+
+def slot_totals(counters, slots):
+    """[started, succeeded, failed, dropped] summed over a worker's slots (shared memory)."""
+    s = [0, 0, 0, 0]
+    for base in range(0, slots * SLOT_FIELDS, SLOT_FIELDS):
+        s[0] += counters[base + STARTED]
+        s[1] += counters[base + SUCCEEDED]
+        s[2] += counters[base + FAILED]
+        s[3] += counters[base + DROPPED]
+    return s
 
 
 def _own_create_time():

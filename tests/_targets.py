@@ -75,3 +75,13 @@ def noisy(inputs=None, lines=200):
 
 def unpicklable(inputs=None):
     return lambda: None
+
+
+def stall_every(inputs=None, period_s=2.0, stall_s=0.5, ms=1):
+    """A system that stalls: during the first ``stall_s`` of every ``period_s`` (wall clock),
+    every call waits until the stall is over; otherwise it takes ``ms``."""
+    now = time.time()
+    phase = now % period_s
+    if phase < stall_s:
+        time.sleep(stall_s - phase)
+    time.sleep(ms / 1000)

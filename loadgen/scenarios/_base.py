@@ -24,6 +24,8 @@ class Overrides:
     slots: int | None = None
     op_timeout_s: float | None = None
     criteria: tuple = ()  # replaces the scenario's defaults when given
+    rate: float | None = None  # open model for the main phase
+    max_lateness_s: float | None = None
 
 
 @dataclass
@@ -75,7 +77,7 @@ class Scenario:
         """The main phase's plan: scenario defaults, then the user's overrides."""
         o = session.overrides
         values = dict(defaults)
-        for key in ("concurrency", "operations", "workers", "slots", "op_timeout_s"):
+        for key in ("concurrency", "rate", "max_lateness_s", "operations", "workers", "slots", "op_timeout_s"):
             v = getattr(o, key)
             if v is not None:
                 values[key] = v

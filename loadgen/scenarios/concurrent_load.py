@@ -22,7 +22,7 @@ class ConcurrentLoad(Scenario):
             return result_from_outcome(self.name, base, self.criteria_for(session))
         main = session.run_phase("load", self.main_plan(session, concurrency=20, duration_s=duration))
         extra = {}
-        b99, m99 = base.latency.summary_ms()["p99"], main.latency.summary_ms()["p99"]
+        b99, m99 = base.latency_hist.summary_ms()["p99"], main.latency_hist.summary_ms()["p99"]
         if b99 and m99:
             extra["p99_vs_baseline"] = m99 / b99
         extra["baseline_p99_ms"] = b99
