@@ -15,3 +15,14 @@ def idle(inputs=None):
     import time
 
     time.sleep(0.05)
+
+
+def stall_every(inputs=None, period_s=10.0, stall_s=1.0, ms=1.0):
+    """Stalls during the first ``stall_s`` of every ``period_s`` of wall-clock time: a call made then
+    waits until the stall ends. Otherwise it takes ``ms``."""
+    import time
+
+    phase = time.time() % period_s
+    if phase < stall_s:
+        time.sleep(stall_s - phase)
+    time.sleep(ms / 1000)
