@@ -1,0 +1,453 @@
+"""Small Linux process helpers shared by the master, the workers and the monitor.
+
+Identity
+    A process is named by ``(pid, create_time)``: ``create_time`` is UNIX
+    seconds as :meth:`psutil.Process.create_time` returns it. Every signal
+    loadgen sends goes through :func:`kill_verified`, which checks both, so a
+    pid that the kernel has handed to a stranger is never hit.
+
+Death
+    The monitor is not the parent of the workers and cannot reap them, so
+    "dead" here means: gone from ``/proc``, or a zombie (its memory is already
+    released), or the pid now belongs to another process.
+
+Hot path
+    :func:`read_stat` and :func:`read_pss_mb` read ``/proc`` with bare
+    ``os.open``/``os.read``: the monitor reads every watched process ten times
+    a second, and psutil's ``memory_info()`` + ``cpu_percent()`` costs about
+    40 µs per process, several times a raw read.
+
+Everything degrades to a no-op or to psutil off Linux; loadgen targets Linux.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import signal
+import sys
+import time
+from typing import NamedTuple
+
+import psutil
+
+log = logging.getLogger("loadgen.proc")
+
+_IS_LINUX = sys.platform.startswith("linux")
+
+# prctl(2) options, from <linux/prctl.h>.
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_MB = 1024.0 * 1024.0
+
+# Two create times name the same process when they differ by less than this.
+# /proc keeps start times in clock ticks (10 ms) and psutil adds the boot time,
+# so two readings of one process agree to float rounding; two ticks of slack
+# absorb a value rounded by another tool, while a reused pid would have to
+# wrap the whole pid space inside 20 ms to collide.
+CREATE_TIME_TOLERANCE_S = 2.0 / CLOCK_TICKS
+
+# Polling step while waiting for processes to die: short, because the time a
+# breach takes to free memory is what the monitor is judged on.
+_DEATH_POLL_S = 0.002
+# After SIGKILL a process normally vanishes in milliseconds; one stuck in
+# uninterruptible sleep (D state, e.g. NFS) may take longer. Bounded so the
+# monitor never hangs on it.
+_KILL_WAIT_S = 5.0
+
+_libc = None
+
+
+def _prctl(option, arg2):
+    """Call prctl(2); return True on success. No-op (False) off Linux."""
+    global _libc
+    if not _IS_LINUX:
+        return False
+    if _libc is None:
+        # CDLL(None) is the running program, libc included. Not
+        # ctypes.util.find_library: it forks ldconfig/gcc to search.
+        _libc = ctypes.CDLL(None, use_errno=True)
+    # Every argument as unsigned long: ctypes would pass a bare int as a
+    # 32-bit C int and truncate a pointer (PR_SET_NAME takes one).
+    ul = ctypes.c_ulong
+    if _libc.prctl(ctypes.c_int(option), ul(arg2), ul(0), ul(0), ul(0)) != 0:
+        err = ctypes.get_errno()
+        log.debug("prctl(%d) failed: %s", option, os.strerror(err))
+        return False
+    return True
+
+
+def set_pdeathsig(sig=signal.SIGKILL):
+    """Ask the kernel to send ``sig`` to this process when its parent dies.
+
+    Linux only (returns False elsewhere, and when prctl fails). Note the
+    kernel's rule: the signal fires when the *thread* that forked this
+    process exits, so a parent that forks from a short-lived thread should
+    pair this with an explicit liveness check (the monitor does).
+    Non-blocking; returns True when set.
+    """
+    return _prctl(_PR_SET_PDEATHSIG, int(sig))
+
+
+def set_title(text):
+    """Name this process for ``ps``/``top`` (e.g. ``loadgen: monitor``).
+
+    Uses setproctitle (the full command line) and also sets the kernel's
+    15-byte ``comm`` name, which ``top`` shows by default. Never raises.
+    """
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(text)
+    except Exception:  # noqa: BLE001 - a missing title must never stop a process
+        log.debug("setproctitle unavailable; using prctl only", exc_info=True)
+    name = ctypes.create_string_buffer(text.encode("utf-8", "replace")[:15])
+    _prctl(_PR_SET_NAME, ctypes.addressof(name))
+
+
+def ignore_sigint():
+    """Ignore Ctrl-C: only the master reacts to SIGINT (it reaches the whole group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def create_time(pid):
+    """UNIX seconds when ``pid`` started (psutil's value); raises psutil.NoSuchProcess."""
+    return psutil.Process(pid).create_time()
+
+
+def boot_time():
+    """System boot time, UNIX seconds, as psutil computes it (read afresh each call)."""
+    return psutil.boot_time()
+
+
+# ---------------------------------------------------------------- /proc fast reads
+
+
+def _read_file(path, size=4096):
+    """Whole content of a small /proc file as bytes; raises OSError."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, size)
+            if not chunk:
+                break
+            # Some /proc files (/proc/stat) return short reads on line
+            # boundaries before the end, so only an empty read ends the file.
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+class StatInfo(NamedTuple):
+    """The fields of ``/proc/PID/stat`` the monitor needs.
+
+    ``state``: one letter (``R``, ``S``, ``D``, ``Z``, ``X`` …).
+    ``cpu_ticks``: utime + stime in clock ticks (:data:`CLOCK_TICKS` per second).
+    ``rss_pages``: resident pages (:data:`PAGE_SIZE` bytes each).
+    ``start_ticks``: start time in clock ticks after boot (the identity).
+    ``num_threads``, ``pgid``: as named.
+    """
+
+    state: str
+    cpu_ticks: int
+    rss_pages: int
+    start_ticks: int
+    num_threads: int
+    pgid: int
+
+
+def read_stat(pid):
+    """One read of ``/proc/PID/stat`` → :class:`StatInfo`, or None if the pid is gone.
+
+    About 8 µs (open, read, close); never blocks on anything but the kernel.
+    Raises only on unexpected errors (a malformed file). For a process read
+    again and again, :class:`StatReader` is twice as fast.
+    """
+    try:
+        data = _read_file(f"/proc/{pid}/stat", 1024)
+    except OSError as exc:
+        if exc.errno in (errno.ESRCH, errno.ENOENT):
+            return None
+        raise
+    return _parse_stat(data)
+
+
+class StatReader:
+    """``/proc/PID/stat`` kept open and re-read with ``pread``: about 4 µs a read.
+
+    The open file stays bound to the process it was opened for: once that
+    process is reaped, reads fail with ESRCH even if the pid is reused, so
+    a reader can never report on a stranger. Opening raises
+    FileNotFoundError if the pid does not exist. Call :meth:`close`.
+    """
+
+    __slots__ = ("pid", "_fd")
+
+    def __init__(self, pid):
+        self.pid = pid
+        self._fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+
+    def read(self):
+        """:class:`StatInfo`, or None once the process is reaped (or the reader closed)."""
+        if self._fd is None:
+            return None
+        try:
+            data = os.pread(self._fd, 2048, 0)
+        except OSError as exc:
+            if exc.errno in (errno.ESRCH, errno.ENOENT):
+                return None
+            raise
+        if not data:
+            return None
+        return _parse_stat(data)
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _parse_stat(data):
+    # The command name (field 2) is in parentheses and may contain spaces or
+    # ')' itself, so split after the *last* ')'.
+    # rest[0] is field 3 (state); field N is rest[N - 3]. Splitting stops
+    # after rss (field 24): the ~28 fields beyond are not needed, and this
+    # runs 500 times a second in the monitor.
+    rest = data[data.rindex(b")") + 2:].split(None, 22)
+    return StatInfo(
+        state=rest[0].decode("ascii", "replace"),
+        cpu_ticks=int(rest[11]) + int(rest[12]),
+        rss_pages=int(rest[21]),
+        start_ticks=int(rest[19]),
+        num_threads=int(rest[17]),
+        pgid=int(rest[2]),
+    )
+
+
+def read_pss_mb(pid):
+    """Proportional set size of ``pid`` in MB from ``/proc/PID/smaps_rollup``, or None.
+
+    Shared pages are divided among the processes that map them, so the sum
+    over a forked pool counts them once. Costly: the kernel walks the page
+    tables (roughly 0.1 ms for an idle Python process, a few ms for one
+    holding a GB), so call it sparingly. Returns None if the pid is gone or
+    the file is not readable (kernel < 4.14, other user).
+    """
+    try:
+        data = _read_file(f"/proc/{pid}/smaps_rollup", 4096)
+    except OSError:
+        return None
+    idx = data.find(b"\nPss:")
+    if idx < 0:
+        return None
+    line = data[idx + 5:data.index(b"\n", idx + 5)]
+    return int(line.split()[0]) / 1024.0  # the kernel reports kB
+
+
+def is_dead_stat(st):
+    """True if a :func:`read_stat` result means the process is gone (None, zombie, dead)."""
+    return st is None or st.state in ("Z", "X", "x")
+
+
+def start_ticks_to_create_time(start_ticks, boot_time_s):
+    return start_ticks / CLOCK_TICKS + boot_time_s
+
+
+def identify(pid, create_time_s):
+    """Start ticks of ``pid`` if it is alive and matches ``create_time_s``, else None.
+
+    The monitor stores the returned ticks so later checks compare integers
+    and never depend on the boot time (which moves when the clock is
+    stepped). Cost: one /proc/PID/stat and one /proc/stat read.
+    """
+    st = read_stat(pid)
+    if is_dead_stat(st):
+        return None
+    if abs(start_ticks_to_create_time(st.start_ticks, boot_time()) - create_time_s) >= CREATE_TIME_TOLERANCE_S:
+        return None
+    return st.start_ticks
+
+
+def is_same_process(pid, create_time_s):
+    """True if ``pid`` is alive (not a zombie) and started at ``create_time_s``.
+
+    A pid reused by another process, a zombie and a missing pid are all
+    False. Non-blocking, about 30 µs.
+    """
+    if not _IS_LINUX:  # pragma: no cover
+        try:
+            p = psutil.Process(pid)
+            return p.status() != psutil.STATUS_ZOMBIE and abs(p.create_time() - create_time_s) < CREATE_TIME_TOLERANCE_S
+        except psutil.Error:
+            return False
+    return identify(pid, create_time_s) is not None
+
+
+def _is_alive_ticks(pid, start_ticks):
+    st = read_stat(pid)
+    return not is_dead_stat(st) and st.start_ticks == start_ticks
+
+
+def _signal_ticks(pid, start_ticks, sig):
+    """Send ``sig`` to ``pid`` if it still has ``start_ticks``; True if sent.
+
+    With pidfds (Linux ≥ 5.3) there is no race at all: the fd pins the
+    process that held the pid when it was opened, so if the identity check
+    that follows passes, the signal reaches that very process — or fails
+    with ESRCH if it died meanwhile. Without pidfds a pid could in theory be
+    reused between check and kill; the window is microseconds.
+    """
+    pidfd = None
+    if hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal"):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            pidfd = None  # e.g. ENOSYS on an old kernel: fall back to kill()
+    try:
+        if not _is_alive_ticks(pid, start_ticks):
+            return False
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, sig)
+        else:
+            os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def kill_verified(pid, create_time_s, sig):
+    """Send ``sig`` to ``pid`` only if it is the process that started at ``create_time_s``.
+
+    Returns True if the signal was sent, False if the pid is gone, a zombie
+    or another process. Non-blocking. Raises PermissionError if the process
+    is ours by identity but not signalable (should not happen).
+    """
+    ticks = identify(pid, create_time_s)
+    if ticks is None:
+        return False
+    return _signal_ticks(pid, ticks, sig)
+
+
+def _group_is_ours(pgid, alive_ticks):
+    """True if process group ``pgid`` may be signalled.
+
+    The group must not be our own (the monitor shares the master's group, so
+    killpg on it would end the master) and must contain at least one of the
+    verified processes: groups are created by setpgid in loadgen's own
+    children, so a group holding one of them is the pool's group; any
+    other member descends from the pool (e.g. a subprocess a flow spawned),
+    which is exactly what the group kill is for.
+    """
+    if pgid is None or pgid <= 1:
+        return False
+    try:
+        if pgid == os.getpgid(0):
+            log.error("refusing to signal process group %d: it is the monitor's own group", pgid)
+            return False
+    except OSError:  # pragma: no cover
+        return False
+    for pid, ticks in alive_ticks.items():
+        st = read_stat(pid)
+        if not is_dead_stat(st) and st.start_ticks == ticks and st.pgid == pgid:
+            return True
+    return False
+
+
+def _killpg(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        log.warning("no permission to signal process group %d", pgid)
+        return False
+
+
+def kill_group_then_pids(pgid, procs, grace_s, *, kill_wait_s=_KILL_WAIT_S):
+    """Terminate a pool: TERM, wait up to ``grace_s``, KILL the rest, wait for death.
+
+    ``pgid``: the pool's process group, or None. It is signalled only if it
+    is not our own group and one of ``procs`` is verifiably in it.
+    ``procs``: pid → create time (UNIX s); only those that still match are
+    signalled. Blocks up to ``grace_s + kill_wait_s`` (normally a few ms:
+    a process with the default SIGTERM action dies at once).
+
+    Returns the UNIX time at which every verified process was seen dead
+    (gone, zombie or replaced) — the moment its memory was released. If one
+    survives SIGKILL for ``kill_wait_s`` (uninterruptible sleep), logs an
+    error and returns the current time.
+    """
+    # Resolve identities once; later checks compare start ticks exactly.
+    bt = boot_time()
+    alive = {}
+    for pid, ct in procs.items():
+        st = read_stat(pid)
+        if is_dead_stat(st):
+            continue
+        if abs(start_ticks_to_create_time(st.start_ticks, bt) - ct) < CREATE_TIME_TOLERANCE_S:
+            alive[pid] = st.start_ticks
+        else:
+            log.warning("pid %d is not the process registered (create time differs): not signalled", pid)
+    return kill_ticks(pgid, alive, grace_s, kill_wait_s=kill_wait_s)
+
+
+def kill_ticks(pgids, alive, grace_s, *, kill_wait_s=_KILL_WAIT_S):
+    """:func:`kill_group_then_pids` for identities already resolved to start ticks.
+
+    ``pgids``: None, one process group or an iterable of them (a pool and
+    its stressors may sit in different groups). ``alive``: pid → start
+    ticks (from :func:`identify`). Same contract and return value.
+    """
+    alive = dict(alive)
+    if pgids is None:
+        pgids = ()
+    elif isinstance(pgids, int):
+        pgids = (pgids,)
+    groups = [g for g in dict.fromkeys(pgids) if _group_is_ours(g, alive)]
+    for group in groups:
+        _killpg(group, signal.SIGTERM)
+    for pid, ticks in list(alive.items()):
+        if not _signal_ticks(pid, ticks, signal.SIGTERM) and not _is_alive_ticks(pid, ticks):
+            del alive[pid]
+
+    def reap(deadline):
+        while alive:
+            for pid, ticks in list(alive.items()):
+                if not _is_alive_ticks(pid, ticks):
+                    del alive[pid]
+            if not alive or time.monotonic() >= deadline:
+                break
+            time.sleep(_DEATH_POLL_S)
+        return time.time()
+
+    dead_at = reap(time.monotonic() + grace_s)
+    for group in groups:
+        # Members we never registered (a subprocess a flow started) may
+        # ignore SIGTERM. The group was verified above; while it has a
+        # member its id cannot be handed out again, and once empty its id
+        # could only return after the pid space wrapped, which the few
+        # milliseconds since cannot allow. So this reaches the pool's group
+        # or nobody (ESRCH).
+        _killpg(group, signal.SIGKILL)
+    if not alive:
+        return dead_at
+    log.info("pids %s survived SIGTERM for %.3f s: SIGKILL", sorted(alive), grace_s)
+    for pid, ticks in list(alive.items()):
+        _signal_ticks(pid, ticks, signal.SIGKILL)
+    dead_at = reap(time.monotonic() + kill_wait_s)
+    if alive:
+        log.error("pids %s still alive %.1f s after SIGKILL (uninterruptible sleep?)", sorted(alive), kill_wait_s)
+    return dead_at
