@@ -49,6 +49,7 @@ log = logging.getLogger("loadgen.runner")
 
 WORKER_LOG = "workers.log"  # what targets print goes here
 SECOND_GRACE_S = 2.0
+SECONDS_KEPT = 86_400  # per-second records an outcome keeps in memory (a day); the stream keeps all
 SCHEDULE_LEAD_S = 0.1  # open model: arrivals start this long after the order, so all workers start together  # write a second this long after it ended even if a worker is silent
 MAX_ERROR_KEYS = 100
 MAX_RESTARTS = 10
@@ -84,6 +85,7 @@ class RunPlan:
     nice: int = 10
     blas_threads: int | None = 1
     stop_grace_s: float = TIMING.stop_grace_s
+    segment_s: float | None = None  # also keep one latency histogram per this many seconds of load
 
     def validated(self, thresholds):
         positive_int(self.concurrency, "--concurrency")
@@ -144,6 +146,9 @@ class RunOutcome:
     peak_rss_mb: float = 0.0
     peak_cpu_percent: float = 0.0
     memory_series: list = field(default_factory=list)  # (t, pool MB), one per second
+    seconds: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SECONDS_KEPT))
+    segments: dict = field(default_factory=dict)  # segment index → Histogram (plan.segment_s)
+    stressors: list = field(default_factory=list)  # what each stressor achieved
     leak: dict = field(default_factory=dict)
     pool_ready_s: float | None = None
     load_started_at: float | None = None  # every worker ready: load applied from here
@@ -193,8 +198,12 @@ class Runner:
     """Runs one :class:`RunPlan`. Use :meth:`run`; it always returns an outcome
     (or raises :class:`UsageError` before any load was applied)."""
 
-    def __init__(self, plan, thresholds=None, run_dir=None, quiet=True, progress=None, registry=None, phase=None):
+    def __init__(self, plan, thresholds=None, run_dir=None, quiet=True, progress=None, registry=None, phase=None,
+                 stressors=(), on_second=None):
         self.thresholds = thresholds or ResourceThresholds()
+        self.stressors = list(stressors)
+        self.on_second = on_second  # callable(runner, record): scenarios watch the run (e.g. recovery)
+        self._stop_request = None
         self.phase = phase or plan.name
         self.plan = plan.validated(self.thresholds)
         self.run_dir = run_dir
@@ -235,6 +244,7 @@ class Runner:
             out.started_at = time.time()
             self.events.emit("phase", name="start", plan=_plan_dict(self.plan), thresholds=self.thresholds.to_dict())
             self._start_monitor()
+            self._start_stressors()
             self._start_pool()
             self._loop()
         finally:
@@ -261,6 +271,41 @@ class Runner:
         self.monitor.start(self.ctx)
         self.registry.adopt(self.monitor.process, "monitor")
         self._last_sample_at = time.monotonic()
+
+    def _start_stressors(self):
+        for st in self.stressors:
+            st.start(self._spawn_stressor)
+            self.events.emit("phase", name="stressor_start", stressor=st.describe())
+        for st in self.stressors:
+            if hasattr(st, "wait_started"):
+                st.wait_started(timeout_s=5.0)
+
+    def _spawn_stressor(self, target, args, name):
+        """The stressors' ``spawn``: registered, and watched by the monitor as part of the pool."""
+        from . import _proc
+
+        proc = self.registry.start(target, args, name, "stressor")
+        try:
+            self.monitor.watch(proc.pid, _proc.create_time(proc.pid), pgid=None, role="stressor")
+        except Exception:  # noqa: BLE001 - it died at once; its own stop() reports that
+            pass
+        return proc
+
+    def _stop_stressors(self):
+        for st in self.stressors:
+            try:
+                st.stop(timeout_s=1.0)
+                stats = st.stats()
+            except Exception as e:  # noqa: BLE001 - the run's data matters more
+                stats = {"error": f"{type(e).__name__}: {e}"}
+            self.out.stressors.append({"describe": st.describe(), **stats})
+            for pid in getattr(st, "pids", []):
+                if self.monitor is not None:
+                    self.monitor.unwatch(pid)
+
+    def request_stop(self, reason, exit_code=EXIT_OK):
+        """Ask the loop to stop gracefully at its next turn (safe from ``on_second``)."""
+        self._stop_request = (reason, exit_code)
 
     def _start_pool(self):
         p = self.plan
@@ -313,6 +358,8 @@ class Runner:
                     self._begin_stop(f"stop file {p.stop_file} appeared", EXIT_OK)
                 elif self._operations_done():
                     self._begin_stop("operations done", EXIT_OK)
+                elif self._stop_request is not None:
+                    self._begin_stop(*self._stop_request)
                 else:
                     self._apply_load(now - (self._load_t0 or now))
             elif len(self._signals) > 1:
@@ -451,6 +498,9 @@ class Runner:
             h = Histogram.from_payload(b.latency)
             sec.latency.merge(h)
             self.out.latency.merge(h)
+        if self.plan.segment_s and b.latency and self.out.load_started_at:
+            seg = int(max(0.0, b.second + 0.5 - self.out.load_started_at) // self.plan.segment_s)
+            self.out.segments.setdefault(seg, Histogram()).merge(Histogram.from_payload(b.response or b.latency))
         if b.response:
             h = Histogram.from_payload(b.response)
             sec.response.merge(h)
@@ -670,6 +720,7 @@ class Runner:
         self.pool.kill_group()
 
     def _teardown(self):
+        self._stop_stressors()
         try:
             if self.pool is not None:
                 self.pool.kill_group()
@@ -723,8 +774,11 @@ class Runner:
                 continue
             record = self._second_record(second, sec)
             self.timeseries.write(record)
+            self.out.seconds.append(record)
             if self.progress is not None:
                 self.progress(self, record)
+            if self.on_second is not None and not final:
+                self.on_second(self, record)
 
     def _second_record(self, second, sec):
         lat = sec.latency.summary_ms()

@@ -15,6 +15,9 @@ from ..errors import UsageError
 # name → module: imported only when the scenario is used.
 _MODULES = {
     "concurrent_load": "concurrent_load",
+    "memory_pressure": "memory_pressure",
+    "cpu_saturation": "cpu_saturation",
+    "io_stress": "io_stress",
 }
 
 PROFILES = ("ci", "standard", "nightly")

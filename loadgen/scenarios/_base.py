@@ -42,14 +42,15 @@ class Session:
     start_method: str | None = None
     progress: object = None
     interrupted: int | None = None  # exit code of a signal that stopped a phase
+    baselines: dict = field(default_factory=dict)  # (concurrency, seconds) → RunOutcome, shared in a suite
 
-    def run_phase(self, phase, plan, thresholds=None, stop_on_signal=True):
+    def run_phase(self, phase, plan, thresholds=None, stressors=(), on_second=None):
         """Run one phase; returns its RunOutcome. A phase stopped by a signal marks the session."""
         plan = dataclasses.replace(plan, name=phase, target=plan.target or self.target,
                                    sample_interval_s=self.sample_interval_s, stop_file=self.stop_file,
                                    start_method=self.start_method)
         runner = Runner(plan, thresholds or self.thresholds, run_dir=self.run_dir, progress=self.progress,
-                        phase=phase)
+                        phase=phase, stressors=stressors, on_second=on_second)
         outcome = runner.run()
         if outcome.exit_code in (130, 143):
             self.interrupted = outcome.exit_code
@@ -58,6 +59,14 @@ class Session:
     @property
     def stopped(self):
         return self.interrupted is not None
+
+    def baseline(self, concurrency, seconds):
+        """An unstressed run at ``concurrency``, measured once per session and shared."""
+        key = (concurrency, seconds)
+        if key not in self.baselines:
+            plan = RunPlan(concurrency=concurrency, duration_s=seconds, target=self.target)
+            self.baselines[key] = self.run_phase(f"baseline c={concurrency}", plan)
+        return self.baselines[key]
 
 
 class Scenario:
@@ -91,8 +100,25 @@ class Scenario:
         values.setdefault("target", session.target)
         return RunPlan(**values)
 
+    def profile_value(self, session, table):
+        return table[session.profile]
+
     def run(self, session):  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def compare_with_baseline(base, main):
+    """Extra metrics: how the stressed phase compares with the unstressed baseline."""
+    b, m = base.latency_hist.summary_ms(), main.latency_hist.summary_ms()
+    extra = {"baseline_p99_ms": b["p99"], "baseline_p50_ms": b["p50"], "baseline_throughput": base.throughput,
+             "baseline_success_rate": base.accounting.success_rate if base.accounting.completed else None}
+    if b["p99"] and m["p99"]:
+        extra["p99_vs_baseline"] = m["p99"] / b["p99"]
+    if b["p50"] and m["p50"]:
+        extra["p50_vs_baseline"] = m["p50"] / b["p50"]
+    if base.throughput:
+        extra["throughput_vs_baseline"] = main.throughput / base.throughput
+    return extra
 
 
 def now():

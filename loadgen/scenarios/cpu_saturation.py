@@ -1,0 +1,30 @@
+"""``cpu_saturation``: flows while every core is burned at high load (90% by default).
+
+Saturating the CPU is the point, so the machine-wide CPU guard is off for
+the stressed phase (``max_cpu_percent=100``); memory guards stay on.
+"""
+
+import dataclasses
+
+from ..stressors import CpuStressor
+from ._pressure import PressureScenario
+
+CPU_LOAD_PERCENT = 90
+
+
+class CpuSaturation(PressureScenario):
+    name = "cpu_saturation"
+    summary = f"flows while every core is burned at {CPU_LOAD_PERCENT}% (duty-cycle burners)"
+    criteria = ("success_rate > 0.6",)
+
+    def stressor(self, session):
+        return CpuStressor(CPU_LOAD_PERCENT)
+
+    def thresholds(self, session):
+        return dataclasses.replace(session.thresholds, max_cpu_percent=100.0)
+
+    def stressor_metrics(self, stats):
+        return {"burner_cpu_percent": stats.get("achieved_percent")}
+
+
+SCENARIO = CpuSaturation()
