@@ -58,6 +58,7 @@ from .messages import Breach, MonitorError, Sample, Stop, Unwatch, Watch
 log = logging.getLogger("loadgen.monitor")
 
 POOL_ROLES = frozenset({"worker", "stressor"})
+GROWTH_ROLES = frozenset({"worker"})  # whose memory the growth-rate guard follows
 
 # Breach metrics, as they appear in Breach.metric and events.jsonl.
 METRIC_MEMORY = "memory_mb"  # pool PSS estimate > max_memory_mb
@@ -710,7 +711,7 @@ class Monitor:
         w.memory_mb = w.pss_mb
         self.watched[w.pid] = w
         self._pss_queue.append(w.pid)
-        if w.in_pool:
+        if w.role in GROWTH_ROLES:
             self.evaluator.rebase(w.memory_mb)
             self._armed = True
         log.debug("monitor: watching pid %d (%s, pgid %s)", w.pid, w.role, w.pgid)
@@ -726,7 +727,7 @@ class Monitor:
     def _drop(self, w, why):
         self.watched.pop(w.pid, None)
         w.reader.close()
-        if w.in_pool:
+        if w.role in GROWTH_ROLES:
             self.evaluator.rebase(-w.memory_mb)
         log.debug("monitor: pid %d %s", w.pid, why)
 
@@ -799,7 +800,9 @@ class Monitor:
         if now_mono >= self._io_next:
             self._io = read_io()
             self._io_next = now_mono + self.consts.io_refresh_s
-        growth = self.evaluator.observe_memory(t, pool_mem)
+        # The growth guard follows the workers only: a stressor's ballast grows on purpose.
+        growth = self.evaluator.observe_memory(
+            t, sum(w.memory_mb for w in self.watched.values() if w.role in GROWTH_ROLES and w.memory_mb))
         sample = Sample(
             t=t, pool_memory_mb=pool_mem, pool_rss_mb=pool_rss, pool_cpu_percent=pool_cpu,
             cpu_percent=cpu, per_cpu=per_cpu, available_mb=avail, swap_used_mb=swap,
