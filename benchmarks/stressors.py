@@ -44,6 +44,8 @@ SETTLE_S = 1.0
 MEMORY_MB = 1024
 STRESS_NG_READY_FRACTION = 0.99
 STRESS_NG_TIMEOUT_S = 20.0
+QUIET_OTHERS_POINTS = 1.0  # a 1 s reading is "quiet" when other processes took less than this
+MIN_QUIET_READINGS = 3
 
 
 def make_spawn(method, started):
@@ -131,13 +133,19 @@ def measure_cpu(load, seconds, pids_of):
         ours.append(mine * scale)
         others.append(rest * scale)
     mean = statistics.mean(readings)
+    quiet = [r for r, o in zip(readings, others) if o < QUIET_OTHERS_POINTS]
+    enough = len(quiet) >= MIN_QUIET_READINGS
     return {
         "mean": mean,
         "error": mean - load,
         "stdev": statistics.stdev(readings) if len(readings) > 1 else 0.0,
         "ours": statistics.mean(ours),
         "others": statistics.mean(others),
+        "quiet_n": len(quiet),
+        "quiet_error": statistics.mean(quiet) - load if enough else None,
+        "quiet_stdev": statistics.stdev(quiet) if enough else None,
         "readings": readings,
+        "others_by_reading": others,
     }
 
 
@@ -178,8 +186,10 @@ def run_cpu(args):
     rows = []
 
     def row(name, r, load, versus=None):
+        q = r["quiet_error"]
         out = [name, r["mean"], Signed(r["error"]), r["stdev"], r["ours"], r["others"],
-               Signed(r["mean"] - r["ours"] - r["others"])]
+               Signed(r["mean"] - r["ours"] - r["others"]), r["quiet_n"], None if q is None else Signed(q),
+               r["quiet_stdev"]]
         if versus is not None:
             out += [Signed(abs(r["error"]) - abs(versus["error"])),
                     r["stdev"] / versus["stdev"] if versus["stdev"] else None]
@@ -192,23 +202,25 @@ def run_cpu(args):
         if sng is not None:
             rows.append(row(f"stress-ng {load:g}%", sng, load))
         if args.verbose:
-            print(f"  loadgen {load:g}% readings: {ours['readings']}")
-            if sng is not None:
-                print(f"  stress-ng {load:g}% readings: {sng['readings']}")
+            for name, r in (("loadgen", ours), ("stress-ng", sng)):
+                if r is not None:
+                    print(f"  {name} {load:g}% readings: {r['readings']}")
+                    print(f"  {name} {load:g}% others:   {[round(o, 1) for o in r['others_by_reading']]}")
     table(f"CPU load, all {ncores} cores: {args.seconds} x 1 s readings of psutil.cpu_percent (machine-wide). "
-          f"Split: the stressor's processes, all other processes, unattributed (irq, tick sampling)"
+          f"Split: the stressor's processes, all other processes, unattributed (irq, tick sampling). "
+          f"'quiet': only the seconds where other processes took < {QUIET_OTHERS_POINTS:g} point"
           + ("" if have_sng else " (stress-ng not found)"),
-          ["run", "mean %", "error pts", "stdev pts", "stressor %", "others %", "unattrib.", "|err| - sng's",
-           "stdev / sng's"],
+          ["run", "mean %", "error pts", "stdev pts", "stressor %", "others %", "unattrib.", "quiet s",
+           "quiet err", "quiet sd", "|err| - sng's", "stdev / sng's"],
           rows)
 
 
 # ---------------------------------------------------------------- memory
 
 
-def bench_memory_ours(method):
+def bench_memory_ours(method, huge_pages=False):
     started = []
-    s = MemoryStressor(MEMORY_MB)
+    s = MemoryStressor(MEMORY_MB, huge_pages=huge_pages)
     try:
         s.start(make_spawn(method, started))
         if not s.wait_resident(STRESS_NG_TIMEOUT_S):
@@ -261,7 +273,7 @@ def run_memory(args):
     have_sng = shutil.which("stress-ng") is not None and not args.no_stress_ng
     ours, sng = [], []
     for i in range(args.repeat):
-        steps = [lambda: ours.append(bench_memory_ours(args.start_method))]
+        steps = [lambda: ours.append(bench_memory_ours(args.start_method, args.huge_pages))]
         if have_sng:
             steps.append(lambda: sng.append(bench_memory_stress_ng()))
         for step in (steps if i % 2 == 0 else steps[::-1]):
@@ -282,7 +294,7 @@ def run_memory(args):
     if good:
         rows.append(["stress-ng --vm-keep (to 99%)", len(good), good[0], min(good), statistics.median(good),
                      max(good)])
-    table(f"Memory ballast {MEMORY_MB} MB ({args.start_method}): seconds from start to resident; "
+    table(f"Memory ballast {MEMORY_MB} MB ({args.start_method}{', huge pages' if args.huge_pages else ''}): seconds from start to resident; "
           f"loadgen ran first in the first pair (cold memory), stress-ng in the second",
           ["run", "n", "first s", "min s", "median s", "max s", "child alloc s", "resident MB", "worst size err %"],
           rows)
@@ -323,6 +335,7 @@ def main(argv=None):
     ap.add_argument("--seconds", type=int, default=10, help="CPU: number of 1 s readings (default 10)")
     ap.add_argument("--io-seconds", type=float, default=5.0, help="I/O: run length per configuration (default 5)")
     ap.add_argument("--repeat", type=int, default=3, help="memory runs (default 3)")
+    ap.add_argument("--huge-pages", action="store_true", help="memory: ask for transparent huge pages")
     ap.add_argument("--io-workers", type=lambda t: [int(x) for x in t.split(",")], default=[1, 2])
     ap.add_argument("--start-method", choices=["fork", "spawn", "forkserver"], default="fork")
     ap.add_argument("--no-stress-ng", action="store_true", help="skip the stress-ng baseline")

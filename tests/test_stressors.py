@@ -233,6 +233,17 @@ def test_memory_ballast_grows_in_steps(fork_spawn):
     assert last["steps_done"] == 3 and last["resident_mb"] >= 88
 
 
+def test_memory_ballast_with_huge_pages(fork_spawn):
+    s = MemoryStressor(64, huge_pages=True)
+    try:
+        s.start(fork_spawn)
+        assert s.wait_resident(5.0)
+        st = s.stats()
+    finally:
+        s.stop()
+    assert abs(st["resident_mb"] - 64) <= 64 * 0.02
+
+
 # ---------------------------------------------------------------- I/O
 
 
@@ -329,6 +340,7 @@ def test_lifecycle_misuse_is_a_usage_error(fork_spawn):
         lambda: MemoryStressor(10, steps=2.5),
         lambda: MemoryStressor(10, step_interval_s=-1),
         lambda: MemoryStressor(10 ** 9),  # far beyond available memory
+        lambda: MemoryStressor(10, huge_pages="yes"),
         lambda: IoStressor(file_bytes=0),
         lambda: IoStressor(file_bytes=8 * MB, max_total_bytes=4 * MB),
         lambda: IoStressor(file_bytes=MB, max_total_bytes=3 * MB, workers=4),
