@@ -80,6 +80,8 @@ class ResultBatch:
     errors: dict = field(default_factory=dict)
     tracebacks: dict = field(default_factory=dict)
     lateness: Optional[str] = None  # open model: start-time lateness histogram (µs)
+    rejected: int = 0  # refused by the circuit breaker (never dispatched)
+    breaker: tuple = ()  # breaker transitions: (UNIX time, from, to, reason)
 
 
 @dataclass(frozen=True)

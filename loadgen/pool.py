@@ -98,7 +98,7 @@ class WorkerHandle:
     timed_out_slots: set = field(default_factory=set)
 
     def totals(self, slots):
-        """[started, succeeded, failed, dropped] from shared memory — valid after the process died."""
+        """[started, succeeded, failed, dropped, rejected] from shared memory — valid after the process died."""
         return slot_totals(self.counters, slots)
 
     def running_since_ns(self, slots):
@@ -111,7 +111,8 @@ class Pool:
     """The worker processes, their pipes and their shared counters."""
 
     def __init__(self, ctx, registry, workers, slots, target, seed_pgid=None, nice=10, blas_threads=1,
-                 log_path=None, bounded=False, schedule=None, max_lateness_s=1.0):
+                 log_path=None, bounded=False, schedule=None, max_lateness_s=1.0, breaker=None):
+        self.breaker = breaker
         self.schedule = schedule
         self.max_lateness_s = max_lateness_s
         self.log_path = log_path
@@ -133,7 +134,7 @@ class Pool:
         spec = WorkerSpec(index=index, slots=self.slots, target=self.target, pgid=self._live_pgid(),
                           master_pid=os.getpid(), nice=self.nice, blas_threads=self.blas_threads,
                           log_path=self.log_path, bounded=self.bounded, schedule=self.schedule,
-                          stride=self.size, max_lateness_s=self.max_lateness_s)
+                          stride=self.size, max_lateness_s=self.max_lateness_s, breaker=self.breaker)
         proc = self.registry.start(worker_main, (spec, child_conn, shm), f"loadgen: worker {index}", "worker")
         child_conn.close()
         # Both sides call setpgid so the group exists before either one relies on it.

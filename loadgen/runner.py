@@ -86,6 +86,7 @@ class RunPlan:
     blas_threads: int | None = 1
     stop_grace_s: float = TIMING.stop_grace_s
     segment_s: float | None = None  # also keep one latency histogram per this many seconds of load
+    breaker: object = None  # breaker.BreakerConfig: a circuit breaker in each worker's dispatcher
 
     def validated(self, thresholds):
         positive_int(self.concurrency, "--concurrency")
@@ -149,6 +150,7 @@ class RunOutcome:
     seconds: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SECONDS_KEPT))
     segments: dict = field(default_factory=dict)  # segment index → Histogram (plan.segment_s)
     stressors: list = field(default_factory=list)  # what each stressor achieved
+    breaker_events: list = field(default_factory=list)  # breaker transitions, as written to events.jsonl
     leak: dict = field(default_factory=dict)
     pool_ready_s: float | None = None
     load_started_at: float | None = None  # every worker ready: load applied from here
@@ -180,11 +182,11 @@ class RunOutcome:
 
 
 class _Second:
-    __slots__ = ("started", "succeeded", "failed", "dropped", "latency", "response", "errors", "reported",
+    __slots__ = ("started", "succeeded", "failed", "dropped", "rejected", "latency", "response", "errors", "reported",
                  "cpu", "memory_mb", "rss_mb", "available_mb", "target", "in_flight")
 
     def __init__(self):
-        self.started = self.succeeded = self.failed = self.dropped = self.errors = self.in_flight = 0
+        self.started = self.succeeded = self.failed = self.dropped = self.rejected = self.errors = self.in_flight = 0
         self.latency = Histogram()
         self.response = Histogram()
         self.reported = set()
@@ -318,7 +320,7 @@ class Runner:
         self.schedule = schedule
         self.schedule_start = None
         self.pool = Pool(self.ctx, self.registry, p.workers, p.slots, p.target, nice=p.nice, schedule=schedule,
-                         max_lateness_s=p.max_lateness_s,
+                         max_lateness_s=p.max_lateness_s, breaker=p.breaker,
                          blas_threads=p.blas_threads,
                          log_path=os.path.join(self.run_dir, WORKER_LOG) if self.run_dir else None,
                          bounded=p.operations is not None)
@@ -492,6 +494,10 @@ class Runner:
         sec.succeeded += b.succeeded
         sec.failed += b.failed
         sec.dropped += b.dropped
+        sec.rejected += b.rejected
+        for t, old, new, reason in b.breaker:
+            record = self.events.emit("breaker", t=t, worker=b.index, state=new, previous=old, reason=reason)
+            self.out.breaker_events.append(record)
         sec.in_flight += b.in_flight
         sec.reported.add(b.index)
         if b.latency:
@@ -608,7 +614,7 @@ class Runner:
         if self.plan.operations is None or self.quota_left:
             return False
         for h in self.pool.handles.values():
-            started, succ, fail, _ = h.totals(self.plan.slots)
+            started, succ, fail = h.totals(self.plan.slots)[:3]
             if started < h.quota_given or started - succ - fail > 0:
                 return False
         return True
@@ -620,7 +626,7 @@ class Runner:
         now_ns = time.monotonic_ns()
         in_flight = 0
         for h in list(self.pool.handles.values()):
-            started, succ, fail, _ = h.totals(slots)
+            started, succ, fail = h.totals(slots)[:3]
             in_flight += started - succ - fail
             if self.plan.op_timeout_s is None or not h.process.is_alive():
                 continue
@@ -642,12 +648,12 @@ class Runner:
                 self._dispatch(h.conn.recv(), h)
         except (EOFError, OSError):
             pass
-        started, succ, fail, dropped = h.totals(self.plan.slots)
+        started, succ, fail, dropped, rejected = h.totals(self.plan.slots)
         in_flight = started - succ - fail
         timed_out = min(len(h.timed_out_slots), in_flight)
         crashed = in_flight - timed_out
         acc = Accounting(dispatched=started, succeeded=succ, failed=fail, timed_out=timed_out, crashed=crashed,
-                         dropped=dropped)
+                         dropped=dropped, rejected=rejected)
         self.retired.merge(acc)
         unstarted = max(0, h.quota_given - started)
         self.monitor.unwatch(h.pid) if self.monitor is not None else None
@@ -794,6 +800,7 @@ class Runner:
             "succeeded": sec.succeeded,
             "failed": sec.failed,
             "dropped": sec.dropped,
+            "rejected": sec.rejected,
             "errors": sec.errors,
             "throughput": done,
             "success_rate": round(sec.succeeded / done, 4) if done else None,

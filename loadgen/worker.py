@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from .messages import Ready, ResultBatch, Stop, WorkerError, WorkerExit, WorkOrder
 from .targets import TargetSpec, build_operation, outcome
 
-SLOT_FIELDS = 5
-STARTED, SUCCEEDED, FAILED, START_NS, DROPPED = range(SLOT_FIELDS)
+SLOT_FIELDS = 6
+STARTED, SUCCEEDED, FAILED, START_NS, DROPPED, REJECTED = range(SLOT_FIELDS)
 MAX_ERROR_KEYS = 50  # distinct error keys a worker reports; the rest go to "other"
 SYNC_TIMEOUT_S = 0.1  # how long an idle slot sleeps before looking again
+REJECT_PAUSE_S = 0.01  # a slot whose call the breaker rejected waits at most this long before the next
 SPIN_NS = 200_000  # open model: below this much time to a due arrival, don't sleep (oversleep ≈ 60 µs)
 
 
@@ -57,6 +58,7 @@ class WorkerSpec:
     schedule: object = None  # open model: schedule.Schedule of the whole run (None: closed model)
     stride: int = 1  # open model: this worker takes arrivals index, index + stride, …
     max_lateness_s: float = 1.0  # open model: an arrival no slot can start within this is dropped
+    breaker: object = None  # breaker.BreakerConfig: a circuit breaker in front of the slots (None: none)
 
 
 def worker_main(spec, conn, shm):
@@ -145,7 +147,12 @@ class Worker:
         self.stage_timings = []  # dicts stage -> µs, appended by slots
         self.errors = []  # (key, traceback or None)
         self.tracebacks = {}
-        self._last = [0, 0, 0, 0]  # started, succeeded, failed, dropped at the previous batch
+        self._last = [0, 0, 0, 0, 0]  # started, succeeded, failed, dropped, rejected at the previous batch
+        self.breaker = None
+        if spec.breaker is not None:
+            from .breaker import CircuitBreaker
+
+            self.breaker = CircuitBreaker(spec.breaker)
         self.responses = []  # open model: ns from intended start to end
         self.lateness = []  # open model: ns from intended start to actual start
         self.schedule_start_ns = None  # open model: CLOCK_MONOTONIC ns of arrival 0
@@ -272,13 +279,23 @@ class Worker:
         self._last = totals
         self.conn.send(ResultBatch(
             index=self.spec.index, second=second, started=delta[0], succeeded=delta[1], failed=delta[2],
-            dropped=delta[3], in_flight=totals[0] - totals[1] - totals[2], latency=latency.to_payload(),
+            dropped=delta[3], rejected=delta[4], breaker=self._drain_breaker(),
+            in_flight=totals[0] - totals[1] - totals[2], latency=latency.to_payload(),
             response=response.to_payload() if response is not None else None,
             lateness=lateness.to_payload() if lateness is not None else None,
             stages=stages, errors=counts.to_dict(), tracebacks=new_tracebacks,
         ))
 
     # ------------------------------------------------------------------ slots
+
+    def _drain_breaker(self):
+        if self.breaker is None:
+            return ()
+        t = self.breaker.transitions
+        n = len(t)
+        out = tuple(t[:n])
+        del t[:n]
+        return out
 
     def _may_start(self, i):
         """Block until slot ``i`` may start one more operation; False when stopping."""
@@ -299,6 +316,7 @@ class Worker:
         base = i * SLOT_FIELDS
         op = self.op
         latencies, stage_timings, errors = self.latencies, self.stage_timings, self.errors
+        breaker = self.breaker
         clock, mono = time.perf_counter_ns, time.monotonic_ns
         classify = outcome
         while True:
@@ -309,6 +327,11 @@ class Worker:
                 return
             if not (i < self.active and self.quota is None) and not self._may_start(i):
                 return
+            if breaker is not None and not breaker.allow():
+                # Rejected fast, counted; wait out (part of) the open period instead of spinning.
+                c[base + REJECTED] += 1
+                time.sleep(min(max(breaker.remaining_open_s(), 0.001), REJECT_PAUSE_S))
+                continue
             c[base + STARTED] += 1
             c[base + START_NS] = mono()
             t0 = clock()
@@ -321,6 +344,8 @@ class Worker:
                 errors.append((key, traceback.format_exc()))
                 c[base + START_NS] = 0
                 c[base + FAILED] += 1
+                if breaker is not None:
+                    breaker.record(False)
                 continue
             except BaseException as e:  # SystemExit / KeyboardInterrupt from the target
                 code = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1
@@ -337,6 +362,8 @@ class Worker:
             else:
                 errors.append((key, None))
                 c[base + FAILED] += 1
+            if breaker is not None:
+                breaker.record(key is None)
 
     def _first_arrival(self):
         """This worker's first arrival index k (arrival n = k·stride + index) not yet in the past:
@@ -427,13 +454,14 @@ class Worker:
 
 
 def slot_totals(counters, slots):
-    """[started, succeeded, failed, dropped] summed over a worker's slots (shared memory)."""
-    s = [0, 0, 0, 0]
+    """[started, succeeded, failed, dropped, rejected] summed over a worker's slots (shared memory)."""
+    s = [0, 0, 0, 0, 0]
     for base in range(0, slots * SLOT_FIELDS, SLOT_FIELDS):
         s[0] += counters[base + STARTED]
         s[1] += counters[base + SUCCEEDED]
         s[2] += counters[base + FAILED]
         s[3] += counters[base + DROPPED]
+        s[4] += counters[base + REJECTED]
     return s
 
 

@@ -18,6 +18,10 @@ _MODULES = {
     "memory_pressure": "memory_pressure",
     "cpu_saturation": "cpu_saturation",
     "io_stress": "io_stress",
+    "sustained_load": "sustained_load",
+    "capacity_limits": "capacity_limits",
+    "recovery": "recovery",
+    "circuit_breaker": "circuit_breaker",
 }
 
 PROFILES = ("ci", "standard", "nightly")
