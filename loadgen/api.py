@@ -120,12 +120,15 @@ def run_suite(*, profile="ci", target=None, flow_params=None, target_args=None, 
 
 
 def _run_scenarios(scs, session, kind, command=None):
+    from .rebuild import note_component, note_scenario
     from .report import build_report, write_reports
 
     started = time.time()
     results = []
     for sc in scs:
+        note_scenario(session, sc, kind)  # lets `loadgen report` rebuild a killed run (rebuild.py)
         results.append(sc.run(session))
+        note_component(session, results[-1])
         if session.stopped:
             break
     report = build_report(results, kind=kind, started_at=started, ended_at=time.time(),

@@ -1,0 +1,132 @@
+"""``--prom-textfile PATH``: a run's key gauges for node_exporter's textfile collector.
+
+The file is in the Prometheus text exposition format (``# HELP`` and
+``# TYPE`` once per metric, then its samples). Every sample carries
+``kind`` (``suite`` or the scenario's name); per-component gauges also
+carry ``component``. Figures the run did not produce (no latency, no
+capacity search) are left out rather than written as 0.
+
+The collector reads ``*.prom`` files while cron may be rewriting them, so
+the file is written to a hidden temp file in the same folder (not matched
+by ``*.prom``) and renamed over the old one; it is made world-readable
+because node_exporter usually runs as its own user.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+
+from .errors import UsageError
+
+_MB = 1024 * 1024
+
+# name → help text; the order is the file's order. Every metric is a gauge:
+# each describes the last run, none counts across runs.
+METRICS = {
+    "loadgen_success_rate": "Succeeded / completed operations of the component's run (0-1).",
+    "loadgen_throughput_ops_per_second": "Completed operations per second of applied load.",
+    "loadgen_latency_p50_seconds": "Median operation latency.",
+    "loadgen_latency_p99_seconds": "99th percentile operation latency.",
+    "loadgen_capacity_concurrency": "Highest sustainable concurrency found by a capacity search.",
+    "loadgen_peak_memory_bytes": "Peak memory of the worker pool (PSS) during the component's run.",
+    "loadgen_breaches_total": "Safety-threshold breaches during the component's run.",
+    "loadgen_component_passed": "1 when every criterion of the component passed, else 0.",
+    "loadgen_exit_code": "Exit code of the run (0 passed, 1 failed, 2 usage, 3 breach, 130/143 signal).",
+    "loadgen_last_run_timestamp_seconds": "UNIX time the run ended.",
+}
+
+
+def write_textfile(path, report):
+    """Write ``report``'s gauges to ``path`` atomically (0644); returns ``path``.
+
+    Raises :class:`UsageError` when the folder does not exist or cannot be written.
+    """
+    text = render(report)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--prom-textfile {path!r}: folder {folder!r} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise UsageError(f"--prom-textfile {path!r}: cannot write there: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), 0o644)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def render(report):
+    """The exposition text (str) of a report dict."""
+    md = report.get("metadata") or {}
+    kind = str(md.get("kind") or "run")
+    samples = {name: [] for name in METRICS}
+    for d in report.get("detailed_metrics") or []:
+        labels = {"kind": kind, "component": str(d.get("test_name", ""))}
+        pm = d.get("performance_metrics") or {}
+        lat = d.get("latency_ms") or {}
+        rate = pm.get("success_rate")
+        if rate is None:
+            done = (d.get("successful_operations") or 0) + (d.get("failed_operations") or 0)
+            rate = d.get("successful_operations", 0) / done if done else None
+        samples["loadgen_success_rate"].append((labels, rate))
+        samples["loadgen_throughput_ops_per_second"].append((labels, d.get("throughput_ops_per_sec")))
+        samples["loadgen_latency_p50_seconds"].append((labels, _seconds(lat.get("p50"))))
+        samples["loadgen_latency_p99_seconds"].append((labels, _seconds(lat.get("p99"))))
+        samples["loadgen_capacity_concurrency"].append((labels, pm.get("max_capacity")))
+        peak = d.get("peak_memory_mb")
+        samples["loadgen_peak_memory_bytes"].append((labels, None if peak is None else float(peak) * _MB))
+        samples["loadgen_breaches_total"].append((labels, len(d.get("breaches") or [])))
+        samples["loadgen_component_passed"].append((labels, 1 if d.get("success") else 0))
+    run = {"kind": kind}
+    samples["loadgen_exit_code"].append((run, report.get("exit_code")))
+    samples["loadgen_last_run_timestamp_seconds"].append((run, md.get("ended_at")))
+    lines = []
+    for name, help_text in METRICS.items():
+        rows = [(labels, v) for labels, v in samples[name] if _finite(v)]
+        if not rows:
+            continue
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} gauge")
+        for labels, value in rows:
+            lines.append(f"{name}{{{_labels(labels)}}} {_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(ms):
+    return None if ms is None else float(ms) / 1000.0
+
+
+def _finite(v):
+    if v is None or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _value(v):
+    if isinstance(v, int):
+        return str(v)
+    return format(float(v), ".12g")
+
+
+def _labels(labels):
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+
+
+def _escape(value):
+    """Label value escaping of the text format: backslash, double quote, line feed."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,450 @@
+"""``loadgen report RUN_DIR``: rebuild a run directory's reports from its streams alone.
+
+``timeseries.jsonl`` and ``events.jsonl`` are flushed line by line, so they
+survive a master killed with SIGKILL, an out-of-memory kill or a power cut,
+when ``report.json`` was never written. From them this module rebuilds
+``report.json``, ``summary.txt``, ``report.html`` and ``junit.xml``.
+
+What the streams hold, and so how exact the rebuild is:
+
+* a ``scenario`` event before each scenario (name, kind, criteria) and a
+  ``component`` event after it (its whole result, histograms included) —
+  written by :func:`note_scenario` / :func:`note_component` for the API.
+  A component that finished is rebuilt exactly from its ``component`` event.
+* per phase: ``phase`` events (``start`` with the plan and thresholds,
+  ``end`` with the exact accounting and exit code), breaches, crashes, and
+  one timeseries line per second.
+
+A component that did not finish (or a run written before these events
+existed) is rebuilt per phase: accounting from the ``end`` event, else the
+per-second sums, with operations started but never finished counted as
+crashed; latency **approximated** from the per-second percentiles (each
+second's operations drawn from a quantile function through its p50, p90,
+p99, p99.9 and max); criteria re-evaluated from the ``scenario`` event; exit code 1
+with stop reason ``master killed (rebuilt from streams)`` when the last
+phase has no ``end``. ``metadata.rebuilt_from_streams`` is true in every
+rebuilt report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field, fields
+
+from .errors import UsageError
+from .streams import EVENTS, TIMESERIES, EventLog, read_jsonl
+
+log = logging.getLogger("loadgen.rebuild")
+
+KILLED_REASON = "master killed (rebuilt from streams)"
+SCENARIO_EVENT = "scenario"
+COMPONENT_EVENT = "component"
+BASELINE_PHASE = "baseline"  # a reference measurement, not the component's result
+# Knots of a second's quantile function: (cumulative share, percentile key).
+_MASS = ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p999"), (1.0, "max"))
+
+
+# ====================================================================== writing side
+
+
+def note_scenario(session, scenario, kind):
+    """Append a ``scenario`` event (name, kind, profile, criteria) before a scenario runs."""
+    if not getattr(session, "run_dir", None):
+        return
+    try:
+        criteria = [str(c) for c in scenario.criteria_for(session)]
+    except Exception:  # noqa: BLE001 - the scenario reports bad criteria itself
+        criteria = []
+    _append(session.run_dir, SCENARIO_EVENT, name=scenario.name, kind=kind, profile=session.profile,
+            criteria=criteria, key_metric=getattr(scenario, "key_metric", "success_rate"))
+
+
+def note_component(session, result):
+    """Append a ``component`` event with the scenario's whole result (less tracebacks)."""
+    if not getattr(session, "run_dir", None):
+        return
+    d = result.to_dict()
+    d.pop("tracebacks", None)
+    _append(session.run_dir, COMPONENT_EVENT, name=result.test_name, result=d)
+
+
+def _append(run_dir, type_, **fields_):
+    stream = None
+    try:
+        stream = EventLog(os.path.join(run_dir, EVENTS))
+        stream.emit(type_, **fields_)
+    except (OSError, TypeError, ValueError) as e:  # a lost note must never fail the run
+        log.warning("could not append a %s event to %s: %s", type_, EVENTS, e)
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+# ====================================================================== command
+
+
+def rebuild_command(run_dir):
+    """Rebuild and write the reports of ``run_dir``; prints one line, returns 0.
+
+    The run's own exit code is in the rebuilt report (``exit_code``); this
+    command's is 0 once the reports are written. :class:`UsageError` for a
+    missing directory, missing or unreadable streams.
+    """
+    from .report import write_reports
+
+    report = rebuild(run_dir)
+    paths = write_reports(run_dir, report)
+    names = ", ".join(os.path.basename(p) for p in paths.values())
+    print(f"loadgen: rebuilt {names} in {run_dir} from its streams "
+          f"({len(report['detailed_metrics'])} component(s), run exit code {report['exit_code']})")
+    return 0
+
+
+def rebuild(run_dir):
+    """The report dict of ``run_dir``, from ``timeseries.jsonl`` and ``events.jsonl`` only."""
+    from .report import build_report
+
+    events, rows = load_streams(run_dir)
+    phases = _phases(events, rows)
+    groups, kind_hint, approximate = _groups(events, phases)
+    results = [_result(g) for g in groups]
+    kind = kind_hint or _guess_kind(run_dir, groups)
+    starts = [p.start["plan"] for p in phases if p.start and isinstance(p.start.get("plan"), dict)]
+    thresholds = next((p.start["thresholds"] for p in phases if p.start and isinstance(p.start.get("thresholds"), dict)), {})
+    times = [e["t"] for e in events] + [r["t"] + 1 for r in rows]
+    started_at, ended_at = min(times), max(times)
+    report = build_report(results, kind=kind, started_at=started_at, ended_at=ended_at, thresholds=thresholds,
+                          run_dir=os.path.abspath(run_dir), command=None,
+                          seed=starts[0].get("seed") if starts else None)
+    md = report["metadata"]
+    md["rebuilt_from_streams"] = True
+    md["approximate_components"] = approximate
+    note = ("latency of " + ", ".join(approximate) + " approximated from per-second percentiles; operations "
+            "in flight when the master died count as crashed" if approximate
+            else "every component rebuilt from its recorded result")
+    md["rebuild_note"] = note
+    for r in results:
+        if r.stop_reason.startswith(KILLED_REASON):
+            report["recommendations"].append(f"{r.test_name}: {r.stop_reason} — the master died before it wrote "
+                                             "its reports; look for an OOM kill or a SIGKILL in the system log")
+    report["recommendations"].append(f"rebuilt from timeseries.jsonl and events.jsonl: {note}")
+    return report
+
+
+def load_streams(run_dir):
+    """``(events, timeseries rows)`` of a run directory, each sorted by ``t``; :class:`UsageError` if unusable."""
+    if not os.path.isdir(run_dir):
+        raise UsageError(f"{run_dir}: no such run directory")
+    out = []
+    for name in (EVENTS, TIMESERIES):
+        path = os.path.join(run_dir, name)
+        if not os.path.isfile(path):
+            raise UsageError(f"{run_dir}: no {name}; not a loadgen run directory (or its streams were removed)")
+        try:
+            records = read_jsonl(path)
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}: line {_bad_line(path)} is not JSON ({e.msg}); only a torn last line "
+                             "is tolerated") from None
+        out.append([r for r in records if isinstance(r, dict) and _is_num(r.get("t"))])
+    events, rows = out
+    if not any(e.get("type") == "phase" for e in events):
+        raise UsageError(f"{run_dir}: {EVENTS} records no phase; nothing to rebuild")
+    # Stable sorts: the order of equal times is the order written.
+    return sorted(events, key=lambda e: e["t"]), sorted(rows, key=lambda r: r["t"])
+
+
+# ====================================================================== phases
+
+
+@dataclass
+class _Phase:
+    name: str
+    scenario: str | None = None
+    start: dict | None = None
+    end: dict | None = None
+    events: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+
+    @property
+    def t_start(self):
+        if self.start:
+            return self.start["t"]
+        ts = [e["t"] for e in self.events] + [r["t"] for r in self.rows]
+        return min(ts) if ts else 0.0
+
+    @property
+    def t_end(self):
+        if self.end:
+            return self.end["t"]
+        ts = [e["t"] for e in self.events] + [r["t"] + 1 for r in self.rows]
+        return max(ts) if ts else self.t_start
+
+    def first(self, type_, name=None):
+        return next((e for e in self.events if e.get("type") == type_ and (name is None or e.get("name") == name)), None)
+
+    def all(self, type_):
+        return [e for e in self.events if e.get("type") == type_]
+
+
+def _phases(events, rows):
+    """Phase instances in order, with their events and seconds (a phase name may recur in a suite)."""
+    phases, open_, scenario = [], {}, None
+    for e in events:
+        if e.get("type") == SCENARIO_EVENT:
+            scenario = e.get("name")
+            continue
+        name = e.get("phase")
+        if name is None:
+            continue
+        if e.get("type") == "phase" and e.get("name") == "start":
+            p = open_[name] = _Phase(name, scenario, start=e)
+            phases.append(p)
+        p = open_.get(name)
+        if p is None:  # events of a phase whose start line was lost
+            p = open_[name] = _Phase(name, scenario)
+            phases.append(p)
+        p.events.append(e)
+        if e.get("type") == "phase" and e.get("name") == "end":
+            p.end = e
+    for r in rows:
+        name = r.get("phase")
+        same = [p for p in phases if p.name == name]
+        if not same:
+            p = _Phase(name, scenario=None)
+            phases.append(p)
+            same = [p]
+        # The latest instance that had started by this second (seconds are floored, starts are not).
+        fits = [p for p in same if math.floor(p.t_start) <= r["t"]]
+        (fits[-1] if fits else same[0]).rows.append(r)
+    return sorted(phases, key=lambda p: p.t_start)
+
+
+@dataclass
+class _Group:
+    """The phases of one component, and what the streams say about the component itself."""
+
+    name: str
+    phases: list
+    scenario: dict | None = None
+    component: dict | None = None
+
+
+def _groups(events, phases):
+    """``(groups, kind or None, names of approximated components)``."""
+    scen = {}
+    comps = {}
+    kind = None
+    order = []
+    for e in events:
+        if e.get("type") == SCENARIO_EVENT and e.get("name"):
+            scen[e["name"]] = e
+            kind = e.get("kind") or kind
+            if e["name"] not in order:
+                order.append(e["name"])
+        elif e.get("type") == COMPONENT_EVENT and isinstance(e.get("result"), dict):
+            comps[e.get("name") or e["result"].get("test_name")] = e["result"]
+    groups = []
+    if scen:
+        for name in order:
+            groups.append(_Group(name, [p for p in phases if p.scenario == name], scen[name], comps.get(name)))
+        orphans = [p for p in phases if p.scenario is None]
+        if orphans:  # phases recorded before any scenario event
+            groups.insert(0, _Group("unattributed", orphans))
+    else:  # streams written without scenario events: one component per phase
+        groups = [_Group(p.name, [p]) for p in phases]
+    approximate = [g.name for g in groups if g.component is None]
+    return groups, kind, approximate
+
+
+def _guess_kind(run_dir, groups):
+    """Kind when no ``scenario`` event names it: the report files' names, else 'rebuilt'."""
+    from .report import SUITE_BASENAME
+
+    if os.path.exists(os.path.join(run_dir, SUITE_BASENAME + ".json")):
+        return "suite"
+    try:
+        with open(os.path.join(run_dir, "report.json"), encoding="utf-8") as f:
+            kind = json.load(f)["metadata"]["kind"]
+        if isinstance(kind, str) and kind:
+            return kind
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return groups[0].name if len(groups) == 1 else "rebuilt"
+
+
+# ====================================================================== results
+
+
+def _result(group):
+    from .result import StressTestResult
+
+    if group.component is not None:
+        known = {f.name for f in fields(StressTestResult)}
+        kw = {k: v for k, v in group.component.items() if k in known}
+        if isinstance(kw.get("key_metric"), list):
+            kw["key_metric"] = tuple(kw["key_metric"])
+        return StressTestResult(**kw)
+    return _approximate_result(group)
+
+
+def _approximate_result(group):
+    from .criteria import Criterion
+    from .report import overall_exit_code
+    from .result import StressTestResult, evaluate
+    from .stats import Accounting, Histogram
+
+    phases = group.phases
+    main = [p for p in phases if not p.name.startswith(BASELINE_PHASE)] or phases
+    acc, latency = Accounting(), Histogram()
+    peaks = {"memory": 0.0, "cpu": 0.0, "in_flight": 0}
+    memory_series, breaches, crashes = [], [], []
+    duration = load_s = 0.0
+    for p in main:
+        acc.merge(_phase_accounting(p))
+        latency.merge(_approximate_latency(p.rows))
+        for r in p.rows:
+            peaks["memory"] = max(peaks["memory"], _f(r.get("pool_memory_mb")))
+            peaks["cpu"] = max(peaks["cpu"], _f(r.get("cpu_percent")))
+            peaks["in_flight"] = max(peaks["in_flight"], int(_f(r.get("in_flight"))))
+            if _is_num(r.get("pool_memory_mb")):
+                memory_series.append((r["t"], r["pool_memory_mb"]))
+        breaches += [{k: v for k, v in e.items() if k not in ("type",)} for e in p.all("breach")]
+        crashes += p.all("worker_crash")
+        duration += max(0.0, p.t_end - p.t_start)
+        ready = p.first("phase", "pool_ready")
+        load_s += max(0.0, p.t_end - (ready["t"] if ready else p.t_start))
+    codes, reasons = [], []
+    for p in phases:
+        if p.end is not None:
+            codes.append(int(p.end.get("exit_code") or 0))
+            if p in main:
+                reasons.append(str(p.end.get("reason") or ""))
+        else:
+            codes.append(1)
+            stop = p.first("phase", "stop") or p.first("stop")
+            reasons.append(KILLED_REASON + (f"; last stop: {stop.get('reason')}" if stop and stop.get("reason") else ""))
+    exit_code = overall_exit_code(codes) if codes else 1
+    stop_reason = next((r for r in reversed(reasons) if r.startswith(KILLED_REASON)), reasons[-1] if reasons else KILLED_REASON)
+
+    lat = latency.summary_ms()
+    done = acc.completed
+    throughput = done / load_s if load_s > 0 else 0.0
+    metrics = {
+        "success_rate": acc.success_rate if done else None,
+        "error_rate": (done - acc.succeeded) / done if done else None,
+        "throughput": throughput, "operations": done,
+        "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "p999_ms": lat["p999"], "max_ms": lat["max"],
+        "peak_memory_mb": peaks["memory"], "peak_cpu_percent": peaks["cpu"],
+        "memory_growth_mb": (memory_series[-1][1] - memory_series[0][1]) if len(memory_series) >= 2 else 0.0,
+        "crashed": acc.crashed, "timed_out": acc.timed_out, "dropped": acc.dropped, "breaches": len(breaches),
+    }
+    criteria = []
+    for text in (group.scenario or {}).get("criteria") or []:
+        try:
+            criteria.append(Criterion.parse(text))
+        except UsageError:
+            log.warning("rebuild: criterion %r of %s is not understood here; left out", text, group.name)
+    passed, rows = evaluate(criteria, metrics)
+    key = (group.scenario or {}).get("key_metric") or "success_rate"
+    messages = [f"stopped: {stop_reason}"] if exit_code else []
+    messages += [f"worker {c.get('worker')} died with {c.get('exit')} ({c.get('hint')})" for c in crashes[:5]]
+    return StressTestResult(
+        test_name=group.name,
+        success=passed and exit_code == 0,
+        duration_seconds=round(duration, 3),
+        max_concurrent_operations=peaks["in_flight"],
+        peak_memory_mb=round(peaks["memory"], 1),
+        peak_cpu_percent=round(peaks["cpu"], 1),
+        total_operations=acc.dispatched,
+        successful_operations=acc.succeeded,
+        failed_operations=acc.failed + acc.timed_out + acc.crashed,
+        throughput_ops_per_sec=round(throughput, 3),
+        error_messages=messages,
+        performance_metrics={k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}
+        | {"approximate": True},
+        criteria=rows,
+        accounting=acc.to_dict(),
+        latency_ms=lat,
+        breaches=breaches,
+        stop_reason=stop_reason,
+        exit_code=exit_code,
+        histograms={"latency": latency.to_payload()},
+        key_metric=(key, metrics.get(key)),
+    )
+
+
+def _phase_accounting(p):
+    """Exact from the ``end`` event; else per-second sums, unfinished operations counted as crashed."""
+    from .stats import Accounting
+
+    names = {f.name for f in fields(Accounting)}
+    if p.end is not None and isinstance(p.end.get("accounting"), dict):
+        return Accounting(**{k: int(v) for k, v in p.end["accounting"].items() if k in names})
+    acc = Accounting(succeeded=sum(int(_f(r.get("succeeded"))) for r in p.rows),
+                     failed=sum(int(_f(r.get("failed"))) for r in p.rows),
+                     dropped=sum(int(_f(r.get("dropped"))) for r in p.rows))
+    for e in p.all("worker_crash"):
+        acc.crashed += int(_f(e.get("crashed")))
+        acc.timed_out += int(_f(e.get("timed_out")))
+    for e in p.all("worker_killed"):
+        acc.crashed += int(_f(e.get("operations_lost_in_flight")))
+    started = sum(int(_f(r.get("ops"))) for r in p.rows)
+    # In flight when the master died: their fate is unknown, so they count as lost (crashed).
+    acc.crashed += max(0, started - acc.completed)
+    acc.dispatched = acc.completed
+    return acc
+
+
+def _approximate_latency(rows):
+    """An HDR histogram whose percentiles approximate those of the seconds' operations together.
+
+    Each second's ``n`` operations are drawn from its quantile function,
+    interpolated linearly through its p50, p90, p99, p99.9 and max (the
+    lower half is put at p50: the streams do not say how fast it was).
+    """
+    import numpy as np
+
+    from .stats import Histogram
+
+    chunks = []
+    for r in rows:
+        lat = r.get("latency_ms") or {}
+        n = int(_f(r.get("succeeded"))) + int(_f(r.get("failed")))
+        if n <= 0 or not _is_num(lat.get("p50")):
+            continue
+        qs, vs, last = [0.0], [float(lat["p50"])], float(lat["p50"])
+        for share, key in _MASS:
+            last = max(last, float(lat[key])) if _is_num(lat.get(key)) else last
+            qs.append(share)
+            vs.append(last)
+        at = (np.arange(n) + 0.5) / n
+        chunks.append(np.rint(np.interp(at, qs, vs) * 1000).astype(np.int64))
+    h = Histogram()
+    if chunks:
+        h.record_many(np.concatenate(chunks))
+    return h
+
+
+def _bad_line(path):
+    """The number of the first line of ``path`` that is not JSON (for the error message)."""
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            try:
+                if line.strip():
+                    json.loads(line)
+            except json.JSONDecodeError:
+                return i
+    return "?"
+
+
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _f(v):
+    return float(v) if _is_num(v) else 0.0

@@ -1,0 +1,549 @@
+"""Report formats and tools: junit.xml (schema), Prometheus textfile, report.html, compare, rebuild, nightly.
+
+One small real run per module (``cli.main`` in process, ~5 s) feeds most
+tests; the rest build report dicts from ``StressTestResult``s without
+processes. ``test_nightly_*`` runs ``scripts/nightly.sh`` for real.
+"""
+
+import copy
+import fcntl
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from loadgen import cli, compare, junit, prom, rebuild, report_html
+from loadgen.errors import UsageError
+from loadgen.report import SUITE_BASENAME, build_report, write_reports
+from loadgen.result import StressTestResult
+from loadgen.streams import EVENTS, TIMESERIES
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+XSD = os.path.join(TESTS, "data", "junit.xsd")
+NIGHTLY = os.path.join(ROOT, "scripts", "nightly.sh")
+REPORT_FILES = ("report.json", "summary.txt", "report.html", "junit.xml")
+
+
+# ====================================================================== fixtures
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A real concurrent_load run (1 s of load after its ~2 s baseline), with --prom-textfile."""
+    base = tmp_path_factory.mktemp("run")
+    run_dir, prom_path = str(base / "run"), str(base / "loadgen.prom")
+    code = cli.main(["run", "concurrent_load", "--duration", "1s", "--seed", "1", "--max-cpu-percent", "100",
+                     "--quiet", "--out", run_dir, "--prom-textfile", prom_path])
+    assert code in (0, 1), code
+    with open(os.path.join(run_dir, "report.json")) as f:
+        report = json.load(f)
+    return {"dir": run_dir, "prom": prom_path, "report": report, "code": code}
+
+
+def copy_run(run, tmp_path, name="copy"):
+    dst = str(tmp_path / name)
+    shutil.copytree(run["dir"], dst)
+    return dst
+
+
+def temp_leftovers(folder):
+    return [n for n in os.listdir(folder) if n.endswith(".tmp")]
+
+
+def result(name="concurrent_load", success=True, exit_code=0, criteria=None, breaches=(), stop_reason="finished",
+           performance_metrics=None, p99=250.0, throughput=100.0, stages=None):
+    """A StressTestResult as a scenario would build it (no processes)."""
+    criteria = criteria if criteria is not None else [
+        {"criterion": "success_rate > 0.7", "metric": "success_rate", "op": ">", "limit": 0.7, "value": 0.95,
+         "passed": True}]
+    return StressTestResult(
+        test_name=name, success=success, duration_seconds=6.0, max_concurrent_operations=20, peak_memory_mb=120.0,
+        peak_cpu_percent=80.0, total_operations=600, successful_operations=570, failed_operations=30,
+        throughput_ops_per_sec=throughput, performance_metrics=dict(performance_metrics or {"success_rate": 0.95}),
+        criteria=criteria, accounting={"dispatched": 600, "succeeded": 570, "failed": 30, "timed_out": 0,
+                                       "crashed": 0, "dropped": 0, "rejected": 0},
+        latency_ms={"p50": 120.0, "p90": 200.0, "p99": p99, "p999": 300.0, "max": 320.0, "mean": 130.0, "count": 600},
+        stage_latency_ms=stages or {}, breaches=list(breaches), stop_reason=stop_reason, exit_code=exit_code)
+
+
+def make_report(results, kind="concurrent_load", thresholds=None):
+    return build_report(results, kind=kind, started_at=1_700_000_000.0, ended_at=1_700_000_010.0,
+                        thresholds=thresholds or {"max_memory_mb": 1024.0, "max_cpu_percent": 90.0})
+
+
+def cli_run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_usage_error(code, err):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("loadgen: error: ")
+    assert "Traceback" not in err
+
+
+# ====================================================================== the run directory
+
+
+def test_a_run_writes_every_report_atomically(run):
+    for name in REPORT_FILES:
+        path = os.path.join(run["dir"], name)
+        assert os.path.getsize(path) > 0, name
+    assert temp_leftovers(run["dir"]) == []
+    assert temp_leftovers(os.path.dirname(run["prom"])) == []
+
+
+# ====================================================================== junit.xml
+
+
+@pytest.fixture(scope="module")
+def schema():
+    xmlschema = pytest.importorskip("xmlschema")
+    return xmlschema.XMLSchema(XSD)
+
+
+def test_junit_of_a_real_run_is_valid(run, schema):
+    path = os.path.join(run["dir"], "junit.xml")
+    schema.validate(path)
+    import xml.etree.ElementTree as ET
+
+    suites = ET.parse(path).getroot()
+    names = [s.get("name") for s in suites.findall("testsuite")]
+    assert names == ["loadgen.concurrent_load"]
+    cases = [c.get("name") for c in suites.iter("testcase")]
+    assert "success_rate > 0.7" in cases and "run" in cases
+
+
+def test_junit_failures_carry_value_and_limit_and_breaches_are_errors(schema):
+    failing = result("memory_pressure", success=False, exit_code=3, stop_reason="threshold breached: memory_mb",
+                     criteria=[{"criterion": "p99_ms < 100", "metric": "p99_ms", "op": "<", "limit": 100.0,
+                                "value": 250.0, "passed": False},
+                               {"criterion": "max_capacity >= 10", "metric": "max_capacity", "op": ">=",
+                                "limit": 10.0, "value": None, "passed": False}],
+                     breaches=[{"metric": "memory_mb", "value": 1500.0, "limit": 1024.0, "detected_at": 1.0,
+                                "pool_dead_at": 1.1}])
+    killed = result("cpu_saturation", success=False, exit_code=1, stop_reason="master killed (rebuilt from streams)",
+                    criteria=[])
+    text = junit.render_junit(make_report([result(), failing, killed], kind="suite"))
+    schema.validate(text)
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(text)
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("6", "3", "1")
+    by_suite = {s.get("name"): s for s in root.findall("testsuite")}
+    mem = by_suite["loadgen.memory_pressure"]
+    p99 = mem.find("testcase[@name='p99_ms < 100']/failure")
+    assert "measured 250" in p99.get("message") and "limit p99_ms < 100" in p99.get("message")
+    assert "no value" in mem.find("testcase[@name='max_capacity >= 10']/failure").get("message")
+    error = mem.find("testcase[@name='run']/error")
+    assert error.get("type") == "ThresholdBreached" and "memory_mb = 1500 > limit 1024" in error.get("message")
+    stopped = by_suite["loadgen.cpu_saturation"].find("testcase[@name='run']/failure")
+    assert "master killed" in stopped.get("message")
+
+
+def test_junit_of_a_run_without_components_and_odd_text_is_valid(schema):
+    rep = make_report([])
+    rep["exit_code"] = 143
+    schema.validate(junit.render_junit(rep))
+    weird = result("a <b> & \"c\"", stop_reason="bad\x00byte\x1b[0m", exit_code=1, success=False)
+    weird.error_messages = ["ctl \x07 char", "ünïcödé ✓"]
+    schema.validate(junit.render_junit(make_report([weird])))
+
+
+def test_the_schema_rejects_what_jenkins_would_not_read(schema):
+    text = junit.render_junit(make_report([result()]))
+    assert schema.is_valid(text)
+    assert not schema.is_valid(text.replace(' hostname="', ' host="'))  # a required attribute gone
+    assert not schema.is_valid(text.replace('<testcase name="run"', '<testcase'))  # a nameless case
+
+
+# ====================================================================== Prometheus textfile
+
+
+def parse_prom(text):
+    parser = pytest.importorskip("prometheus_client.parser")
+    return {f.name: f for f in parser.text_string_to_metric_families(text)}
+
+
+def test_prom_textfile_of_a_real_run(run):
+    with open(run["prom"]) as f:
+        text = f.read()
+    families = parse_prom(text)
+    for name in ("loadgen_success_rate", "loadgen_throughput_ops_per_second", "loadgen_latency_p50_seconds",
+                 "loadgen_latency_p99_seconds", "loadgen_peak_memory_bytes", "loadgen_breaches_total",
+                 "loadgen_exit_code", "loadgen_last_run_timestamp_seconds"):
+        assert name in families, name
+        assert families[name].type == "gauge"
+    (sample,) = families["loadgen_success_rate"].samples
+    assert sample.labels == {"kind": "concurrent_load", "component": "concurrent_load"}
+    assert 0 <= sample.value <= 1
+    (code,) = families["loadgen_exit_code"].samples
+    assert code.value == run["report"]["exit_code"] and code.labels == {"kind": "concurrent_load"}
+    p99 = families["loadgen_latency_p99_seconds"].samples[0].value
+    assert p99 == pytest.approx(run["report"]["latency_ms"]["p99"] / 1000, rel=1e-6)
+    assert "loadgen_capacity_concurrency" not in families  # no capacity search in this scenario
+    assert stat.S_IMODE(os.stat(run["prom"]).st_mode) == 0o644  # node_exporter runs as another user
+
+
+def test_prom_capacity_labels_and_escaping(tmp_path):
+    r = result('odd "name"\\x', performance_metrics={"success_rate": 0.9, "max_capacity": 24})
+    rep = make_report([r, result("empty", performance_metrics={})])
+    rep["detailed_metrics"][1]["latency_ms"] = {"p50": None, "p99": None}
+    text = prom.render(rep)
+    families = parse_prom(text)
+    (cap,) = families["loadgen_capacity_concurrency"].samples
+    assert cap.value == 24 and cap.labels["component"] == 'odd "name"\\x'
+    assert len(families["loadgen_latency_p50_seconds"].samples) == 1  # None is left out, never 0
+    assert text.count("# TYPE loadgen_success_rate gauge") == 1
+
+
+def test_prom_write_is_atomic(tmp_path, monkeypatch):
+    path = str(tmp_path / "loadgen.prom")
+    prom.write_textfile(path, make_report([result()]))
+    before = open(path).read()
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        prom.write_textfile(path, make_report([result(throughput=1.0)]))
+    assert open(path).read() == before  # the old file, whole
+    assert temp_leftovers(str(tmp_path)) == []
+    with pytest.raises(UsageError, match="does not exist"):
+        prom.write_textfile(str(tmp_path / "nope" / "x.prom"), make_report([result()]))
+
+
+# ====================================================================== report.html
+
+
+def test_html_is_self_contained_with_charts(run):
+    with open(os.path.join(run["dir"], "report.html"), encoding="utf-8") as f:
+        page = f.read()
+    assert page.count("<img class='chart'") >= 5  # throughput, latency, CPU, memory, stages
+    assert page.count("src='data:image/png;base64,") == page.count("<img")
+    for remote in ("http://", "https://", "src='//", "<link"):
+        assert remote not in page, remote
+    assert "Content-Security-Policy" in page and "success_rate &gt; 0.7" in page
+
+
+def test_html_charts_survive_empty_and_missing_data(tmp_path):
+    rep = make_report([])
+    rep["thresholds"] = {}
+    page = report_html.render_html(rep, [], [])
+    assert page.count("<img class='chart'") == 4  # the four timelines, each saying there is no data
+    # A run killed in its first second: a start event, one torn-off phase, no samples with numbers.
+    events = [{"t": 1.0, "type": "phase", "name": "start", "phase": "load"},
+              {"t": 1.2, "type": "breach", "metric": "memory_mb", "value": 2000.0, "limit": 1024.0,
+               "detected_at": 1.2, "pool_dead_at": None, "phase": "load"}]
+    rows = [{"t": 1, "phase": "load", "latency_ms": {}, "cpu_percent": None, "pool_memory_mb": None}]
+    page = report_html.render_html(make_report([result(stages={"a": {"p50": None}})]), rows, events)
+    assert page.count("<img class='chart'") == 4
+
+
+def test_html_draws_capacity_breaker_and_stage_charts(tmp_path):
+    steps = [{"concurrency": n, "throughput": 10 * n / (1 + 0.05 * (n - 1)), "p99_ms": 100 + 5 * n,
+              "success_rate": 1.0} for n in (1, 2, 4, 8, 16)]
+    pm = {"success_rate": 1.0, "max_capacity": 16, "capacity_steps": steps,
+          "usl": {"sigma": 0.05, "kappa": 0.001, "lambda": 10.0, "peak_concurrency": 31.0}}
+    stages = {"research": {"p50": 30.0, "p90": 50.0, "p99": 90.0}, "draft": {"p50": 40.0, "p90": 80.0, "p99": 150.0}}
+    rep = make_report([result("capacity_limits", performance_metrics=pm, stages=stages)], kind="capacity_limits")
+    events = [{"t": 100.0, "type": "phase", "name": "start", "phase": "step 1"},
+              {"t": 101.0, "type": "breaker", "breaker": "research", "state": "OPEN", "phase": "step 1"},
+              {"t": 103.0, "type": "breaker", "breaker": "research", "state": "half_open", "phase": "step 1"},
+              {"t": 104.0, "type": "breaker", "breaker": "research", "state": "closed", "phase": "step 1"},
+              {"t": 106.0, "type": "phase", "name": "end", "phase": "step 1", "exit_code": 0}]
+    rows = [{"t": 100 + i, "phase": "step 1", "throughput": 10, "failed": 1, "latency_ms": {"p50": 10, "p99": 20},
+             "cpu_percent": 50.0, "pool_memory_mb": 100.0, "pool_rss_mb": 150.0} for i in range(6)]
+    charts = report_html.build_charts(rep, rows, events)
+    titles = [c[0] for c in charts]
+    assert "Capacity curve of capacity_limits" in titles
+    assert "Breaker state over time" in titles
+    assert "Per-stage latency of capacity_limits" in titles
+    for _, _, png in charts:
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+# ====================================================================== compare
+
+
+def test_compare_same_report_is_no_regression(run, capsys):
+    code, out, err = cli_run(capsys, "compare", run["dir"], os.path.join(run["dir"], "report.json"))
+    assert code == 0, out + err
+    assert "no regression" in out and "p99 ms" in out and "REGRESSION" not in out
+
+
+def test_compare_flags_regressions_by_direction(run, tmp_path, capsys):
+    rep = copy.deepcopy(run["report"])
+    d = rep["detailed_metrics"][0]
+    d["latency_ms"]["p99"] = d["latency_ms"]["p99"] * 2  # worse
+    d["throughput_ops_per_sec"] = d["throughput_ops_per_sec"] * 3  # better: not a regression
+    worse = tmp_path / "worse.json"
+    worse.write_text(json.dumps(rep))
+    code, out, _ = cli_run(capsys, "compare", run["dir"], str(worse), "--tolerance", "10%")
+    assert code == 1
+    lines = {ln.split()[1] + " " + ln.split()[2]: ln for ln in out.splitlines() if ln.startswith("concurrent_load")}
+    assert "REGRESSION" in lines["p99 ms"] and "+100.0%" in lines["p99 ms"]
+    assert "better" in lines["throughput ops/s"]
+    # Reversed, the same change is an improvement in latency and a throughput regression.
+    code, out, _ = cli_run(capsys, "compare", str(worse), run["dir"], "--tolerance", "60")
+    assert code == 1 and "throughput ops/s" in out.split("compare:")[-1]
+    code, _, _ = cli_run(capsys, "compare", run["dir"], str(worse), "--tolerance", "150")
+    assert code == 0
+
+
+def test_compare_rows_status_and_missing_components():
+    old = make_report([result("a"), result("b")], kind="suite")
+    new = make_report([result("a", success=False, exit_code=1)], kind="suite")
+    rows = compare.compare_reports(old, new, 10)
+    verdicts = {(r["component"], r["metric"]): r["verdict"] for r in rows}
+    assert verdicts[("a", "status")] == "REGRESSION"
+    assert verdicts[("b", "component")] == "REGRESSION"
+    assert verdicts[("a", "p99 ms")] == "ok"
+
+
+def _bad_inputs(run, tmp):
+    good = os.path.join(run["dir"], "report.json")
+    text = open(good).read()
+    (tmp / "truncated.json").write_text(text[: len(text) // 2])
+    (tmp / "empty.json").write_text("")
+    (tmp / "list.json").write_text("[1, 2]")
+    other = json.loads(text)
+    other["schema_version"] = 999
+    (tmp / "v999.json").write_text(json.dumps(other))
+    suite = json.loads(text)
+    suite["metadata"]["kind"] = "suite"
+    os.makedirs(tmp / "suite_dir")
+    (tmp / "suite_dir" / (SUITE_BASENAME + ".json")).write_text(json.dumps(suite))
+    os.makedirs(tmp / "empty_dir")
+    return {
+        "missing": (str(tmp / "nope.json"), good),
+        "truncated": (good, str(tmp / "truncated.json")),
+        "empty": (str(tmp / "empty.json"), good),
+        "not a report": (good, str(tmp / "list.json")),
+        "schema": (good, str(tmp / "v999.json")),
+        "suite vs scenario": (str(tmp / "suite_dir"), good),
+        "dir without report": (str(tmp / "empty_dir"), good),
+    }
+
+
+def test_compare_bad_inputs_exit_2_with_one_line(run, tmp_path, capsys):
+    cases = _bad_inputs(run, tmp_path)
+    expected = {"missing": "no such file", "truncated": "truncated", "empty": "empty", "not a report": "not a loadgen",
+                "schema": "schema", "suite vs scenario": "suite against a single scenario",
+                "dir without report": "no report.json"}
+    for what, (a, b) in cases.items():
+        code, out, err = cli_run(capsys, "compare", a, b)
+        assert_one_line_usage_error(code, err)
+        assert expected[what] in err, (what, err)
+    code, _, err = cli_run(capsys, "compare", run["dir"], run["dir"], "--tolerance", "-5")
+    assert_one_line_usage_error(code, err)
+
+
+# ====================================================================== rebuild
+
+
+def _truncate_like_a_killed_master(run_dir):
+    """Reports gone, no 'end' nor 'component' event, the last timeseries line torn in half."""
+    for name in REPORT_FILES:
+        os.unlink(os.path.join(run_dir, name))
+    ev = os.path.join(run_dir, EVENTS)
+    kept = [ln for ln in open(ev).read().splitlines()
+            if '"name":"end"' not in ln and '"type":"component"' not in ln]
+    with open(ev, "w") as f:
+        f.write("\n".join(kept) + "\n")
+    ts = os.path.join(run_dir, TIMESERIES)
+    lines = open(ts).read().splitlines()
+    lines[-1] = lines[-1][: len(lines[-1]) // 2]
+    with open(ts, "w") as f:
+        f.write("\n".join(lines))  # no newline: the writer died mid-line
+
+
+def test_rebuild_a_killed_run(run, tmp_path, capsys, schema):
+    d = copy_run(run, tmp_path)
+    _truncate_like_a_killed_master(d)
+    code, out, err = cli_run(capsys, "report", d)
+    assert code == 0, err
+    assert "rebuilt" in out
+    for name in REPORT_FILES:
+        assert os.path.getsize(os.path.join(d, name)) > 0, name
+    assert temp_leftovers(d) == []
+    rep = json.load(open(os.path.join(d, "report.json")))
+    assert rep["schema_version"] == run["report"]["schema_version"]
+    assert rep["metadata"]["rebuilt_from_streams"] is True
+    assert rep["metadata"]["kind"] == "concurrent_load"
+    assert rep["exit_code"] == 1
+    (comp,) = rep["detailed_metrics"]
+    assert comp["test_name"] == "concurrent_load" and not comp["success"]
+    assert comp["stop_reason"].startswith(rebuild.KILLED_REASON)
+    acc = comp["accounting"]
+    assert acc["dispatched"] == acc["succeeded"] + acc["failed"] + acc["timed_out"] + acc["crashed"]
+    assert 0 < acc["succeeded"] <= run["report"]["accounting"]["succeeded"]
+    assert [c["criterion"] for c in comp["criteria"]] == ["success_rate > 0.7"]
+    lat, real = rep["latency_ms"], run["report"]["latency_ms"]
+    assert lat["p50"] is not None and lat["p50"] <= lat["p99"] <= lat["max"] <= real["max"] + 1
+    assert lat["p50"] == pytest.approx(real["p50"], rel=0.5)  # approximate, not invented
+    schema.validate(os.path.join(d, "junit.xml"))
+    assert "master killed" in open(os.path.join(d, "summary.txt")).read()
+    html = open(os.path.join(d, "report.html")).read()
+    assert "Rebuilt from the run" in html and html.count("<img class='chart'") >= 4
+    # compare reads a rebuilt report like any other
+    code, out, _ = cli_run(capsys, "compare", run["dir"], d, "--tolerance", "1000")
+    assert code == 1 and "status" in out  # PASSED → FAILED is a regression whatever the tolerance
+
+
+def test_rebuild_a_finished_run_is_exact(run, tmp_path, capsys):
+    d = copy_run(run, tmp_path)
+    for name in REPORT_FILES:
+        os.unlink(os.path.join(d, name))
+    assert cli_run(capsys, "report", d)[0] == 0
+    rep = json.load(open(os.path.join(d, "report.json")))
+    real = run["report"]
+    assert rep["exit_code"] == real["exit_code"]
+    assert rep["accounting"] == real["accounting"]
+    assert rep["latency_ms"] == real["latency_ms"]
+    assert rep["detailed_metrics"][0]["criteria"] == real["detailed_metrics"][0]["criteria"]
+    assert rep["metadata"]["approximate_components"] == []
+
+
+def test_rebuild_streams_without_scenario_events(run, tmp_path, capsys):
+    d = copy_run(run, tmp_path)
+    ev = os.path.join(d, EVENTS)
+    kept = [ln for ln in open(ev).read().splitlines() if '"type":"scenario"' not in ln and '"type":"component"' not in ln]
+    open(ev, "w").write("\n".join(kept) + "\n")
+    os.unlink(os.path.join(d, "report.json"))
+    assert cli_run(capsys, "report", d)[0] == 0
+    rep = json.load(open(os.path.join(d, "report.json")))
+    # One component per phase; every phase ended, so the run's exit code stands.
+    assert len(rep["detailed_metrics"]) == 2
+    assert rep["exit_code"] == 0
+    assert rep["accounting"]["dispatched"] == rep["accounting"]["succeeded"] + rep["accounting"]["failed"]
+
+
+def test_rebuild_bad_input_exit_2(run, tmp_path, capsys):
+    code, _, err = cli_run(capsys, "report", str(tmp_path / "nope"))
+    assert_one_line_usage_error(code, err)
+    os.makedirs(tmp_path / "empty")
+    code, _, err = cli_run(capsys, "report", str(tmp_path / "empty"))
+    assert_one_line_usage_error(code, err)
+    assert "events.jsonl" in err
+    d = copy_run(run, tmp_path)
+    lines = open(os.path.join(d, EVENTS)).read().splitlines()
+    lines[1] = lines[1][:10]  # corruption in the middle is not a torn last line
+    open(os.path.join(d, EVENTS), "w").write("\n".join(lines) + "\n")
+    code, _, err = cli_run(capsys, "report", d)
+    assert_one_line_usage_error(code, err)
+    assert "line 2" in err
+
+
+def test_write_reports_leaves_no_temp_files(tmp_path):
+    d = str(tmp_path)
+    paths = write_reports(d, make_report([result()]))
+    assert set(paths) == {"json", "txt", "html", "junit"}
+    assert temp_leftovers(d) == []
+
+
+# ====================================================================== nightly
+
+
+def _nightly(root, tolerance="1000", timeout=120):
+    env = dict(os.environ, LOADGEN_ROOT=str(root), LOADGEN_KEEP="2", LOADGEN_PROFILE="ci",
+               LOADGEN_PYTHON=sys.executable, LOADGEN_TOLERANCE=tolerance,
+               LOADGEN_ARGS="--only concurrent_load --max-cpu-percent 100 --seed 3",
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run(["bash", NIGHTLY], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _runs(root):
+    return sorted(n for n in os.listdir(root) if n[0].isdigit())
+
+
+@pytest.mark.slow
+def test_nightly_twice_links_compares_and_prunes(tmp_path):
+    root = tmp_path / "nightly"
+    for old in ("20000101T000000Z", "20000102T000000Z"):  # older runs, to be pruned
+        os.makedirs(root / old)
+    first = _nightly(root)
+    assert first.returncode in (0, 1, 3), first.stderr
+    assert _runs(root)[0] == "20000102T000000Z" and len(_runs(root)) == 2
+    run1 = os.readlink(root / "latest")
+    assert "no previous run" in (root / run1 / "compare.txt").read_text()
+
+    second = _nightly(root, tolerance="0")
+    run2 = os.readlink(root / "latest")
+    assert run2 != run1 and not os.path.isabs(run2)
+    assert _runs(root) == sorted([run1, run2])  # pruned to LOADGEN_KEEP=2
+    table = (root / run2 / "compare.txt").read_text()
+    assert "baseline:" in table and "p99 ms" in table
+    suite_rc = json.load(open(root / run2 / (SUITE_BASENAME + ".json")))["exit_code"]
+    compare_rc = 1 if "REGRESSION" in table else 0
+    assert second.returncode == (suite_rc or compare_rc)
+    if second.returncode == 0:
+        assert second.stdout == ""  # quiet for cron mail
+    else:
+        assert second.stdout.startswith("nightly: ")
+    assert not os.path.exists(root / ".latest.tmp")
+
+
+def test_nightly_rebuilds_the_reports_of_a_killed_suite(run, tmp_path):
+    """A suite whose master is SIGKILLed (exit 137) leaves streams only; nightly rebuilds its reports."""
+    killed = copy_run(run, tmp_path, "killed")
+    _truncate_like_a_killed_master(killed)
+    fake = tmp_path / "python"
+    fake.write_text(f"""#!/usr/bin/env bash
+if [ "$1 $2 $3" = "-m loadgen suite" ]; then
+    while [ "$1" != "--out" ]; do shift; done
+    cp {killed}/{EVENTS} {killed}/{TIMESERIES} "$2"/
+    exit 137
+fi
+exec {sys.executable} "$@"
+""")
+    fake.chmod(0o755)
+    root = tmp_path / "nightly"
+    env = dict(os.environ, LOADGEN_ROOT=str(root), LOADGEN_PYTHON=str(fake),
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run(["bash", NIGHTLY], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 137, p.stdout + p.stderr
+    assert p.stdout.startswith("nightly: ") and "suite exit 137" in p.stdout
+    latest = root / "latest"
+    rep = json.load(open(latest / "report.json"))
+    assert rep["metadata"]["rebuilt_from_streams"] and rep["exit_code"] == 1
+    assert (latest / "report.html").exists() and (latest / "junit.xml").exists()
+    assert "rebuilding it from the streams" in (latest / "nightly.log").read_text()
+
+
+def test_nightly_refuses_to_overlap(tmp_path):
+    root = tmp_path / "nightly"
+    os.makedirs(root)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        p = _nightly(root, timeout=30)
+    assert p.returncode == 75
+    assert "another run holds" in p.stderr
+    assert _runs(root) == []
+
+
+def test_nightly_script_is_clean_shell():
+    assert subprocess.run(["bash", "-n", NIGHTLY]).returncode == 0
+    if shutil.which("shellcheck"):
+        p = subprocess.run(["shellcheck", NIGHTLY], capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout
+
+
+def test_github_actions_example_runs_the_suite_weekly_and_on_demand():
+    yaml = pytest.importorskip("yaml")
+    doc = yaml.safe_load(open(os.path.join(ROOT, "examples", "github-actions-stress.yml")))
+    triggers = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert "workflow_dispatch" in triggers and triggers["schedule"][0]["cron"]
+    steps = doc["jobs"]["stress"]["steps"]
+    assert any("loadgen suite" in s.get("run", "") for s in steps)
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert upload.get("if") == "always()"
