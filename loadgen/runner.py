@@ -146,7 +146,8 @@ class RunOutcome:
     peak_memory_mb: float = 0.0
     peak_rss_mb: float = 0.0
     peak_cpu_percent: float = 0.0
-    memory_series: list = field(default_factory=list)  # (t, pool MB), one per second
+    memory_series: list = field(default_factory=list)  # (t, pool PSS MB), one per second
+    rss_series: list = field(default_factory=list)  # (t, pool RSS MB), one per second
     seconds: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SECONDS_KEPT))
     segments: dict = field(default_factory=dict)  # segment index → Histogram (plan.segment_s)
     stressors: list = field(default_factory=list)  # what each stressor achieved
@@ -536,10 +537,11 @@ class Runner:
         sec.memory_mb = max(sec.memory_mb, s.pool_memory_mb)
         sec.rss_mb = max(sec.rss_mb, s.pool_rss_mb)
         sec.available_mb = s.available_mb
-        if not out.memory_series or out.memory_series[-1][0] != second:
-            out.memory_series.append((second, s.pool_memory_mb))
-        else:
-            out.memory_series[-1] = (second, max(out.memory_series[-1][1], s.pool_memory_mb))
+        for series, value in ((out.memory_series, s.pool_memory_mb), (out.rss_series, s.pool_rss_mb)):
+            if not series or series[-1][0] != second:
+                series.append((second, value))
+            else:
+                series[-1] = (second, max(series[-1][1], value))
 
     def _on_breach(self, b):
         self.broken = True
@@ -749,11 +751,7 @@ class Runner:
         out.accounting = acc
         self._write_seconds(final=True)
         try:
-            from .monitor import LeakDetector
-
-            if out.memory_series:
-                ts, vs = zip(*out.memory_series)
-                out.leak = LeakDetector().verdict(list(ts), list(vs), window_s=self.thresholds.growth_window_s)
+            out.leak = leak_verdict(out.memory_series, out.rss_series, self.thresholds.growth_window_s)
         except Exception as e:  # noqa: BLE001 - a verdict failure must not lose the run
             out.leak = {"leak": None, "reason": f"no verdict: {e}"}
         if not out.stop_reason:
@@ -868,6 +866,31 @@ def stage_target(stages, elapsed, start=0.0):
         t += s.duration_s
         prev = s.target
     return prev
+
+
+def leak_verdict(pss_series, rss_series, window_s):
+    """The leak verdict on the pool's PSS, confirmed on its RSS.
+
+    After a fork, workers' writes (reference counts, the GC) unshare pages
+    they shared with the master: PSS climbs while RSS stays flat. That is
+    copy-on-write settling, not a leak, so a PSS climb counts only if RSS
+    climbs too.
+    """
+    from .monitor import LeakDetector
+
+    if not pss_series:
+        return {"leak": None, "reason": "no memory samples"}
+    ts, vs = zip(*pss_series)
+    verdict = LeakDetector().verdict(list(ts), list(vs), window_s=window_s)
+    if verdict.get("leak") and rss_series:
+        ts, vs = zip(*rss_series)
+        rss = LeakDetector().verdict(list(ts), list(vs), window_s=window_s)
+        verdict["rss_slope_mb_per_s"] = rss.get("slope_mb_per_s")
+        if not rss.get("leak"):
+            verdict["leak"] = False
+            verdict["reason"] = (f"no leak: PSS climbs {verdict['slope_mb_per_s']:.3g} MB/s but RSS does not "
+                                 f"({rss['reason']}): shared pages unsharing after fork")
+    return verdict
 
 
 def _plan_dict(plan):

@@ -23,7 +23,7 @@ from ._base import Scenario
 
 SLO_FACTOR = 1.5
 MIN_SUCCESS_RATE = 0.8
-STEP_S = {"ci": 2.0, "standard": 10.0, "nightly": 30.0}
+STEP_S = {"ci": 1.5, "standard": 10.0, "nightly": 30.0}
 FLOW_DEFAULTS = {"stage_cpu_ms": "3"}  # ≈ 25 ms of numpy CPU per kickoff
 
 
@@ -45,7 +45,7 @@ class CapacityLimits(Scenario):
 
         def step(c):
             # The reference step (c=1) runs longer: its p99 sets the SLO and needs samples.
-            seconds = step_s * (3 if c == 1 else 1)
+            seconds = step_s * (2 if c == 1 else 1)
             plan = self.main_plan(session, concurrency=c, duration_s=seconds, workers=workers,
                                   slots=-(-c // workers), target=target)
             plan = dataclasses.replace(plan, concurrency=c, stages=(), operations=None, duration_s=seconds,

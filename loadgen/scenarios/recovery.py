@@ -21,7 +21,7 @@ WINDOW_S = 3  # rolling window, seconds
 P99_TOLERANCE = 1.5  # × baseline p99
 SUCCESS_TOLERANCE = 0.10  # baseline success rate minus this
 OVERLOAD_S = {"ci": 4.0, "standard": 20.0, "nightly": 60.0}
-BASELINE_S = {"ci": 3.0, "standard": 15.0, "nightly": 30.0}
+BASELINE_S = {"ci": 2.0, "standard": 15.0, "nightly": 30.0}
 MAX_RECOVERY_S = {"ci": 20.0, "standard": 60.0, "nightly": 120.0}
 JUMP_S = 0.001  # a stage this short is a step
 
