@@ -68,7 +68,18 @@ def note_component(session, result):
         return
     d = result.to_dict()
     d.pop("tracebacks", None)
-    _append(session.run_dir, COMPONENT_EVENT, name=result.test_name, result=d)
+    _append(session.run_dir, COMPONENT_EVENT, name=result.test_name, result=_finite_only(d))
+
+
+def _finite_only(obj):
+    """``obj`` with inf/NaN floats as None: JSON has no such numbers, and one must not cost the event."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_only(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_only(v) for v in obj]
+    return obj
 
 
 def _append(run_dir, type_, **fields_):
@@ -387,7 +398,8 @@ def _phase_accounting(p):
         return Accounting(**{k: int(v) for k, v in p.end["accounting"].items() if k in names})
     acc = Accounting(succeeded=sum(int(_f(r.get("succeeded"))) for r in p.rows),
                      failed=sum(int(_f(r.get("failed"))) for r in p.rows),
-                     dropped=sum(int(_f(r.get("dropped"))) for r in p.rows))
+                     dropped=sum(int(_f(r.get("dropped"))) for r in p.rows),
+                     rejected=sum(int(_f(r.get("rejected"))) for r in p.rows))
     for e in p.all("worker_crash"):
         acc.crashed += int(_f(e.get("crashed")))
         acc.timed_out += int(_f(e.get("timed_out")))

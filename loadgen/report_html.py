@@ -44,6 +44,10 @@ BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
 NOTABLE_EVENTS = ("breach", "worker_crash", "worker_killed", "timeout", "stop", "monitor_lost", "monitor_error",
                   "worker_error", "breaker")
 PHASE_COLOURS = ("#eef3fb", "#fbf3e8")
+MAX_SPAN_LABELS = 40
+TIMELINE_MARGINS = {"left": 0.08, "right": 0.79}
+TIMELINE_TOP_IN, TIMELINE_BOTTOM_IN = 0.45, 0.55  # title above, time axis below
+LABELLED_TOP_IN = 1.05  # the throughput chart also names the phases or scenarios along its top
 _LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8, "borderaxespad": 0}  # outside, never over data
 
 
@@ -313,11 +317,12 @@ class _Timeline:
         self.t0 = math.floor(min([t0] + starts))
         merged = {}
         for r in rows:
-            m = merged.setdefault(r["t"], {"throughput": 0, "failed": 0, "dropped": 0, "in_flight": 0,
+            m = merged.setdefault(r["t"], {"throughput": 0, "failed": 0, "dropped": 0, "rejected": 0, "in_flight": 0,
                                            "latency": {}, "cpu": None, "memory": None, "rss": None})
             m["throughput"] += _num(r.get("throughput"), 0)
             m["failed"] += _num(r.get("failed"), 0)
             m["dropped"] += _num(r.get("dropped"), 0)
+            m["rejected"] += _num(r.get("rejected"), 0)
             m["in_flight"] += _num(r.get("in_flight"), 0)
             for k, v in (r.get("latency_ms") or {}).items():
                 if v is not None:
@@ -330,6 +335,12 @@ class _Timeline:
         self.rows = [merged[t] for t in self.seconds]
         self.x = [t + 0.5 - self.t0 for t in self.seconds]  # a record covers [t, t + 1)
         self.phases = _phase_spans(events, rows)
+        # A suite is shaded and labelled by scenario; a single scenario by phase.
+        self.spans = _scenario_spans(events, self.phases) if len({e.get("name") for e in events
+                                                                    if e.get("type") == "scenario"}) > 1 else []
+        self.spans = self.spans or self.phases
+        ends = self.x + [self.rel(t) for _, a, b in self.spans for t in (a, b)]
+        self.xlim = (min([0.0] + ends), max([1.0] + ends) + 0.5)  # one time axis for every timeline
         self.events = events
 
     def rel(self, t):
@@ -345,14 +356,33 @@ class _Timeline:
         return xs, ys
 
     def decorate(self, ax, label_phases=False):
-        """Shade the phases (names on top when asked) and label the time axis."""
-        for i, (name, start, end) in enumerate(self.phases):
+        """Shade the spans (names along the top when asked) and label the time axis."""
+        mids, names = [], []
+        for i, (name, start, end) in enumerate(self.spans):
             ax.axvspan(self.rel(start), self.rel(end), color=PHASE_COLOURS[i % 2], zorder=0, lw=0)
-            if label_phases and len(self.phases) <= 24:
-                ax.text(self.rel(start), 1.0, f" {name}", transform=ax.get_xaxis_transform(), fontsize=7,
-                        va="bottom", ha="left", color="#4a5466", clip_on=False)
+            mids.append((self.rel(start) + self.rel(end)) / 2)
+            names.append(name)
+        if label_phases and names and len(names) <= MAX_SPAN_LABELS:
+            top = ax.secondary_xaxis("top")
+            top.set_xticks(mids, names, rotation=25, ha="left", fontsize=7, color="#4a5466")
+            top.tick_params(length=0, pad=1)
+        ax.set_xlim(*self.xlim)
         ax.set_xlabel("seconds since the run started")
         ax.grid(True, alpha=0.3)
+
+
+def _scenario_spans(events, phases):
+    """``[(scenario, start t, end t)]`` from ``scenario`` events (a suite); [] when there are none."""
+    starts = [(e["t"], str(e.get("name"))) for e in events
+              if e.get("type") == "scenario" and isinstance(e.get("t"), (int, float))]
+    if not starts:
+        return []
+    last = max([end for _, _, end in phases] + [t for t, _ in starts])
+    spans = []
+    for i, (t, name) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else last
+        spans.append((name, t, max(t, end)))
+    return spans
 
 
 def _phase_spans(events, rows):
@@ -383,17 +413,27 @@ def _phase_spans(events, rows):
     return sorted(spans, key=lambda s: s[1])
 
 
-def _new_figure(Figure):
-    fig = Figure(figsize=FIG_SIZE_IN, dpi=FIG_DPI)
+def _new_figure(Figure, height_in=None):
+    fig = Figure(figsize=(FIG_SIZE_IN[0], height_in or FIG_SIZE_IN[1]), dpi=FIG_DPI)
     ax = fig.add_subplot(1, 1, 1)
     return fig, ax
 
 
-def _png(fig):
+def _title(fig, text):
+    fig.text(TIMELINE_MARGINS["left"], 0.98, text, ha="left", va="top", fontsize=11)
+
+
+def _png(fig, timeline=True, top_in=None):
+    """PNG bytes. Timelines get fixed margins (in inches at the top), so their time axes line up down the page."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    fig.tight_layout()
+    if timeline:
+        height = fig.get_figheight()
+        fig.subplots_adjust(**TIMELINE_MARGINS, top=1 - (top_in or TIMELINE_TOP_IN) / height,
+                            bottom=TIMELINE_BOTTOM_IN / height)
+    else:
+        fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=FIG_DPI)
     return buf.getvalue()
@@ -407,7 +447,7 @@ def _no_data(ax, text="no per-second samples were recorded (the run ended before
 
 
 def _throughput_chart(Figure, tl):
-    fig, ax = _new_figure(Figure)
+    fig, ax = _new_figure(Figure, FIG_SIZE_IN[1] + LABELLED_TOP_IN - TIMELINE_TOP_IN)
     if not tl.rows:
         _no_data(ax)
     else:
@@ -416,9 +456,10 @@ def _throughput_chart(Figure, tl):
         ax.plot(x, ok, color="#1f6feb", lw=1.6, label="succeeded / s")
         x, bad = tl.series(lambda r: r["failed"])
         ax.bar(x, bad, width=0.8, color="#d1242f", alpha=0.75, label="failed / s")
-        x, dropped = tl.series(lambda r: r["dropped"] or None)
-        if dropped:
-            ax.bar(x, dropped, width=0.8, bottom=None, color="#9a6700", alpha=0.6, label="dropped / s")
+        for key, colour in (("dropped", "#9a6700"), ("rejected", "#8c959f")):
+            x, y = tl.series(lambda r, k=key: r[k] or None)
+            if y:
+                ax.bar(x, y, width=0.5, color=colour, alpha=0.7, label=f"{key} / s")
         crashes = [e for e in tl.events if e.get("type") == "worker_crash" and isinstance(e.get("t"), (int, float))]
         if crashes:
             ax.plot([tl.rel(e["t"]) for e in crashes], [0] * len(crashes), "v", color="#8250df", ms=8,
@@ -426,10 +467,11 @@ def _throughput_chart(Figure, tl):
         ax.set_ylim(bottom=0)
         ax.set_ylabel("operations / s")
         ax.legend(**_LEGEND)
-    ax.set_title("Throughput and errors", fontsize=11, loc="left", pad=14 if tl.rows else 6)
+    _title(fig, "Throughput and errors")
     return ("Throughput and errors over time",
-            "Completed operations per second (succeeded line, failed bars); phases shaded, worker crashes marked.",
-            _png(fig))
+            "Completed operations per second (succeeded line, failed bars; dropped and breaker-rejected calls "
+            "when any); phases shaded, worker crashes marked.",
+            _png(fig, top_in=LABELLED_TOP_IN if tl.rows else None))
 
 
 def _latency_chart(Figure, tl):
@@ -447,7 +489,7 @@ def _latency_chart(Figure, tl):
             ax.set_yscale("log")
         ax.set_ylabel("latency (ms)")
         ax.legend(**_LEGEND)
-    ax.set_title("Latency percentiles", fontsize=11, loc="left")
+    _title(fig, "Latency percentiles")
     return ("Latency percentiles over time", "Per-second p50, p90, p99 and max of operation latency (ms).", _png(fig))
 
 
@@ -478,16 +520,16 @@ def _cpu_chart(Figure, tl, report):
         _no_data(ax, "no CPU samples were recorded")
     else:
         tl.decorate(ax)
-        ax.plot(x, y, color="#1f6feb", lw=1.5, label="machine CPU %")
+        ax.plot(x, y, color="#1f6feb", lw=1.5, label="machine CPU")
         limit = th.get("max_cpu_percent")
         if isinstance(limit, (int, float)):
             ax.axhline(limit, color="#bf8700", ls="--", lw=1.2,
-                       label=f"max_cpu_percent {limit:g}" + (" (off)" if limit >= 100 else ""))
+                       label=f"limit {limit:g} %" + (" (off)" if limit >= 100 else ""))
         _mark_breaches(ax, tl, {"cpu_percent"})
         ax.set_ylim(0, 105)
         ax.set_ylabel("CPU %")
         ax.legend(**_LEGEND)
-    ax.set_title("Machine CPU", fontsize=11, loc="left")
+    _title(fig, "Machine CPU")
     return ("Pool CPU over time", "Machine CPU (mean of the second's samples), the CPU threshold (dashed) and breaches "
             "(red: detected, dotted: pool dead).", _png(fig))
 
@@ -500,18 +542,18 @@ def _memory_chart(Figure, tl, report):
         _no_data(ax, "no memory samples were recorded")
     else:
         tl.decorate(ax)
-        ax.plot(x, y, color="#2da44e", lw=1.5, label="pool memory (PSS) MB")
+        ax.plot(x, y, color="#2da44e", lw=1.5, label="pool PSS")
         xr, yr = tl.series(lambda r: r["rss"])
         if yr:
-            ax.plot(xr, yr, color="#8c959f", lw=1.0, ls="-.", label="pool RSS MB")
+            ax.plot(xr, yr, color="#8c959f", lw=1.0, ls="-.", label="pool RSS")
         limit = th.get("max_memory_mb")
         if isinstance(limit, (int, float)):
-            ax.axhline(limit, color="#bf8700", ls="--", lw=1.2, label=f"max_memory_mb {limit:g}")
+            ax.axhline(limit, color="#bf8700", ls="--", lw=1.2, label=f"limit {limit:g} MB")
         _mark_breaches(ax, tl, {"memory_mb"})
         ax.set_ylim(bottom=0)
         ax.set_ylabel("MB")
         ax.legend(**_LEGEND)
-    ax.set_title("Pool memory", fontsize=11, loc="left")
+    _title(fig, "Pool memory")
     return ("Pool memory over time", "Peak PSS and RSS of the worker pool per second, the memory threshold (dashed) "
             "and breaches.", _png(fig))
 
@@ -553,7 +595,7 @@ def _capacity_chart(Figure, d):
     ax.set_title(f"Capacity — {d.get('test_name')}", fontsize=11, loc="left")
     return (f"Capacity curve of {d.get('test_name')}",
             "Throughput at each concurrency step, the Universal Scalability Law fit and its peak, p99 on the right axis.",
-            _png(fig))
+            _png(fig, timeline=False))
 
 
 def _usl(n, usl):
@@ -562,8 +604,16 @@ def _usl(n, usl):
 
 
 def _breaker_state(e):
-    state = str(e.get("state") or e.get("to") or "").lower().replace("-", "_").replace(" ", "_")
+    state = str(e.get("state") or e.get("to") or "").rsplit(".", 1)[-1].lower().replace("-", "_").replace(" ", "_")
     return state if state in BREAKER_LEVELS else None
+
+
+def _breaker_name(e):
+    """Which breaker: a named one, else the worker whose dispatcher holds it."""
+    for key in ("breaker", "stage", "name"):
+        if e.get(key) is not None:
+            return str(e[key])
+    return f"worker {e['worker']}" if e.get("worker") is not None else "breaker"
 
 
 def _breaker_chart(Figure, tl, events):
@@ -573,7 +623,7 @@ def _breaker_chart(Figure, tl, events):
         return None
     by_name = {}
     for e in changes:
-        name = str(e.get("breaker") or e.get("stage") or e.get("name") or "breaker")
+        name = _breaker_name(e)
         by_name.setdefault(name, []).append(e)
     fig, ax = _new_figure(Figure)
     tl.decorate(ax)
@@ -581,12 +631,16 @@ def _breaker_chart(Figure, tl, events):
     for i, (name, evs) in enumerate(sorted(by_name.items())):
         xs = [tl.rel(e["t"]) for e in evs] + [end]
         ys = [BREAKER_LEVELS[_breaker_state(e)] + i * 0.06 for e in evs]
+        before = _breaker_state({"state": evs[0].get("previous")})
+        if before and tl.phases:  # the state it left, from the start of the run
+            xs.insert(0, min(tl.rel(tl.phases[0][1]), xs[0]))
+            ys.insert(0, BREAKER_LEVELS[before] + i * 0.06)
         ys.append(ys[-1])
         ax.step(xs, ys, where="post", lw=1.5, label=name)
-    ax.set_yticks(list(BREAKER_LEVELS.values()), [k.upper() for k in BREAKER_LEVELS])
+    ax.set_yticks(list(BREAKER_LEVELS.values()), [k.replace("_", "-") for k in BREAKER_LEVELS], fontsize=8)
     ax.set_ylim(-0.3, 2.6)
     ax.legend(**_LEGEND)
-    ax.set_title("Circuit breakers", fontsize=11, loc="left")
+    _title(fig, "Circuit breakers")
     return ("Breaker state over time", "State of each circuit breaker (CLOSED, HALF_OPEN, OPEN) from its transitions.",
             _png(fig))
 
@@ -607,7 +661,8 @@ def _stage_chart(Figure, d):
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(**_LEGEND)
     ax.set_title(f"Per-stage latency — {d.get('test_name')}", fontsize=11, loc="left")
-    return (f"Per-stage latency of {d.get('test_name')}", "p50, p90 and p99 of each stage of the flow (ms).", _png(fig))
+    return (f"Per-stage latency of {d.get('test_name')}", "p50, p90 and p99 of each stage of the flow (ms).",
+            _png(fig, timeline=False))
 
 
 def _num(v, default=None):
