@@ -32,7 +32,8 @@ class Report:
 
 
 def _session(*, thresholds, target, flow_params, target_args, seed, profile, out, name, overrides,
-             sample_interval, stop_file, start_method, progress):
+             sample_interval, stop_file, start_method, progress, target_factory=False, inputs=None,
+             inputs_mode="cycle"):
     from .scenarios import PROFILES
     from .scenarios._base import Session
     from .streams import default_run_dir, prepare_run_dir
@@ -46,7 +47,10 @@ def _session(*, thresholds, target, flow_params, target_args, seed, profile, out
             raise UsageError(f"--seed: expected a whole number, got {seed!r}") from None
         if seed < 0:
             raise UsageError(f"--seed: must be zero or more, got {seed}")
-    spec = TargetSpec(ref=target, flow_params=dict(flow_params or {}), kwargs=dict(target_args or {}), seed=seed)
+    if target_factory and target is None:
+        raise UsageError("--target-factory needs a MOD:FACTORY (the factory builds the operation once per worker)")
+    spec = TargetSpec(ref=target, flow_params=dict(flow_params or {}), kwargs=dict(target_args or {}), seed=seed,
+                      factory=bool(target_factory), inputs=inputs, inputs_mode=inputs_mode or "cycle")
     from .targets import check_target
 
     check_target(spec)
@@ -83,7 +87,8 @@ def run(scenario="concurrent_load", *, concurrency=None, rate=None, max_lateness
         operations=None, stages=None,
         workers=None, slots=None, op_timeout=None, criteria=None, target=None, flow_params=None,
         target_args=None, seed=None, thresholds=None, out=None, profile="ci", sample_interval=None,
-        stop_file=None, start_method=None, progress=None, command=None):
+        stop_file=None, start_method=None, progress=None, command=None, target_factory=False, inputs=None,
+        inputs_mode="cycle"):
     """Run one scenario and write its run directory; returns a :class:`Report`.
 
     Durations take seconds or strings (``500ms``, ``10s``, ``5m``). ``out``:
@@ -99,13 +104,13 @@ def run(scenario="concurrent_load", *, concurrency=None, rate=None, max_lateness
     session = _session(thresholds=thresholds, target=target, flow_params=flow_params, target_args=target_args,
                        seed=seed, profile=profile, out=out, name=scenario, overrides=overrides,
                        sample_interval=sample_interval, stop_file=stop_file, start_method=start_method,
-                       progress=progress)
+                       progress=progress, target_factory=target_factory, inputs=inputs, inputs_mode=inputs_mode)
     return _run_scenarios([sc], session, kind=scenario, command=command)
 
 
 def run_suite(*, profile="ci", target=None, flow_params=None, target_args=None, seed=None, thresholds=None,
               out=None, sample_interval=None, stop_file=None, start_method=None, progress=None, command=None,
-              only=None):
+              only=None, target_factory=False, inputs=None, inputs_mode="cycle"):
     """Run every scenario (or ``only`` those named) in one process tree; seed's report names."""
     from . import scenarios
     from .scenarios._base import Overrides
@@ -115,7 +120,7 @@ def run_suite(*, profile="ci", target=None, flow_params=None, target_args=None, 
     session = _session(thresholds=thresholds, target=target, flow_params=flow_params, target_args=target_args,
                        seed=seed, profile=profile, out=out, name="suite", overrides=Overrides(),
                        sample_interval=sample_interval, stop_file=stop_file, start_method=start_method,
-                       progress=progress)
+                       progress=progress, target_factory=target_factory, inputs=inputs, inputs_mode=inputs_mode)
     return _run_scenarios(scs, session, kind="suite", command=command)
 
 

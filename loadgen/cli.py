@@ -30,6 +30,12 @@ def _add_common(p):
     g = p.add_argument_group("common")
     g.add_argument("--target", metavar="MOD:CALLABLE", help="operation to run instead of the embedded flow "
                    "(module:callable or path/to/file.py:callable; sync or async)")
+    g.add_argument("--target-factory", action="store_true",
+                   help="--target names a factory called once per worker (with the --target-args) that "
+                        "returns the operation: clients and models load once, not per call")
+    g.add_argument("--inputs", metavar="FILE", help="a .jsonl or .csv file: each operation gets the next record")
+    g.add_argument("--inputs-mode", choices=["cycle", "once"], default="cycle",
+                   help="cycle through the records, or go through them once and end the run (default cycle)")
     g.add_argument("--target-arg", metavar="KEY=VALUE", action="append", default=[],
                    help="keyword argument for the target (typed: int, float, bool, JSON, else string)")
     g.add_argument("--flow-param", metavar="KEY=VALUE", action="append", default=[],
@@ -255,7 +261,8 @@ def main(argv=None):
         common = dict(target=args.target, flow_params=_kv(args.flow_param, "--flow-param"),
                       target_args=_typed(args.target_arg), seed=args.seed, thresholds=thresholds,
                       out=args.out, sample_interval=args.sample_interval, stop_file=args.stop_file,
-                      start_method=args.start_method, progress=progress, command=" ".join(["loadgen"] + argv))
+                      start_method=args.start_method, progress=progress, command=" ".join(["loadgen"] + argv),
+                      target_factory=args.target_factory, inputs=args.inputs, inputs_mode=args.inputs_mode)
         from . import api
 
         if args.command == "run":

@@ -63,7 +63,8 @@ class ResultBatch:
     ``latency``: serialised HDR histogram of service time, microseconds
     (``stats.Histogram.to_payload``); ``response`` likewise for response
     time (open model), else None. ``stages``: stage name → payload.
-    ``errors``: error key → count. ``tracebacks``: error key → first traceback.
+    ``errors``: error key → count. ``tracebacks``: error key → tracebacks first
+    seen in this batch (the first few of each key, over the worker's life).
     ``in_flight``: operations running at the end of the batch.
     """
 

@@ -96,6 +96,8 @@ class WorkerHandle:
     said_goodbye: bool = False
     quota_given: int = 0
     timed_out_slots: set = field(default_factory=set)
+    exit_reason: str | None = None
+    error: object = None
 
     def totals(self, slots):
         """[started, succeeded, failed, dropped, rejected] from shared memory — valid after the process died."""
@@ -126,6 +128,7 @@ class Pool:
         self.blas_threads = blas_threads
         self.pgid = seed_pgid
         self.handles = {}  # index → WorkerHandle
+        self.inputs_used = {}  # index → records of that worker's share used by its dead predecessors
         self.restarts = 0
 
     def start_worker(self, index):
@@ -134,7 +137,8 @@ class Pool:
         spec = WorkerSpec(index=index, slots=self.slots, target=self.target, pgid=self._live_pgid(),
                           master_pid=os.getpid(), nice=self.nice, blas_threads=self.blas_threads,
                           log_path=self.log_path, bounded=self.bounded, schedule=self.schedule,
-                          stride=self.size, max_lateness_s=self.max_lateness_s, breaker=self.breaker)
+                          stride=self.size, workers=self.size, max_lateness_s=self.max_lateness_s,
+                          breaker=self.breaker, inputs_skip=self.inputs_used.get(index, 0))
         proc = self.registry.start(worker_main, (spec, child_conn, shm), f"loadgen: worker {index}", "worker")
         child_conn.close()
         # Both sides call setpgid so the group exists before either one relies on it.

@@ -44,6 +44,7 @@ from .pool import Pool, ProcessRegistry, get_context
 from .stats import Accounting, CappedCounter, Histogram
 from .streams import EVENTS, TIMESERIES, EventLog, JsonLines
 from .targets import TargetSpec
+from .worker import TRACEBACKS_PER_KEY
 
 log = logging.getLogger("loadgen.runner")
 
@@ -433,6 +434,7 @@ class Runner:
             self._on_ready(msg, handle)
         elif isinstance(msg, WorkerExit):
             handle.said_goodbye = True
+            handle.exit_reason = msg.reason
         elif isinstance(msg, Breach):
             self._on_breach(msg)
         elif isinstance(msg, WorkerError):
@@ -519,9 +521,10 @@ class Runner:
         if b.errors:
             sec.errors += sum(b.errors.values())
             self.out.errors.update(b.errors)
-        for k, tb in b.tracebacks.items():
-            if k not in self.out.tracebacks and len(self.out.tracebacks) < MAX_ERROR_KEYS:
-                self.out.tracebacks[k] = tb
+        for k, tbs in b.tracebacks.items():
+            if k in self.out.tracebacks or len(self.out.tracebacks) < MAX_ERROR_KEYS:
+                kept = self.out.tracebacks.setdefault(k, [])
+                kept.extend(tbs[:TRACEBACKS_PER_KEY - len(kept)])
 
     def _on_sample(self, s):
         self._last_sample_at = time.monotonic()
@@ -658,12 +661,15 @@ class Runner:
                          dropped=dropped, rejected=rejected)
         self.retired.merge(acc)
         unstarted = max(0, h.quota_given - started)
+        self.pool.inputs_used[h.index] = self.pool.inputs_used.get(h.index, 0) + started
         self.monitor.unwatch(h.pid) if self.monitor is not None else None
         self.pool.retire(h)
         self._assigned.pop(h.index, None)
         self._last_target = None
         clean = h.said_goodbye and exitcode == 0
         if clean:
+            if not self.pool.handles and self.stopping is None:
+                self._begin_stop(getattr(h, "exit_reason", None) or "workers finished", EXIT_OK)
             return
         error = getattr(h, "error", None)
         if error is not None:  # could not build the target

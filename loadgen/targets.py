@@ -31,6 +31,8 @@ class TargetSpec:
     kwargs: dict = field(default_factory=dict)
     seed: int | None = None
     factory: bool = False  # ref is called once per worker (with kwargs) and returns the operation
+    inputs: str | None = None  # a .jsonl/.csv file: each operation gets the next record
+    inputs_mode: str = "cycle"  # or "once": the run ends when the records run out
 
     @property
     def label(self):
@@ -75,6 +77,12 @@ def resolve(ref):
 
 def check_target(spec):
     """Fail early, in the master, for a target that cannot work."""
+    if spec.inputs is not None:
+        from .inputs import MODES, load_records
+
+        if spec.inputs_mode not in MODES:
+            raise TargetError(f"--inputs-mode: {spec.inputs_mode!r} is not one of {', '.join(MODES)}")
+        load_records(spec.inputs)
     if spec.ref is None:
         _build_flow(spec.flow_params, spec.seed)
     else:

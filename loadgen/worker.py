@@ -36,6 +36,8 @@ from .targets import TargetSpec, build_operation, outcome
 SLOT_FIELDS = 6
 STARTED, SUCCEEDED, FAILED, START_NS, DROPPED, REJECTED = range(SLOT_FIELDS)
 MAX_ERROR_KEYS = 50  # distinct error keys a worker reports; the rest go to "other"
+TRACEBACKS_PER_KEY = 3  # the first tracebacks of each error type are kept
+INPUTS_EXHAUSTED = "inputs exhausted"
 SYNC_TIMEOUT_S = 0.1  # how long an idle slot sleeps before looking again
 REJECT_PAUSE_S = 0.01  # a slot whose call the breaker rejected waits at most this long before the next
 SPIN_NS = 200_000  # open model: below this much time to a due arrival, don't sleep (oversleep ≈ 60 µs)
@@ -57,8 +59,10 @@ class WorkerSpec:
     bounded: bool = False  # an operations-bound run: start nothing before quota arrives
     schedule: object = None  # open model: schedule.Schedule of the whole run (None: closed model)
     stride: int = 1  # open model: this worker takes arrivals index, index + stride, …
+    workers: int = 1  # the pool's size
     max_lateness_s: float = 1.0  # open model: an arrival no slot can start within this is dropped
     breaker: object = None  # breaker.BreakerConfig: a circuit breaker in front of the slots (None: none)
+    inputs_skip: int = 0  # records of this worker's share already used by workers it replaces
 
 
 def worker_main(spec, conn, shm):
@@ -146,7 +150,7 @@ class Worker:
         self.latencies = []  # ns, appended by slots
         self.stage_timings = []  # dicts stage -> µs, appended by slots
         self.errors = []  # (key, traceback or None)
-        self.tracebacks = {}
+        self.tracebacks = {}  # error key → how many of its tracebacks were shipped
         self._last = [0, 0, 0, 0, 0]  # started, succeeded, failed, dropped, rejected at the previous batch
         self.breaker = None
         if spec.breaker is not None:
@@ -158,6 +162,7 @@ class Worker:
         self.schedule_start_ns = None  # open model: CLOCK_MONOTONIC ns of arrival 0
         self.schedule_horizon_s = None
         self.op = None
+        self.feed = None  # iterator of input records (None: operations get None)
         self.threads = []
         self._arrivals = None  # open model: itertools.count of this worker's arrival indices
 
@@ -167,6 +172,11 @@ class Worker:
         spec = self.spec
         try:
             self.op = build_operation(spec.target, spec.index)
+            if spec.target.inputs is not None:
+                from .inputs import feed
+
+                stride = spec.stride if spec.schedule is not None else spec.workers
+                self.feed = feed(spec.target.inputs, spec.target.inputs_mode, spec.index, stride, spec.inputs_skip)
         except BaseException as e:  # noqa: BLE001 - reported to the master, not lost
             self.conn.send(WorkerError(spec.index, type(e).__name__, str(e), traceback.format_exc()))
             return 3
@@ -198,11 +208,11 @@ class Worker:
             if now >= next_flush:
                 self._flush(next_flush - 1)
                 next_flush = int(now) + 1
-            if self.stopping and not any(t.is_alive() for t in self.threads):
-                break
+            if not any(t.is_alive() for t in self.threads):
+                break  # stopped, or every slot ran out of input records
         self._count_unclaimed_arrivals()
         self._flush(int(time.time()))
-        self.conn.send(WorkerExit(spec.index, "stopped"))
+        self.conn.send(WorkerExit(spec.index, "stopped" if self.stopping else INPUTS_EXHAUSTED))
         return 0
 
     def _count_unclaimed_arrivals(self):
@@ -269,11 +279,13 @@ class Worker:
         errs = self.errors[:n]
         del self.errors[:n]
         counts = CappedCounter(MAX_ERROR_KEYS)
+        new_tracebacks = {}  # key → tracebacks first seen in this batch
         for key, tb in errs:
             counts.add(key)
-            if tb and key not in self.tracebacks and len(self.tracebacks) < MAX_ERROR_KEYS:
-                self.tracebacks[key] = tb
-        new_tracebacks = {k: self.tracebacks[k] for k in counts.counts if k in self.tracebacks}
+            kept = self.tracebacks.get(key, 0)
+            if tb and kept < TRACEBACKS_PER_KEY and (kept or len(self.tracebacks) < MAX_ERROR_KEYS):
+                self.tracebacks[key] = kept + 1
+                new_tracebacks.setdefault(key, []).append(tb)
         totals = slot_totals(self.counters, self.spec.slots)
         delta = [a - b for a, b in zip(totals, self._last)]
         self._last = totals
@@ -317,6 +329,8 @@ class Worker:
         op = self.op
         latencies, stage_timings, errors = self.latencies, self.stage_timings, self.errors
         breaker = self.breaker
+        feed = self.feed
+        record = None
         clock, mono = time.perf_counter_ns, time.monotonic_ns
         classify = outcome
         while True:
@@ -332,11 +346,16 @@ class Worker:
                 c[base + REJECTED] += 1
                 time.sleep(min(max(breaker.remaining_open_s(), 0.001), REJECT_PAUSE_S))
                 continue
+            if feed is not None:
+                try:
+                    record = next(feed)
+                except StopIteration:
+                    return
             c[base + STARTED] += 1
             c[base + START_NS] = mono()
             t0 = clock()
             try:
-                result = op(None)
+                result = op(record)
             except Exception as e:  # noqa: BLE001 - an exception is the operation's failure
                 t1 = clock()
                 latencies.append(t1 - t0)
@@ -402,6 +421,8 @@ class Worker:
         start_ns, stride, index = self.schedule_start_ns, spec.stride, spec.index
         max_late_ns = int(spec.max_lateness_s * 1e9)
         horizon_s = self.schedule_horizon_s if self.schedule_horizon_s is not None else math.inf
+        feed = self.feed
+        record = None
         classify = outcome
         while not self.stopping:
             due_s = time_of(next(arrivals) * stride + index)
@@ -424,11 +445,16 @@ class Worker:
                 continue
             if self.quota is not None and not self._may_start(i):
                 return
+            if feed is not None:
+                try:
+                    record = next(feed)
+                except StopIteration:
+                    return
             c[base + STARTED] += 1
             t0 = mono()
             c[base + START_NS] = t0
             try:
-                result = op(None)
+                result = op(record)
                 key = classify(result)
                 tb = None
             except Exception as e:  # noqa: BLE001 - an exception is the operation's failure

@@ -5,6 +5,7 @@ Each takes the operation's input and keyword arguments from ``TargetSpec.kwargs`
 """
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -85,3 +86,32 @@ def stall_every(inputs=None, period_s=2.0, stall_s=0.5, ms=1):
     if phase < stall_s:
         time.sleep(stall_s - phase)
     time.sleep(ms / 1000)
+
+
+def echo_record(inputs=None, path=""):
+    """Append the record it was given to ``path`` (one line each), to check who got what."""
+    with open(path, "a") as f:
+        f.write(json.dumps(inputs, sort_keys=True) + "\n")
+
+
+class Client:
+    """A per-worker client: built once, called per operation, counts its builds."""
+
+    def __init__(self, path):
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+    def __call__(self, inputs=None):
+        time.sleep(0.001)
+
+
+def make_client(path=""):
+    return Client(path)
+
+
+async def async_sleep(inputs=None, ms=5, fail_every=0):
+    import asyncio
+
+    await asyncio.sleep(ms / 1000)
+    if fail_every and inputs is not None and inputs.get("i", 1) % fail_every == 0:
+        raise KeyError("missing")
