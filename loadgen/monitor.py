@@ -1108,10 +1108,19 @@ class SystemResourceMonitor:
         """
         if create_time is None:
             create_time = _proc.create_time(pid)
-        self.conn.send(Watch(pid=pid, create_time=create_time, pgid=pgid, role=role))
+        self._send(Watch(pid=pid, create_time=create_time, pgid=pgid, role=role))
 
     def unwatch(self, pid):
-        self.conn.send(Unwatch(pid=pid))
+        self._send(Unwatch(pid=pid))
+
+    def _send(self, msg):
+        """Send to the monitor; a no-op once it is gone (the master stops the run on its own)."""
+        if self.conn is None:
+            return
+        try:
+            self.conn.send(msg)
+        except (OSError, ValueError):
+            pass
 
     def receive(self, timeout_s=0.0):
         """Every message waiting on the pipe, waiting up to ``timeout_s`` for the first.

@@ -15,7 +15,7 @@ import platform
 
 from . import __version__
 from .stats import Accounting, Histogram
-from .streams import atomic_write
+from .streams import atomic_write, json_safe
 
 SCHEMA_VERSION = 1
 SUITE_NAME = "AI Writing Flow V2 Heavy Load Stress Testing Suite"
@@ -227,7 +227,8 @@ def write_reports(run_dir, report):
     junit.xml. A failure in the optional formats is logged, never loses the JSON.
     """
     paths = report_paths(run_dir, report["metadata"]["kind"])
-    atomic_write(paths["json"], json.dumps(report, indent=2, default=_default, allow_nan=False) + "\n")
+    report = json_safe(json.loads(json.dumps(report, default=_default)))
+    atomic_write(paths["json"], json.dumps(report, indent=2, allow_nan=False) + "\n")
     atomic_write(paths["txt"], render_summary(report))
     for fmt, module, func in _EXTRA_FORMATS:
         try:

@@ -28,6 +28,7 @@ def atomic_write(path, text):
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; reports are for others too
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -36,6 +37,23 @@ def atomic_write(path, text):
         except OSError:
             pass
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def json_safe(obj):
+    """``obj`` with every non-finite float (inf, nan) replaced by None: JSON has no such numbers."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def default_run_dir(name, root="loadgen-results"):

@@ -57,5 +57,6 @@ def fit(concurrency, throughput):
     else:
         peak_n = math.inf
     peak_x = float(usl(peak_n, lam, s, k)) if math.isfinite(peak_n) else lam / s if s > 0 else math.inf
-    return {"lambda": lam, "sigma": s, "kappa": k, "peak_concurrency": peak_n, "peak_throughput": peak_x,
-            "r2": r2}
+    finite = lambda v: v if math.isfinite(v) else None  # noqa: E731 - no peak: the curve never turns
+    return {"lambda": lam, "sigma": s, "kappa": k, "peak_concurrency": finite(peak_n),
+            "peak_throughput": finite(peak_x), "r2": r2}
