@@ -106,6 +106,18 @@ def _cpu_seconds_by_pid():
     return out
 
 
+def _forks_since_boot():
+    """The ``processes`` line of /proc/stat: forks since boot (None off Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("processes "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def measure_cpu(load, seconds, pids_of):
     """1-s readings of machine-wide CPU %, split into the stressor's share and everyone else's.
 
@@ -116,24 +128,27 @@ def measure_cpu(load, seconds, pids_of):
     """
     ncpu = psutil.cpu_count()
     time.sleep(SETTLE_S)
-    readings, ours, others = [], [], []
+    readings, ours, others, forks = [], [], [], []
     psutil.cpu_percent()
     ids = set(pids_of())
-    before, t_before = _cpu_seconds_by_pid(), time.monotonic()
+    before, t_before, forks_before = _cpu_seconds_by_pid(), time.monotonic(), _forks_since_boot()
     t0 = t_before
     for i in range(seconds):
         time.sleep(max(0.0, t0 + i + 1 - time.monotonic()))
         busy = psutil.cpu_percent()
-        now, t_now = _cpu_seconds_by_pid(), time.monotonic()
+        now, t_now, forks_now = _cpu_seconds_by_pid(), time.monotonic(), _forks_since_boot()
         scale = 100.0 / (ncpu * (t_now - t_before))
         mine = sum(now[p] - before.get(p, 0.0) for p in now if p in ids)
         rest = sum(now[p] - before.get(p, 0.0) for p in now if p not in ids)
-        before, t_before = now, t_now
+        forks.append(None if forks_now is None else forks_now - forks_before)
+        before, t_before, forks_before = now, t_now, forks_now
         readings.append(busy)
         ours.append(mine * scale)
         others.append(rest * scale)
     mean = statistics.mean(readings)
-    quiet = [r for r, o in zip(readings, others) if o < QUIET_OTHERS_POINTS]
+    # Quiet: other processes took little, and none was born (a process that
+    # starts and ends between two samples is seen by /proc/stat, not by us).
+    quiet = [r for r, o, f in zip(readings, others, forks) if o < QUIET_OTHERS_POINTS and not f]
     enough = len(quiet) >= MIN_QUIET_READINGS
     return {
         "mean": mean,
@@ -146,6 +161,8 @@ def measure_cpu(load, seconds, pids_of):
         "quiet_stdev": statistics.stdev(quiet) if enough else None,
         "readings": readings,
         "others_by_reading": others,
+        "ours_by_reading": ours,
+        "forks_by_reading": forks,
     }
 
 
@@ -205,11 +222,14 @@ def run_cpu(args):
             for name, r in (("loadgen", ours), ("stress-ng", sng)):
                 if r is not None:
                     print(f"  {name} {load:g}% readings: {r['readings']}")
+                    print(f"  {name} {load:g}% own:      {[round(o, 1) for o in r['ours_by_reading']]}")
                     print(f"  {name} {load:g}% others:   {[round(o, 1) for o in r['others_by_reading']]}")
+                    print(f"  {name} {load:g}% forks:    {r['forks_by_reading']}")
     table(f"CPU load, all {ncores} cores: {args.seconds} x 1 s readings of psutil.cpu_percent (machine-wide). "
           f"Split: the stressor's processes, all other processes, unattributed (irq, tick sampling). "
-          f"'quiet': only the seconds where other processes took < {QUIET_OTHERS_POINTS:g} point"
-          + ("" if have_sng else " (stress-ng not found)"),
+          f"'quiet': only the seconds where other processes took < {QUIET_OTHERS_POINTS:g} point "
+          f"and none was started"
+          + ("" if have_sng else " (stress-ng skipped)" if args.no_stress_ng else " (stress-ng not found)"),
           ["run", "mean %", "error pts", "stdev pts", "stressor %", "others %", "unattrib.", "quiet s",
            "quiet err", "quiet sd", "|err| - sng's", "stdev / sng's"],
           rows)

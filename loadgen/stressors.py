@@ -34,6 +34,7 @@ import math
 import mmap
 import operator
 import os
+import random
 import shutil
 import signal
 import socket
@@ -63,12 +64,18 @@ class StressTiming:
     ``cpu_period_s``: one duty cycle (busy then sleep).  Short enough that a
     1 s reading holds many cycles, long enough that the sleep's wake-up
     overshoot (~0.1 ms) is small against it.
+    ``cpu_period_jitter``: each period's length is drawn uniformly within
+    ± this fraction of ``cpu_period_s``.  Why: with tick-based accounting
+    /proc/stat charges a whole tick (4 ms at HZ=250) to whatever runs when
+    the tick fires; a fixed period keeps the busy window at a fixed phase of
+    the tick grid, and at 50 % that read +1 point high on this machine.
     ``cpu_max_debt_periods``: the burner's feedback may owe or be owed at most
     this many periods of CPU; beyond that the debt is written off, so a burst
     of contention from other processes is not "repaid" as a 100 % spike.
     """
 
     cpu_period_s: float = 0.05
+    cpu_period_jitter: float = 0.25
     cpu_max_debt_periods: float = 2.0
     stop_grace_s: float = 2.0  # polite stop → terminate
     kill_grace_s: float = 0.5  # terminate → kill
@@ -254,31 +261,33 @@ def _send(conn, msg):
 # ---------------------------------------------------------------- child: CPU burner
 
 
-def _cpu_main(conn, core, load_percent, period_s, max_debt_periods, parent_pid):
+def _cpu_main(conn, core, load_percent, period_s, jitter, max_debt_periods, parent_pid):
     if not _child_setup(parent_pid):
         return
     if core is not None:
         os.sched_setaffinity(0, {core})
     _send(conn, BurnStarted(core, time.monotonic(), time.process_time()))
     conn.close()
-    _burn(load_percent / 100.0, period_s, period_s * max_debt_periods, parent_pid)
+    _burn(load_percent / 100.0, period_s, jitter, period_s * max_debt_periods, parent_pid)
 
 
-def _burn(load, period_s, max_debt_s, parent_pid):
+def _burn(load, period_s, jitter, max_debt_s, parent_pid):
     """Hold ``load`` (0–1] of one core until SIGTERM or the parent's death.
 
     Feedback on the process's own CPU time: at the start of each period the
     burner computes the CPU seconds it owes (load × wall time − CPU time,
     since its reference point), spins for load × period plus that debt,
-    then sleeps to the end of the period.  Sleep overshoot, time
-    slices lost to other processes and the cost of waking up all show up as
-    debt and are repaid in the next periods; the debt is clamped to
-    ±max_debt_s (anti-windup) by moving the reference.
+    then sleeps to the end of the period.  Sleep overshoot, time slices
+    lost to other processes and the cost of waking up all show up as debt
+    and are repaid in the next periods; the debt is clamped to ±max_debt_s
+    (anti-windup) by moving the reference.  Period lengths are drawn within
+    ±``jitter`` of ``period_s`` (see ``StressTiming.cpu_period_jitter``).
     """
     clock = time.monotonic
     cpu_clock = time.process_time  # user + system of this process, ns resolution on Linux
     sleep = time.sleep
     getppid = os.getppid
+    draw = random.Random().random
     wall_ref = clock()
     cpu_ref = cpu_clock()
     period_start = wall_ref
@@ -298,10 +307,11 @@ def _burn(load, period_s, max_debt_s, parent_pid):
         # process_time (a real syscall here, ~700 ns, which turned most of the
         # burn into system time); a slice lost to preemption during the spin
         # is seen as debt at the next period.
-        until = now + load * period_s + owed
+        length = period_s * (1.0 + jitter * (2.0 * draw() - 1.0))
+        until = now + load * length + owed
         while clock() < until:
             pass
-        period_start += period_s
+        period_start += length
         rest = period_start - clock()
         if rest > 0:
             sleep(rest)
@@ -829,7 +839,8 @@ class CpuStressor(_Stressor):
             self._conns.append(here)
             try:
                 self._spawn(spawn, _cpu_main,
-                            (there, core, self.load_percent, self.period_s, STRESS.cpu_max_debt_periods, parent),
+                            (there, core, self.load_percent, self.period_s, STRESS.cpu_period_jitter,
+                             STRESS.cpu_max_debt_periods, parent),
                             f"loadgen-cpu-{core}")
             finally:
                 _close(there)
