@@ -30,20 +30,20 @@ def _add_common(p):
     g = p.add_argument_group("common")
     g.add_argument("--target", metavar="MOD:CALLABLE", help="operation to run instead of the embedded flow "
                    "(module:callable or path/to/file.py:callable; sync or async)")
-    g.add_argument("--target-factory", action="store_true",
+    g.add_argument("--target-factory", action="store_true", default=None,
                    help="--target names a factory called once per worker (with the --target-args) that "
                         "returns the operation: clients and models load once, not per call")
     g.add_argument("--inputs", metavar="FILE", help="a .jsonl or .csv file: each operation gets the next record")
-    g.add_argument("--inputs-mode", choices=["cycle", "once"], default="cycle",
+    g.add_argument("--inputs-mode", choices=["cycle", "once"],
                    help="cycle through the records, or go through them once and end the run (default cycle)")
-    g.add_argument("--target-arg", metavar="KEY=VALUE", action="append", default=[],
+    g.add_argument("--target-arg", metavar="KEY=VALUE", action="append",
                    help="keyword argument for the target (typed: int, float, bool, JSON, else string)")
-    g.add_argument("--flow-param", metavar="KEY=VALUE", action="append", default=[],
+    g.add_argument("--flow-param", metavar="KEY=VALUE", action="append",
                    help="parameter of the embedded flow (see `loadgen list`)")
     g.add_argument("--seed", help="seed for reproducible runs (integer ≥ 0)")
     g.add_argument("--out", metavar="DIR", help="run directory (default: loadgen-results/<UTC time>-<name>)")
-    g.add_argument("--quiet", action="store_true", help="print only the final summary line")
-    g.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    g.add_argument("--quiet", action="store_true", default=None, help="print only the final summary line")
+    g.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default WARNING")
     g.add_argument("--max-memory-mb", help="pool memory limit, PSS (MB, default 1024)")
     g.add_argument("--max-cpu-percent", help="machine CPU limit over 3 s (default 90; 100 = off)")
     g.add_argument("--max-execution-time", metavar="D", help="hard bound of a run (default 300s)")
@@ -63,8 +63,15 @@ def build_parser():
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    r = sub.add_parser("run", help="run one scenario", description="Run one scenario. " + COMMON_HELP)
-    r.add_argument("scenario", help="scenario name (see `loadgen list`)")
+    # Flags default to None so that "given" can be told from "not given": a flag given overrides
+    # LOADGEN_* variables, which override a plan file (plan.apply_env; defaults in _fill_defaults).
+    r = sub.add_parser("run", help="run one scenario, or a plan (--config)",
+                       description="Run one scenario, or the scenarios of a TOML plan. Every flag also "
+                       "reads LOADGEN_<FLAG> from the environment (flag > environment > plan). " + COMMON_HELP)
+    r.add_argument("scenario", nargs="?", help="scenario name (see `loadgen list`); with --config, run only "
+                   "the plan's scenario with this label or name")
+    r.add_argument("--config", metavar="PLAN.toml", help="run the scenarios of a TOML plan (see `loadgen "
+                   "validate`); the flags given here override it")
     r.add_argument("--concurrency", metavar="N", help="closed model: operations in flight")
     r.add_argument("--rate", metavar="R", help="open model: operations started per second, on schedule; "
                    "latency counts from the intended start")
@@ -77,19 +84,28 @@ def build_parser():
     r.add_argument("--workers", metavar="N", help="worker processes (default: cores)")
     r.add_argument("--slots", metavar="N", help="threads per worker (default: enough for the concurrency)")
     r.add_argument("--op-timeout", metavar="D", help="kill and replace a worker whose operation runs longer")
-    r.add_argument("--criterion", action="append", default=[], metavar="EXPR",
+    r.add_argument("--criterion", action="append", metavar="EXPR",
                    help="pass criterion replacing the scenario's, e.g. 'p99_ms < 500' (repeatable)")
-    r.add_argument("--profile", default="ci", choices=["ci", "standard", "nightly"],
+    r.add_argument("--abort-on-fail", action="store_true", default=None,
+                   help="stop the run as soon as a criterion is lost (those that can be judged while it "
+                        "goes: success/error rate, percentiles, counters; the scenario's own when no "
+                        "--criterion)")
+    r.add_argument("--profile", choices=["ci", "standard", "nightly"],
                    help="scales the scenario's phases (default ci)")
     _add_common(r)
 
     s = sub.add_parser("suite", help="run every scenario; the seed's reports",
                        description="Run all scenarios in one process tree. " + COMMON_HELP)
-    s.add_argument("--profile", default="ci", choices=["ci", "standard", "nightly"])
+    s.add_argument("--profile", choices=["ci", "standard", "nightly"], help="default ci")
     s.add_argument("--only", action="append", default=[], metavar="SCENARIO", help="run just these (repeatable)")
     _add_common(s)
 
     sub.add_parser("list", help="scenarios, their criteria and the flow's parameters")
+
+    v = sub.add_parser("validate", help="check a TOML plan without running it",
+                       description="Check a TOML plan: syntax, keys, types and ranges, the target (imported), "
+                       "the inputs file (read), the criteria (parsed); LOADGEN_* variables applied.")
+    v.add_argument("plan", metavar="PLAN.toml")
 
     rb = sub.add_parser("report", help="rebuild a run directory's reports from its streams")
     rb.add_argument("run_dir", metavar="RUN_DIR")
@@ -131,6 +147,28 @@ def _typed(pairs):
         else:
             out[k] = v
     return out
+
+
+_DEFAULTS = {"quiet": False, "log_level": "WARNING"}
+_RUN_DEFAULTS = {"target_factory": False, "inputs_mode": "cycle", "target_arg": [], "flow_param": [],
+                 "profile": "ci", "criterion": [], "abort_on_fail": False}  # a plan sets these itself
+
+
+def _fill_defaults(args, table):
+    for key, value in table.items():
+        if hasattr(args, key) and getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def _criteria(args):
+    """``--criterion`` expressions; with ``--abort-on-fail``, marked (the scenario's own when none)."""
+    if not args.abort_on_fail:
+        return args.criterion
+    from . import scenarios
+    from .abort import mark
+    from .criteria import parse_all
+
+    return mark(parse_all(args.criterion or scenarios.get(args.scenario).criteria))
 
 
 def _thresholds(args):
@@ -226,6 +264,16 @@ def _print_outcome(rep, quiet):
           f"reports in {rep.run_dir}")
 
 
+def _finish(rep, args, progress):
+    progress.done()
+    if args.prom_textfile:
+        from .prom import write_textfile
+
+        write_textfile(args.prom_textfile, rep.report)
+    _print_outcome(rep, args.quiet)
+    return rep.exit_code
+
+
 def main(argv=None):
     """Entry point; returns the process exit code (see DESIGN §10)."""
     from .errors import LoadgenError, UsageError
@@ -255,9 +303,24 @@ def main(argv=None):
             from .compare import compare_command
 
             return compare_command(args.baseline, args.current, args.tolerance)
+        from . import plan
+
+        if args.command == "validate":
+            return plan.validate_command(args.plan)
+        plan.apply_env(args, os.environ)
+        _fill_defaults(args, _DEFAULTS)
+        config = getattr(args, "config", None)
+        if not config:
+            _fill_defaults(args, _RUN_DEFAULTS)
+            if args.command == "run" and args.scenario is None:
+                raise UsageError("run: give a SCENARIO (see `loadgen list`) or --config PLAN.toml")
         logging.basicConfig(level=getattr(logging, args.log_level), format="loadgen %(levelname)s %(name)s: %(message)s")
-        thresholds = _thresholds(args)
         progress = Progress(enabled=None if not args.quiet else False)
+        if config:
+            rep = plan.run_plan_file(config, plan.layer_from_flags(vars(args)), only=args.scenario,
+                                     progress=progress, command=" ".join(["loadgen"] + argv))
+            return _finish(rep, args, progress)
+        thresholds = _thresholds(args)
         common = dict(target=args.target, flow_params=_kv(args.flow_param, "--flow-param"),
                       target_args=_typed(args.target_arg), seed=args.seed, thresholds=thresholds,
                       out=args.out, sample_interval=args.sample_interval, stop_file=args.stop_file,
@@ -269,17 +332,11 @@ def main(argv=None):
             rep = api.run(args.scenario, concurrency=args.concurrency, rate=args.rate,
                           max_lateness=args.max_lateness, duration=args.duration,
                           operations=args.operations, stages=args.stages, workers=args.workers,
-                          slots=args.slots, op_timeout=args.op_timeout, criteria=args.criterion,
+                          slots=args.slots, op_timeout=args.op_timeout, criteria=_criteria(args),
                           profile=args.profile, **common)
         else:
             rep = api.run_suite(profile=args.profile, only=args.only or None, **common)
-        progress.done()
-        if args.prom_textfile:
-            from .prom import write_textfile
-
-            write_textfile(args.prom_textfile, rep.report)
-        _print_outcome(rep, args.quiet)
-        return rep.exit_code
+        return _finish(rep, args, progress)
     except UsageError as e:
         print(f"loadgen: error: {e}", file=sys.stderr)
         return EXIT_USAGE

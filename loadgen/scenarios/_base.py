@@ -43,9 +43,20 @@ class Session:
     progress: object = None
     interrupted: int | None = None  # exit code of a signal that stopped a phase
     baselines: dict = field(default_factory=dict)  # (concurrency, seconds) → RunOutcome, shared in a suite
+    aborted: str | None = None  # why an abort_on_fail criterion stopped a phase (see loadgen.abort)
+
+    @property
+    def abort_criteria(self):
+        """The user's criteria marked ``abort_on_fail``: judged every second of every phase."""
+        return tuple(c for c in parse_all(self.overrides.criteria) if c.abort_on_fail)
 
     def run_phase(self, phase, plan, thresholds=None, stressors=(), on_second=None):
-        """Run one phase; returns its RunOutcome. A phase stopped by a signal marks the session."""
+        """Run one phase; returns its RunOutcome. A phase stopped by a signal, or by a lost
+        ``abort_on_fail`` criterion, marks the session (``stopped``)."""
+        if self.abort_criteria:
+            from ..abort import EarlyJudge
+
+            on_second = EarlyJudge(self.abort_criteria, on_lost=self._abort, then=on_second)
         plan = dataclasses.replace(plan, name=phase, target=plan.target or self.target,
                                    sample_interval_s=self.sample_interval_s, stop_file=self.stop_file,
                                    start_method=self.start_method)
@@ -56,9 +67,12 @@ class Session:
             self.interrupted = outcome.exit_code
         return outcome
 
+    def _abort(self, reason):
+        self.aborted = reason
+
     @property
     def stopped(self):
-        return self.interrupted is not None
+        return self.interrupted is not None or self.aborted is not None
 
     def baseline(self, concurrency, seconds):
         """An unstressed run at ``concurrency``, measured once per session and shared."""
