@@ -141,7 +141,13 @@ def _run_scenarios(scs, session, kind, command=None):
                           seed=session.target.seed)
     if session.interrupted is not None:
         report["exit_code"] = session.interrupted
-    paths = write_reports(session.run_dir, report) if session.run_dir else {}
+    try:
+        paths = write_reports(session.run_dir, report) if session.run_dir else {}
+    except OSError as e:
+        from .errors import OutputError
+
+        raise OutputError(f"cannot write the reports in {session.run_dir}: {e.strerror or e} "
+                          f"(the streams written so far are kept; `loadgen report` rebuilds them)") from None
     return Report(report, results, report["exit_code"], session.run_dir, paths)
 
 

@@ -55,6 +55,13 @@ def _add_common(p):
     g.add_argument("--start-method", choices=["fork", "spawn"], help="how worker processes start (default fork)")
     g.add_argument("--prom-textfile", metavar="PATH", help="also write key gauges for node_exporter's textfile "
                    "collector (atomically)")
+    f = p.add_argument_group("fleet (Dask distributed; pip install 'loadgen[distributed]')")
+    f.add_argument("--cluster", metavar="ADDRESS", help="run as a fleet on this Dask scheduler "
+                   "(tcp://HOST:8786): one shard per worker offering the loadgen resource, the load split")
+    f.add_argument("--shards", metavar="N", help="use exactly N shard workers (wait for them up to "
+                   "--cluster-timeout; default: every one there)")
+    f.add_argument("--cluster-timeout", metavar="D", help="reach the scheduler and find workers within this "
+                   "(default 10s)")
 
 
 def build_parser():
@@ -101,6 +108,13 @@ def build_parser():
     _add_common(s)
 
     sub.add_parser("list", help="scenarios, their criteria and the flow's parameters")
+
+    cl = sub.add_parser("cluster", help="a Dask cluster for fleet runs (--cluster)")
+    cl_sub = cl.add_subparsers(dest="cluster_command", metavar="KIND", parser_class=_Parser)
+    cll = cl_sub.add_parser("local", help="loopback LocalCluster for trying fleet mode on one machine; "
+                            "prints the scheduler address, runs until Ctrl-C")
+    cll.add_argument("--workers", default="2", metavar="N", help="Dask worker processes, one shard each (default 2)")
+    cll.add_argument("--port", default="0", metavar="PORT", help="scheduler port on 127.0.0.1 (default: any free)")
 
     v = sub.add_parser("validate", help="check a TOML plan without running it",
                        description="Check a TOML plan: syntax, keys, types and ranges, the target (imported), "
@@ -303,6 +317,12 @@ def main(argv=None):
             from .compare import compare_command
 
             return compare_command(args.baseline, args.current, args.tolerance)
+        if args.command == "cluster":
+            if args.cluster_command != "local":
+                raise UsageError("cluster: expected `cluster local --workers N`")
+            from .fleet import cluster_command
+
+            return cluster_command(args)
         from . import plan
 
         if args.command == "validate":
@@ -316,6 +336,8 @@ def main(argv=None):
                 raise UsageError("run: give a SCENARIO (see `loadgen list`) or --config PLAN.toml")
         logging.basicConfig(level=getattr(logging, args.log_level), format="loadgen %(levelname)s %(name)s: %(message)s")
         progress = Progress(enabled=None if not args.quiet else False)
+        if config and getattr(args, "cluster", None):
+            raise UsageError("--cluster with --config: not supported yet; give the plan as flags")
         if config:
             rep = plan.run_plan_file(config, plan.layer_from_flags(vars(args)), only=args.scenario,
                                      progress=progress, command=" ".join(["loadgen"] + argv))
@@ -328,7 +350,11 @@ def main(argv=None):
                       target_factory=args.target_factory, inputs=args.inputs, inputs_mode=args.inputs_mode)
         from . import api
 
-        if args.command == "run":
+        if args.cluster:
+            from .fleet import run_from_args
+
+            rep = run_from_args(args, common, criteria=_criteria(args) if args.command == "run" else None)
+        elif args.command == "run":
             rep = api.run(args.scenario, concurrency=args.concurrency, rate=args.rate,
                           max_lateness=args.max_lateness, duration=args.duration,
                           operations=args.operations, stages=args.stages, workers=args.workers,

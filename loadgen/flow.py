@@ -205,15 +205,18 @@ def burn_cpu(cpu_ms):
 
 
 def touch_memory(memory_mb):
-    """Allocate ``memory_mb`` MB (2**20 bytes) with numpy and write every page.
+    """Allocate ``memory_mb`` MB (2**20 bytes) and write every page.
 
-    Returns the array (None for 0 MB): the memory stays resident while the
-    caller holds it, and is returned to the allocator when it is dropped.
+    Returns a numpy array (None for 0 MB): the memory stays resident while
+    the caller holds it and goes back to the OS when it is dropped. It is an
+    anonymous mapping of its own: from the heap, glibc's sliding mmap
+    threshold would keep freed working sets of a few MB in the process, and
+    a flow that released its memory would look as if it kept it.
     """
     nbytes = int(memory_mb * _BYTES_PER_MB)
     if nbytes <= 0:
         return None
-    ws = np.empty(nbytes, dtype=np.uint8)
+    ws = np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.uint8)
     ws[::_PAGE_BYTES] = 1  # one byte per page faults every page in
     ws[-1] = 1  # the last page, when the array does not start on a page boundary
     return ws

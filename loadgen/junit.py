@@ -59,6 +59,13 @@ def render_junit(report):
         for key in ("tests", "failures", "errors"):
             totals[key] += int(suite.get(key))
         totals["time"] += float(suite.get("time"))
+    if report.get("fleet"):  # a fleet run (fleet.py): one case per shard, a lost shard is an error
+        from ._fleet_data import fleet_junit_suite
+
+        suite = fleet_junit_suite(report, stamp, host, len(components))
+        root.append(suite)
+        for key in ("tests", "failures", "errors"):
+            totals[key] += int(suite.get(key))
     for key, value in totals.items():
         root.set(key, f"{value:.3f}" if key == "time" else str(value))
     ET.indent(root, space="  ")

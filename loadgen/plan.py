@@ -375,6 +375,9 @@ FLAGS = {
     "stop_file": ("stop_file", _text),
     "start_method": ("start_method", _choice(START_METHODS)),
     "prom_textfile": (None, _text),
+    "cluster": (None, _text),  # fleet runs (loadgen.fleet): not in plans yet
+    "shards": (None, _int(1)),
+    "cluster_timeout": (None, _duration),
     "profile": ("profile", _choice(PROFILES)),
     "concurrency": ("concurrency", _int(1)),
     "rate": ("rate", _float(0)),
@@ -429,9 +432,10 @@ class Layer(dict):
         self.where = dict(where or {})
 
     def put(self, key, value, where):
-        if key.startswith("thresholds."):
+        if key.startswith("thresholds."):  # a threshold flag: one field of the table
             self.setdefault("thresholds", {})[key.split(".", 1)[1]] = value
-            key = "thresholds"
+            self.where["thresholds"] = where
+            return
         self[key] = value
         self.where[key] = where
 

@@ -97,6 +97,10 @@ def render_html(report, timeseries=(), events=()):
     parts.append(_criteria_section(report))
     parts.append(_accounting_section(report))
     parts.append(_breaches_section(report))
+    if report.get("fleet"):  # a fleet run (fleet.py): the per-machine table
+        from ._fleet_data import render_fleet_html
+
+        parts.append(render_fleet_html(report, _table, _e))
     parts.append("<section id='charts'><h2>Charts</h2>")
     for chart in charts:
         parts.append(_figure(chart))

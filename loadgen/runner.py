@@ -50,7 +50,9 @@ log = logging.getLogger("loadgen.runner")
 
 WORKER_LOG = "workers.log"  # what targets print goes here
 SECOND_GRACE_S = 2.0
-SECONDS_KEPT = 86_400  # per-second records an outcome keeps in memory (a day); the stream keeps all
+SECONDS_KEPT = 600  # per-second records an outcome keeps in memory; timeseries.jsonl keeps all
+SERIES_KEPT = 7_200  # seconds of pool memory kept for the leak verdict (two hours)
+BREAKER_EVENTS_KEPT = 1_000
 SCHEDULE_LEAD_S = 0.1  # open model: arrivals start this long after the order, so all workers start together  # write a second this long after it ended even if a worker is silent
 MAX_ERROR_KEYS = 100
 MAX_RESTARTS = 10
@@ -147,12 +149,14 @@ class RunOutcome:
     peak_memory_mb: float = 0.0
     peak_rss_mb: float = 0.0
     peak_cpu_percent: float = 0.0
-    memory_series: list = field(default_factory=list)  # (t, pool PSS MB), one per second
-    rss_series: list = field(default_factory=list)  # (t, pool RSS MB), one per second
+    # Everything kept per second is bounded: the streams on disk keep it all.
+    memory_series: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SERIES_KEPT))
+    rss_series: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SERIES_KEPT))
     seconds: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SECONDS_KEPT))
     segments: dict = field(default_factory=dict)  # segment index → Histogram (plan.segment_s)
     stressors: list = field(default_factory=list)  # what each stressor achieved
-    breaker_events: list = field(default_factory=list)  # breaker transitions, as written to events.jsonl
+    breaker_events: collections.deque = field(
+        default_factory=lambda: collections.deque(maxlen=BREAKER_EVENTS_KEPT))  # as written to events.jsonl
     leak: dict = field(default_factory=dict)
     pool_ready_s: float | None = None
     load_started_at: float | None = None  # every worker ready: load applied from here
@@ -364,6 +368,9 @@ class Runner:
                     self._begin_stop("operations done", EXIT_OK)
                 elif self._stop_request is not None:
                     self._begin_stop(*self._stop_request)
+                elif self.timeseries.error or self.events.error:
+                    err = self.timeseries.error or self.events.error
+                    self._begin_stop(f"cannot write the run directory: {err.strerror or err}", EXIT_USAGE)
                 else:
                     self._apply_load(now - (self._load_t0 or now))
             elif len(self._signals) > 1:
@@ -449,20 +456,32 @@ class Runner:
         h.ready = True
         h.pid, h.create_time = msg.pid, msg.create_time
         self.monitor.watch(msg.pid, msg.create_time, pgid=self.pool.pgid, role="worker")
-        if self.out.pool_ready_s is None and all(x.ready for x in self.pool.handles.values()):
-            self.out.pool_ready_s = time.monotonic() - self._pool_started
-            self.out.load_started_at = time.time()
-            if self.schedule is None:
-                self._load_started(time.monotonic())
-            self.events.emit("phase", name="pool_ready", seconds=round(self.out.pool_ready_s, 4))
         if self.stopping is not None:
             self.pool.send(h, Stop(drain=True))
             return
+        self._maybe_pool_ready()
         if self.schedule is not None:
-            self._start_schedule(h)
+            if self.schedule_start is not None:
+                self._start_schedule(h)  # a replacement joins the running schedule
             return
+        if self._load_t0 is None:
+            return  # load starts when the whole pool is ready, never on a part of it
         self._last_target = None  # redistribute
-        self._apply_load(time.monotonic() - (self._load_t0 or time.monotonic()))
+        self._apply_load(time.monotonic() - self._load_t0)
+
+    def _maybe_pool_ready(self):
+        """Once every worker of the pool is ready, the load starts (on all of them at once)."""
+        handles = self.pool.handles.values()
+        if self.out.pool_ready_s is not None or not handles or not all(x.ready for x in handles):
+            return
+        self.out.pool_ready_s = time.monotonic() - self._pool_started
+        self.out.load_started_at = time.time()
+        self.events.emit("phase", name="pool_ready", seconds=round(self.out.pool_ready_s, 4))
+        if self.schedule is not None:
+            self._start_schedule(None)
+        else:
+            self._load_started(time.monotonic())
+            self._apply_load(0.0)
 
     def _load_started(self, at_mono):
         """Load is applied from ``at_mono``: the run's duration counts from here."""
@@ -474,8 +493,6 @@ class Runner:
         """Open model: arrivals start together once every worker is ready; a replacement joins the
         running schedule."""
         if self.schedule_start is None:
-            if not all(x.ready for x in self.pool.handles.values()):
-                return
             self.schedule_start = time.monotonic() + SCHEDULE_LEAD_S
             self._schedule_wall = time.time() + SCHEDULE_LEAD_S
             self.out.load_started_at = self._schedule_wall
@@ -584,6 +601,8 @@ class Runner:
             if self.quota_left is not None and self.schedule_start is not None:
                 self._top_up_quota([h for h in self.pool.handles.values() if h.ready], open_model=True)
             return
+        if self._load_t0 is None:
+            return  # the pool is not all ready yet
         target = min(int(round(self._target_at(elapsed))), self.thresholds.max_concurrent_operations)
         ready = sorted((h for h in self.pool.handles.values() if h.ready and h.process.is_alive()),
                        key=lambda h: h.index)
@@ -666,6 +685,8 @@ class Runner:
         self.pool.retire(h)
         self._assigned.pop(h.index, None)
         self._last_target = None
+        if self.stopping is None:
+            self._maybe_pool_ready()  # the one it waited for may be the one that died
         clean = h.said_goodbye and exitcode == 0
         if clean:
             if not self.pool.handles and self.stopping is None:

