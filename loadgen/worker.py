@@ -38,7 +38,8 @@ STARTED, SUCCEEDED, FAILED, START_NS, DROPPED, REJECTED = range(SLOT_FIELDS)
 MAX_ERROR_KEYS = 50  # distinct error keys a worker reports; the rest go to "other"
 TRACEBACKS_PER_KEY = 3  # the first tracebacks of each error type are kept
 INPUTS_EXHAUSTED = "inputs exhausted"
-SYNC_TIMEOUT_S = 0.1  # how long an idle slot sleeps before looking again
+SYNC_TIMEOUT_S = 0.1
+STOP_POLL_S = 0.005  # while draining, how often the main thread checks whether the slots are done  # how long an idle slot sleeps before looking again
 REJECT_PAUSE_S = 0.01  # a slot whose call the breaker rejected waits at most this long before the next
 SPIN_NS = 200_000  # open model: below this much time to a due arrival, don't sleep (oversleep ≈ 60 µs)
 
@@ -194,6 +195,8 @@ class Worker:
         stop_at = None
         while True:
             timeout = max(0.0, next_flush - time.time())
+            if self.stopping:
+                timeout = min(timeout, STOP_POLL_S)  # draining: look at the slots often
             try:
                 if self.conn.poll(min(timeout, SYNC_TIMEOUT_S)):
                     msg = self.conn.recv()

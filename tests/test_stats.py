@@ -1,5 +1,7 @@
 import random
 
+import pytest
+
 from hypothesis import given, settings, strategies as st
 
 from loadgen.stats import Accounting, CappedCounter, Histogram
@@ -50,6 +52,12 @@ def test_percentiles_within_three_digits():
     assert abs(s["p50"] - 50.0) / 50.0 < 1e-3
     assert abs(s["p99"] - 99.0) / 99.0 < 1e-3
     assert s["max"] >= 100.0 and s["count"] == 100_000
+
+
+def test_mean_matches_the_package():
+    h = Histogram()
+    h.record_many([1, 5, 5, 900, 12_345, 10**6, 3 * 10**6])
+    assert h.mean_us() == pytest.approx(h._h.get_mean_value(), rel=1e-12)
 
 
 def test_empty_histogram_summary_and_payload():
