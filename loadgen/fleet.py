@@ -246,7 +246,7 @@ class _Fleet:
         """Pick the shard workers: those offering the loadgen resource, else one per host."""
         deadline = time.monotonic() + self.timeout_s
         while True:
-            workers = client.scheduler_info(n_workers=-1).get("workers", {})
+            workers = _workers(client)
             offering = sorted(a for a, w in workers.items() if (w.get("resources") or {}).get(RESOURCE, 0) >= 1)
             self.mode = "resource" if offering else "host"
             if not offering:
@@ -410,7 +410,7 @@ class _Fleet:
 
     def _check_membership(self, client):
         try:
-            present = set(client.scheduler_info(n_workers=-1).get("workers", {}))
+            present = set(_workers(client))
         except Exception as e:  # noqa: BLE001 - the scheduler itself may be gone
             for s in self.shards:
                 if s.status == "running":
@@ -653,9 +653,11 @@ def start_local_cluster(workers, port=0):
     from distributed import LocalCluster
 
     dask.config.set(WORKER_CONFIG)
+    # The scheduler's HTTP routes (health, metrics) start even without a dashboard, on 8787 unless
+    # told otherwise: a free loopback port instead, so a real Dask dashboard keeps its port.
     return LocalCluster(n_workers=workers, processes=True, host="127.0.0.1", scheduler_port=port,
                         threads_per_worker=1, memory_limit=0, resources={RESOURCE: 1}, dashboard_address=None,
-                        silence_logs=logging.ERROR)
+                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.ERROR)
 
 
 def cluster_command(args):
@@ -693,6 +695,15 @@ def cluster_command(args):
 def _main_shares(shares, names):
     """A shard's shares, the scenarios' main phases first (a baseline at concurrency 1 says little)."""
     return sorted(shares, key=lambda sh: (sh.get("phase") not in names, -(sh.get("total") or 0)))
+
+
+def _workers(client):
+    """``{address: info}`` of every worker the scheduler knows."""
+    try:
+        info = client.scheduler_info(n_workers=-1)  # newer distributed lists 5 workers unless told
+    except TypeError:  # older distributed: no n_workers, always all of them
+        info = client.scheduler_info()
+    return info.get("workers", {})
 
 
 def _import_distributed():

@@ -1,0 +1,86 @@
+"""Fleet mode vs a plain local run of the same total load (issue: beyond one machine).
+
+Run: ``python benchmarks/fleet.py [--seconds 10] [--concurrency 20] [--sleep-ms 20] [--rate R]``.
+
+On one machine: a loopback LocalCluster of 2 Dask workers (127.0.0.1 only)
+runs the load as 2 shards; a plain local run applies the same total load
+with the same number of loadgen worker processes. The target sleeps (an
+I/O-bound operation), so a 2-core machine is not the bottleneck. Prints:
+
+  1. throughput: fleet ÷ local (target: within 5%);
+  2. merged p99 (exact HDR merge) vs the local p99 (target: within 2%);
+  3. start skew between the shards' load starts (target: ≤ 50 ms);
+  4. per-second delivery delay: end of a second on a shard → its figures at
+     the fleet master (target: ≤ 2 s), and the transport alone.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from loadgen import api, fleet  # noqa: E402
+from loadgen.config import ResourceThresholds  # noqa: E402
+
+TARGET = os.path.join(HERE, "_fleet_ops.py") + ":sleep_ms"
+FREE = ResourceThresholds(max_cpu_percent=100, max_concurrent_operations=100)
+SCENARIO = "sustained_load"  # one phase, no baseline: the whole run is the measured load
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--concurrency", type=int, default=20)
+    ap.add_argument("--rate", type=float, default=None, help="open model instead: total arrivals per second")
+    ap.add_argument("--sleep-ms", type=float, default=20.0)
+    ap.add_argument("--shards", type=int, default=2)
+    a = ap.parse_args()
+    load = {"rate": a.rate} if a.rate else {"concurrency": a.concurrency}
+    common = dict(duration=f"{a.seconds}s", target=TARGET, target_args={"ms": a.sleep_ms}, thresholds=FREE,
+                  seed=1, **load)
+    tmp = tempfile.mkdtemp(prefix="loadgen-fleet-bench-")
+    print(f"machine: {os.cpu_count()} cores; load {load}, {a.seconds:g} s, target sleeps {a.sleep_ms:g} ms; "
+          f"{a.shards} shards on a loopback LocalCluster")
+    t = time.perf_counter()
+    cluster = fleet.start_local_cluster(a.shards)
+    print(f"local cluster up in {time.perf_counter() - t:.1f} s at {cluster.scheduler_address}")
+    try:
+        local = api.run(SCENARIO, workers=a.shards, out=os.path.join(tmp, "local"), **common).report
+        t = time.perf_counter()
+        fl = fleet.run(SCENARIO, cluster=cluster.scheduler_address, workers=1, out=os.path.join(tmp, "fleet"),
+                       **common).report
+        fleet_wall = time.perf_counter() - t
+    finally:
+        cluster.close()
+    lt, ft = local["detailed_metrics"][0]["throughput_ops_per_sec"], fl["detailed_metrics"][0]["throughput_ops_per_sec"]
+    lp, fp = local["latency_ms"]["p99"], fl["latency_ms"]["p99"]
+    f = fl["fleet"]
+    print(f"\n{'':28}{'local':>12}{'fleet':>12}{'ratio':>9}   target")
+    print(f"{'throughput ops/s':28}{lt:12.1f}{ft:12.1f}{ft / lt:9.3f}   within 5%  {_ok(abs(ft / lt - 1) <= 0.05)}")
+    print(f"{'p99 ms (fleet: exact merge)':28}{lp:12.3f}{fp:12.3f}{fp / lp:9.3f}   within 2%  {_ok(abs(fp / lp - 1) <= 0.02)}")
+    print(f"{'p50 ms':28}{local['latency_ms']['p50']:12.3f}{fl['latency_ms']['p50']:12.3f}")
+    print(f"{'operations':28}{local['accounting']['succeeded']:12d}{fl['accounting']['succeeded']:12d}")
+    print(f"\nstart skew between shards: {f['start_skew_ms']:.1f} ms (target ≤ 50 ms) {_ok(f['start_skew_ms'] <= 50)}")
+    worst = 0.0
+    for s in f["shards"]:
+        worst = max(worst, s["max_delivery_delay_s"] or 0.0)
+        print(f"  shard {s['index']} {s['worker']}: share {s['share']['mine']:g}/{s['share']['total']:g}, "
+              f"{s['throughput']:.1f} ops/s, p99 {s['p99_ms']} ms, woke {s['late_ms']:+.2f} ms after the instant, "
+              f"load start +{s['start_offset_ms']:.1f} ms, clock offset {s['clock_offset_ms']:+.2f} ms; "
+              f"delivery delay median {s['median_delivery_delay_s']:.3f} s, max {s['max_delivery_delay_s']:.3f} s "
+              f"(transport max {s['max_transport_delay_s']:.3f} s), {s['seconds_streamed']} seconds streamed")
+    print(f"per-second delivery delay, worst shard: {worst:.3f} s (target ≤ 2 s) {_ok(worst <= 2.0)}")
+    print(f"fleet run wall time {fleet_wall:.1f} s (load {a.seconds:g} s); exit codes local {local['exit_code']}, "
+          f"fleet {fl['exit_code']}; run dirs in {tmp}")
+
+
+def _ok(flag):
+    return "OK" if flag else "MISSED"
+
+
+if __name__ == "__main__":
+    main()
