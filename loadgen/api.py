@@ -125,12 +125,27 @@ def run_suite(*, profile="ci", target=None, flow_params=None, target_args=None, 
 
 
 def _run_scenarios(scs, session, kind, command=None):
-    from .rebuild import note_component, note_scenario
-    from .report import build_report, write_reports
+    """Run the scenarios under one signal gate (a signal at any moment still leaves a report)."""
+    from .runner import SignalGate
 
     started = time.time()
     results = []
+    session.gate = session.gate or SignalGate()
+    installed = session.gate.install()
+    try:
+        return _run_and_report(scs, session, kind, command, started, results)
+    finally:
+        if installed:
+            session.gate.restore()
+
+
+def _run_and_report(scs, session, kind, command, started, results):
+    from .rebuild import note_component, note_scenario
+    from .report import build_report, write_reports
+
     for sc in scs:
+        if session.stopped:
+            break
         note_scenario(session, sc, kind)  # lets `loadgen report` rebuild a killed run (rebuild.py)
         results.append(sc.run(session))
         note_component(session, results[-1])

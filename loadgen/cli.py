@@ -372,3 +372,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("loadgen: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug: one line here, the traceback on request
+        logging.getLogger("loadgen").debug("internal error", exc_info=True)
+        print(f"loadgen: internal error: {type(e).__name__}: {e} (run with --log-level DEBUG for the traceback)",
+              file=sys.stderr)
+        return 1

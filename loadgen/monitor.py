@@ -1146,11 +1146,8 @@ class SystemResourceMonitor:
         """
         if self.process is None:
             return None
-        try:
-            self.conn.send(Stop())
-        except (OSError, EOFError, ValueError):
-            pass
-        self.process.join(timeout_s)
+        self._send(Stop())
+        self.process.join(timeout_s if self.process.is_alive() else 0)
         if self.process.is_alive():
             log.warning("monitor did not stop within %.1f s: terminating", timeout_s)
             self.process.terminate()
@@ -1159,10 +1156,11 @@ class SystemResourceMonitor:
                 self.process.kill()
                 self.process.join(0.5)
         code = self.process.exitcode
-        try:
-            self.conn.close()
-        except OSError:
-            pass
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except OSError:
+                pass
         return code
 
     def __enter__(self):

@@ -90,6 +90,7 @@ class RunPlan:
     stop_grace_s: float = TIMING.stop_grace_s
     segment_s: float | None = None  # also keep one latency histogram per this many seconds of load
     breaker: object = None  # breaker.BreakerConfig: a circuit breaker in each worker's dispatcher
+    start_at: float | None = None  # UNIX time: a ready pool holds its load until then (fleet shards start together)
 
     def validated(self, thresholds):
         positive_int(self.concurrency, "--concurrency")
@@ -207,7 +208,7 @@ class Runner:
     (or raises :class:`UsageError` before any load was applied)."""
 
     def __init__(self, plan, thresholds=None, run_dir=None, quiet=True, progress=None, registry=None, phase=None,
-                 stressors=(), on_second=None):
+                 stressors=(), on_second=None, gate=None):
         self.thresholds = thresholds or ResourceThresholds()
         self.stressors = list(stressors)
         self.on_second = on_second  # callable(runner, record): scenarios watch the run (e.g. recovery)
@@ -231,7 +232,9 @@ class Runner:
         self.stopping = None  # (reason, exit_code) once a stop began
         self.stop_deadline = None
         self.broken = False
-        self._signals = []
+        self._own_gate = gate is None
+        self.gate = gate or SignalGate()
+        self._signals = self.gate.received
         self._wake_r = self._wake_w = None
         self._last_sample_at = None
         self._last_target = None
@@ -246,8 +249,8 @@ class Runner:
 
         check_target(self.plan.target)
         out = self.out
+        installed = self._install_signals()
         self._open_streams()
-        old_handlers = self._install_signals()
         try:
             out.started_at = time.time()
             self.events.emit("phase", name="start", plan=_plan_dict(self.plan), thresholds=self.thresholds.to_dict())
@@ -257,7 +260,7 @@ class Runner:
             self._loop()
         finally:
             self._teardown()
-            self._restore_signals(old_handlers)
+            self._restore_signals(installed)
             out.ended_at = out.ended_at or time.time()
             self._finish()
         return out
@@ -348,8 +351,14 @@ class Runner:
         while True:
             objs = self._wait_objects()
             timeout = TIMING.tick_s
+            held = self._load_t0 is None and p.start_at is not None
+            left = p.start_at - time.time() if held else 0.0
+            if 0 < left < timeout:
+                timeout = left  # wake on the instant, not up to a tick after it
             for obj in wait(objs, timeout):
                 self._ready(obj)
+            if held and self.stopping is None:
+                self._maybe_pool_ready()
             now = time.monotonic()
             if self.stopping is None:
                 if self._signals:
@@ -416,6 +425,7 @@ class Runner:
                 self._monitor_lost("monitor pipe closed")
             return
         if mon is not None and mon.process is not None and obj == mon.process.sentinel:
+            mon.process.join(0.5)
             self._monitor_lost(f"monitor process died ({describe_exitcode(mon.process.exitcode)})")
             return
         h = self.pool.by_conn(obj)
@@ -474,6 +484,8 @@ class Runner:
         handles = self.pool.handles.values()
         if self.out.pool_ready_s is not None or not handles or not all(x.ready for x in handles):
             return
+        if self.plan.start_at is not None and time.time() < self.plan.start_at:
+            return  # ready, and held until the agreed instant: the loop calls again on time
         self.out.pool_ready_s = time.monotonic() - self._pool_started
         self.out.load_started_at = time.time()
         self.events.emit("phase", name="pool_ready", seconds=round(self.out.pool_ready_s, 4))
@@ -841,31 +853,67 @@ class Runner:
     # ================================================================== signals
 
     def _install_signals(self):
-        import threading
-
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        if threading.current_thread() is not threading.main_thread():
-            return None
+        self.gate.wake_fd = self._wake_w
+        return self.gate.install() if self._own_gate else False
 
-        def handler(signum, frame):
-            self._signals.append(signum)
-            try:
-                os.write(self._wake_w, b"!")
-            except OSError:
-                pass
-
-        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def _restore_signals(self, old):
-        if old:
-            for s, h in old.items():
-                signal.signal(s, h)
+    def _restore_signals(self, installed):
+        self.gate.wake_fd = None
+        if installed:
+            self.gate.restore()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
             except OSError:
                 pass
+
+
+class SignalGate:
+    """SIGINT/SIGTERM for a whole command: recorded, and the running phase woken.
+
+    Installed once around everything a command does (phases, the gaps between
+    them, report writing), so a signal at any moment stops the run gracefully
+    and still leaves a report; a Runner without a gate of its command makes
+    its own.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received = []
+        self.wake_fd = None
+        self._old = None
+
+    def install(self):
+        """Install the handlers (main thread only); True if installed."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread() or self._old is not None:
+            return False
+        self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        return True
+
+    def restore(self):
+        if self._old:
+            for s, h in self._old.items():
+                signal.signal(s, h)
+        self._old = None
+
+    def _handler(self, signum, frame):
+        self.received.append(signum)
+        if self.wake_fd is not None:
+            try:
+                os.write(self.wake_fd, b"!")
+            except OSError:
+                pass
+
+    @property
+    def exit_code(self):
+        """130 or 143 for the first signal received, None if none."""
+        if not self.received:
+            return None
+        return EXIT_SIGINT if self.received[0] == signal.SIGINT else EXIT_SIGTERM
 
 
 # ====================================================================== helpers

@@ -43,6 +43,7 @@ class Session:
     progress: object = None
     interrupted: int | None = None  # exit code of a signal that stopped a phase
     baselines: dict = field(default_factory=dict)  # (concurrency, seconds) → RunOutcome, shared in a suite
+    gate: object = None  # runner.SignalGate of the whole command (None: each phase handles its own)
     aborted: str | None = None  # why an abort_on_fail criterion stopped a phase (see loadgen.abort)
 
     @property
@@ -61,7 +62,7 @@ class Session:
                                    sample_interval_s=self.sample_interval_s, stop_file=self.stop_file,
                                    start_method=self.start_method)
         runner = Runner(plan, thresholds or self.thresholds, run_dir=self.run_dir, progress=self.progress,
-                        phase=phase, stressors=stressors, on_second=on_second)
+                        phase=phase, stressors=stressors, on_second=on_second, gate=self.gate)
         outcome = runner.run()
         if outcome.exit_code in (130, 143):
             self.interrupted = outcome.exit_code
@@ -72,6 +73,8 @@ class Session:
 
     @property
     def stopped(self):
+        if self.interrupted is None and self.gate is not None and self.gate.exit_code is not None:
+            self.interrupted = self.gate.exit_code  # a signal between phases
         return self.interrupted is not None or self.aborted is not None
 
     def baseline(self, concurrency, seconds):
