@@ -6,8 +6,9 @@
     ───────────────────────                  ─────────────────────────────────
     client.run(warm_up)          ──────────▶ imports loadgen; returns this machine's time.time()
     client.submit(run_shard, spec) ────────▶ task thread: session built (target checked, run dir made),
-                                             sleeps until spec.start_at (this machine's clock),
-                                             then a plain local run: monitor, pool, thresholds
+                                             then a plain local run — monitor, pool, thresholds — whose
+                                             first phase holds its ready pool until spec.start_at
+                                             (RunPlan.start_at, this machine's clock)
     subscribe_topic(spec.topic)  ◀── log_event ── every second: the Runner's per-second record
                                  ◀── log_event ── publisher thread: heartbeat each second and the
                                                   new lines of the shard's events.jsonl
@@ -38,7 +39,6 @@ log = logging.getLogger("loadgen.fleet.shard")
 
 HEARTBEAT_S = 1.0  # the publisher thread's period: heartbeat, events tail, "still wanted?" check
 LATE_LIMIT_S = 5.0  # a shard that would start this late refuses (a re-run after a worker restart)
-SLEEP_SLICE_S = 0.05  # sleep until the start instant in slices, so a stop request is seen
 STOP_MASTER_GONE = ("the fleet master went away (its Dask task was cancelled)", 143)
 
 _STOPS = {}  # run_id → (reason, exit code), set by the master through Client.run
@@ -80,16 +80,21 @@ class ShardSession(Session):
     share = None  # _fleet_data.Share
     stream_hook = None  # callable(runner, record)
     shares_seen = None  # [{phase, model, mine, total, fraction}]
+    start_at = None  # the first phase's load starts at this instant (UNIX time, this machine's clock)
 
     @classmethod
-    def of(cls, session, share, stream_hook):
+    def of(cls, session, share, stream_hook, start_at=None):
         fields = {f.name: getattr(session, f.name) for f in dataclasses.fields(session) if f.init}
         s = cls(**fields)
-        s.share, s.stream_hook, s.shares_seen = share, stream_hook, []
+        s.share, s.stream_hook, s.shares_seen, s.start_at = share, stream_hook, [], start_at
         return s
 
     def run_phase(self, phase, plan, thresholds=None, stressors=(), on_second=None):
         self.shares_seen.append({"phase": phase, **self.share.describe(plan)})
+        if self.start_at is not None:
+            # The pool starts now and waits, ready, for the instant: pool start-up times differ
+            # between machines by tens of ms, a held start does not. Later phases follow on.
+            plan, self.start_at = dataclasses.replace(plan, start_at=self.start_at), None
         hook = self.stream_hook
         if on_second is not None:
             own = on_second
@@ -214,29 +219,21 @@ def run_shard(spec):
         if stop is not None:
             runner.request_stop(*stop)
 
-    session = ShardSession.of(session, Share(spec.index, spec.count), stream)
+    session = ShardSession.of(session, Share(spec.index, spec.count), stream, spec.start_at)
     publisher.start()
     try:
         publisher.send("ready", host=host, pid=os.getpid(), warnings=warnings)
-        while True:  # sleep until the agreed instant, watching for a stop
-            left = spec.start_at - time.time()
-            stop = _STOPS.get(spec.run_id) or publisher.unwanted
-            if left <= 0 or stop is not None:
-                break
-            time.sleep(min(left, SLEEP_SLICE_S))
-        woke_at = time.time()
-        late_s = woke_at - spec.start_at
+        late_s = time.time() - spec.start_at
         base = {"index": spec.index, "host": host, "worker": worker.address, "pid": os.getpid(),
-                "run_dir": spec.out, "start_at": spec.start_at, "woke_at": woke_at, "late_s": late_s,
-                "warnings": warnings}
+                "run_dir": spec.out, "start_at": spec.start_at, "warnings": warnings}
+        stop = _STOPS.get(spec.run_id)
         if stop is not None:
             return base | {"status": "stopped", "reason": f"stopped before the start: {stop[0]}",
                            "exit_code": stop[1], "results": [], "shares": []}
         if late_s > LATE_LIMIT_S:
             return base | {"status": "refused", "exit_code": 2, "results": [], "shares": [],
-                           "reason": f"woke {late_s:.1f}s after the agreed start (a re-run after a worker "
+                           "reason": f"began {late_s:.1f}s after the agreed start (a re-run after a worker "
                                      "restart?): refused, so the fleet never runs a shard twice"}
-        publisher.send("started", woke_at=woke_at, late_s=late_s)
         rep = api._run_scenarios(scs, session, kind=spec.kind if spec.kind == "suite" else spec.scenarios[0],
                                  command=spec.command)
         return base | {"status": "finished", "exit_code": rep.exit_code,

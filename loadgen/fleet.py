@@ -73,7 +73,7 @@ class FleetTiming:
     """The master's intervals and limits (seconds)."""
 
     connect_timeout_s: float = 10.0  # default --cluster-timeout: reach the scheduler, and find workers
-    start_lead_s: float = 1.0  # start_at = now + this, after the workers are warm
+    start_lead_s: float = 2.0  # start_at = now + this, after the workers are warm: covers pool start-up
     tick_s: float = 0.1  # the master's loop wakes at least this often
     membership_every_s: float = 0.5  # how often the scheduler's worker list is read
     silence_s: float = 15.0  # a shard that streamed nothing (not even a heartbeat) this long is lost
@@ -167,7 +167,6 @@ class _Shard:
     hops: list = field(default_factory=list)  # (sent by the shard → arrival), s
     last_heard: float = 0.0  # time.monotonic() of the last message
     load_started_at: float | None = None  # on the master's clock
-    woke_at: float | None = None  # on the master's clock
     breach_events: int = 0
     shares: list = field(default_factory=list)  # {phase, model, mine, total, fraction} per phase begun
     warnings: list = field(default_factory=list)
@@ -394,10 +393,6 @@ class _Fleet:
         elif kind == "ready":
             s.warnings = list(msg.get("warnings") or [])
             self.events.emit("fleet", name="shard_ready", shard=s.index, host=s.host, pid=msg.get("pid"))
-        elif kind == "started":
-            s.woke_at = msg.get("woke_at", 0) - s.offset_s
-            self.events.emit("fleet", name="shard_started", shard=s.index, host=s.host,
-                             late_ms=round(msg.get("late_s", 0) * 1000, 3))
         elif kind != "alive":
             log.warning("fleet stream: unknown message kind %r from shard %s", kind, s.index)
 
@@ -436,8 +431,6 @@ class _Fleet:
             s.warnings = list(res.get("warnings") or s.warnings)
             if res.get("load_started_at") and s.load_started_at is None:
                 s.load_started_at = res["load_started_at"] - s.offset_s
-            if res.get("woke_at") and s.woke_at is None:
-                s.woke_at = res["woke_at"] - s.offset_s
             self.events.emit("fleet", name="shard_end", shard=s.index, host=s.host, status=s.status,
                              exit_code=res.get("exit_code"), reason=s.reason)
             return
@@ -556,7 +549,7 @@ class _Fleet:
                 "run_dir": res.get("run_dir") or os.path.join(self.run_dir, "shards", str(s.index)),
                 "seconds_streamed": len(s.seconds),
                 "clock_offset_ms": round(s.offset_s * 1000, 3),
-                "late_ms": None if s.woke_at is None else round((s.woke_at - self.start_at) * 1000, 3),
+                "late_ms": None if s.load_started_at is None else round((s.load_started_at - self.start_at) * 1000, 3),
                 "load_started_at": s.load_started_at,
                 "start_offset_ms": None if s.load_started_at is None else round((s.load_started_at - first) * 1000, 3),
                 "max_delivery_delay_s": round(max(s.delays), 3) if s.delays else None,
