@@ -281,9 +281,13 @@ def _print_outcome(rep, quiet):
 def _finish(rep, args, progress):
     progress.done()
     if args.prom_textfile:
+        from .errors import OutputError
         from .prom import write_textfile
 
-        write_textfile(args.prom_textfile, rep.report)
+        try:
+            write_textfile(args.prom_textfile, rep.report)
+        except OSError as e:  # e.g. the path is a directory, or the disk is full: one line, no traceback
+            raise OutputError(f"--prom-textfile {args.prom_textfile!r}: cannot write: {e.strerror or e}") from None
     _print_outcome(rep, args.quiet)
     return rep.exit_code
 

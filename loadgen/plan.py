@@ -109,6 +109,7 @@ INPUTS_MODES = ("cycle", "once")
 START_METHODS = ("fork", "spawn")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SAMPLE_INTERVAL_RANGE_S = (0.01, 10.0)  # as RunPlan.validated checks it
+MAX_SECONDS = 1e12  # a duration past this is a typo, and float() of a huge integer overflows
 MODEL_KEYS = ("concurrency", "rate", "max_lateness", "stages")  # one load model: replaced as a whole
 TARGET_BOUND_KEYS = ("target_args", "target_factory")  # belong to the target they were given with
 TABLE_KEYS = ("thresholds", "flow_params", "target_args")  # merged key by key across levels
@@ -164,7 +165,7 @@ def _float(low, high=math.inf, low_open=True):
             raise UsageError(f"{where}: expected {what}, got {_show(value)}")
         try:
             x = float(value) if _is_number(value) else float(str(value).strip())
-        except ValueError:
+        except (ValueError, OverflowError):
             raise UsageError(f"{where}: expected {what}, got {_show(value)}") from None
         if not math.isfinite(x) or x < low or (low_open and x == low) or x > high:
             raise UsageError(f"{where}: expected {what}, got {value}")
@@ -177,6 +178,8 @@ def _duration(value, where, strict):
     if isinstance(value, bool) or not (_is_number(value) or isinstance(value, str)):
         raise UsageError(f"{where}: expected a duration (seconds, or a string such as \"500ms\", \"10s\", "
                          f"\"5m\"), got {_show(value)}")
+    if isinstance(value, int) and abs(value) > MAX_SECONDS:  # float() of a huge TOML integer overflows
+        raise UsageError(f"{where}: expected a duration of at most {MAX_SECONDS:g} seconds, got {value}")
     return parse_duration(value, where)
 
 
