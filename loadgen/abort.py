@@ -5,7 +5,10 @@ in a plan, or ``run --abort-on-fail``) is judged once a second, from the
 runner's per-second hook, on the run so far. When it is lost the phase
 stops at once (graceful drain, as any stop) with exit code 1 and the reason
 ``criterion <expr> lost early (...)``, and the session is marked aborted so
-that the scenario and the plan end there: nothing more is measured.
+that the scenario and the plan end there: nothing more is measured. Every
+phase of a scenario is judged, an unstressed baseline included: a criterion
+already lost without the stress is lost with it, and waiting for the
+stressed phase would only spend its duration.
 
 Which metrics can be judged early, and how:
 
