@@ -381,6 +381,7 @@ FLAGS = {
     "cluster": (None, _text),  # fleet runs (loadgen.fleet): not in plans yet
     "shards": (None, _int(1)),
     "cluster_timeout": (None, _duration),
+    "start_lead": (None, _duration),
     "profile": ("profile", _choice(PROFILES)),
     "concurrency": ("concurrency", _int(1)),
     "rate": ("rate", _float(0)),

@@ -20,7 +20,7 @@ from loadgen.plan import ENV, PLAN_KEYS, SCENARIO_KEYS, THRESHOLD_FIELDS
 from loadgen.report import build_report
 
 EXIT_CODES = {0, 1, 2, 3}
-NOT_FUZZED = {"--help", "--cluster", "--shards", "--cluster-timeout"}  # help exits; fleet flags dial out
+NOT_FUZZED = {"--help", "--cluster", "--shards", "--cluster-timeout", "--start-lead"}  # help exits; fleet flags dial out
 # Targets are imported: only these, so that no random module (`antigravity`…) is ever imported.
 TARGETS = ["_targets:noop", "_targets:fail_always", "no_such_module_xyz:f", "os:sep", "os:no_such", "nocolon",
            ":", "x.py:f", "_targets:make_client", "_targets:async_sleep"]

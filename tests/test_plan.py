@@ -428,7 +428,7 @@ def test_two_scenario_plan_runs_end_to_end_into_one_report(cli, tmp_path):
         label = "open"
         rate = 40
         duration = "1s"
-        criteria = ["success_rate > 0.99", "dropped == 0"]
+        criteria = ["success_rate > 0.99", "operations > 10"]
     """)
     out = tmp_path / "run"
     t0 = time.monotonic()
@@ -440,7 +440,8 @@ def test_two_scenario_plan_runs_end_to_end_into_one_report(cli, tmp_path):
     assert r["metadata"]["kind"] == "plan e2e" and r["metadata"]["seed"] == 5 and r["exit_code"] == 0
     assert [c["component_name"] for c in r["component_results"]] == ["concurrent_load", "open"]
     assert r["accounting"]["dispatched"] == sum(d["accounting"]["dispatched"] for d in r["detailed_metrics"])
-    assert r["detailed_metrics"][1]["accounting"]["dispatched"] == pytest.approx(40, abs=2)
+    acc = r["detailed_metrics"][1]["accounting"]  # open model, 40/s for 1 s: every arrival started or dropped
+    assert acc["dispatched"] + acc["dropped"] == pytest.approx(40, abs=1)
     # the streams rebuild into the same components
     assert cli.run("report", str(out), timeout=60)[0] == 0
     assert [c["component_name"] for c in json.loads((out / "report.json").read_text())["component_results"]] == \
