@@ -137,11 +137,14 @@ def merge_seconds(key, got):
     for k in ("ops", "succeeded", "failed", "dropped", "rejected", "throughput", "in_flight", "target"):
         vals = [r.get(k) for r in recs if r.get(k) is not None]
         line[k] = (round(sum(vals), 6) if any(isinstance(v, float) for v in vals) else sum(vals)) if vals else None
-    errors = {}
-    for r in recs:
-        for name, n in (r.get("errors") or {}).items():
-            errors[name] = errors.get(name, 0) + n
-    line["errors"] = errors
+    errors = [r.get("errors") for r in recs if r.get("errors") is not None]
+    if all(isinstance(e, dict) for e in errors):  # by error type
+        line["errors"] = {}
+        for e in errors:
+            for name, n in e.items():
+                line["errors"][name] = line["errors"].get(name, 0) + n
+    else:  # a count (the Runner's per-second lines)
+        line["errors"] = sum(e if isinstance(e, (int, float)) else sum(e.values()) for e in errors)
     done = (line["succeeded"] or 0) + (line["failed"] or 0)
     line["success_rate"] = round(line["succeeded"] / done, 4) if done else None
     for k in ("latency_ms", "response_ms"):

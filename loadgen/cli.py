@@ -62,6 +62,8 @@ def _add_common(p):
                    "--cluster-timeout; default: every one there)")
     f.add_argument("--cluster-timeout", metavar="D", help="reach the scheduler and find workers within this "
                    "(default 10s)")
+    f.add_argument("--start-lead", metavar="D", help="shards start their pools at once and begin the load "
+                   "together this long after submission (default 2s; more for slow or busy machines)")
 
 
 def build_parser():

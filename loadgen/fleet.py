@@ -73,7 +73,7 @@ class FleetTiming:
     """The master's intervals and limits (seconds)."""
 
     connect_timeout_s: float = 10.0  # default --cluster-timeout: reach the scheduler, and find workers
-    start_lead_s: float = 2.0  # start_at = now + this, after the workers are warm: covers pool start-up
+    start_lead_s: float = 2.0  # default --start-lead: start_at = now + this, after the workers are warm
     tick_s: float = 0.1  # the master's loop wakes at least this often
     membership_every_s: float = 0.5  # how often the scheduler's worker list is read
     silence_s: float = 15.0  # a shard that streamed nothing (not even a heartbeat) this long is lost
@@ -83,6 +83,8 @@ class FleetTiming:
 
 
 TIMING = FleetTiming()
+MISSING_CHECKS = 2  # a worker absent from this many membership checks in a row is gone
+LATE_WARNING_S = 0.05  # a shard whose load began this long after the instant is named in the warnings
 
 
 class ClusterError(UsageError):
@@ -96,14 +98,16 @@ class ClusterError(UsageError):
 # ---------------------------------------------------------------------- public API
 
 
-def run(scenario="concurrent_load", *, cluster, shards=None, cluster_timeout=None, out=None, progress=None,
-        command=None, **options):
+def run(scenario="concurrent_load", *, cluster, shards=None, cluster_timeout=None, start_lead=None, out=None,
+        progress=None, command=None, **options):
     """Run one scenario as a fleet on the Dask scheduler at ``cluster``; returns an ``api.Report``.
 
     ``options`` are :func:`loadgen.api.run`'s (concurrency, rate, duration, target, thresholds, …):
     the load is split across the shards, everything per machine (workers, slots, thresholds) is
     applied on each. ``shards``: use exactly this many (wait for them up to ``cluster_timeout``);
     default: every worker offering the ``loadgen`` resource (or one per host if none does).
+    ``start_lead``: the load begins this long after submission on every shard (default 2 s; a
+    shard whose pool is not ready by then starts late, and the report says by how much).
     Raises :class:`UsageError` (:class:`ClusterError`) before any load is applied.
     """
     from . import api, scenarios
@@ -114,11 +118,11 @@ def run(scenario="concurrent_load", *, cluster, shards=None, cluster_timeout=Non
     api.make_overrides(**run_opts)  # bad numbers fail here, once, not on every shard
     options.update(run_opts)
     return _Fleet("run", (scenario,), options, cluster=cluster, shards=shards, cluster_timeout=cluster_timeout,
-                  out=out, progress=progress, command=command).run()
+                  start_lead=start_lead, out=out, progress=progress, command=command).run()
 
 
-def run_suite(*, cluster, shards=None, cluster_timeout=None, only=None, out=None, progress=None, command=None,
-              **options):
+def run_suite(*, cluster, shards=None, cluster_timeout=None, start_lead=None, only=None, out=None, progress=None,
+              command=None, **options):
     """Run the suite (or ``only`` those scenarios) as a fleet; see :func:`run`."""
     from . import scenarios
 
@@ -126,7 +130,7 @@ def run_suite(*, cluster, shards=None, cluster_timeout=None, only=None, out=None
     for n in names:
         scenarios.get(n)
     return _Fleet("suite", names, options, cluster=cluster, shards=shards, cluster_timeout=cluster_timeout,
-                  out=out, progress=progress, command=command).run()
+                  start_lead=start_lead, out=out, progress=progress, command=command).run()
 
 
 def run_from_args(args, common, criteria=None):
@@ -136,8 +140,8 @@ def run_from_args(args, common, criteria=None):
     for k in ("progress", "command", "out"):
         opts.pop(k, None)
     progress = _FleetProgress(enabled=None if not args.quiet else False)
-    kw = dict(cluster=args.cluster, shards=args.shards, cluster_timeout=args.cluster_timeout, out=common.get("out"),
-              progress=progress, command=common.get("command"))
+    kw = dict(cluster=args.cluster, shards=args.shards, cluster_timeout=args.cluster_timeout,
+              start_lead=args.start_lead, out=common.get("out"), progress=progress, command=common.get("command"))
     try:
         if args.command == "run":
             return run(args.scenario, concurrency=args.concurrency, rate=args.rate, max_lateness=args.max_lateness,
@@ -168,6 +172,7 @@ class _Shard:
     last_heard: float = 0.0  # time.monotonic() of the last message
     load_started_at: float | None = None  # on the master's clock
     breach_events: int = 0
+    missing: int = 0  # consecutive membership checks that did not list the worker
     shares: list = field(default_factory=list)  # {phase, model, mine, total, fraction} per phase begun
     warnings: list = field(default_factory=list)
     usage_error: bool = False
@@ -182,7 +187,7 @@ class _Shard:
 
 
 class _Fleet:
-    def __init__(self, kind, names, options, *, cluster, shards, cluster_timeout, out, progress, command):
+    def __init__(self, kind, names, options, *, cluster, shards, cluster_timeout, start_lead, out, progress, command):
         from .config import ResourceThresholds, parse_duration, positive_int
 
         self.kind, self.names, self.options = kind, tuple(names), dict(options)
@@ -190,6 +195,7 @@ class _Fleet:
         self.want = positive_int(shards, "--shards") if shards is not None else None
         self.timeout_s = (parse_duration(cluster_timeout, "--cluster-timeout") if cluster_timeout is not None
                           else TIMING.connect_timeout_s)
+        self.lead_s = parse_duration(start_lead, "--start-lead") if start_lead is not None else TIMING.start_lead_s
         self.out, self.progress, self.command = out, progress, command
         self.thresholds = self.options.get("thresholds") or ResourceThresholds()
         self.report_kind = names[0] if kind == "run" else "suite"
@@ -307,7 +313,7 @@ class _Fleet:
     def _submit(self, client):
         from ._fleet_shard import ShardSpec, run_shard
 
-        self.start_at = time.time() + TIMING.start_lead_s
+        self.start_at = time.time() + self.lead_s
         self.events.emit("fleet", name="start", scheduler=self.address, run_id=self.run_id, mode=self.mode,
                          start_at=self.start_at, shards=[{"shard": s.index, "host": s.host, "worker": s.worker,
                                                           "clock_offset_ms": round(s.offset_s * 1000, 3)}
@@ -412,7 +418,10 @@ class _Fleet:
                     self._lose(s, f"the scheduler stopped answering ({type(e).__name__}: {_first_line(e)})")
             return
         for s in self.shards:
-            if s.status == "running" and s.worker not in present and not s.future.done():
+            if s.status != "running" or s.future.done():
+                continue
+            s.missing = 0 if s.worker in present else s.missing + 1
+            if s.missing >= MISSING_CHECKS:
                 last = f"; its last streamed second was {s.seconds[-1]['t']}" if s.seconds else ""
                 self._lose(s, f"its Dask worker {s.worker} on {s.host} left the cluster mid-run (the process "
                               f"died or the machine is unreachable){last}")
@@ -563,6 +572,10 @@ class _Fleet:
         warnings = list(self.warnings)
         for s in self.shards:
             warnings.extend(w for w in s.warnings if w not in warnings)
+            late_s = None if s.load_started_at is None else s.load_started_at - self.start_at
+            if late_s is not None and late_s > LATE_WARNING_S:
+                warnings.append(f"shard {s.index} on {s.host} began its load {late_s * 1000:.0f} ms after the agreed "
+                                f"instant (its pool was not ready): give a longer --start-lead than {self.lead_s:g}s")
         delays = [d for s in self.shards for d in s.delays]
         import distributed
 
@@ -691,11 +704,16 @@ def _main_shares(shares, names):
 
 
 def _workers(client):
-    """``{address: info}`` of every worker the scheduler knows."""
+    """``{address: info}`` of every worker the scheduler knows, asked now.
+
+    Not ``Client.scheduler_info()``: it returns the Client's cached identity, which the Client's
+    own periodic refresh may have replaced, between the call and the read, with a copy that lists
+    no worker at all — a worker would look gone.
+    """
     try:
-        info = client.scheduler_info(n_workers=-1)  # newer distributed lists 5 workers unless told
-    except TypeError:  # older distributed: no n_workers, always all of them
-        info = client.scheduler_info()
+        info = client.sync(client.scheduler.identity, n_workers=-1)
+    except TypeError:  # older distributed: identity() takes no n_workers and lists every worker
+        info = client.sync(client.scheduler.identity)
     return info.get("workers", {})
 
 
