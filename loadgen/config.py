@@ -104,7 +104,9 @@ class Timing:
     tick_s: float = 0.05  # the master's longest sleep: timeouts, stages, stop file
     stop_grace_s: float = 5.0  # drain time after a stop before the pool is killed
     kill_grace_s: float = 0.5  # TERM → KILL
-    monitor_lost_s: float = 1.0  # master stops the run when the monitor is silent this long
+    # A dead monitor is seen at once (its sentinel); this is for one that is alive but silent
+    # (stopped, starved): long enough that a loaded machine does not end runs by mistake.
+    monitor_silent_s: float = 5.0
     worker_ready_timeout_s: float = 30.0  # a worker that is not ready by then is a start failure
 
 

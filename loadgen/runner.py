@@ -733,7 +733,7 @@ class Runner:
     def _check_monitor(self, now):
         if self.monitor is None or self.out.monitor_lost:
             return
-        if now - self._last_sample_at > max(TIMING.monitor_lost_s, 5 * self.plan.sample_interval_s):
+        if now - self._last_sample_at > max(TIMING.monitor_silent_s, 20 * self.plan.sample_interval_s):
             self._monitor_lost(f"no sample for {now - self._last_sample_at:.1f}s")
 
     def _monitor_lost(self, why):

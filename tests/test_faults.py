@@ -88,6 +88,7 @@ def test_kill_anything_anytime(cli, tmp_path, victim, moment):
     elif moment in ("mid_run", "drain"):
         wait_lines(tmp_path / "out" / "timeseries.jsonl", 2)
         if slow:
+            victims = processes(cli, title) if title else None
             p.send_signal(signal.SIGINT)
             time.sleep(0.3)
             assert p.poll() is None  # still draining
@@ -96,7 +97,7 @@ def test_kill_anything_anytime(cli, tmp_path, victim, moment):
     if victim == "master":
         p.kill()
     else:
-        kill(processes(cli, title))
+        kill(victims if slow else wait_for(lambda: processes(cli, title), 5))
     if victim != "master":
         if moment != "drain":
             time.sleep(1.0)  # the run goes on (or stops, for the monitor) …

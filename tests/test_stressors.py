@@ -42,7 +42,8 @@ def _our_children():
     out = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if p.pid != skip and p.status() != psutil.STATUS_ZOMBIE:
+            # multiprocessing's tracker too (started by other libraries, e.g. dask, in this process)
+            if p.pid != skip and p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(p.cmdline()):
                 out.append(p)
         except psutil.NoSuchProcess:
             pass
