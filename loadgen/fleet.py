@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from ._fleet_data import (EXIT_DEGRADED, SecondMerger, merge_components, overall_exit_code, result_from_dict,
                           shard_row_from_results, shard_row_from_seconds)
 from .errors import UsageError
+from .runner import SCHEDULE_LEAD_S
 
 log = logging.getLogger("loadgen.fleet")
 
@@ -167,7 +168,7 @@ class _Shard:
     reason: str | None = None
     result: dict | None = None
     seconds: list = field(default_factory=list)  # streamed per-second records
-    delays: list = field(default_factory=list)  # (second end → arrival at the master) per record, s
+    delays: list = field(default_factory=list)  # (second end → arrival at the master) per loaded second, s
     hops: list = field(default_factory=list)  # (sent by the shard → arrival), s
     last_heard: float = 0.0  # time.monotonic() of the last message
     load_started_at: float | None = None  # on the master's clock
@@ -385,7 +386,10 @@ class _Fleet:
                 return
             if self.merger.add(s.index, rec, arrived - (rec["t"] + 1)):
                 s.seconds.append(rec)
-                s.delays.append(arrived - (rec["t"] + 1))
+                if rec.get("ops") or rec.get("throughput") or rec.get("in_flight"):
+                    # Seconds under load only: a held pool's idle seconds are written by the Runner
+                    # after its grace (no worker reports them), which says nothing of the stream.
+                    s.delays.append(arrived - (rec["t"] + 1))
                 s.hops.append(arrived - (msg.get("sent", arrived) - s.offset_s))
             if msg.get("load_started_at") and s.load_started_at is None:
                 s.load_started_at = msg["load_started_at"] - s.offset_s
@@ -573,7 +577,10 @@ class _Fleet:
         for s in self.shards:
             warnings.extend(w for w in s.warnings if w not in warnings)
             late_s = None if s.load_started_at is None else s.load_started_at - self.start_at
-            if late_s is not None and late_s > LATE_WARNING_S:
+            # The open model's arrivals begin SCHEDULE_LEAD_S after the (released) pool on every
+            # shard alike: late means late against the first shard, or late beyond that lead.
+            if late_s is not None and (s.load_started_at - first > LATE_WARNING_S
+                                       or late_s > SCHEDULE_LEAD_S + LATE_WARNING_S):
                 warnings.append(f"shard {s.index} on {s.host} began its load {late_s * 1000:.0f} ms after the agreed "
                                 f"instant (its pool was not ready): give a longer --start-lead than {self.lead_s:g}s")
         delays = [d for s in self.shards for d in s.delays]
