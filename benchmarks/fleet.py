@@ -3,8 +3,9 @@
 Run: ``python benchmarks/fleet.py [--seconds 10] [--concurrency 20] [--sleep-ms 100] [--rate R] [--rounds 3]``.
 
 On one machine: a loopback LocalCluster of 2 Dask workers (127.0.0.1 only)
-runs the load as 2 shards; a plain local run applies the same total load
-with the same number of loadgen worker processes. The target sleeps (an
+runs the load as 2 shards; a plain local run (``python -m loadgen run``,
+its own process) applies the same total load with the same number of
+loadgen worker processes. The target sleeps (an
 I/O-bound operation), so a 2-core machine is not the bottleneck. The two
 kinds of run alternate (local, fleet, fleet, local, …; ``--rounds`` of each)
 and the medians are compared, because a sleep's p99 is the machine's
@@ -19,8 +20,10 @@ Prints:
 """
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from loadgen import api, fleet  # noqa: E402
+from loadgen import fleet  # noqa: E402
 from loadgen.config import ResourceThresholds  # noqa: E402
 
 TARGET = os.path.join(HERE, "_fleet_ops.py") + ":sleep_ms"
@@ -62,8 +65,14 @@ def main():
             kind = "local" if i % 4 in (0, 3) else "fleet"
             out = os.path.join(tmp, f"{i}-{kind}")
             t = time.perf_counter()
-            if kind == "local":
-                rep = api.run(SCENARIO, workers=a.shards, out=out, **common).report
+            if kind == "local":  # its own process: no Dask scheduler threads beside its master
+                flags = [f"--rate={a.rate}"] if a.rate else [f"--concurrency={a.concurrency}"]
+                subprocess.run([sys.executable, "-m", "loadgen", "run", SCENARIO, *flags, f"--duration={a.seconds}s",
+                                f"--target={TARGET}", f"--target-arg=ms={a.sleep_ms}", "--max-cpu-percent=100",
+                                "--max-concurrent-operations=100", "--seed=1", f"--workers={a.shards}",
+                                f"--out={out}", "--quiet"], check=False, stdout=subprocess.DEVNULL)
+                with open(os.path.join(out, "report.json")) as f:
+                    rep = json.load(f)
                 locals_.append(rep)
             else:
                 rep = fleet.run(SCENARIO, cluster=cluster.scheduler_address, workers=1, out=out, **common).report
