@@ -60,9 +60,10 @@ class ResultBatch:
 
     ``second``: UNIX second the batch covers (operations completed in it).
     ``started`` / ``succeeded`` / ``failed`` / ``dropped``: counts in this batch.
-    ``latency``: serialised HDR histogram of service time, microseconds
-    (``stats.Histogram.to_payload``); ``response`` likewise for response
-    time (open model), else None. ``stages``: stage name → payload.
+    ``latency``: the non-empty buckets of the service-time HDR histogram,
+    microseconds (``stats.Sparse``, None when nothing completed); ``response``
+    likewise for response time (open model), else None. ``stages``: stage
+    name → Sparse.
     ``errors``: error key → count. ``tracebacks``: error key → tracebacks first
     seen in this batch (the first few of each key, over the worker's life).
     ``in_flight``: operations running at the end of the batch.
@@ -75,12 +76,12 @@ class ResultBatch:
     failed: int
     dropped: int
     in_flight: int
-    latency: Optional[str]
-    response: Optional[str] = None
+    latency: object
+    response: object = None
     stages: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)
     tracebacks: dict = field(default_factory=dict)
-    lateness: Optional[str] = None  # open model: start-time lateness histogram (µs)
+    lateness: object = None  # open model: start-time lateness (µs), stats.Sparse
     rejected: int = 0  # refused by the circuit breaker (never dispatched)
     breaker: tuple = ()  # breaker transitions: (UNIX time, from, to, reason)
 

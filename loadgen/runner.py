@@ -41,7 +41,7 @@ from .errors import UsageError, crash_hint, describe_exitcode
 from .messages import (Breach, MonitorError, Ready, ResultBatch, Sample, Stop, WorkerError,
                        WorkerExit, WorkOrder)
 from .pool import Pool, ProcessRegistry, get_context
-from .stats import Accounting, CappedCounter, Histogram
+from .stats import Accounting, CappedCounter, Histogram, SecondHistogram
 from .streams import EVENTS, TIMESERIES, EventLog, JsonLines
 from .targets import TargetSpec
 from .worker import TRACEBACKS_PER_KEY
@@ -194,8 +194,8 @@ class _Second:
 
     def __init__(self):
         self.started = self.succeeded = self.failed = self.dropped = self.rejected = self.errors = self.in_flight = 0
-        self.latency = Histogram()
-        self.response = Histogram()
+        self.latency = SecondHistogram()
+        self.response = SecondHistogram()
         self.reported = set()
         self.cpu = []
         self.memory_mb = self.rss_mb = 0.0
@@ -532,21 +532,21 @@ class Runner:
             self.out.breaker_events.append(record)
         sec.in_flight += b.in_flight
         sec.reported.add(b.index)
-        if b.latency:
-            h = Histogram.from_payload(b.latency)
-            sec.latency.merge(h)
-            self.out.latency.merge(h)
-        if self.plan.segment_s and b.latency and self.out.load_started_at:
+        # Sparse parts are added into histograms kept for the run: no full histogram is
+        # built per batch (that fragmented the master's heap, see stats.Sparse).
+        if b.latency is not None:
+            sec.latency.add(b.latency)
+            self.out.latency.add_sparse(b.latency)
+        if self.plan.segment_s and b.latency is not None and self.out.load_started_at:
             seg = int(max(0.0, b.second + 0.5 - self.out.load_started_at) // self.plan.segment_s)
-            self.out.segments.setdefault(seg, Histogram()).merge(Histogram.from_payload(b.response or b.latency))
-        if b.response:
-            h = Histogram.from_payload(b.response)
-            sec.response.merge(h)
-            self.out.response.merge(h)
-        if b.lateness:
-            self.out.lateness.merge(Histogram.from_payload(b.lateness))
-        for name, payload in b.stages.items():
-            self.out.stages.setdefault(name, Histogram()).merge(Histogram.from_payload(payload))
+            self.out.segments.setdefault(seg, Histogram()).add_sparse(b.response or b.latency)
+        if b.response is not None:
+            sec.response.add(b.response)
+            self.out.response.add_sparse(b.response)
+        if b.lateness is not None:
+            self.out.lateness.add_sparse(b.lateness)
+        for name, sparse in b.stages.items():
+            self.out.stages.setdefault(name, Histogram()).add_sparse(sparse)
         if b.errors:
             sec.errors += sum(b.errors.values())
             self.out.errors.update(b.errors)

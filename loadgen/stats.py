@@ -24,6 +24,81 @@ SIGNIFICANT_DIGITS = 3
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
 
 
+def _indices(h, values_us):
+    """HDR counts indices of ``values_us`` (int64 array) for histogram ``h``: the arithmetic of
+    ``HdrHistogram._counts_index_for``, vectorised (bit length via frexp, exact below 2**53)."""
+    v = np.clip(np.asarray(values_us, dtype=np.int64), 0, HIGHEST_US)
+    _, pow2ceiling = np.frexp((v | h.sub_bucket_mask).astype(np.float64))
+    bucket = pow2ceiling.astype(np.int64) - h.unit_magnitude - (h.sub_bucket_half_count_magnitude + 1)
+    sub_bucket = v >> (bucket + h.unit_magnitude)
+    return v, ((bucket + 1) << h.sub_bucket_half_count_magnitude) + sub_bucket - h.sub_bucket_half_count
+
+
+class Sparse:
+    """The non-empty buckets of an HDR histogram: what crosses a pipe once a second.
+
+    A full histogram has 23,552 counters (184 KiB); a second of latencies
+    touches a few hundred. Creating and freeing full histograms every second
+    fragments the master's heap (its RSS crept up by tens of MB an hour), so
+    workers ship ``Sparse`` and the master adds it into histograms it keeps.
+    ``index``/``count``: int64 arrays; ``min_us``/``max_us``: exact extremes.
+    """
+
+    __slots__ = ("index", "count", "min_us", "max_us")
+
+    def __init__(self, index, count, min_us, max_us):
+        self.index, self.count, self.min_us, self.max_us = index, count, min_us, max_us
+
+    @classmethod
+    def of(cls, values_us):
+        """From raw microsecond values (any sequence); None when empty."""
+        if len(values_us) == 0:
+            return None
+        v, index = _indices(_REFERENCE._h, values_us)
+        uniq, counts = np.unique(index, return_counts=True)
+        return cls(uniq, counts.astype(np.int64), int(v.min()), int(v.max()))
+
+    @property
+    def total(self):
+        return int(self.count.sum())
+
+    def __reduce__(self):
+        return (Sparse, (self.index, self.count, self.min_us, self.max_us))
+
+
+class SecondHistogram:
+    """Sparse parts of one second, merged only when its percentiles are read."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self):
+        self.parts = []
+
+    def add(self, sparse):
+        if sparse is not None:
+            self.parts.append(sparse)
+
+    def summary_ms(self):
+        """``{p50, p90, p99, p999, max}`` in ms (None when empty), as :meth:`Histogram.summary_ms`."""
+        keys = [k for k, _ in PERCENTILES] + ["max"]
+        if not self.parts:
+            return dict.fromkeys(keys)
+        index = np.concatenate([p.index for p in self.parts])
+        count = np.concatenate([p.count for p in self.parts])
+        order = np.argsort(index, kind="stable")
+        index, count = index[order], count[order]
+        cumsum = np.cumsum(count)
+        total = int(cumsum[-1])
+        h = _REFERENCE._h
+        out = {}
+        for k, p in PERCENTILES:
+            target = max(int(p * total / 100 + 0.5), 1)
+            i = int(index[int(np.searchsorted(cumsum, target))])
+            out[k] = round(h.get_highest_equivalent_value(h.get_value_from_index(i)) / 1000, 3)
+        out["max"] = round(h.get_highest_equivalent_value(max(p.max_us for p in self.parts)) / 1000, 3)
+        return out
+
+
 class Histogram:
     """An HDR histogram of microsecond values with bulk recording and exact merge."""
 
@@ -38,17 +113,10 @@ class Histogram:
 
     def record_many(self, values_us):
         """Record a sequence of microsecond values (ints ≥ 0; larger than 1 h are clamped)."""
-        v = np.asarray(values_us, dtype=np.int64)
-        if v.size == 0:
+        if len(values_us) == 0:
             return
-        np.clip(v, 0, HIGHEST_US, out=v)
         h = self._h
-        # Same arithmetic as HdrHistogram._counts_index_for, vectorised:
-        # bit length of (v | sub_bucket_mask) via frexp (exact below 2**53).
-        _, pow2ceiling = np.frexp((v | h.sub_bucket_mask).astype(np.float64))
-        bucket = pow2ceiling.astype(np.int64) - h.unit_magnitude - (h.sub_bucket_half_count_magnitude + 1)
-        sub_bucket = v >> (bucket + h.unit_magnitude)
-        index = ((bucket + 1) << h.sub_bucket_half_count_magnitude) + sub_bucket - h.sub_bucket_half_count
+        v, index = _indices(h, values_us)
         if v.size < 4096:
             np.add.at(self._counts, index, 1)
         else:
@@ -56,6 +124,16 @@ class Histogram:
         h.total_count += int(v.size)
         h.min_value = min(h.min_value, int(v.min()))
         h.max_value = max(h.max_value, int(v.max()))
+
+    def add_sparse(self, sparse):
+        """Add a :class:`Sparse` (exact; no temporary histogram); returns self."""
+        if sparse is not None and len(sparse.index):
+            h = self._h
+            np.add.at(self._counts, sparse.index, sparse.count)
+            h.total_count += sparse.total
+            h.min_value = min(h.min_value, sparse.min_us)
+            h.max_value = max(h.max_value, sparse.max_us)
+        return self
 
     def record(self, value_us):
         self._h.record_value(min(max(int(value_us), 0), HIGHEST_US))
@@ -184,3 +262,6 @@ class CappedCounter:
 
     def to_dict(self):
         return dict(sorted(self.counts.items(), key=lambda kv: -kv[1]))
+
+
+_REFERENCE = Histogram()  # the bucket layout every histogram here shares (index ↔ value)

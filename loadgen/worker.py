@@ -255,16 +255,13 @@ class Worker:
     def _flush(self, second):
         import numpy as np
 
-        from .stats import CappedCounter, Histogram
+        from .stats import CappedCounter, Sparse
 
         def drain_hist(values):
             n = len(values)
             chunk = values[:n]
             del values[:n]
-            h = Histogram()
-            if chunk:
-                h.record_many(np.asarray(chunk, dtype=np.int64) // 1000)
-            return h
+            return Sparse.of(np.asarray(chunk, dtype=np.int64) // 1000) if chunk else None
 
         latency = drain_hist(self.latencies)
         response = drain_hist(self.responses) if self.spec.schedule is not None else None
@@ -279,9 +276,7 @@ class Worker:
                 for name, us in t.items():
                     per_stage.setdefault(name, []).append(us)
             for name, values in per_stage.items():
-                h = Histogram()
-                h.record_many(values)
-                stages[name] = h.to_payload()
+                stages[name] = Sparse.of(values)
         n = len(self.errors)
         errs = self.errors[:n]
         del self.errors[:n]
@@ -299,9 +294,7 @@ class Worker:
         self.conn.send(ResultBatch(
             index=self.spec.index, second=second, started=delta[0], succeeded=delta[1], failed=delta[2],
             dropped=delta[3], rejected=delta[4], breaker=self._drain_breaker(),
-            in_flight=totals[0] - totals[1] - totals[2], latency=latency.to_payload(),
-            response=response.to_payload() if response is not None else None,
-            lateness=lateness.to_payload() if lateness is not None else None,
+            in_flight=totals[0] - totals[1] - totals[2], latency=latency, response=response, lateness=lateness,
             stages=stages, errors=counts.to_dict(), tracebacks=new_tracebacks,
         ))
 

@@ -81,3 +81,22 @@ def test_capped_counter_keeps_counts_in_other():
         c.add(f"k{i}", 2)
     d = c.to_dict()
     assert len(d) == 3 and sum(d.values()) == 20 and d["other"] == 16
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(min_value=0, max_value=10**8), min_size=1, max_size=300), min_size=1,
+                max_size=5))
+def test_sparse_parts_equal_the_full_histogram(parts):
+    from loadgen.stats import SecondHistogram, Sparse
+
+    full, added, second = Histogram(), Histogram(), SecondHistogram()
+    for part in parts:
+        full.record_many(part)
+        sp = Sparse.of(part)
+        added.add_sparse(sp)
+        second.add(sp)
+    assert list(added._counts) == list(full._counts) and added.count == full.count
+    expected = full.summary_ms()
+    got = second.summary_ms()
+    assert {k: got[k] for k in ("p50", "p90", "p99", "p999", "max")} == \
+        {k: expected[k] for k in ("p50", "p90", "p99", "p999", "max")}
