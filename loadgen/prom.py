@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 
 from .errors import UsageError
+from .streams import atomic_write
 
 _MB = 1024 * 1024
 
@@ -47,23 +47,7 @@ def write_textfile(path, report):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"--prom-textfile {path!r}: folder {folder!r} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise UsageError(f"--prom-textfile {path!r}: cannot write there: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), 0o644)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, text, mode=0o644)  # node_exporter usually runs as its own user
     return path
 
 

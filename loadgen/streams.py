@@ -20,15 +20,18 @@ TIMESERIES = "timeseries.jsonl"
 EVENTS = "events.jsonl"
 
 
-def atomic_write(path, text):
-    """Write ``text`` to ``path`` atomically (temp file + fsync + rename in the same folder)."""
+def atomic_write(path, text, mode=None):
+    """Write ``text`` to ``path`` atomically (temp file + fsync + rename in the same folder).
+
+    ``mode``: the file's permissions (default: 0666 less the umask, as ``open`` would).
+    """
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; reports are for others too
+            os.fchmod(f.fileno(), mode if mode is not None else 0o666 & ~_umask())  # mkstemp makes 0600
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
