@@ -9,7 +9,7 @@ BASELINE_S = {"ci": 3.0, "standard": 15.0, "nightly": 60.0}
 
 
 class PressureScenario(Scenario):
-    durations_s = {"ci": 4.0, "standard": 60.0, "nightly": 300.0}
+    durations_s = {"ci": 4.0, "standard": 40.0, "nightly": 300.0}
 
     def stressor(self, session):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -23,7 +23,7 @@ from ._base import Scenario
 
 SLO_FACTOR = 1.5
 MIN_SUCCESS_RATE = 0.8
-STEP_S = {"ci": 1.5, "standard": 10.0, "nightly": 30.0}
+STEP_S = {"ci": 1.5, "standard": 8.0, "nightly": 30.0}
 FLOW_DEFAULTS = {"stage_cpu_ms": "3"}  # ≈ 25 ms of numpy CPU per kickoff
 
 

@@ -14,7 +14,7 @@ class ConcurrentLoad(Scenario):
     name = "concurrent_load"
     summary = "20 concurrent flows (15+), beyond normal; latency vs a baseline at 1"
     criteria = ("success_rate > 0.7",)
-    durations_s = {"ci": 5.0, "standard": 60.0, "nightly": 300.0}
+    durations_s = {"ci": 5.0, "standard": 45.0, "nightly": 300.0}
 
     def run(self, session):
         base = session.baseline(1, BASELINE_S[session.profile])

@@ -16,7 +16,7 @@ class SustainedLoad(Scenario):
     name = "sustained_load"
     summary = "steady load for the profile's duration; leak verdict and p99 drift (last vs first third)"
     criteria = ("leak_detected == 0", "p99_drift < 2", "memory_growth_mb < 1024")
-    durations_s = {"ci": 15.0, "standard": 300.0, "nightly": 1800.0}
+    durations_s = {"ci": 15.0, "standard": 180.0, "nightly": 1800.0}
 
     def run(self, session):
         duration = self.duration(session)
