@@ -11,14 +11,16 @@ points against the asked load and the stdev of the readings.  Each reading
 is split into the stressor's own processes, every other process ("others":
 other people's work on a shared machine; when it is above ~0.5 the error
 columns measure them, not the burner) and what no process accounts for.
-stress-ng ``--cpu N --cpu-load P`` is measured the same way, in the same
-run, right after ours.
+The "quiet" columns keep only the seconds in which other processes took
+under a point and none was started.  stress-ng ``--cpu N --cpu-load P`` is
+measured the same way, in the same run, right after ours.
 
-Memory: a 1 GiB ballast, ``--repeat`` times: start() → every page resident,
-and the resident size error (child RSS minus its pre-ballast RSS).  In a VM
-the first touch of guest memory the host has not backed yet is slower, so
-the first run is shown apart from the median.  stress-ng ``--vm 1
---vm-bytes 1g --vm-keep`` is timed to 99 % resident from launch.
+Memory: a 1 GiB ballast, ``--repeat`` times, alternating with stress-ng
+``--vm 1 --vm-bytes 1g --vm-keep`` (timed from launch to 99 % resident):
+start() → every page resident, and the resident size error (child RSS minus
+its pre-ballast RSS).  In this VM the first touch of guest memory that the
+host has taken back is several times slower, hence first / min / median /
+max.
 
 I/O: ``--io-seconds`` of disk write+fsync+read-back and loopback TCP echo.
 """

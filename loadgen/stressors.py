@@ -425,7 +425,8 @@ def _io_main(conn, worker, top_dir, file_bytes, tcp, tcp_block_bytes, parent_pid
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop.set()
         for t in threads:
-            t.join(STRESS.io_thread_join_s)
+            if t.ident is not None:  # a SIGTERM may land between creating and starting them
+                t.join(STRESS.io_thread_join_s)
         if server is not None:
             server.close()
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -111,11 +111,11 @@ def test_cpu_holds_half_of_one_core(spawn):
 
     Other processes can only add busy time to the core, so every window
     must clear the lower bound, and the least busy window must clear the
-    upper one.  If none does while the other cores were busy too in every
-    window (the machine is shared: when everyone else's tests saturate it,
-    no per-core reading means anything), the test says so by skipping
-    after its other checks; if a window had the other cores nearly idle,
-    it fails.
+    upper one.  The machine is shared: when everyone else's tests saturate
+    it (the other cores busy in every window), neither the core's reading
+    nor the burner's share (CFS splits the core) means anything, and the
+    test says so by skipping; with a window where the other cores were
+    nearly idle, a miss fails.
     """
     cores = sorted(os.sched_getaffinity(0))
     core = cores[-1]
@@ -139,13 +139,14 @@ def test_cpu_holds_half_of_one_core(spawn):
         s.stop()
     assert s.stats()["exitcodes"] == [0]  # SIGTERM is a burner's clean stop
     why = f"core {core}: (core %, busiest other core %) per window {windows}; burner's own share {own:.1f}%"
-    assert abs(own - 50.0) <= CPU_TOLERANCE_POINTS, why
-    assert min(busy for busy, _ in windows) >= 50.0 - CPU_TOLERANCE_POINTS, why
-    if min(busy for busy, _ in windows) <= 50.0 + CPU_TOLERANCE_POINTS:
-        return  # at least one window shows the core at 50 ± tolerance
+    best = min(busy for busy, _ in windows)
+    assert best >= 50.0 - CPU_TOLERANCE_POINTS, why
+    if abs(own - 50.0) <= CPU_TOLERANCE_POINTS and best <= 50.0 + CPU_TOLERANCE_POINTS:
+        return  # its own share is right, and at least one window shows the core at 50 ± tolerance
     clean = [busy for busy, other in windows if other <= CPU_CLEAN_OTHER_PERCENT]
-    if not clean:
-        pytest.skip(f"machine too busy to judge the upper bound per core: {why}")
+    if not clean:  # saturated by others: neither the core's reading nor the burner's share can be judged
+        pytest.skip(f"machine too busy to judge the load: {why}")
+    assert abs(own - 50.0) <= CPU_TOLERANCE_POINTS, why
     assert min(clean) <= 50.0 + CPU_TOLERANCE_POINTS, why
 
 
