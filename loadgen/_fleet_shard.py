@@ -201,6 +201,7 @@ def run_shard(spec):
     else:
         overrides = api.make_overrides(**opts)
     scs = [scenarios.get(n) for n in spec.scenarios]
+    spec = dataclasses.replace(spec, out=_shard_dir(spec))
     session = api._session(thresholds=thresholds, seed=seed, profile=profile, out=spec.out,
                            name=spec.scenarios[0] if spec.kind == "run" else "suite", overrides=overrides,
                            progress=None, **common)
@@ -242,6 +243,20 @@ def run_shard(spec):
     finally:
         _STOPS.pop(spec.run_id, None)
         publisher.close()
+
+
+def _shard_dir(spec):
+    """The master's path for this shard's run directory when this machine can write there (one
+    machine, a shared file system), else a folder under this machine's temp directory."""
+    from .errors import OutputError
+    from .streams import prepare_run_dir
+
+    try:
+        return prepare_run_dir(spec.out)
+    except OutputError:
+        import tempfile
+
+        return prepare_run_dir(os.path.join(tempfile.gettempdir(), "loadgen-fleet", spec.run_id, str(spec.index)))
 
 
 def _first_load_start(session, first):

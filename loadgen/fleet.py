@@ -12,12 +12,13 @@
              │ task + ShardSpec              │ topic events: seconds, heartbeats, events.jsonl lines
         ┌────▼──────────── Dask worker (one per machine, resource loadgen=1) ──┐
         │ _fleet_shard.run_shard: a complete local loadgen run — its own      │
-        │ monitor, pool and thresholds — started at the agreed instant        │
+        │ monitor, pool and thresholds — its ready pool held until start_at   │
         └──────────────────────────────────────────────────────────────────────┘
 
 Who writes what: each shard writes its own run directory on its machine
-(``<fleet run dir>/shards/<n>`` when the path exists there, as on one
-machine); the master writes the fleet run directory: ``timeseries.jsonl``
+(``<fleet run dir>/shards/<n>`` when it can write there, as on one machine
+or a shared file system; else ``$TMPDIR/loadgen-fleet/<run id>/<n>``, named
+in the report); the master writes the fleet run directory: ``timeseries.jsonl``
 (one merged line per second and phase, with a ``per_shard`` breakdown),
 ``events.jsonl`` (the master's ``fleet`` events and every shard's events
 with ``shard`` and ``host`` fields) and the reports, whose ``fleet`` key

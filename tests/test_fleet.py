@@ -269,7 +269,8 @@ def test_fleet_run_merges_histograms_exactly_and_compares(cluster, tmp_path):
     for key in ("dispatched", "succeeded", "failed", "crashed", "dropped"):
         assert report["accounting"][key] == sum(r["accounting"][key] for r in shard_reports)
     assert fleet["start_skew_ms"] is not None and fleet["max_delivery_delay_s"] is not None
-    assert fleet["warnings"] == []  # workers neither daemonic nor memory-limited (start_local_cluster)
+    # workers neither daemonic nor memory-limited (start_local_cluster); a late start may be named
+    assert not [w for w in fleet["warnings"] if "daemonic" in w or "memory_limit" in w]
     lines = read_jsonl(str(out / "timeseries.jsonl"))
     assert lines and all("per_shard" in line for line in lines)
     assert any(set(line["per_shard"]) == {"0", "1"} for line in lines)
