@@ -118,6 +118,7 @@ def run(scenario="concurrent_load", *, cluster, shards=None, cluster_timeout=Non
     run_opts = {k: options.pop(k, None) for k in ("concurrency", "duration", "operations", "stages", "workers",
                                                   "slots", "op_timeout", "criteria", "rate", "max_lateness")}
     api.make_overrides(**run_opts)  # bad numbers fail here, once, not on every shard
+    _check_options(options)
     options.update(run_opts)
     return _Fleet("run", (scenario,), options, cluster=cluster, shards=shards, cluster_timeout=cluster_timeout,
                   start_lead=start_lead, out=out, progress=progress, command=command).run()
@@ -131,6 +132,7 @@ def run_suite(*, cluster, shards=None, cluster_timeout=None, start_lead=None, on
     names = tuple(only) if only else tuple(scenarios.names())
     for n in names:
         scenarios.get(n)
+    _check_options(options)
     return _Fleet("suite", names, options, cluster=cluster, shards=shards, cluster_timeout=cluster_timeout,
                   start_lead=start_lead, out=out, progress=progress, command=command).run()
 
@@ -704,6 +706,17 @@ def cluster_command(args):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+SHARD_OPTIONS = ("target", "flow_params", "target_args", "seed", "thresholds", "sample_interval", "stop_file",
+                 "start_method", "target_factory", "inputs", "inputs_mode", "profile")
+
+
+def _check_options(options):
+    """What a shard runs with: api.run's options that travel (``TypeError`` for any other)."""
+    unknown = sorted(set(options) - set(SHARD_OPTIONS))
+    if unknown:
+        raise TypeError(f"fleet runs do not take {', '.join(unknown)}")
 
 
 def _main_shares(shares, names):
