@@ -288,6 +288,7 @@ class Worker:
             if tb and kept < TRACEBACKS_PER_KEY and (kept or len(self.tracebacks) < MAX_ERROR_KEYS):
                 self.tracebacks[key] = kept + 1
                 new_tracebacks.setdefault(key, []).append(tb)
+        _trim_heap()
         totals = slot_totals(self.counters, self.spec.slots)
         delta = [a - b for a, b in zip(totals, self._last)]
         self._last = totals
@@ -489,6 +490,28 @@ def slot_totals(counters, slots):
         s[3] += counters[base + DROPPED]
         s[4] += counters[base + REJECTED]
     return s
+
+
+_LIBC = None
+
+
+def _trim_heap():
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``; ≈ 0.5 ms, µs when idle).
+
+    Every slot thread has its own malloc arena and glibc keeps what they free,
+    so without this the pool's memory would show what the allocator holds, not
+    what the workload holds: a recovered flow would look as if it kept its peak.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _LIBC = False
+    if _LIBC:
+        _LIBC(0)
 
 
 def _own_create_time():
