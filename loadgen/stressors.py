@@ -390,16 +390,21 @@ def _touched_block(size, huge_pages=False):
 
 
 def _io_main(conn, worker, top_dir, file_bytes, tcp, tcp_block_bytes, parent_pid):
-    """Disk loop and TCP client in threads; the main thread reports and waits for "stop"."""
-    if not _child_setup(parent_pid):
-        _remove_if_empty(top_dir)  # nobody else will remove the private dir now
-        return
+    """Disk loop and TCP client in threads; the main thread reports and waits for "stop".
+
+    Everything from ``_child_setup`` on runs under the ``finally`` that
+    cleans up: a SIGTERM (the parent's death, or its terminate) can land
+    anywhere, set-up included, and an orphan must still remove its files
+    and, if it is the last one out, the private dir.
+    """
     work_dir = os.path.join(top_dir, f"worker-{worker}")
     stop = threading.Event()
     figures = _IoFigures(worker)
     threads = []
     server = None
     try:
+        if not _child_setup(parent_pid):
+            return  # orphaned already: the finally below removes the private dir
         os.mkdir(work_dir, 0o700)
         threads.append(threading.Thread(target=_disk_loop, args=(work_dir, file_bytes, figures, stop),
                                         name="disk", daemon=True))
