@@ -53,7 +53,6 @@ _PAGE = mmap.PAGESIZE
 _LOOPBACK = "127.0.0.1"  # the only address the I/O stressor ever touches
 
 # Linux constants the stdlib does not name.
-_PR_SET_PDEATHSIG = 1
 _MADV_POPULATE_WRITE = 23  # Linux ≥ 5.14: fault every page in, writable, in one call
 
 
@@ -219,15 +218,11 @@ def _child_setup(parent_pid):
     main thread); a parent that died before prctl took effect is caught by
     the ``getppid`` check right after: returns False when already orphaned.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        import ctypes
+    from . import _proc
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - non-Linux
-        pass
+    _proc.ignore_sigint()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _proc.set_pdeathsig(signal.SIGTERM)
     return not _orphaned(parent_pid)
 
 
