@@ -87,6 +87,7 @@ def worker_main(spec, conn, shm):
             pass
     if spec.blas_threads is not None:
         _limit_blas(spec.blas_threads)
+    _limit_arenas()
     worker = Worker(spec, conn, shm)
     code = worker.run()
     try:
@@ -493,6 +494,19 @@ def slot_totals(counters, slots):
 
 
 _LIBC = None
+MALLOC_ARENAS = 2  # glibc malloc arenas per worker (default 8 × cores): slots share them
+
+
+def _limit_arenas():
+    """Few malloc arenas: with one per slot thread, what the slots free is scattered over
+    dozens of heaps that ``malloc_trim`` cannot give back, and a pool that recovered from an
+    overload would keep its peak memory."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _trim_heap():
