@@ -68,6 +68,12 @@ class WorkerSpec:
 
 def worker_main(spec, conn, shm):
     """Process body. Exits 0 after a clean stop, 3 when the target cannot be built."""
+    import gc
+
+    # What the master had when it forked us stays shared: the cyclic GC would write to every
+    # inherited object's header and unshare those pages (the pool's memory would climb with
+    # the master's heap, not with the workload). Freezing only relinks the GC's list heads.
+    gc.freeze()
     from . import _proc
 
     _join_group(spec.pgid)
