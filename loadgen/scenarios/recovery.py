@@ -5,7 +5,7 @@ past what the cores sustain, see ``capacity_limits``), then a step down to
 ``NORMAL``. Recovered = the rolling success rate and p99 over
 ``WINDOW_S`` are back within tolerance of a baseline measured first at
 ``NORMAL``; the time to recover counts from the step down. Memory must
-come back within 150 MB of the baseline's. Overloading the cores is the
+come back within 150 MB of the baseline's (the pool's RSS). Overloading the cores is the
 point, so the machine-wide CPU guard is off for the overload phase.
 """
 
@@ -47,8 +47,10 @@ class Recovery(Scenario):
         b = base.latency_hist.summary_ms()
         p99_limit = (b["p99"] or 0) * P99_TOLERANCE
         success_floor = (base.accounting.success_rate if base.accounting.completed else 1.0) - SUCCESS_TOLERANCE
-        base_memory = sorted(v for _, v in base.memory_series)[len(base.memory_series) // 2] \
-            if base.memory_series else 0.0
+        # RSS, not PSS: a forked worker's PSS also climbs as pages it shares with the master
+        # unshare (the more the master holds, the more), which is not memory the flow kept.
+        base_memory = sorted(v for _, v in base.rss_series)[len(base.rss_series) // 2] \
+            if base.rss_series else 0.0
         over_s = OVERLOAD_S[session.profile]
         stages = (Stage(JUMP_S, overload), Stage(over_s, overload), Stage(JUMP_S, NORMAL),
                   Stage(MAX_RECOVERY_S[session.profile], NORMAL))
@@ -77,7 +79,7 @@ class Recovery(Scenario):
         after = state.get("after", [])
         done = sum(r["succeeded"] + r["failed"] for r in after)
         ok = sum(r["succeeded"] for r in after)
-        tail = [r["pool_memory_mb"] for r in after[-WINDOW_S:] if r.get("pool_memory_mb")]
+        tail = [r["pool_rss_mb"] for r in after[-WINDOW_S:] if r.get("pool_rss_mb")]
         extra = {
             "recovery_rate": ok / done if done else None,
             "recovery_time_seconds": state.get("recovery_time"),
