@@ -172,7 +172,9 @@ def test_style_loop_reruns_drafting_and_is_bounded(sleeps):
 
 
 def test_cpu_budget_is_calibrated_in_thread_cpu_time():
-    flow = idle_flow(failure_rate=0, style_loop_probability=0, stage_cpu_ms={"research": 20})
+    # A dict sets only the stages it names: the others must be zeroed explicitly.
+    flow = idle_flow(failure_rate=0, style_loop_probability=0,
+                     stage_cpu_ms={**{s: 0 for s in STAGES}, "research": 20})
     flow.kickoff()  # first call makes this thread's matrices
     start = time.thread_time()
     flow.kickoff()

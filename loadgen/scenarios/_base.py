@@ -60,7 +60,7 @@ class Session:
             on_second = EarlyJudge(self.abort_criteria, on_lost=self._abort, then=on_second)
         plan = dataclasses.replace(plan, name=phase, target=plan.target or self.target,
                                    sample_interval_s=self.sample_interval_s, stop_file=self.stop_file,
-                                   start_method=self.start_method)
+                                   start_method=self.start_method or plan.start_method)
         runner = Runner(plan, thresholds or self.thresholds, run_dir=self.run_dir, progress=self.progress,
                         phase=phase, stressors=stressors, on_second=on_second, gate=self.gate)
         outcome = runner.run()

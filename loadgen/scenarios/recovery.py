@@ -41,6 +41,9 @@ class Recovery(Scenario):
         slots = -(-overload // workers)
         base_plan = self.main_plan(session, concurrency=NORMAL, duration_s=BASELINE_S[session.profile],
                                    workers=workers, slots=slots, target=target)
+        # Fresh interpreters (unless the user chose): a forked worker inherits the master's malloc
+        # arenas and heap, whose fragmentation would count as memory the flow did not give back.
+        base_plan = dataclasses.replace(base_plan, start_method="spawn")
         base = session.run_phase("recovery baseline", dataclasses.replace(base_plan, stages=(), operations=None))
         if session.stopped:
             return result_from_outcome(self.name, base, self.criteria_for(session), key_metric="recovery_rate")
