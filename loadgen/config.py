@@ -10,7 +10,7 @@ import dataclasses
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import UsageError
 
@@ -100,14 +100,12 @@ class ResourceThresholds:
 class Timing:
     """Named intervals and grace periods of the process machinery (seconds)."""
 
-    batch_interval_s: float = 1.0  # a worker ships a result batch at least this often
     tick_s: float = 0.05  # the master's longest sleep: timeouts, stages, stop file
     stop_grace_s: float = 5.0  # drain time after a stop before the pool is killed
     kill_grace_s: float = 0.5  # TERM → KILL
     # A dead monitor is seen at once (its sentinel); this is for one that is alive but silent
     # (stopped, starved): long enough that a loaded machine does not end runs by mistake.
     monitor_silent_s: float = 5.0
-    worker_ready_timeout_s: float = 30.0  # a worker that is not ready by then is a start failure
 
 
 TIMING = Timing()

@@ -21,31 +21,6 @@ class OutputError(UsageError):
     """The output directory cannot be created or written."""
 
 
-class WorkerCrashed(LoadgenError):
-    """A worker process died without saying goodbye.
-
-    ``exitcode`` is the process exit code; a negative value is the signal
-    that killed it (as :attr:`multiprocessing.Process.exitcode`).
-    """
-
-    def __init__(self, index, pid, exitcode, hint=""):
-        self.index, self.pid, self.exitcode, self.hint = index, pid, exitcode, hint
-        super().__init__(
-            f"worker {index} (pid {pid}) died with {describe_exitcode(exitcode)}"
-            + (f" — {hint}" if hint else "")
-        )
-
-
-class ThresholdBreached(LoadgenError):
-    """The monitor killed the pool: ``metric`` went past ``limit``."""
-
-    def __init__(self, metric, value, limit):
-        self.metric, self.value, self.limit = metric, value, limit
-        super().__init__(f"threshold breached: {metric} = {value:.6g} > limit {limit:.6g}")
-
-
-class PoolBroken(LoadgenError):
-    """Work was offered to a pool that a breach or a fatal error ended."""
 
 
 def describe_exitcode(exitcode):

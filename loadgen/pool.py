@@ -11,6 +11,7 @@ operation spawned.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import UsageError
-from .worker import SLOT_FIELDS, START_NS, WorkerSpec, slot_totals, worker_main
+from .worker import SLOT_FIELDS, START_NS, slot_totals, worker_main
 
 log = logging.getLogger("loadgen.pool")
 
@@ -112,21 +113,15 @@ class WorkerHandle:
 class Pool:
     """The worker processes, their pipes and their shared counters."""
 
-    def __init__(self, ctx, registry, workers, slots, target, seed_pgid=None, nice=10, blas_threads=1,
-                 log_path=None, bounded=False, schedule=None, max_lateness_s=1.0, breaker=None):
-        self.breaker = breaker
-        self.schedule = schedule
-        self.max_lateness_s = max_lateness_s
-        self.log_path = log_path
-        self.bounded = bounded
+    def __init__(self, ctx, registry, template):
+        """``template``: the :class:`WorkerSpec` every worker gets, but for its index, group and
+        input offset; ``template.workers`` is the pool's size."""
         self.ctx = ctx
         self.registry = registry
-        self.size = workers
-        self.slots = slots
-        self.target = target
-        self.nice = nice
-        self.blas_threads = blas_threads
-        self.pgid = seed_pgid
+        self.template = template
+        self.size = template.workers
+        self.slots = template.slots
+        self.pgid = None
         self.handles = {}  # index → WorkerHandle
         self.inputs_used = {}  # index → records of that worker's share used by its dead predecessors
         self.restarts = 0
@@ -134,11 +129,8 @@ class Pool:
     def start_worker(self, index):
         shm = self.ctx.RawArray("q", self.slots * SLOT_FIELDS)
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
-        spec = WorkerSpec(index=index, slots=self.slots, target=self.target, pgid=self._live_pgid(),
-                          master_pid=os.getpid(), nice=self.nice, blas_threads=self.blas_threads,
-                          log_path=self.log_path, bounded=self.bounded, schedule=self.schedule,
-                          stride=self.size, workers=self.size, max_lateness_s=self.max_lateness_s,
-                          breaker=self.breaker, inputs_skip=self.inputs_used.get(index, 0))
+        spec = dataclasses.replace(self.template, index=index, pgid=self._live_pgid(), master_pid=os.getpid(),
+                                   inputs_skip=self.inputs_used.get(index, 0))
         proc = self.registry.start(worker_main, (spec, child_conn, shm), f"loadgen: worker {index}", "worker")
         child_conn.close()
         # Both sides call setpgid so the group exists before either one relies on it.

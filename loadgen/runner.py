@@ -44,7 +44,7 @@ from .pool import Pool, ProcessRegistry, get_context
 from .stats import Accounting, CappedCounter, Histogram, SecondHistogram
 from .streams import EVENTS, TIMESERIES, EventLog, JsonLines
 from .targets import TargetSpec
-from .worker import TRACEBACKS_PER_KEY
+from .worker import TRACEBACKS_PER_KEY, WorkerSpec
 
 log = logging.getLogger("loadgen.runner")
 
@@ -207,7 +207,7 @@ class Runner:
     """Runs one :class:`RunPlan`. Use :meth:`run`; it always returns an outcome
     (or raises :class:`UsageError` before any load was applied)."""
 
-    def __init__(self, plan, thresholds=None, run_dir=None, quiet=True, progress=None, registry=None, phase=None,
+    def __init__(self, plan, thresholds=None, run_dir=None, progress=None, registry=None, phase=None,
                  stressors=(), on_second=None, gate=None):
         self.thresholds = thresholds or ResourceThresholds()
         self.stressors = list(stressors)
@@ -216,7 +216,6 @@ class Runner:
         self.phase = phase or plan.name
         self.plan = plan.validated(self.thresholds)
         self.run_dir = run_dir
-        self.quiet = quiet
         self.progress = progress  # callable(outcome, second_record) or None
         self.out = RunOutcome(self.plan, self.thresholds, run_dir=run_dir)
         self.ctx = get_context(self.plan.start_method)
@@ -328,11 +327,12 @@ class Runner:
             self.out.response, self.out.lateness = Histogram(), Histogram()
         self.schedule = schedule
         self.schedule_start = None
-        self.pool = Pool(self.ctx, self.registry, p.workers, p.slots, p.target, nice=p.nice, schedule=schedule,
-                         max_lateness_s=p.max_lateness_s, breaker=p.breaker,
-                         blas_threads=p.blas_threads,
-                         log_path=os.path.join(self.run_dir, WORKER_LOG) if self.run_dir else None,
-                         bounded=p.operations is not None)
+        template = WorkerSpec(
+            index=0, slots=p.slots, target=p.target, nice=p.nice, blas_threads=p.blas_threads,
+            log_path=os.path.join(self.run_dir, WORKER_LOG) if self.run_dir else None,
+            bounded=p.operations is not None, schedule=schedule, stride=p.workers, workers=p.workers,
+            max_lateness_s=p.max_lateness_s, breaker=p.breaker)
+        self.pool = Pool(self.ctx, self.registry, template)
         if p.operations is not None:
             self.quota_left = p.operations
         self._pool_started = time.monotonic()
@@ -384,7 +384,7 @@ class Runner:
                     self._apply_load(now - (self._load_t0 or now))
             elif len(self._signals) > 1:
                 self.events.emit("stop", reason="second signal: killing the pool now")
-                self._kill_pool("second signal")
+                self.pool.kill_group()
             self._check_timeouts()
             self._check_monitor(now)
             self._write_seconds(final=False)
@@ -395,7 +395,7 @@ class Runner:
                 if self.stop_deadline is not None and now >= self.stop_deadline:
                     self.events.emit("stop", reason="drain grace exceeded: killing the pool",
                                      grace_s=p.stop_grace_s)
-                    self._kill_pool("drain grace exceeded")
+                    self.pool.kill_group()
                     self.stop_deadline = None
 
     def _wait_objects(self):
@@ -585,7 +585,7 @@ class Runner:
         if self.stopping is None:
             self._begin_stop(f"threshold breached: {b.metric} = {b.value:.1f} > {b.limit:.1f}", code)
         # The monitor has killed the pool; make sure nothing of it is left.
-        self._kill_pool("breach")
+        self.pool.kill_group()
 
     def _on_worker_error(self, msg, h):
         self.events.emit("worker_error", worker=msg.index, error=msg.type_name, message=msg.message)
@@ -744,7 +744,7 @@ class Runner:
         log.error("monitor lost (%s): stopping the run — never unmonitored", why)
         if self.stopping is None:
             self._begin_stop(f"monitor lost: {why}", EXIT_BREACH)
-        self._kill_pool("monitor lost")
+        self.pool.kill_group()
         try:
             self.monitor.conn.close()
         except (OSError, AttributeError):
@@ -762,9 +762,6 @@ class Runner:
         self.events.emit("phase", name="stop", reason=reason)
         self.pool.broadcast(Stop(drain=True))
         self.stop_deadline = time.monotonic() + self.plan.stop_grace_s
-
-    def _kill_pool(self, why):
-        self.pool.kill_group()
 
     def _teardown(self):
         self._stop_stressors()

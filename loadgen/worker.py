@@ -55,7 +55,6 @@ class WorkerSpec:
     master_pid: int = 0
     nice: int = 10
     blas_threads: int | None = 1  # None: leave numpy's BLAS thread count alone
-    batch_interval_s: float = 1.0
     log_path: str | None = None  # the worker's stdout/stderr go here (None: /dev/null)
     bounded: bool = False  # an operations-bound run: start nothing before quota arrives
     schedule: object = None  # open model: schedule.Schedule of the whole run (None: closed model)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 
 from ..config import ResourceThresholds
@@ -137,6 +136,3 @@ def compare_with_baseline(base, main):
         extra["throughput_vs_baseline"] = main.throughput / base.throughput
     return extra
 
-
-def now():
-    return time.time()
