@@ -6,7 +6,7 @@ def noop(inputs=None):
 
 
 def burn_10ms(inputs=None):
-    from loadgen.flow import burn_cpu
+    from loadgen.workload.flow import burn_cpu
 
     burn_cpu(10.0)
 

@@ -20,7 +20,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from loadgen.flow import MockAIWritingFlowV2, burn_cpu  # noqa: E402
+from loadgen.workload.flow import MockAIWritingFlowV2, burn_cpu  # noqa: E402
 
 ASKED_MS = (1, 5, 10, 50)
 

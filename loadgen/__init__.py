@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "ResourceThresholds": ("loadgen.config", "ResourceThresholds"),
-    "MockAIWritingFlowV2": ("loadgen.flow", "MockAIWritingFlowV2"),
-    "SystemResourceMonitor": ("loadgen.monitor", "SystemResourceMonitor"),
+    "MockAIWritingFlowV2": ("loadgen.workload.flow", "MockAIWritingFlowV2"),
+    "SystemResourceMonitor": ("loadgen.engine.monitor", "SystemResourceMonitor"),
     "StressTestResult": ("loadgen.result", "StressTestResult"),
     "HeavyLoadStressTester": ("loadgen.api", "HeavyLoadStressTester"),
     "run": ("loadgen.api", "run"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .config import ResourceThresholds, parse_duration, parse_stages, positive_int
 from .errors import UsageError
-from .targets import TargetSpec
+from .workload.targets import TargetSpec
 
 
 @dataclass
@@ -51,7 +51,7 @@ def _session(*, thresholds, target, flow_params, target_args, seed, profile, out
         raise UsageError("--target-factory needs a MOD:FACTORY (the factory builds the operation once per worker)")
     spec = TargetSpec(ref=target, flow_params=dict(flow_params or {}), kwargs=dict(target_args or {}), seed=seed,
                       factory=bool(target_factory), inputs=inputs, inputs_mode=inputs_mode or "cycle")
-    from .targets import check_target
+    from .workload.targets import check_target
 
     check_target(spec)
     run_dir = None
@@ -126,7 +126,7 @@ def run_suite(*, profile="ci", target=None, flow_params=None, target_args=None, 
 
 def _run_scenarios(scs, session, kind, command=None):
     """Run the scenarios under one signal gate (a signal at any moment still leaves a report)."""
-    from .runner import SignalGate
+    from .engine.runner import SignalGate
 
     started = time.time()
     results = []
@@ -140,7 +140,7 @@ def _run_scenarios(scs, session, kind, command=None):
 
 
 def _run_and_report(scs, session, kind, command, started, results):
-    from .rebuild import note_component, note_scenario
+    from .report.rebuild import note_component, note_scenario
     from .report import build_report, write_reports
 
     for sc in scs:
@@ -168,7 +168,7 @@ def _run_and_report(scs, session, kind, command, started, results):
 
 def run_plan(plan, thresholds=None, out=None):
     """Run one raw :class:`runner.RunPlan` (no scenario, no criteria); returns the RunOutcome."""
-    from .runner import Runner
+    from .engine.runner import Runner
     from .streams import prepare_run_dir
 
     run_dir = prepare_run_dir(out) if out else None

@@ -247,7 +247,7 @@ class Progress:
 def _list():
     from . import scenarios
     from .criteria import METRICS
-    from .flow import FLOW_PARAMS
+    from .workload.flow import FLOW_PARAMS
     from tabulate import tabulate
 
     rows = []
@@ -284,7 +284,7 @@ def _finish(rep, args, progress):
     progress.done()
     if args.prom_textfile:
         from .errors import OutputError
-        from .prom import write_textfile
+        from .report.prom import write_textfile
 
         try:
             write_textfile(args.prom_textfile, rep.report)
@@ -316,17 +316,17 @@ def main(argv=None):
         if args.command == "list":
             return _list()
         if args.command == "report":
-            from .rebuild import rebuild_command
+            from .report.rebuild import rebuild_command
 
             return rebuild_command(args.run_dir)
         if args.command == "compare":
-            from .compare import compare_command
+            from .report.compare import compare_command
 
             return compare_command(args.baseline, args.current, args.tolerance)
         if args.command == "cluster":
             if args.cluster_command != "local":
                 raise UsageError("cluster: expected `cluster local --workers N`")
-            from .fleet import cluster_command
+            from .fleet.master import cluster_command
 
             return cluster_command(args)
         from . import plan
@@ -357,7 +357,7 @@ def main(argv=None):
         from . import api
 
         if args.cluster:
-            from .fleet import run_from_args
+            from .fleet.master import run_from_args
 
             rep = run_from_args(args, common, criteria=_criteria(args) if args.command == "run" else None)
         elif args.command == "run":

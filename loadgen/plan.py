@@ -688,7 +688,7 @@ def prepare(plan, upper=None, only=None):
     from . import scenarios
     from .api import make_overrides
     from .criteria import parse_all
-    from .targets import TargetSpec, check_target
+    from .workload.targets import TargetSpec, check_target
 
     upper = upper if upper is not None else Layer()
     settings = merge(merge(plan.settings, plan.defaults), upper)
@@ -709,7 +709,7 @@ def prepare(plan, upper=None, only=None):
         if spec.factory and spec.ref is None:
             raise UsageError(f"{_where(s, 'target_factory', at)}: target_factory needs a target = \"MOD:FACTORY\"")
         if spec.inputs is not None:
-            from .inputs import load_records
+            from .workload.inputs import load_records
 
             _checked(load_records, spec.inputs, where=_where(s, "inputs", at))
         key = "target" if spec.ref is not None else "flow_params"

@@ -1,6 +1,6 @@
 import pytest
 
-from loadgen.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from loadgen.workload.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from loadgen.errors import UsageError
 
 

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from loadgen.config import ResourceThresholds
-from loadgen.runner import RunPlan, Runner as _Runner
-from loadgen.targets import TargetSpec
+from loadgen.engine.runner import RunPlan, Runner as _Runner
+from loadgen.workload.targets import TargetSpec
 
 START_METHODS = ["fork", "spawn"]
 # The machine-wide CPU guard is off here: these tests are about the engine, and other

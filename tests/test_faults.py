@@ -20,9 +20,9 @@ import pytest
 
 from conftest import ROOT, TESTS, wait_for
 from loadgen.config import ResourceThresholds
-from loadgen.runner import RunPlan, Runner
+from loadgen.engine.runner import RunPlan, Runner
 from loadgen.streams import read_jsonl
-from loadgen.targets import TargetSpec
+from loadgen.workload.targets import TargetSpec
 
 FREE = ResourceThresholds(max_cpu_percent=100)
 

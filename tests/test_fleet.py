@@ -22,13 +22,13 @@ import psutil
 import pytest
 
 from loadgen import cli
-from loadgen._fleet_data import (EXIT_DEGRADED, SecondMerger, Share, fleet_junit_suite, merge_component,
+from loadgen.fleet.merge import (EXIT_DEGRADED, SecondMerger, Share, fleet_junit_suite, merge_component,
                                  render_fleet_text)
 from loadgen.config import ResourceThresholds, Stage
 from loadgen.report import build_report, render_summary
 from loadgen.result import StressTestResult
-from loadgen.runner import RunPlan
-from loadgen.stats import Histogram
+from loadgen.engine.runner import RunPlan
+from loadgen.measure.stats import Histogram
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -147,8 +147,8 @@ def _fleet_report(lost=True):
 
 
 def test_fleet_section_in_text_html_and_junit():
-    from loadgen.junit import render_junit
-    from loadgen.report_html import render_html
+    from loadgen.report.junit import render_junit
+    from loadgen.report.html import render_html
 
     report = _fleet_report()
     text = render_summary(report)
@@ -223,7 +223,7 @@ def cluster():
     pytest.importorskip("distributed", reason="fleet mode needs Dask distributed (pip install '.[distributed]')")
     from distributed import Client
 
-    from loadgen.fleet import start_local_cluster
+    from loadgen.fleet.master import start_local_cluster
 
     lc = start_local_cluster(2)
     client = Client(lc.scheduler_address, set_as_default=False)
@@ -247,7 +247,7 @@ FAST = ["--duration", "2s", "--workers", "1", "--target", SLEEP, "--target-arg",
 
 
 def test_fleet_run_merges_histograms_exactly_and_compares(cluster, tmp_path):
-    from loadgen.compare import compare_command
+    from loadgen.report.compare import compare_command
     from loadgen.streams import read_jsonl
 
     out = tmp_path / "fleet"
@@ -311,7 +311,7 @@ def test_scheduler_without_enough_workers_is_a_usage_error(cluster, tmp_path):
 
 
 def test_killed_dask_worker_degrades_the_fleet(cluster, tmp_path):
-    from loadgen import fleet
+    from loadgen.fleet import master as fleet
     from loadgen.streams import read_jsonl
 
     pids = cluster.refresh_keep()

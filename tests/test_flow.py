@@ -13,9 +13,9 @@ import time
 import psutil
 import pytest
 
-from loadgen import flow as flow_mod
+from loadgen.workload import flow as flow_mod
 from loadgen.errors import UsageError
-from loadgen.flow import (
+from loadgen.workload.flow import (
     FLOW_PARAMS,
     STAGES,
     FlowResult,

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from loadgen import report_html
+from loadgen.report import html as report_html
 from loadgen.report import build_report
 from loadgen.result import StressTestResult
 

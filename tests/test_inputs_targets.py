@@ -6,9 +6,9 @@ import pytest
 
 from loadgen.config import ResourceThresholds
 from loadgen.errors import UsageError
-from loadgen.inputs import load_records
-from loadgen.runner import RunPlan, Runner
-from loadgen.targets import TargetSpec
+from loadgen.workload.inputs import load_records
+from loadgen.engine.runner import RunPlan, Runner
+from loadgen.workload.targets import TargetSpec
 
 FREE = ResourceThresholds(max_cpu_percent=100)
 

@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from loadgen.config import ResourceThresholds
-from loadgen.messages import Breach, Sample
-from loadgen.monitor import METRIC_CPU, METRIC_MEMORY, SystemResourceMonitor
+from loadgen.engine.messages import Breach, Sample
+from loadgen.engine.monitor import METRIC_CPU, METRIC_MEMORY, SystemResourceMonitor
 
 MB = 1024 * 1024
 
@@ -308,7 +308,7 @@ def stubborn():
 
 
 def test_a_process_ignoring_sigterm_is_killed_after_the_grace(reaper):
-    from loadgen import _proc
+    from loadgen.engine import _proc
 
     fork = mp.get_context("fork")
     p = fork.Process(target=stubborn, daemon=True)

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadgen import _proc
+from loadgen.engine import _proc
 from loadgen.config import ResourceThresholds
-from loadgen.messages import Breach, Sample, Stop, Unwatch, Watch
-from loadgen.monitor import (
+from loadgen.engine.messages import Breach, Sample, Stop, Unwatch, Watch
+from loadgen.engine.monitor import (
     METRIC_AVAILABLE,
     METRIC_CPU,
     METRIC_GROWTH,

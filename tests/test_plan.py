@@ -333,7 +333,7 @@ def test_validate_a_missing_or_unreadable_plan(tmp_path, capsys):
 
 class FakeOut:
     def __init__(self):
-        from loadgen.stats import Histogram
+        from loadgen.measure.stats import Histogram
 
         self.latency_hist = Histogram()
         self.crashes, self.breaches = [], []

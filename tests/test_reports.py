@@ -16,7 +16,9 @@ import sys
 
 import pytest
 
-from loadgen import cli, compare, junit, prom, rebuild, report_html
+from loadgen import cli
+from loadgen.report import compare, junit, prom, rebuild
+from loadgen.report import html as report_html
 from loadgen.errors import UsageError
 from loadgen.report import SUITE_BASENAME, build_report, write_reports
 from loadgen.result import StressTestResult

@@ -3,7 +3,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from loadgen.schedule import Schedule
+from loadgen.engine.schedule import Schedule
 
 
 def test_constant_rate():

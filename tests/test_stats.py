@@ -4,7 +4,7 @@ import pytest
 
 from hypothesis import given, settings, strategies as st
 
-from loadgen.stats import Accounting, CappedCounter, Histogram
+from loadgen.measure.stats import Accounting, CappedCounter, Histogram
 
 
 def test_bulk_record_matches_record_value():
@@ -87,7 +87,7 @@ def test_capped_counter_keeps_counts_in_other():
 @given(st.lists(st.lists(st.integers(min_value=0, max_value=10**8), min_size=1, max_size=300), min_size=1,
                 max_size=5))
 def test_sparse_parts_equal_the_full_histogram(parts):
-    from loadgen.stats import SecondHistogram, Sparse
+    from loadgen.measure.stats import SecondHistogram, Sparse
 
     full, added, second = Histogram(), Histogram(), SecondHistogram()
     for part in parts:

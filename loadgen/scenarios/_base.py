@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from ..config import ResourceThresholds
 from ..criteria import parse_all
-from ..runner import RunPlan, Runner
-from ..targets import TargetSpec
+from ..engine.runner import RunPlan, Runner
+from ..workload.targets import TargetSpec
 
 
 @dataclass

@@ -18,7 +18,7 @@ import dataclasses
 
 from ..config import default_workers
 from ..result import result_from_outcome
-from .. import usl
+from ..measure import usl
 from ._base import Scenario
 
 SLO_FACTOR = 1.5

@@ -11,7 +11,7 @@ succeeds and the breaker closes. Every transition is a ``breaker`` event.
 import dataclasses
 import time
 
-from ..breaker import BreakerConfig
+from ..workload.breaker import BreakerConfig
 from ..result import result_from_outcome
 from ._base import Scenario
 
@@ -24,8 +24,8 @@ POOL_START_S = 0.5  # the outage is timed from the phase's start; the pool takes
 def outage_flow(outage_start, outage_end, inner=None, flow_params=None, seed=None):
     """Per-worker factory: the embedded flow (or ``inner`` MOD:CALLABLE) behind a simulated
     upstream outage between the UNIX times ``outage_start`` and ``outage_end``."""
-    from ..flow import FAILED, FlowResult
-    from ..targets import TargetSpec, build_operation
+    from ..workload.flow import FAILED, FlowResult
+    from ..workload.targets import TargetSpec, build_operation
 
     op = build_operation(TargetSpec(ref=inner, flow_params=dict(flow_params or {}), seed=seed), 0)
 

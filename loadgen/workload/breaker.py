@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .config import positive_float, positive_int
+from ..config import positive_float, positive_int
 
 
 class BreakerState(enum.Enum):

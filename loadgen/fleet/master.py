@@ -45,10 +45,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ._fleet_data import (EXIT_DEGRADED, SecondMerger, merge_components, overall_exit_code, result_from_dict,
+from .merge import (EXIT_DEGRADED, SecondMerger, merge_components, overall_exit_code, result_from_dict,
                           shard_row_from_results, shard_row_from_seconds)
-from .errors import UsageError
-from .runner import SCHEDULE_LEAD_S
+from ..errors import UsageError
+from ..engine.runner import SCHEDULE_LEAD_S
 
 log = logging.getLogger("loadgen.fleet")
 
@@ -112,7 +112,7 @@ def run(scenario="concurrent_load", *, cluster, shards=None, cluster_timeout=Non
     shard whose pool is not ready by then starts late, and the report says by how much).
     Raises :class:`UsageError` (:class:`ClusterError`) before any load is applied.
     """
-    from . import api, scenarios
+    from .. import api, scenarios
 
     scenarios.get(scenario)  # an unknown name is a usage error before the cluster is contacted
     run_opts = {k: options.pop(k, None) for k in ("concurrency", "duration", "operations", "stages", "workers",
@@ -127,7 +127,7 @@ def run(scenario="concurrent_load", *, cluster, shards=None, cluster_timeout=Non
 def run_suite(*, cluster, shards=None, cluster_timeout=None, start_lead=None, only=None, out=None, progress=None,
               command=None, **options):
     """Run the suite (or ``only`` those scenarios) as a fleet; see :func:`run`."""
-    from . import scenarios
+    from .. import scenarios
 
     names = tuple(only) if only else tuple(scenarios.names())
     for n in names:
@@ -192,7 +192,7 @@ class _Shard:
 
 class _Fleet:
     def __init__(self, kind, names, options, *, cluster, shards, cluster_timeout, start_lead, out, progress, command):
-        from .config import ResourceThresholds, parse_duration, positive_int
+        from ..config import ResourceThresholds, parse_duration, positive_int
 
         self.kind, self.names, self.options = kind, tuple(names), dict(options)
         self.address = _normalise_address(cluster)
@@ -287,7 +287,7 @@ class _Fleet:
             raise UsageError(f"--operations {ops} cannot be split over {n} shards; use --shards {ops} or more")
 
     def _open_run_dir(self):
-        from .streams import EVENTS, TIMESERIES, EventLog, JsonLines, default_run_dir, prepare_run_dir
+        from ..streams import EVENTS, TIMESERIES, EventLog, JsonLines, default_run_dir, prepare_run_dir
 
         run_dir = os.path.abspath(prepare_run_dir(self.out or default_run_dir(f"{self.report_kind}-fleet")))
         self.run_dir = run_dir
@@ -296,11 +296,11 @@ class _Fleet:
         return run_dir
 
     def _warm_up(self, client):
-        from . import _fleet_shard
+        from . import shard
 
         addrs = [s.worker for s in self.shards]
         try:
-            client.run(_fleet_shard.warm_up, workers=addrs)
+            client.run(shard.warm_up, workers=addrs)
         except Exception as e:  # noqa: BLE001 - ModuleNotFoundError on a worker is the usual one
             raise ClusterError(self.address, f"a worker cannot import loadgen ({type(e).__name__}: "
                                              f"{_first_line(e)}); install loadgen on every worker machine") from None
@@ -315,7 +315,7 @@ class _Fleet:
                                  "(corrected for the start; sync the machines with NTP)")
 
     def _submit(self, client):
-        from ._fleet_shard import ShardSpec, run_shard
+        from .shard import ShardSpec, run_shard
 
         self.start_at = time.time() + self.lead_s
         self.events.emit("fleet", name="start", scheduler=self.address, run_id=self.run_id, mode=self.mode,
@@ -479,7 +479,7 @@ class _Fleet:
                 self._lose(s, reason)
 
     def _request_stop(self, client, reason):
-        from ._fleet_shard import request_stop
+        from .shard import request_stop
 
         self.events.emit("fleet", name="stop", reason=reason)
         live = [s.worker for s in self.shards if s.status == "running"]
@@ -513,8 +513,8 @@ class _Fleet:
     # -- after the load
 
     def _report(self, run_dir, started, ended):
-        from . import api
-        from .report import build_report, write_reports
+        from .. import api
+        from ..report import build_report, write_reports
 
         finished = [s for s in self.shards if s.status == "finished"]
         errors = [s for s in self.shards if s.usage_error]
@@ -678,7 +678,7 @@ def start_local_cluster(workers, port=0):
 
 def cluster_command(args):
     """``loadgen cluster local --workers N [--port P]``: serve a loopback cluster until Ctrl-C (exit 0)."""
-    from .config import positive_int
+    from ..config import positive_int
 
     workers = positive_int(args.workers, "--workers")
     port = int(args.port)

@@ -24,9 +24,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from .criteria import Criterion
-from .result import StressTestResult, evaluate
-from .stats import Accounting, Histogram
+from ..criteria import Criterion
+from ..result import StressTestResult, evaluate
+from ..measure.stats import Accounting, Histogram
 
 EXIT_DEGRADED = 4  # a shard was lost (its machine or Dask worker died): the fleet's data is incomplete
 # Like report.EXIT_PRIORITY with the degraded fleet placed after the signals: a lost machine says

@@ -34,8 +34,8 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 
-from .errors import UsageError
-from .streams import EVENTS, TIMESERIES, EventLog, read_jsonl
+from ..errors import UsageError
+from ..streams import EVENTS, TIMESERIES, EventLog, read_jsonl
 
 log = logging.getLogger("loadgen.rebuild")
 
@@ -104,7 +104,7 @@ def rebuild_command(run_dir):
     command's is 0 once the reports are written. :class:`UsageError` for a
     missing directory, missing or unreadable streams.
     """
-    from .report import write_reports
+    from . import write_reports
 
     report = rebuild(run_dir)
     paths = write_reports(run_dir, report)
@@ -116,7 +116,7 @@ def rebuild_command(run_dir):
 
 def rebuild(run_dir):
     """The report dict of ``run_dir``, from ``timeseries.jsonl`` and ``events.jsonl`` only."""
-    from .report import build_report
+    from . import build_report
 
     events, rows = load_streams(run_dir)
     phases = _phases(events, rows)
@@ -274,7 +274,7 @@ def _groups(events, phases):
 
 def _guess_kind(run_dir, groups):
     """Kind when no ``scenario`` event names it: the report files' names, else 'rebuilt'."""
-    from .report import SUITE_BASENAME
+    from . import SUITE_BASENAME
 
     if os.path.exists(os.path.join(run_dir, SUITE_BASENAME + ".json")):
         return "suite"
@@ -292,7 +292,7 @@ def _guess_kind(run_dir, groups):
 
 
 def _result(group):
-    from .result import StressTestResult
+    from ..result import StressTestResult
 
     if group.component is not None:
         known = {f.name for f in fields(StressTestResult)}
@@ -304,10 +304,10 @@ def _result(group):
 
 
 def _approximate_result(group):
-    from .criteria import Criterion
-    from .report import overall_exit_code
-    from .result import StressTestResult, evaluate
-    from .stats import Accounting, Histogram
+    from ..criteria import Criterion
+    from . import overall_exit_code
+    from ..result import StressTestResult, evaluate
+    from ..measure.stats import Accounting, Histogram
 
     phases = group.phases
     main = [p for p in phases if not p.name.startswith(BASELINE_PHASE)] or phases
@@ -391,7 +391,7 @@ def _approximate_result(group):
 
 def _phase_accounting(p):
     """Exact from the ``end`` event; else per-second sums, unfinished operations counted as crashed."""
-    from .stats import Accounting
+    from ..measure.stats import Accounting
 
     names = {f.name for f in fields(Accounting)}
     if p.end is not None and isinstance(p.end.get("accounting"), dict):
@@ -421,7 +421,7 @@ def _approximate_latency(rows):
     """
     import numpy as np
 
-    from .stats import Histogram
+    from ..measure.stats import Histogram
 
     chunks = []
     for r in rows:

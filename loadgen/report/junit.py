@@ -23,7 +23,7 @@ import re
 import socket
 import xml.etree.ElementTree as ET
 
-from .streams import atomic_write
+from ..streams import atomic_write
 
 JUNIT_FILE = "junit.xml"
 
@@ -60,7 +60,7 @@ def render_junit(report):
             totals[key] += int(suite.get(key))
         totals["time"] += float(suite.get("time"))
     if report.get("fleet"):  # a fleet run (fleet.py): one case per shard, a lost shard is an error
-        from ._fleet_data import fleet_junit_suite
+        from ..fleet.merge import fleet_junit_suite
 
         suite = fleet_junit_suite(report, stamp, host, len(components))
         root.append(suite)

@@ -36,14 +36,14 @@ import signal
 import time
 from dataclasses import dataclass, field, replace
 
-from .config import TIMING, ResourceThresholds, default_workers, positive_int
-from .errors import UsageError, crash_hint, describe_exitcode
+from ..config import TIMING, ResourceThresholds, default_workers, positive_int
+from ..errors import UsageError, crash_hint, describe_exitcode
 from .messages import (Breach, MonitorError, Ready, ResultBatch, Sample, Stop, WorkerError,
                        WorkerExit, WorkOrder)
 from .pool import Pool, ProcessRegistry, get_context
-from .stats import Accounting, CappedCounter, Histogram, SecondHistogram
-from .streams import EVENTS, TIMESERIES, EventLog, JsonLines
-from .targets import TargetSpec
+from ..measure.stats import Accounting, CappedCounter, Histogram, SecondHistogram
+from ..streams import EVENTS, TIMESERIES, EventLog, JsonLines
+from ..workload.targets import TargetSpec
 from .worker import TRACEBACKS_PER_KEY, WorkerSpec
 
 log = logging.getLogger("loadgen.runner")
@@ -95,7 +95,7 @@ class RunPlan:
     def validated(self, thresholds):
         positive_int(self.concurrency, "--concurrency")
         if self.rate is not None:
-            from .config import positive_float
+            from ..config import positive_float
 
             positive_float(self.rate, "--rate", allow_zero=bool(self.stages))
             positive_float(self.max_lateness_s, "--max-lateness")
@@ -244,7 +244,7 @@ class Runner:
     # ================================================================== public
 
     def run(self):
-        from .targets import check_target
+        from ..workload.targets import check_target
 
         check_target(self.plan.target)
         out = self.out

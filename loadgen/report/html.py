@@ -33,7 +33,7 @@ import json
 import math
 import os
 
-from .streams import EVENTS, TIMESERIES, atomic_write, read_jsonl
+from ..streams import EVENTS, TIMESERIES, atomic_write, read_jsonl
 
 HTML_FILE = "report.html"
 
@@ -98,7 +98,7 @@ def render_html(report, timeseries=(), events=()):
     parts.append(_accounting_section(report))
     parts.append(_breaches_section(report))
     if report.get("fleet"):  # a fleet run (fleet.py): the per-machine table
-        from ._fleet_data import render_fleet_html
+        from ..fleet.merge import render_fleet_html
 
         parts.append(render_fleet_html(report, _table, _e))
     parts.append("<section id='charts'><h2>Charts</h2>")

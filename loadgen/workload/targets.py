@@ -15,7 +15,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from .errors import TargetError
+from ..errors import TargetError
 
 EMBEDDED = "loadgen.flow:MockAIWritingFlowV2"
 

@@ -19,8 +19,8 @@ import json
 import math
 import os
 
-from .errors import UsageError
-from .report import SCHEMA_VERSION, SUITE_BASENAME
+from ..errors import UsageError
+from . import SCHEMA_VERSION, SUITE_BASENAME
 
 REPORT_NAMES = ("report.json", SUITE_BASENAME + ".json")
 

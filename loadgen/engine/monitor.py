@@ -51,8 +51,8 @@ import traceback
 from dataclasses import dataclass
 
 from . import _proc
-from .config import TIMING, ResourceThresholds
-from .errors import UsageError
+from ..config import TIMING, ResourceThresholds
+from ..errors import UsageError
 from .messages import Breach, MonitorError, Sample, Stop, Unwatch, Watch
 
 log = logging.getLogger("loadgen.monitor")

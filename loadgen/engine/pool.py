@@ -18,7 +18,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from .errors import UsageError
+from ..errors import UsageError
 from .worker import SLOT_FIELDS, START_NS, slot_totals, worker_main
 
 log = logging.getLogger("loadgen.pool")

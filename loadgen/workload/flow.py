@@ -45,7 +45,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = [
     "STAGES",
@@ -239,7 +239,7 @@ def _number(value, what, *, lo=0.0, hi=math.inf, expected="a number ≥ 0"):
 def _seconds(value, what):
     """``0.1``, ``"0.1"``, or a duration such as ``"100ms"`` → seconds ≥ 0."""
     if isinstance(value, str) and value.strip() and value.strip()[-1].isalpha():
-        from .config import parse_duration  # lazy: flow is importable on its own
+        from ..config import parse_duration  # lazy: flow is importable on its own
 
         return parse_duration(value, what)
     return _number(value, what, expected="seconds ≥ 0 (e.g. 0.1 or 100ms)")

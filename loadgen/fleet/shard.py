@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .scenarios._base import Session
+from ..scenarios._base import Session
 
 log = logging.getLogger("loadgen.fleet.shard")
 
@@ -63,7 +63,8 @@ class ShardSpec:
 def warm_up():
     """Run on each worker before the start instant is chosen: imports loadgen's engine (so the
     first shard does not pay for it after the start) and returns this machine's wall clock."""
-    from . import api, report, runner, scenarios  # noqa: F401 - imported for their side effect: warm caches
+    from .. import api, report, scenarios  # noqa: F401 - imported for their side effect: warm caches
+    from ..engine import runner
 
     return time.time()
 
@@ -174,9 +175,9 @@ def run_shard(spec):
 
     from distributed import get_worker
 
-    from . import api, scenarios
-    from ._fleet_data import Share
-    from .streams import dumps
+    from .. import api, scenarios
+    from .merge import Share
+    from ..streams import dumps
 
     worker = get_worker()
     try:
@@ -195,7 +196,7 @@ def run_shard(spec):
     common.update(target_factory=opts.pop("target_factory", False), inputs_mode=opts.pop("inputs_mode", "cycle"))
     profile = opts.pop("profile", "ci")
     if spec.kind == "suite":
-        from .scenarios._base import Overrides
+        from ..scenarios._base import Overrides
 
         overrides = Overrides()
     else:
@@ -248,8 +249,8 @@ def run_shard(spec):
 def _shard_dir(spec):
     """The master's path for this shard's run directory when this machine can write there (one
     machine, a shared file system), else a folder under this machine's temp directory."""
-    from .errors import OutputError
-    from .streams import prepare_run_dir
+    from ..errors import OutputError
+    from ..streams import prepare_run_dir
 
     try:
         return prepare_run_dir(spec.out)

@@ -44,7 +44,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .errors import LoadgenError, UsageError
+from ..errors import LoadgenError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def _child_setup(parent_pid):
     main thread); a parent that died before prctl took effect is caught by
     the ``getppid`` check right after: returns False when already orphaned.
     """
-    from . import _proc
+    from ..engine import _proc
 
     _proc.ignore_sigint()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

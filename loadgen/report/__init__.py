@@ -13,9 +13,9 @@ import json
 import os
 import platform
 
-from . import __version__
-from .stats import Accounting, Histogram
-from .streams import atomic_write, json_safe
+from .. import __version__
+from ..measure.stats import Accounting, Histogram
+from ..streams import atomic_write, json_safe
 
 SCHEMA_VERSION = 1
 SUITE_NAME = "AI Writing Flow V2 Heavy Load Stress Testing Suite"
@@ -181,7 +181,7 @@ def render_summary(report):
     for b in report["breaches"]:
         lines.append(f"Breach: {b['metric']} = {b['value']:.1f} > {b['limit']:.1f}")
     if report.get("fleet"):  # a fleet run (fleet.py): the per-machine table
-        from ._fleet_data import render_fleet_text
+        from ..fleet.merge import render_fleet_text
 
         lines += [""] + render_fleet_text(report)
     lines += ["", "RECOMMENDATIONS", "==============="]
@@ -249,7 +249,7 @@ def write_reports(run_dir, report):
 
 
 # (format, module, function(run_dir, report) -> path); imported only when writing.
-_EXTRA_FORMATS = (("html", "report_html", "write_html"), ("junit", "junit", "write_junit"))
+_EXTRA_FORMATS = (("html", "report.html", "write_html"), ("junit", "report.junit", "write_junit"))
 
 
 def _default(o):

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import os
 
-from .errors import UsageError
-from .streams import atomic_write
+from ..errors import UsageError
+from ..streams import atomic_write
 
 _MB = 1024 * 1024
 

@@ -31,7 +31,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from .messages import Ready, ResultBatch, Stop, WorkerError, WorkerExit, WorkOrder
-from .targets import TargetSpec, build_operation, outcome
+from ..workload.targets import TargetSpec, build_operation, outcome
 
 SLOT_FIELDS = 6
 STARTED, SUCCEEDED, FAILED, START_NS, DROPPED, REJECTED = range(SLOT_FIELDS)
@@ -165,7 +165,7 @@ class Worker:
         self._last = [0, 0, 0, 0, 0]  # started, succeeded, failed, dropped, rejected at the previous batch
         self.breaker = None
         if spec.breaker is not None:
-            from .breaker import CircuitBreaker
+            from ..workload.breaker import CircuitBreaker
 
             self.breaker = CircuitBreaker(spec.breaker)
         self.responses = []  # open model: ns from intended start to end
@@ -184,7 +184,7 @@ class Worker:
         try:
             self.op = build_operation(spec.target, spec.index)
             if spec.target.inputs is not None:
-                from .inputs import feed
+                from ..workload.inputs import feed
 
                 stride = spec.stride if spec.schedule is not None else spec.workers
                 self.feed = feed(spec.target.inputs, spec.target.inputs_mode, spec.index, stride, spec.inputs_skip)
@@ -261,7 +261,7 @@ class Worker:
     def _flush(self, second):
         import numpy as np
 
-        from .stats import CappedCounter, Sparse
+        from ..measure.stats import CappedCounter, Sparse
 
         def drain_hist(values):
             n = len(values)

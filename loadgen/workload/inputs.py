@@ -15,7 +15,7 @@ import itertools
 import json
 import os
 
-from .errors import UsageError
+from ..errors import UsageError
 
 MODES = ("cycle", "once")
 
