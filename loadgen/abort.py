@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import logging
 
-from .errors import UsageError
+from .errors import ExitCode, UsageError
 
 log = logging.getLogger("loadgen.abort")
 
-EXIT_FAILED = 1
 MIN_OPERATIONS = 20  # completed operations before a rate or percentile is judged: one failure is no verdict
 
 SO_FAR = {"success_rate", "error_rate", "p50_ms", "p90_ms", "p99_ms", "p999_ms"}
@@ -106,7 +105,7 @@ class EarlyJudge:
             self.lost = (f"criterion {c} lost early (measured {value:.4g} after {metrics['operations']} "
                          f"operations)")
             log.warning("%s: stopping the run", self.lost)
-            runner.request_stop(self.lost, EXIT_FAILED)
+            runner.request_stop(self.lost, ExitCode.FAILED)
             if self.on_lost is not None:
                 self.on_lost(self.lost)
             return

@@ -12,8 +12,6 @@ import os
 import sys
 import time
 
-EXIT_USAGE = 2
-
 COMMON_HELP = "Durations take seconds or 500ms, 10s, 5m, 1h."
 
 
@@ -296,7 +294,7 @@ def _finish(rep, args, progress):
 
 def main(argv=None):
     """Entry point; returns the process exit code (see DESIGN §10)."""
-    from .errors import LoadgenError, UsageError
+    from .errors import ExitCode, LoadgenError, UsageError
 
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -371,15 +369,15 @@ def main(argv=None):
         return _finish(rep, args, progress)
     except UsageError as e:
         print(f"loadgen: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return e.exit_code
     except LoadgenError as e:
         print(f"loadgen: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         print("loadgen: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.SIGINT
     except Exception as e:  # noqa: BLE001 - a bug: one line here, the traceback on request
         logging.getLogger("loadgen").debug("internal error", exc_info=True)
         print(f"loadgen: internal error: {type(e).__name__}: {e} (run with --log-level DEBUG for the traceback)",
               file=sys.stderr)
-        return 1
+        return ExitCode.FAILED

@@ -98,14 +98,61 @@ class ResourceThresholds:
 
 @dataclass(frozen=True)
 class Timing:
-    """Named intervals and grace periods of the process machinery (seconds)."""
+    """Every named interval and grace period of loadgen's processes, in seconds, in one place.
 
+    Grouped by who waits: the master, a worker, the monitor, the stressors
+    and the fleet. Limits that are not times (counts, shares, bytes) are
+    named beside the code that applies them.
+    """
+
+    # -- the master (engine.runner)
     tick_s: float = 0.05  # the master's longest sleep: timeouts, stages, stop file
-    stop_grace_s: float = 5.0  # drain time after a stop before the pool is killed
-    kill_grace_s: float = 0.5  # TERM → KILL
+    drain_grace_s: float = 5.0  # drain time after a stop before the pool is killed
+    kill_grace_s: float = 0.5  # TERM → KILL, for every process loadgen ends
     # A dead monitor is seen at once (its sentinel); this is for one that is alive but silent
     # (stopped, starved): long enough that a loaded machine does not end runs by mistake.
     monitor_silent_s: float = 5.0
+    second_grace_s: float = 2.0  # write a second this long after it ended even if a worker is silent
+    schedule_lead_s: float = 0.1  # open model: arrivals start this long after the order, so all workers start together
+    stressor_start_s: float = 5.0  # the master waits this long for its stressors to be under way
+    stressor_stop_s: float = 1.0  # at teardown, a stressor's polite stop before terminate → kill
+    teardown_s: float = 2.0  # at teardown, how long the master waits for killed workers to be reaped
+    monitor_stop_s: float = 1.0  # at teardown, the monitor's polite stop before terminate → kill
+    # -- a worker (engine.worker)
+    worker_poll_s: float = 0.1  # the longest a worker's main thread or an idle slot waits before looking again
+    drain_poll_s: float = 0.005  # while draining, how often the main thread checks whether the slots are done
+    reject_pause_s: float = 0.01  # a slot whose call the breaker rejected waits at most this long before the next
+    spin_s: float = 0.0002  # open model: below this much time to a due arrival, spin (sleep oversleeps ≈ 60 µs)
+    # -- the monitor (engine.monitor) and the kill it does (engine._proc)
+    pss_refresh_min_s: float = 1.0  # no process's PSS is re-read sooner than this
+    io_refresh_s: float = 1.0  # disk/network counters and load average: slow to change, ≈0.2 ms to read
+    # The hard growth limit looks at a short window so that a runaway allocation is stopped in seconds.
+    growth_window_s: float = 5.0
+    death_poll_s: float = 0.002  # polling step while waiting for killed processes to die (judged on it)
+    # After SIGKILL a process normally vanishes in milliseconds; one in uninterruptible sleep (D state,
+    # NFS) may take longer. Bounded so that no wait on it hangs.
+    kill_wait_s: float = 5.0
+    # -- stressors (loadgen.stressors)
+    # One duty cycle (busy then sleep): short enough that a 1 s reading holds many cycles, long enough
+    # that the sleep's wake-up overshoot (~0.1 ms) is small against it.
+    cpu_period_s: float = 0.05
+    stressor_stop_grace_s: float = 2.0  # a stressor's polite stop → terminate
+    ballast_check_s: float = 0.5  # the ballast holder: how often it checks its parent
+    io_report_s: float = 0.5  # an I/O worker's stats message period
+    io_socket_timeout_s: float = 1.0  # no socket call of the I/O stressor blocks longer than this
+    io_thread_join_s: float = 2.0  # an I/O worker's wait for each of its threads at stop
+    stressor_poll_s: float = 0.02  # a stressor's parent: its longest sleep while it waits on a child
+    # -- the fleet (loadgen.fleet)
+    fleet_connect_s: float = 10.0  # default --cluster-timeout: reach the scheduler, and find workers
+    fleet_start_lead_s: float = 2.0  # default --start-lead: start_at = now + this, after the workers are warm
+    fleet_tick_s: float = 0.1  # the fleet master's loop wakes at least this often
+    fleet_membership_s: float = 0.5  # how often the scheduler's worker list is read
+    fleet_silence_s: float = 15.0  # a shard that streamed nothing (not even a heartbeat) this long is lost
+    fleet_second_grace_s: float = 3.0  # a fleet line waits this long past its second for a slow shard
+    fleet_stop_grace_s: float = 30.0  # after a stop request, wait this long for the shards' results
+    fleet_drain_s: float = 0.3  # after the last result, late stream messages still merge
+    shard_heartbeat_s: float = 1.0  # a shard's publisher: heartbeat, events tail, "still wanted?" check
+    shard_late_limit_s: float = 5.0  # a shard that would start this late refuses (a re-run after a worker restart)
 
 
 TIMING = Timing()

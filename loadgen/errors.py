@@ -1,16 +1,63 @@
-"""One exception tree for loadgen, rooted at :class:`LoadgenError`.
+"""Exit codes and the one exception tree of loadgen.
 
-Every error carries the data that explains it; the CLI maps the tree to
-exit codes in one place (``cli.main``).
+:class:`ExitCode` holds every code a command can end with and the order in
+which they win when several apply (:meth:`ExitCode.worst`). Every error
+loadgen raises on purpose descends from :class:`LoadgenError` and carries
+the data that explains it; the CLI maps the tree to exit codes in one
+place (``cli.main``).
 """
+
+import enum
+import signal
+
+
+class ExitCode(enum.IntEnum):
+    """What a run or command ends with (DESIGN §10)."""
+
+    OK = 0  # every criterion passed
+    FAILED = 1  # a criterion failed (or a worker restart limit, or a lost abort criterion)
+    USAGE = 2  # bad usage, configuration or target: one clear line, no traceback
+    BREACH = 3  # stopped by a safety breach its scenario did not expect, or the monitor was lost
+    DEGRADED = 4  # a fleet run lost a shard: its totals miss a machine
+    SIGINT = 130  # interrupted by SIGINT
+    SIGTERM = 143  # terminated by SIGTERM
+
+    __str__ = int.__repr__  # "3", not "ExitCode.BREACH", wherever a code is printed
+
+    @classmethod
+    def of_signal(cls, signum):
+        """130 for SIGINT, 143 for anything else that stops a run (SIGTERM)."""
+        return cls.SIGINT if signum == signal.SIGINT else cls.SIGTERM
+
+    @classmethod
+    def worst(cls, codes):
+        """The code a run ends with when ``codes`` all apply: the first of :data:`PRIORITY`
+        present (an unknown code outranks none of them but 0; the highest unknown wins then);
+        0 for no codes."""
+        present = {int(c) for c in codes}
+        for code in PRIORITY:
+            if code in present:
+                return code
+        return max(present, default=cls.OK)
+
+
+#: When several codes apply, the first one present wins: bad usage says the run did not measure what was
+#: asked; a signal says a person stopped it; a lost shard qualifies everything the fleet measured; a breach
+#: or a failed criterion is a verdict on the measurement.
+PRIORITY = (ExitCode.USAGE, ExitCode.SIGTERM, ExitCode.SIGINT, ExitCode.DEGRADED, ExitCode.BREACH,
+            ExitCode.FAILED, ExitCode.OK)
 
 
 class LoadgenError(Exception):
-    """Base of every error loadgen raises on purpose."""
+    """Base of every error loadgen raises on purpose; :attr:`exit_code` is the command's code."""
+
+    exit_code = ExitCode.FAILED
 
 
 class UsageError(LoadgenError):
     """Bad usage, configuration or target: exit code 2, one clear line."""
+
+    exit_code = ExitCode.USAGE
 
 
 class TargetError(UsageError):
@@ -21,12 +68,45 @@ class OutputError(UsageError):
     """The output directory cannot be created or written."""
 
 
+class ClusterError(UsageError):
+    """The Dask scheduler at ``address`` cannot run a fleet (unreachable, no worker, loadgen missing)."""
+
+    def __init__(self, address, message):
+        self.address = address
+        super().__init__(f"--cluster {address}: {message}")
+
+
+class StressorFailed(LoadgenError):
+    """A stressor child reported an error or died before it was ready."""
+
+
+class WorkerCrashed(LoadgenError):
+    """Worker ``index`` (``pid``) died with ``exitcode`` while ``in_flight`` operations ran.
+
+    Raised nowhere by the engine (a crash is counted and the worker replaced);
+    it names the crash in events, reports and the stop reason of a run that hit
+    its restart limit.
+    """
+
+    def __init__(self, index, pid, exitcode, in_flight=0):
+        self.index, self.pid, self.exitcode, self.in_flight = index, pid, exitcode, in_flight
+        self.hint = crash_hint(exitcode)
+        super().__init__(f"worker {index} (pid {pid}) died with {describe_exitcode(exitcode)}"
+                         + (f": {self.hint}" if self.hint else ""))
+
+
+class ThresholdBreached(LoadgenError):
+    """The monitor killed the pool because ``metric`` = ``value`` passed ``limit``."""
+
+    exit_code = ExitCode.BREACH
+
+    def __init__(self, metric, value, limit):
+        self.metric, self.value, self.limit = metric, value, limit
+        super().__init__(f"threshold breached: {metric} = {value:.1f} > {limit:.1f}")
 
 
 def describe_exitcode(exitcode):
     """Human words for a process exit code (negative = killed by signal)."""
-    import signal
-
     if exitcode is None:
         return "no exit code (still running?)"
     if exitcode < 0:
@@ -39,9 +119,7 @@ def describe_exitcode(exitcode):
 
 
 def crash_hint(exitcode):
-    """A guess at why a process died, for the crash report."""
-    import signal
-
+    """A guess at why a process died, for the crash report ("" when there is none)."""
     if exitcode == -signal.SIGSEGV:
         return "segmentation fault in native code"
     if exitcode == -signal.SIGKILL:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .errors import ExitCode
+
 
 @dataclass
 class StressTestResult:
@@ -102,7 +104,7 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
         messages.append(f"worker {c['worker']} died with {c['exit']} ({c['hint']})")
     return StressTestResult(
         test_name=name,
-        success=passed and outcome.exit_code in (0,),
+        success=passed and outcome.exit_code == ExitCode.OK,
         duration_seconds=round(outcome.duration_s, 3),
         max_concurrent_operations=outcome.peak_in_flight,
         peak_memory_mb=round(outcome.peak_memory_mb, 1),

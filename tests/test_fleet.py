@@ -22,7 +22,8 @@ import psutil
 import pytest
 
 from loadgen import cli
-from loadgen.fleet.merge import (EXIT_DEGRADED, SecondMerger, Share, fleet_junit_suite, merge_component,
+from loadgen.errors import ExitCode
+from loadgen.fleet.merge import (SecondMerger, Share, fleet_junit_suite, merge_component,
                                  render_fleet_text)
 from loadgen.config import ResourceThresholds, Stage
 from loadgen.report import build_report, render_summary
@@ -338,7 +339,7 @@ def test_killed_dask_worker_degrades_the_fleet(cluster, tmp_path):
     finally:
         t.join(1)
         cluster.refresh_keep()  # the nanny restarts the killed worker
-    assert rep.exit_code == EXIT_DEGRADED
+    assert rep.exit_code == ExitCode.DEGRADED
     ok, lost = rep.report["fleet"]["shards"]
     assert (ok["status"], lost["status"]) == ("finished", "lost")
     assert "left the cluster" in lost["reason"] and victim in lost["reason"]

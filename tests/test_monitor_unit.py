@@ -14,6 +14,7 @@ from loadgen.engine import _proc
 from loadgen.config import ResourceThresholds
 from loadgen.engine.messages import Breach, Sample, Stop, Unwatch, Watch
 from loadgen.engine.monitor import (
+    MAX_PENDING_SAMPLES,
     METRIC_AVAILABLE,
     METRIC_CPU,
     METRIC_GROWTH,
@@ -413,7 +414,7 @@ def test_pdeathsig_can_be_set_and_cleared():
 def test_a_master_that_does_not_read_costs_samples_never_a_breach(monitor):
     writable = [False]
     monitor._writable = lambda: writable[0]
-    limit = monitor.consts.max_pending_samples
+    limit = MAX_PENDING_SAMPLES
     for i in range(limit + 20):
         monitor.send(sample(T0 + i))
     breach = Breach("memory_mb", 300.0, 200.0, T0, T0 + 0.02, (1,))

@@ -33,6 +33,8 @@ from typing import NamedTuple
 
 import psutil
 
+from ..config import TIMING
+
 log = logging.getLogger("loadgen.proc")
 
 _IS_LINUX = sys.platform.startswith("linux")
@@ -52,13 +54,6 @@ _MB = 1024.0 * 1024.0
 # wrap the whole pid space inside 20 ms to collide.
 CREATE_TIME_TOLERANCE_S = 2.0 / CLOCK_TICKS
 
-# Polling step while waiting for processes to die: short, because the time a
-# breach takes to free memory is what the monitor is judged on.
-_DEATH_POLL_S = 0.002
-# After SIGKILL a process normally vanishes in milliseconds; one stuck in
-# uninterruptible sleep (D state, e.g. NFS) may take longer. Bounded so the
-# monitor never hangs on it.
-_KILL_WAIT_S = 5.0
 
 _libc = None
 
@@ -376,7 +371,7 @@ def _killpg(pgid, sig):
         return False
 
 
-def kill_group_then_pids(pgid, procs, grace_s, *, kill_wait_s=_KILL_WAIT_S):
+def kill_group_then_pids(pgid, procs, grace_s, *, kill_wait_s=TIMING.kill_wait_s):
     """Terminate a pool: TERM, wait up to ``grace_s``, KILL the rest, wait for death.
 
     ``pgid``: the pool's process group, or None. It is signalled only if it
@@ -404,7 +399,7 @@ def kill_group_then_pids(pgid, procs, grace_s, *, kill_wait_s=_KILL_WAIT_S):
     return kill_ticks(pgid, alive, grace_s, kill_wait_s=kill_wait_s)
 
 
-def kill_ticks(pgids, alive, grace_s, *, kill_wait_s=_KILL_WAIT_S):
+def kill_ticks(pgids, alive, grace_s, *, kill_wait_s=TIMING.kill_wait_s):
     """:func:`kill_group_then_pids` for identities already resolved to start ticks.
 
     ``pgids``: None, one process group or an iterable of them (a pool and
@@ -430,7 +425,7 @@ def kill_ticks(pgids, alive, grace_s, *, kill_wait_s=_KILL_WAIT_S):
                     del alive[pid]
             if not alive or time.monotonic() >= deadline:
                 break
-            time.sleep(_DEATH_POLL_S)
+            time.sleep(TIMING.death_poll_s)
         return time.time()
 
     dead_at = reap(time.monotonic() + grace_s)
@@ -451,3 +446,37 @@ def kill_ticks(pgids, alive, grace_s, *, kill_wait_s=_KILL_WAIT_S):
     if alive:
         log.error("pids %s still alive %.1f s after SIGKILL (uninterruptible sleep?)", sorted(alive), kill_wait_s)
     return dead_at
+
+
+def end_processes(procs, grace_s=TIMING.kill_grace_s, *, polite_s=0.0):
+    """End child processes that this process started (``multiprocess.Process``-like objects).
+
+    The one terminate-grace-kill of loadgen: wait up to ``polite_s`` for them
+    to exit on their own (after the caller asked them to), then SIGTERM, wait
+    up to ``grace_s``, SIGKILL, and reap, waiting up to ``TIMING.kill_wait_s``.
+    A child's pid cannot be reused before it is reaped, so no identity check
+    is needed here (for processes loadgen did not start, the monitor uses
+    :func:`kill_ticks`). Blocks at most ``polite_s + grace_s + kill_wait_s``.
+    Returns the processes still alive after SIGKILL (normally none).
+    """
+    procs = list(procs)
+    deadline = time.monotonic() + max(0.0, polite_s)
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for step, wait_s in (("terminate", grace_s), ("kill", TIMING.kill_wait_s)):
+        alive = [p for p in procs if p.is_alive()]
+        if not alive:
+            return []
+        for p in alive:
+            try:
+                getattr(p, step)()
+            except (OSError, ValueError):  # gone meanwhile, or already closed
+                pass
+        deadline = time.monotonic() + wait_s
+        for p in alive:
+            p.join(max(0.0, deadline - time.monotonic()))
+    left = [p for p in procs if p.is_alive()]
+    if left:
+        log.error("pids %s still alive %.1f s after SIGKILL (uninterruptible sleep?)", [p.pid for p in left],
+                  TIMING.kill_wait_s)
+    return left

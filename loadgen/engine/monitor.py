@@ -48,7 +48,6 @@ import select
 import signal
 import time
 import traceback
-from dataclasses import dataclass
 
 from . import _proc
 from ..config import TIMING, ResourceThresholds
@@ -71,35 +70,22 @@ MIN_INTERVAL_S = 0.01
 _MB = 1024.0 * 1024.0
 
 
-@dataclass(frozen=True)
-class MonitorConsts:
-    """The monitor's named intervals and limits (seconds, MB, counts)."""
-
-    # PSS re-reads are paced by CPU: smaps_rollup walks the page tables
-    # (≈0.4–1 ms for an idle numpy worker on this VM, more for a big one), so
-    # reading 50 of them every tick would cost a core by itself. The reads,
-    # oldest first, may use this share of one core (0.3 %: 50 idle workers
-    # are each re-read about every 15–25 s), and no process is re-read sooner
-    # than pss_refresh_min_s. Between reads a process's memory is estimated
-    # as PSS + (RSS now − RSS at that read), exact for private growth; only
-    # changes in sharing (copy-on-write breaking) wait for the next read.
-    pss_cpu_budget: float = 0.003
-    pss_refresh_min_s: float = 1.0
-    # Disk/network counters and load average change slowly and cost ≈0.2 ms.
-    io_refresh_s: float = 1.0
-    # The hard growth limit looks at a short window so that a runaway
-    # allocation is stopped in seconds; the fit must be good and better
-    # than a single step, so a warm-up jump is not a "rate".
-    growth_window_s: float = 5.0
-    growth_min_fill: float = 0.8  # the points must span this share of the window
-    growth_min_points: int = 10
-    growth_min_r2: float = 0.8
-    # Samples kept while the master does not read its pipe; older ones are
-    # dropped (a Breach never is) so the monitor never blocks on a send.
-    max_pending_samples: int = 50
-
-
-CONSTS = MonitorConsts()
+# PSS re-reads are paced by CPU: smaps_rollup walks the page tables (≈0.4–1 ms for an idle
+# numpy worker on this VM, more for a big one), so reading 50 of them every tick would cost a
+# core by itself. The reads, oldest first, may use this share of one core (0.3 %: 50 idle
+# workers are each re-read about every 15–25 s), and no process is re-read sooner than
+# TIMING.pss_refresh_min_s. Between reads a process's memory is estimated as PSS + (RSS now −
+# RSS at that read), exact for private growth; only changes in sharing (copy-on-write
+# breaking) wait for the next read.
+PSS_CPU_BUDGET = 0.003
+# The hard growth limit's fit must be good and better than a single step, so that a warm-up
+# jump is not a "rate": enough points, spanning enough of TIMING.growth_window_s, well fitted.
+GROWTH_MIN_FILL = 0.8  # the points must span this share of the window
+GROWTH_MIN_POINTS = 10
+GROWTH_MIN_R2 = 0.8
+# Samples kept while the master does not read its pipe; older ones are dropped (a Breach never
+# is) so the monitor never blocks on a send.
+MAX_PENDING_SAMPLES = 50
 
 # The kernel sends this to the monitor when the master dies (PR_SET_PDEATHSIG).
 # Not SIGKILL: the monitor must outlive the master long enough to kill the pool.
@@ -413,10 +399,9 @@ class ThresholdEvaluator:
     :meth:`rebase` with the memory that joined (+) or left (−).
     """
 
-    def __init__(self, thresholds=None, consts=CONSTS):
+    def __init__(self, thresholds=None):
         self.thresholds = thresholds or ResourceThresholds()
-        self.consts = consts
-        self.growth = SlopeEstimator(consts.growth_window_s)
+        self.growth = SlopeEstimator(TIMING.growth_window_s)
         self._offset_mb = 0.0
         self._last_memory_t = None
         self._cpu_above_since = None
@@ -446,14 +431,13 @@ class ThresholdEvaluator:
 
     def growth_rate(self):
         """The slope (MB/s) if the window is full enough and linear, else None."""
-        c = self.consts
         slope = self.growth.slope()
-        if slope is None or len(self.growth) < c.growth_min_points:
+        if slope is None or len(self.growth) < GROWTH_MIN_POINTS:
             return None
-        if self.growth.span_s() < c.growth_min_fill * self.growth.window_s:
+        if self.growth.span_s() < GROWTH_MIN_FILL * self.growth.window_s:
             return None
         r2 = self.growth.r2()
-        if r2 is None or r2 < c.growth_min_r2:
+        if r2 is None or r2 < GROWTH_MIN_R2:
             return None
         return slope
 
@@ -630,12 +614,11 @@ class Monitor:
     """
 
     def __init__(self, conn, thresholds=None, interval_s=0.1, master_pid=None, master_create_time=None,
-                 *, consts=CONSTS, wake_fd=None):
+                 *, wake_fd=None):
         self.conn = conn
         self.thresholds = thresholds or ResourceThresholds()
         self.interval_s = float(interval_s)
-        self.consts = consts
-        self.evaluator = ThresholdEvaluator(self.thresholds, consts)
+        self.evaluator = ThresholdEvaluator(self.thresholds)
         self.watched = {}  # pid → _Watched
         self.stopping = False
         self.breaches = 0
@@ -744,16 +727,15 @@ class Monitor:
         return time.perf_counter() - t0
 
     def _refresh_pss(self, now_mono):
-        c = self.consts
         # Credit accrues at the budget rate and is capped at one second's
         # worth, so idle periods do not bank a burst of reads.
-        self._pss_credit_s = min(self._pss_credit_s + c.pss_cpu_budget * self.interval_s, c.pss_cpu_budget)
+        self._pss_credit_s = min(self._pss_credit_s + PSS_CPU_BUDGET * self.interval_s, PSS_CPU_BUDGET)
         while self._pss_credit_s > 0.0 and self._pss_queue:
             w = self.watched.get(self._pss_queue[0])
             if w is None:
                 self._pss_queue.popleft()  # dropped since: its slot costs nothing
                 continue
-            if now_mono - w.pss_mono < c.pss_refresh_min_s:
+            if now_mono - w.pss_mono < TIMING.pss_refresh_min_s:
                 break  # the queue is oldest first: nobody else is due either
             self._pss_queue.rotate(-1)
             self._pss_credit_s -= self._read_pss(w, now_mono)
@@ -799,7 +781,7 @@ class Monitor:
         avail, swap = self._system.memory_mb()
         if now_mono >= self._io_next:
             self._io = read_io()
-            self._io_next = now_mono + self.consts.io_refresh_s
+            self._io_next = now_mono + TIMING.io_refresh_s
         # The growth guard follows the workers only: a stressor's ballast grows on purpose.
         growth = self.evaluator.observe_memory(
             t, sum(w.memory_mb for w in self.watched.values() if w.role in GROWTH_ROLES and w.memory_mb))
@@ -900,7 +882,7 @@ class Monitor:
     def flush(self):
         while self._outbox:
             if not self._writable():
-                excess = sum(isinstance(m, Sample) for m in self._outbox) - self.consts.max_pending_samples
+                excess = sum(isinstance(m, Sample) for m in self._outbox) - MAX_PENDING_SAMPLES
                 if excess > 0:
                     kept = collections.deque()
                     for m in self._outbox:
@@ -1142,19 +1124,13 @@ class SystemResourceMonitor:
     def stop(self, timeout_s=2.0):
         """Stop the monitor: Stop, join, then terminate/kill if needed. Returns its exit code.
 
-        Blocks up to about ``timeout_s`` + 1 s. Safe to call twice.
+        Blocks up to ``timeout_s`` + ``TIMING.kill_grace_s`` (+ ``kill_wait_s`` for a process that
+        will not die). Safe to call twice.
         """
         if self.process is None:
             return None
         self._send(Stop())
-        self.process.join(timeout_s if self.process.is_alive() else 0)
-        if self.process.is_alive():
-            log.warning("monitor did not stop within %.1f s: terminating", timeout_s)
-            self.process.terminate()
-            self.process.join(0.5)
-            if self.process.is_alive():
-                self.process.kill()
-                self.process.join(0.5)
+        _proc.end_processes([self.process], polite_s=timeout_s)
         code = self.process.exitcode
         if self.conn is not None:
             try:

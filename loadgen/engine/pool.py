@@ -15,9 +15,10 @@ import dataclasses
 import logging
 import os
 import signal
-import time
 from dataclasses import dataclass, field
 
+from . import _proc
+from ..config import TIMING
 from ..errors import UsageError
 from .worker import SLOT_FIELDS, START_NS, slot_totals, worker_main
 
@@ -56,26 +57,12 @@ class ProcessRegistry:
     def forget(self, proc):
         self.procs = [(r, p) for r, p in self.procs if p is not proc]
 
-    def stop_all(self, grace_s=0.5, roles=None):
-        """Terminate, wait up to ``grace_s``, kill, reap. Workers and stressors before the monitor."""
-        order = {"worker": 0, "stressor": 0, "monitor": 1}
-        procs = sorted((rp for rp in self.procs if roles is None or rp[0] in roles), key=lambda rp: order.get(rp[0], 0))
-        for _, p in procs:
-            if p.is_alive():
-                try:
-                    p.terminate()
-                except OSError:
-                    pass
-        deadline = time.monotonic() + grace_s
-        for _, p in procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-        for _, p in procs:
-            if p.is_alive():
-                try:
-                    p.kill()
-                except OSError:
-                    pass
-                p.join(1.0)
+    def stop_all(self, grace_s=TIMING.kill_grace_s, roles=None):
+        """Terminate, wait up to ``grace_s``, kill, reap (:func:`_proc.end_processes`): the pool's
+        workers and stressors first, then the monitor, so the pool is never left unwatched."""
+        procs = [rp for rp in self.procs if roles is None or rp[0] in roles]
+        _proc.end_processes([p for r, p in procs if r != "monitor"], grace_s)
+        _proc.end_processes([p for r, p in procs if r == "monitor"], grace_s)
         for rp in procs:
             try:
                 rp[1].close()

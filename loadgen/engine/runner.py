@@ -23,7 +23,7 @@ pipe; the monitor writes only its pipe (and signals the pool); the master
 owns every file in the run directory. Workers ship a batch once a second,
 aligned on wall-clock seconds; the master writes second S of
 ``timeseries.jsonl`` once every worker has reported past it (or
-``SECOND_GRACE_S`` later).
+``TIMING.second_grace_s`` later).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from ..config import TIMING, ResourceThresholds, default_workers, positive_int
-from ..errors import UsageError, crash_hint, describe_exitcode
+from ..errors import ExitCode, ThresholdBreached, UsageError, WorkerCrashed, describe_exitcode
 from .messages import (Breach, MonitorError, Ready, ResultBatch, Sample, Stop, WorkerError,
                        WorkerExit, WorkOrder)
 from .pool import Pool, ProcessRegistry, get_context
@@ -49,14 +49,11 @@ from .worker import TRACEBACKS_PER_KEY, WorkerSpec
 log = logging.getLogger("loadgen.runner")
 
 WORKER_LOG = "workers.log"  # what targets print goes here
-SECOND_GRACE_S = 2.0
 SECONDS_KEPT = 600  # per-second records an outcome keeps in memory; timeseries.jsonl keeps all
 SERIES_KEPT = 7_200  # seconds of pool memory kept for the leak verdict (two hours)
 BREAKER_EVENTS_KEPT = 1_000
-SCHEDULE_LEAD_S = 0.1  # open model: arrivals start this long after the order, so all workers start together  # write a second this long after it ended even if a worker is silent
 MAX_ERROR_KEYS = 100
 MAX_RESTARTS = 10
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BREACH, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
 
 
 @dataclass(frozen=True)
@@ -87,7 +84,7 @@ class RunPlan:
     expect_breach: bool = False
     nice: int = 10
     blas_threads: int | None = 1
-    stop_grace_s: float = TIMING.stop_grace_s
+    stop_grace_s: float = TIMING.drain_grace_s
     segment_s: float | None = None  # also keep one latency histogram per this many seconds of load
     breaker: object = None  # breaker.BreakerConfig: a circuit breaker in each worker's dispatcher
     start_at: float | None = None  # UNIX time: a ready pool holds its load until then (fleet shards start together)
@@ -145,7 +142,7 @@ class RunOutcome:
     breaches: list = field(default_factory=list)
     crashes: list = field(default_factory=list)
     stop_reason: str = ""
-    exit_code: int = EXIT_OK
+    exit_code: int = ExitCode.OK
     peak_in_flight: int = 0
     peak_memory_mb: float = 0.0
     peak_rss_mb: float = 0.0
@@ -288,7 +285,7 @@ class Runner:
             self.events.emit("phase", name="stressor_start", stressor=st.describe())
         for st in self.stressors:
             if hasattr(st, "wait_started"):
-                st.wait_started(timeout_s=5.0)
+                st.wait_started(timeout_s=TIMING.stressor_start_s)
 
     def _spawn_stressor(self, target, args, name):
         """The stressors' ``spawn``: registered, and watched by the monitor as part of the pool."""
@@ -304,7 +301,7 @@ class Runner:
     def _stop_stressors(self):
         for st in self.stressors:
             try:
-                st.stop(timeout_s=1.0)
+                st.stop(timeout_s=TIMING.stressor_stop_s)
                 stats = st.stats()
             except Exception as e:  # noqa: BLE001 - the run's data matters more
                 stats = {"error": f"{type(e).__name__}: {e}"}
@@ -313,7 +310,7 @@ class Runner:
                 if self.monitor is not None:
                     self.monitor.unwatch(pid)
 
-    def request_stop(self, reason, exit_code=EXIT_OK):
+    def request_stop(self, reason, exit_code=ExitCode.OK):
         """Ask the loop to stop gracefully at its next turn (safe from ``on_second``)."""
         self._stop_request = (reason, exit_code)
 
@@ -363,23 +360,22 @@ class Runner:
             if self.stopping is None:
                 if self._signals:
                     sig = self._signals[0]
-                    self._begin_stop("interrupted by " + signal.Signals(sig).name,
-                                     EXIT_SIGINT if sig == signal.SIGINT else EXIT_SIGTERM)
+                    self._begin_stop("interrupted by " + signal.Signals(sig).name, ExitCode.of_signal(sig))
                 elif self._end_at is not None and now >= self._end_at:
-                    self._begin_stop("duration reached", EXIT_OK)
+                    self._begin_stop("duration reached", ExitCode.OK)
                 elif now >= hard_end:
                     self.events.emit("timeout", limit_s=self.thresholds.max_execution_time_seconds)
-                    self._begin_stop("max_execution_time_seconds reached", EXIT_OK)
+                    self._begin_stop("max_execution_time_seconds reached", ExitCode.OK)
                 elif p.stop_file and os.path.exists(p.stop_file):
                     self.events.emit("stop", reason="stop file", path=p.stop_file)
-                    self._begin_stop(f"stop file {p.stop_file} appeared", EXIT_OK)
+                    self._begin_stop(f"stop file {p.stop_file} appeared", ExitCode.OK)
                 elif self._operations_done():
-                    self._begin_stop("operations done", EXIT_OK)
+                    self._begin_stop("operations done", ExitCode.OK)
                 elif self._stop_request is not None:
                     self._begin_stop(*self._stop_request)
                 elif self.timeseries.error or self.events.error:
                     err = self.timeseries.error or self.events.error
-                    self._begin_stop(f"cannot write the run directory: {err.strerror or err}", EXIT_USAGE)
+                    self._begin_stop(f"cannot write the run directory: {err.strerror or err}", ExitCode.USAGE)
                 else:
                     self._apply_load(now - (self._load_t0 or now))
             elif len(self._signals) > 1:
@@ -505,8 +501,8 @@ class Runner:
         """Open model: arrivals start together once every worker is ready; a replacement joins the
         running schedule."""
         if self.schedule_start is None:
-            self.schedule_start = time.monotonic() + SCHEDULE_LEAD_S
-            self._schedule_wall = time.time() + SCHEDULE_LEAD_S
+            self.schedule_start = time.monotonic() + TIMING.schedule_lead_s
+            self._schedule_wall = time.time() + TIMING.schedule_lead_s
             self.out.load_started_at = self._schedule_wall
             self._load_started(self.schedule_start)
             self.events.emit("phase", name="schedule_start", rate=self.plan.rate, at=self._schedule_wall)
@@ -581,9 +577,9 @@ class Runner:
                                   detected_at=b.detected_at, pool_dead_at=b.pool_dead_at,
                                   killed_pids=list(b.killed_pids))
         self.out.breaches.append(record)
-        code = EXIT_OK if self.plan.expect_breach else EXIT_BREACH
+        code = ExitCode.OK if self.plan.expect_breach else ExitCode.BREACH
         if self.stopping is None:
-            self._begin_stop(f"threshold breached: {b.metric} = {b.value:.1f} > {b.limit:.1f}", code)
+            self._begin_stop(str(ThresholdBreached(b.metric, b.value, b.limit)), code)
         # The monitor has killed the pool; make sure nothing of it is left.
         self.pool.kill_group()
 
@@ -702,28 +698,28 @@ class Runner:
         clean = h.said_goodbye and exitcode == 0
         if clean:
             if not self.pool.handles and self.stopping is None:
-                self._begin_stop(getattr(h, "exit_reason", None) or "workers finished", EXIT_OK)
+                self._begin_stop(getattr(h, "exit_reason", None) or "workers finished", ExitCode.OK)
             return
         error = getattr(h, "error", None)
         if error is not None:  # could not build the target
             if self.quota_left is not None:
                 self.quota_left += unstarted
             if not self.pool.handles and self.stopping is None:
-                self._begin_stop(f"no worker could start: {error.type_name}: {error.message}", EXIT_USAGE)
+                self._begin_stop(f"no worker could start: {error.type_name}: {error.message}", ExitCode.USAGE)
             return
         if self.broken or self.stopping is not None:
             if crashed or timed_out:
                 self.events.emit("worker_killed", worker=h.index, pid=h.pid, exitcode=exitcode,
                                  operations_lost_in_flight=crashed, reason=self.stopping[0] if self.stopping else "breach")
             return
-        hint = "operation timed out" if timed_out else crash_hint(exitcode)
+        crash = WorkerCrashed(h.index, h.pid, exitcode, in_flight)
         record = self.events.emit("worker_crash", worker=h.index, pid=h.pid, exitcode=exitcode,
-                                  exit=describe_exitcode(exitcode), hint=hint,
+                                  exit=describe_exitcode(exitcode),
+                                  hint="operation timed out" if timed_out else crash.hint,
                                   in_flight=in_flight, timed_out=timed_out, crashed=crashed)
         self.out.crashes.append(record)
         if self.pool.restarts >= self.plan.max_restarts:
-            self._begin_stop(f"worker restart limit ({self.plan.max_restarts}) reached; last: worker {h.index} "
-                             f"died with {describe_exitcode(exitcode)}", EXIT_FAILED)
+            self._begin_stop(f"worker restart limit ({self.plan.max_restarts}) reached; last: {crash}", ExitCode.FAILED)
             return
         self.pool.restarts += 1
         if self.quota_left is not None:
@@ -743,7 +739,7 @@ class Runner:
         self.events.emit("monitor_lost", reason=why)
         log.error("monitor lost (%s): stopping the run — never unmonitored", why)
         if self.stopping is None:
-            self._begin_stop(f"monitor lost: {why}", EXIT_BREACH)
+            self._begin_stop(f"monitor lost: {why}", ExitCode.BREACH)
         self.pool.kill_group()
         try:
             self.monitor.conn.close()
@@ -768,7 +764,7 @@ class Runner:
         try:
             if self.pool is not None:
                 self.pool.kill_group()
-                deadline = time.monotonic() + 2.0
+                deadline = time.monotonic() + TIMING.teardown_s
                 while self.pool.handles and time.monotonic() < deadline:
                     for h in list(self.pool.handles.values()):
                         h.process.join(0.05)
@@ -776,7 +772,7 @@ class Runner:
                             self._worker_gone(h)
         finally:
             if self.monitor is not None:
-                self.monitor.stop(timeout_s=1.0)
+                self.monitor.stop(timeout_s=TIMING.monitor_stop_s)
             self.registry.stop_all(TIMING.kill_grace_s)
 
     def _finish(self):
@@ -807,7 +803,7 @@ class Runner:
         for second in sorted(self.seconds):
             sec = self.seconds[second]
             complete = live <= sec.reported
-            if not final and not (complete and second < int(now)) and second > now - 1 - SECOND_GRACE_S:
+            if not final and not (complete and second < int(now)) and second > now - 1 - TIMING.second_grace_s:
                 break
             del self.seconds[second]
             if not sec.reported and not sec.cpu:
@@ -910,7 +906,7 @@ class SignalGate:
         """130 or 143 for the first signal received, None if none."""
         if not self.received:
             return None
-        return EXIT_SIGINT if self.received[0] == signal.SIGINT else EXIT_SIGTERM
+        return ExitCode.of_signal(self.received[0])
 
 
 # ====================================================================== helpers

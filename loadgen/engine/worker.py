@@ -31,6 +31,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from .messages import Ready, ResultBatch, Stop, WorkerError, WorkerExit, WorkOrder
+from ..config import TIMING
 from ..workload.targets import TargetSpec, build_operation, outcome
 
 SLOT_FIELDS = 6
@@ -38,10 +39,7 @@ STARTED, SUCCEEDED, FAILED, START_NS, DROPPED, REJECTED = range(SLOT_FIELDS)
 MAX_ERROR_KEYS = 50  # distinct error keys a worker reports; the rest go to "other"
 TRACEBACKS_PER_KEY = 3  # the first tracebacks of each error type are kept
 INPUTS_EXHAUSTED = "inputs exhausted"
-SYNC_TIMEOUT_S = 0.1
-STOP_POLL_S = 0.005  # while draining, how often the main thread checks whether the slots are done  # how long an idle slot sleeps before looking again
-REJECT_PAUSE_S = 0.01  # a slot whose call the breaker rejected waits at most this long before the next
-SPIN_NS = 200_000  # open model: below this much time to a due arrival, don't sleep (oversleep ≈ 60 µs)
+SPIN_NS = int(TIMING.spin_s * 1e9)
 
 
 @dataclass(frozen=True)
@@ -202,9 +200,9 @@ class Worker:
         while True:
             timeout = max(0.0, next_flush - time.time())
             if self.stopping:
-                timeout = min(timeout, STOP_POLL_S)  # draining: look at the slots often
+                timeout = min(timeout, TIMING.drain_poll_s)  # draining: look at the slots often
             try:
-                if self.conn.poll(min(timeout, SYNC_TIMEOUT_S)):
+                if self.conn.poll(min(timeout, TIMING.worker_poll_s)):
                     msg = self.conn.recv()
                     if isinstance(msg, Stop):
                         self._stop(msg)
@@ -327,7 +325,7 @@ class Worker:
                         self._claimed += 1
                         return True
                     # Quota spent: wait for more, or for a stop.
-                self.wake.wait(SYNC_TIMEOUT_S)
+                self.wake.wait(TIMING.worker_poll_s)
             return False
 
     def _slot(self, i):
@@ -351,7 +349,7 @@ class Worker:
             if breaker is not None and not breaker.allow():
                 # Rejected fast, counted; wait out (part of) the open period instead of spinning.
                 c[base + REJECTED] += 1
-                time.sleep(min(max(breaker.remaining_open_s(), 0.001), REJECT_PAUSE_S))
+                time.sleep(min(max(breaker.remaining_open_s(), 0.001), TIMING.reject_pause_s))
                 continue
             if feed is not None:
                 try:
@@ -412,7 +410,7 @@ class Worker:
         spec = self.spec
         with self.wake:
             while self.schedule_start_ns is None and not self.stopping:
-                self.wake.wait(SYNC_TIMEOUT_S)
+                self.wake.wait(TIMING.worker_poll_s)
             if self.stopping:
                 return
             if self._arrivals is None:
@@ -437,13 +435,13 @@ class Worker:
                 due_s = math.inf
             if due_s == math.inf:  # the rate fell to zero for good
                 with self.wake:
-                    self.wake.wait(SYNC_TIMEOUT_S)
+                    self.wake.wait(TIMING.worker_poll_s)
                 continue
             due = start_ns + int(due_s * 1e9)
             wait = due - mono()
             while wait > SPIN_NS and not self.stopping:
                 # Sleep short of the due time (the OS oversleeps), in bounded steps so a stop is seen.
-                sleep(min(wait - SPIN_NS, SYNC_TIMEOUT_S * 1e9) / 1e9)
+                sleep(min(wait - SPIN_NS, TIMING.worker_poll_s * 1e9) / 1e9)
                 wait = due - mono()
             if self.stopping:
                 return

@@ -24,7 +24,7 @@ in the report); the master writes the fleet run directory: ``timeseries.jsonl``
 with ``shard`` and ``host`` fields) and the reports, whose ``fleet`` key
 holds the per-machine table.
 
-Exit codes: those of DESIGN §10, plus ``4`` (:data:`EXIT_DEGRADED`) when a
+Exit codes: those of DESIGN §10, among them ``4`` (``ExitCode.DEGRADED``) when a
 shard was lost — its machine or Dask worker died, it went silent, or it
 could not start — so the fleet's totals miss a machine. Priority: 2, 143,
 130, 4, 3, 1, 0. A scheduler that cannot be reached, or that has no worker
@@ -45,10 +45,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from .merge import (EXIT_DEGRADED, SecondMerger, merge_components, overall_exit_code, result_from_dict,
+from .merge import (SecondMerger, merge_components, result_from_dict,
                           shard_row_from_results, shard_row_from_seconds)
-from ..errors import UsageError
-from ..engine.runner import SCHEDULE_LEAD_S
+from ..errors import ClusterError, ExitCode, UsageError
+from ..config import TIMING
 
 log = logging.getLogger("loadgen.fleet")
 
@@ -70,31 +70,8 @@ WORKER_CONFIG = {
 }
 
 
-@dataclass(frozen=True)
-class FleetTiming:
-    """The master's intervals and limits (seconds)."""
-
-    connect_timeout_s: float = 10.0  # default --cluster-timeout: reach the scheduler, and find workers
-    start_lead_s: float = 2.0  # default --start-lead: start_at = now + this, after the workers are warm
-    tick_s: float = 0.1  # the master's loop wakes at least this often
-    membership_every_s: float = 0.5  # how often the scheduler's worker list is read
-    silence_s: float = 15.0  # a shard that streamed nothing (not even a heartbeat) this long is lost
-    second_grace_s: float = 3.0  # a fleet line waits this long past its second for a slow shard
-    stop_grace_s: float = 30.0  # after a stop request, wait this long for the shards' results
-    drain_s: float = 0.3  # after the last result, late stream messages still merge
-
-
-TIMING = FleetTiming()
 MISSING_CHECKS = 2  # a worker absent from this many membership checks in a row is gone
 LATE_WARNING_S = 0.05  # a shard whose load began this long after the instant is named in the warnings
-
-
-class ClusterError(UsageError):
-    """The scheduler at ``address`` cannot run the fleet (unreachable, no worker, loadgen missing)."""
-
-    def __init__(self, address, message):
-        self.address = address
-        super().__init__(f"--cluster {address}: {message}")
 
 
 # ---------------------------------------------------------------------- public API
@@ -198,15 +175,15 @@ class _Fleet:
         self.address = _normalise_address(cluster)
         self.want = positive_int(shards, "--shards") if shards is not None else None
         self.timeout_s = (parse_duration(cluster_timeout, "--cluster-timeout") if cluster_timeout is not None
-                          else TIMING.connect_timeout_s)
-        self.lead_s = parse_duration(start_lead, "--start-lead") if start_lead is not None else TIMING.start_lead_s
+                          else TIMING.fleet_connect_s)
+        self.lead_s = parse_duration(start_lead, "--start-lead") if start_lead is not None else TIMING.fleet_start_lead_s
         self.out, self.progress, self.command = out, progress, command
         self.thresholds = self.options.get("thresholds") or ResourceThresholds()
         self.report_kind = names[0] if kind == "run" else "suite"
         self.run_id = uuid.uuid4().hex[:12]
         self.topic = f"loadgen-fleet-{self.run_id}"
         self.inbox = queue.Queue()
-        self.merger = SecondMerger(TIMING.second_grace_s)
+        self.merger = SecondMerger(TIMING.fleet_second_grace_s)
         self.shards = []
         self.events = self.timeseries = None
         self.stop_code = None
@@ -344,7 +321,7 @@ class _Fleet:
         stop_deadline = None
         while not all(s.done for s in self.shards):
             try:
-                arrived, msg = self.inbox.get(timeout=TIMING.tick_s)
+                arrived, msg = self.inbox.get(timeout=TIMING.fleet_tick_s)
                 self._handle(arrived, msg)
                 while True:
                     arrived, msg = self.inbox.get_nowait()
@@ -357,7 +334,7 @@ class _Fleet:
                     sig = self._signals[0]
                     self.stop_code = 130 if sig == signal.SIGINT else 143
                     self._request_stop(client, f"fleet master interrupted by {signal.Signals(sig).name}")
-                    stop_deadline = now + TIMING.stop_grace_s
+                    stop_deadline = now + TIMING.fleet_stop_grace_s
                 elif len(self._signals) > 1 or (stop_deadline is not None and now > stop_deadline):
                     self._abandon("the master stopped waiting for it (second signal or stop grace exceeded)")
                     break
@@ -365,11 +342,11 @@ class _Fleet:
                 if s.status == "running" and s.future.done():
                     self._collect(s)
             if now >= next_membership:
-                next_membership = now + TIMING.membership_every_s
+                next_membership = now + TIMING.fleet_membership_s
                 self._check_membership(client)
             for s in self.shards:
-                if s.status == "running" and now - s.last_heard > TIMING.silence_s:
-                    self._lose(s, f"silent for {TIMING.silence_s:g}s (no heartbeat): its machine or network "
+                if s.status == "running" and now - s.last_heard > TIMING.fleet_silence_s:
+                    self._lose(s, f"silent for {TIMING.fleet_silence_s:g}s (no heartbeat): its machine or network "
                                   "is gone, or the Dask worker is stuck")
             self._write_lines(time.time())
 
@@ -437,7 +414,7 @@ class _Fleet:
         fut = s.future
         if fut.status == "finished":
             try:
-                res = fut.result(timeout=TIMING.stop_grace_s)
+                res = fut.result(timeout=TIMING.fleet_stop_grace_s)
             except Exception as e:  # noqa: BLE001 - reported as the shard's reason
                 self._lose(s, f"its result could not be fetched ({type(e).__name__}: {_first_line(e)})")
                 return
@@ -492,7 +469,7 @@ class _Fleet:
     def _drain(self, client):
         """Late stream messages, then the scheduler's copy of the topic (messages sent before the
         subscription took effect), then every pending line."""
-        deadline = time.monotonic() + TIMING.drain_s
+        deadline = time.monotonic() + TIMING.fleet_drain_s
         while time.monotonic() < deadline:
             try:
                 arrived, msg = self.inbox.get(timeout=0.05)
@@ -530,12 +507,13 @@ class _Fleet:
         fleet = self._fleet_dict(per_shard)
         report["fleet"] = fleet
         codes = [report["exit_code"]]
-        codes += [s.result.get("exit_code", 0) for s in finished if s.result.get("exit_code") in (130, 143)]
+        codes += [s.result.get("exit_code", 0) for s in finished
+                  if s.result.get("exit_code") in (ExitCode.SIGINT, ExitCode.SIGTERM)]
         if self.stop_code is not None:
             codes.append(self.stop_code)
         if fleet["shards_lost"]:
-            codes.append(EXIT_DEGRADED)
-        report["exit_code"] = overall_exit_code(codes)
+            codes.append(ExitCode.DEGRADED)
+        report["exit_code"] = ExitCode.worst(codes)
         advice = [f"fleet: shard {s.index} on {s.host} {s.status}: {s.reason}; the totals leave it out "
                   f"(its {len(s.seconds)} streamed seconds are in timeseries.jsonl)"
                   for s in self.shards if s.status != "finished"]
@@ -580,10 +558,10 @@ class _Fleet:
         for s in self.shards:
             warnings.extend(w for w in s.warnings if w not in warnings)
             late_s = None if s.load_started_at is None else s.load_started_at - self.start_at
-            # The open model's arrivals begin SCHEDULE_LEAD_S after the (released) pool on every
+            # The open model's arrivals begin TIMING.schedule_lead_s after the (released) pool on every
             # shard alike: late means late against the first shard, or late beyond that lead.
             if late_s is not None and (s.load_started_at - first > LATE_WARNING_S
-                                       or late_s > SCHEDULE_LEAD_S + LATE_WARNING_S):
+                                       or late_s > TIMING.schedule_lead_s + LATE_WARNING_S):
                 warnings.append(f"shard {s.index} on {s.host} began its load {late_s * 1000:.0f} ms after the agreed "
                                 f"instant (its pool was not ready): give a longer --start-lead than {self.lead_s:g}s")
         delays = [d for s in self.shards for d in s.delays]
@@ -601,7 +579,7 @@ class _Fleet:
             "start_skew_ms": round((max(starts) - min(starts)) * 1000, 3) if len(starts) > 1 else
             (0.0 if starts else None),
             "max_delivery_delay_s": round(max(delays), 3) if delays else None,
-            "exit_code_degraded": EXIT_DEGRADED,
+            "exit_code_degraded": ExitCode.DEGRADED,
             "notes": ["latency percentiles and accounting merge the HDR histograms and counts of the shards "
                       "that finished; peak memory and CPU are the worst machine's",
                       "per-second lines in timeseries.jsonl: counts add up, percentiles are the worst shard's"],

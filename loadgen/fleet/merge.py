@@ -25,13 +25,10 @@ import math
 from dataclasses import dataclass
 
 from ..criteria import Criterion
+from ..errors import ExitCode
 from ..result import StressTestResult, evaluate
 from ..measure.stats import Accounting, Histogram
 
-EXIT_DEGRADED = 4  # a shard was lost (its machine or Dask worker died): the fleet's data is incomplete
-# Like report.EXIT_PRIORITY with the degraded fleet placed after the signals: a lost machine says
-# more about the run than a breach or a failed criterion on the machines that finished.
-FLEET_EXIT_PRIORITY = (2, 143, 130, EXIT_DEGRADED, 3, 1, 0)
 
 # Scenario-specific metrics of a component, combined across shards (criteria.METRICS).
 # Every shard ran the same scenario logic on its share, in the fleet's units (a shard's
@@ -223,7 +220,7 @@ def merge_component(rows):
     criteria = [Criterion(c["metric"], c["op"], c["limit"]) for c in rs[0].criteria]
     passed, crit_rows = evaluate(criteria, metrics)
     codes = [r.exit_code for r in rs]
-    exit_code = overall_exit_code(codes)
+    exit_code = ExitCode.worst(codes)
     messages = []
     for label, r in rows:
         messages.extend(f"[{label}] {m}" for m in r.error_messages[:10])
@@ -273,14 +270,6 @@ def merge_component(rows):
         tracebacks=tracebacks,
         key_metric=(key_name, metrics.get(key_name)),
     )
-
-
-def overall_exit_code(codes):
-    codes = set(codes)
-    for c in FLEET_EXIT_PRIORITY:
-        if c in codes:
-            return c
-    return max(codes) if codes else 0
 
 
 def result_from_dict(d):

@@ -33,13 +33,13 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..config import TIMING
+from ..errors import ExitCode
 from ..scenarios._base import Session
 
 log = logging.getLogger("loadgen.fleet.shard")
 
-HEARTBEAT_S = 1.0  # the publisher thread's period: heartbeat, events tail, "still wanted?" check
-LATE_LIMIT_S = 5.0  # a shard that would start this late refuses (a re-run after a worker restart)
-STOP_MASTER_GONE = ("the fleet master went away (its Dask task was cancelled)", 143)
+STOP_MASTER_GONE = ("the fleet master went away (its Dask task was cancelled)", ExitCode.SIGTERM)
 
 _STOPS = {}  # run_id → (reason, exit code), set by the master through Client.run
 
@@ -64,7 +64,7 @@ def warm_up():
     """Run on each worker before the start instant is chosen: imports loadgen's engine (so the
     first shard does not pay for it after the start) and returns this machine's wall clock."""
     from .. import api, report, scenarios  # noqa: F401 - imported for their side effect: warm caches
-    from ..engine import runner
+    from ..engine import runner  # noqa: F401
 
     return time.time()
 
@@ -132,11 +132,11 @@ class _Publisher:
 
     def close(self):
         self._stop.set()
-        self.thread.join(2 * HEARTBEAT_S)
+        self.thread.join(2 * TIMING.shard_heartbeat_s)
         self._tail()
 
     def _loop(self):
-        while not self._stop.wait(HEARTBEAT_S):
+        while not self._stop.wait(TIMING.shard_heartbeat_s):
             self._tail()
             self.send("alive")
             self._check_wanted()
@@ -232,8 +232,8 @@ def run_shard(spec):
         if stop is not None:
             return base | {"status": "stopped", "reason": f"stopped before the start: {stop[0]}",
                            "exit_code": stop[1], "results": [], "shares": []}
-        if late_s > LATE_LIMIT_S:
-            return base | {"status": "refused", "exit_code": 2, "results": [], "shares": [],
+        if late_s > TIMING.shard_late_limit_s:
+            return base | {"status": "refused", "exit_code": ExitCode.USAGE, "results": [], "shares": [],
                            "reason": f"began {late_s:.1f}s after the agreed start (a re-run after a worker "
                                      "restart?): refused, so the fleet never runs a shard twice"}
         rep = api._run_scenarios(scs, session, kind=spec.kind if spec.kind == "suite" else spec.scenarios[0],

@@ -14,13 +14,13 @@ import os
 import platform
 
 from .. import __version__
+from ..errors import ExitCode
 from ..measure.stats import Accounting, Histogram
 from ..streams import atomic_write, json_safe
 
 SCHEMA_VERSION = 1
 SUITE_NAME = "AI Writing Flow V2 Heavy Load Stress Testing Suite"
 SUITE_BASENAME = "ai_writing_flow_v2_heavy_load_stress_report"
-EXIT_PRIORITY = (2, 143, 130, 3, 1, 0)  # the first one present is the run's exit code
 
 
 def system_info():
@@ -34,14 +34,6 @@ def system_info():
     }
 
 
-def overall_exit_code(codes):
-    codes = set(codes)
-    for c in EXIT_PRIORITY:
-        if c in codes:
-            return c
-    return max(codes) if codes else 0
-
-
 def build_report(results, *, kind, started_at, ended_at, thresholds, run_dir=None, command=None, seed=None):
     """The full report dict. ``results``: list of ``StressTestResult``; ``kind``: 'suite' or a scenario name."""
     acc = Accounting()
@@ -53,7 +45,7 @@ def build_report(results, *, kind, started_at, ended_at, thresholds, run_dir=Non
         breaches.extend(r.breaches)
     passed = [r for r in results if r.success]
     codes = [r.exit_code for r in results] + [0 if r.success else 1 for r in results]
-    exit_code = overall_exit_code(codes)
+    exit_code = ExitCode.worst(codes)
     components = []
     for r in results:
         key, value = r.key_metric

@@ -23,12 +23,14 @@ import re
 import socket
 import xml.etree.ElementTree as ET
 
+from ..errors import ExitCode
 from ..streams import atomic_write
 
 JUNIT_FILE = "junit.xml"
 
 # Exit codes (DESIGN §10) that are errors of the run rather than failed criteria.
-_ERROR_TYPES = {2: "UsageError", 3: "ThresholdBreached", 130: "Interrupted", 143: "Terminated"}
+_ERROR_TYPES = {ExitCode.USAGE: "UsageError", ExitCode.BREACH: "ThresholdBreached", ExitCode.SIGINT: "Interrupted",
+                ExitCode.SIGTERM: "Terminated"}
 # XML 1.0 forbids most control characters, even escaped; error messages may carry them.
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 

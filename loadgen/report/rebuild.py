@@ -34,7 +34,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 
-from ..errors import UsageError
+from ..errors import ExitCode, UsageError
 from ..streams import EVENTS, TIMESERIES, EventLog, read_jsonl
 
 log = logging.getLogger("loadgen.rebuild")
@@ -305,7 +305,6 @@ def _result(group):
 
 def _approximate_result(group):
     from ..criteria import Criterion
-    from . import overall_exit_code
     from ..result import StressTestResult, evaluate
     from ..measure.stats import Accounting, Histogram
 
@@ -339,7 +338,7 @@ def _approximate_result(group):
             codes.append(1)
             stop = p.first("phase", "stop") or p.first("stop")
             reasons.append(KILLED_REASON + (f"; last stop: {stop.get('reason')}" if stop and stop.get("reason") else ""))
-    exit_code = overall_exit_code(codes) if codes else 1
+    exit_code = ExitCode.worst(codes) if codes else ExitCode.FAILED
     stop_reason = next((r for r in reversed(reasons) if r.startswith(KILLED_REASON)), reasons[-1] if reasons else KILLED_REASON)
 
     lat = latency.summary_ms()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..config import ResourceThresholds
 from ..criteria import parse_all
+from ..errors import ExitCode
 from ..engine.runner import RunPlan, Runner
 from ..workload.targets import TargetSpec
 
@@ -63,7 +64,7 @@ class Session:
         runner = Runner(plan, thresholds or self.thresholds, run_dir=self.run_dir, progress=self.progress,
                         phase=phase, stressors=stressors, on_second=on_second, gate=self.gate)
         outcome = runner.run()
-        if outcome.exit_code in (130, 143):
+        if outcome.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
             self.interrupted = outcome.exit_code
         return outcome
 

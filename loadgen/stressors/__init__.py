@@ -44,7 +44,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..errors import LoadgenError, UsageError
+from ..config import TIMING
+from ..engine import _proc
+from ..errors import StressorFailed, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -56,48 +58,22 @@ _LOOPBACK = "127.0.0.1"  # the only address the I/O stressor ever touches
 _MADV_POPULATE_WRITE = 23  # Linux ≥ 5.14: fault every page in, writable, in one call
 
 
-@dataclass(frozen=True)
-class StressTiming:
-    """Named intervals and limits of the stressors (seconds unless named).
-
-    ``cpu_period_s``: one duty cycle (busy then sleep).  Short enough that a
-    1 s reading holds many cycles, long enough that the sleep's wake-up
-    overshoot (~0.1 ms) is small against it.
-    ``cpu_period_jitter``: each period's length is drawn uniformly within
-    ± this fraction of ``cpu_period_s``.  Why: with tick-based accounting
-    /proc/stat charges a whole tick (4 ms at HZ=250) to whatever runs when
-    the tick fires; a fixed period keeps the busy window at a fixed phase of
-    the tick grid, and at 50 % that read +1 point high on this machine.
-    ``cpu_max_debt_periods``: the burner's feedback may owe or be owed at most
-    this many periods of CPU; beyond that the debt is written off, so a burst
-    of contention from other processes is not "repaid" as a 100 % spike.
-    """
-
-    cpu_period_s: float = 0.05
-    cpu_period_jitter: float = 0.25
-    cpu_max_debt_periods: float = 2.0
-    stop_grace_s: float = 2.0  # polite stop → terminate
-    kill_grace_s: float = 0.5  # terminate → kill
-    hold_check_s: float = 0.5  # ballast holder: how often it checks its parent
-    io_report_interval_s: float = 0.5  # an I/O worker's stats message period
-    io_chunk_bytes: int = 1 * MB  # one write()/readv() of the disk loop
-    io_socket_timeout_s: float = 1.0  # no socket call blocks longer than this
-    io_thread_join_s: float = 2.0  # an I/O worker's wait for each of its threads at stop
-    memory_headroom: float = 0.9  # ballast may take at most this share of available memory
-    parent_poll_s: float = 0.02  # the parent's longest sleep while it waits on a child
-
-
-STRESS = StressTiming()
+# Each CPU burner period's length is drawn uniformly within ± this fraction of
+# TIMING.cpu_period_s. Why: with tick-based accounting /proc/stat charges a whole tick (4 ms at
+# HZ=250) to whatever runs when the tick fires; a fixed period keeps the busy window at a fixed
+# phase of the tick grid, and at 50 % that read +1 point high on this machine.
+CPU_PERIOD_JITTER = 0.25
+# The burner's feedback may owe or be owed at most this many periods of CPU; beyond that the debt
+# is written off, so a burst of contention from other processes is not "repaid" as a 100 % spike.
+CPU_MAX_DEBT_PERIODS = 2.0
+IO_CHUNK_BYTES = 1 * MB  # one write()/readv() of the disk loop
+MEMORY_HEADROOM = 0.9  # ballast may take at most this share of available memory
 
 
 class StressorState(enum.Enum):
     NEW = "new"
     RUNNING = "running"
     STOPPED = "stopped"
-
-
-class StressorFailed(LoadgenError):
-    """A stressor child reported an error or died before it was ready."""
 
 
 # ---------------------------------------------------------------- messages (child → parent)
@@ -276,7 +252,7 @@ def _burn(load, period_s, jitter, max_debt_s, parent_pid):
     lost to other processes and the cost of waking up all show up as debt
     and are repaid in the next periods; the debt is clamped to ±max_debt_s
     (anti-windup) by moving the reference.  Period lengths are drawn within
-    ±``jitter`` of ``period_s`` (see ``StressTiming.cpu_period_jitter``).
+    ±``jitter`` of ``period_s`` (see :data:`CPU_PERIOD_JITTER`).
     """
     clock = time.monotonic
     cpu_clock = time.process_time  # user + system of this process, ns resolution on Linux
@@ -337,7 +313,7 @@ def _memory_main(conn, total_bytes, steps, step_interval_s, huge_pages, parent_p
         now = time.monotonic()
         _send(conn, BallastReady(allocated, now - t0, now))
         while not _orphaned(parent_pid):
-            if conn.poll(STRESS.hold_check_s):
+            if conn.poll(TIMING.ballast_check_s):
                 return  # "stop", or EOF: either way the ballast goes
     except (MemoryError, OSError) as e:
         _send(conn, ChildError(f"ballast allocation failed: {e}"))
@@ -412,7 +388,7 @@ def _io_main(conn, worker, top_dir, file_bytes, tcp, tcp_block_bytes, parent_pid
         for t in threads:
             t.start()
         while not _orphaned(parent_pid) and not figures.error:
-            if conn.poll(STRESS.io_report_interval_s):
+            if conn.poll(TIMING.io_report_s):
                 break  # "stop" or EOF
             if not _send(conn, figures.report(final=False)):
                 break
@@ -426,7 +402,7 @@ def _io_main(conn, worker, top_dir, file_bytes, tcp, tcp_block_bytes, parent_pid
         stop.set()
         for t in threads:
             if t.ident is not None:  # a SIGTERM may land between creating and starting them
-                t.join(STRESS.io_thread_join_s)
+                t.join(TIMING.io_thread_join_s)
         if server is not None:
             server.close()
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -484,7 +460,7 @@ def _disk_loop(work_dir, file_bytes, figures, stop):
     """
     data = bytearray(os.urandom(file_bytes))
     back = bytearray(file_bytes)
-    chunk = STRESS.io_chunk_bytes
+    chunk = IO_CHUNK_BYTES
     path = os.path.join(work_dir, "ballast.bin")
     cycle = 0
     try:
@@ -547,7 +523,7 @@ class _EchoServer:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind((_LOOPBACK, 0))
         self.sock.listen(4)
-        self.sock.settimeout(STRESS.io_socket_timeout_s)
+        self.sock.settimeout(TIMING.io_socket_timeout_s)
         self.port = self.sock.getsockname()[1]
         self.thread = threading.Thread(target=self._accept_loop, name="echo-accept", daemon=True)
         self.thread.start()
@@ -566,7 +542,7 @@ class _EchoServer:
         buf = bytearray(self.block_bytes)
         view = memoryview(buf)
         with conn:
-            conn.settimeout(STRESS.io_socket_timeout_s)
+            conn.settimeout(TIMING.io_socket_timeout_s)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while not self.stop.is_set():
                 try:
@@ -581,7 +557,7 @@ class _EchoServer:
 
     def close(self):
         self.sock.close()
-        self.thread.join(STRESS.io_thread_join_s)
+        self.thread.join(TIMING.io_thread_join_s)
 
 
 def _tcp_client_loop(port, block_bytes, figures, stop):
@@ -590,7 +566,7 @@ def _tcp_client_loop(port, block_bytes, figures, stop):
     buf = bytearray(block_bytes)
     view = memoryview(buf)
     try:
-        with socket.create_connection((_LOOPBACK, port), timeout=STRESS.io_socket_timeout_s) as s:
+        with socket.create_connection((_LOOPBACK, port), timeout=TIMING.io_socket_timeout_s) as s:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while not stop.is_set():
                 t = time.perf_counter()
@@ -615,31 +591,6 @@ def _tcp_client_loop(port, block_bytes, figures, stop):
 
 
 # ---------------------------------------------------------------- parent side
-
-
-def _reap(procs, timeout_s, kill_grace_s=None):
-    """Wait up to ``timeout_s`` for ``procs`` to exit, then terminate → join → kill → join.
-
-    Returns the processes that were still alive after SIGKILL (normally none).
-    """
-    kill_grace_s = STRESS.kill_grace_s if kill_grace_s is None else kill_grace_s
-    deadline = time.monotonic() + timeout_s
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    for sig_step in ("terminate", "kill"):
-        alive = [p for p in procs if p.is_alive()]
-        if not alive:
-            return []
-        log.warning("stressor: %s %s", sig_step, [p.pid for p in alive])
-        for p in alive:
-            try:
-                getattr(p, sig_step)()
-            except (OSError, ValueError):
-                pass
-        deadline = time.monotonic() + kill_grace_s
-        for p in alive:
-            p.join(max(0.0, deadline - time.monotonic()))
-    return [p for p in procs if p.is_alive()]
 
 
 def _close(conn):
@@ -724,10 +675,10 @@ class _Stressor:
             raise
         return self
 
-    def stop(self, timeout_s=STRESS.stop_grace_s):
+    def stop(self, timeout_s=TIMING.stressor_stop_grace_s):
         """Stop every child: ask politely, wait ``timeout_s``, then terminate → join → kill.
 
-        Blocks for at most ``timeout_s`` + 2 × ``STRESS.kill_grace_s``.
+        Blocks for at most ``timeout_s`` + 2 × ``TIMING.kill_grace_s``.
         Idempotent; ``stats()`` stays available afterwards.
         """
         if self._state is not StressorState.RUNNING:
@@ -736,7 +687,7 @@ class _Stressor:
         try:
             self._before_stop()
             self._request_stop(deadline)
-            left = _reap(self._procs, max(0.0, deadline - time.monotonic()))
+            left = _proc.end_processes(self._procs, polite_s=deadline - time.monotonic())
             if left:
                 log.error("%s stressor: pids %s survived SIGKILL", self.kind, [p.pid for p in left])
         finally:
@@ -806,7 +757,7 @@ class CpuStressor(_Stressor):
 
     kind = "cpu"
 
-    def __init__(self, load_percent, cores=None, *, period_s=STRESS.cpu_period_s):
+    def __init__(self, load_percent, cores=None, *, period_s=TIMING.cpu_period_s):
         super().__init__()
         self.load_percent = _check_number(load_percent, "cpu load_percent", 1, 100)
         self.period_s = _check_number(period_s, "cpu period_s", 0.001, 1.0)
@@ -840,8 +791,8 @@ class CpuStressor(_Stressor):
             self._conns.append(here)
             try:
                 self._spawn(spawn, _cpu_main,
-                            (there, core, self.load_percent, self.period_s, STRESS.cpu_period_jitter,
-                             STRESS.cpu_max_debt_periods, parent),
+                            (there, core, self.load_percent, self.period_s, CPU_PERIOD_JITTER,
+                             CPU_MAX_DEBT_PERIODS, parent),
                             f"loadgen-cpu-{core}")
             finally:
                 _close(there)
@@ -870,7 +821,7 @@ class CpuStressor(_Stressor):
             self._poll()
             if len(self._started) == len(self._procs) or time.monotonic() >= deadline:
                 return len(self._started) == len(self._procs)
-            time.sleep(STRESS.parent_poll_s)
+            time.sleep(TIMING.stressor_poll_s)
 
     def stats(self):
         """What the burners achieved, from the parent's view of their CPU time.
@@ -920,7 +871,7 @@ class MemoryStressor(_Stressor):
 
     It grows in ``steps`` equal steps ``step_interval_s`` apart and is held
     until ``stop()``.  Refuses (UsageError) a size above
-    ``STRESS.memory_headroom`` of the memory available when constructed.
+    ``MEMORY_HEADROOM`` of the memory available when constructed.
     ``huge_pages``: ask for transparent huge pages.  Off by default: in
     this VM they fault in faster at best (0.1 s/GiB against 0.3 s) but
     much slower when the host must first back fresh 2 MiB blocks (up to
@@ -944,8 +895,8 @@ class MemoryStressor(_Stressor):
         if self.total_bytes < _PAGE * self.steps:
             raise UsageError(f"memory total_mb: {total_mb!r} is less than one page per step ({self.steps} steps)")
         available_mb = psutil.virtual_memory().available / MB
-        if self.total_mb > available_mb * STRESS.memory_headroom:
-            raise UsageError(f"memory total_mb: {total_mb!r} MB is more than {STRESS.memory_headroom:.0%} "
+        if self.total_mb > available_mb * MEMORY_HEADROOM:
+            raise UsageError(f"memory total_mb: {total_mb!r} MB is more than {MEMORY_HEADROOM:.0%} "
                              f"of the {available_mb:.0f} MB available")
         self._conn = None
         self._baseline = None
@@ -1000,7 +951,7 @@ class MemoryStressor(_Stressor):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            self._poll(min(left, STRESS.parent_poll_s))
+            self._poll(min(left, TIMING.stressor_poll_s))
             if self._error:
                 raise StressorFailed(f"memory stressor: {self._error}")
             if self._ready is None and self._procs and not self._procs[0].is_alive():
@@ -1207,7 +1158,7 @@ class IoStressor(_Stressor):
                 _send(conn, "stop")
         # The final reports come just before the workers exit; wait for them.
         while time.monotonic() < deadline:
-            self._poll(STRESS.parent_poll_s)
+            self._poll(TIMING.stressor_poll_s)
             if all(r.final for r in self._reports.values()) and len(self._reports) == len(self._conns):
                 break
             if not any(p.is_alive() for p in self._procs):
@@ -1223,5 +1174,5 @@ class IoStressor(_Stressor):
 
 __all__ = [
     "CpuStressor", "MemoryStressor", "IoStressor", "LatencyHistogram",
-    "StressorFailed", "StressorState", "StressTiming", "STRESS",
+    "StressorFailed", "StressorState",
 ]
