@@ -33,7 +33,7 @@ import multiprocess as mp  # noqa: E402
 import numpy  # noqa: E402,F401  - workers import numpy: the idle processes carry its mappings
 import psutil  # noqa: E402
 
-from loadgen import _proc  # noqa: E402
+from loadgen.engine import _procfs  # noqa: E402
 from loadgen.config import ResourceThresholds  # noqa: E402
 from loadgen.engine.messages import Breach, Sample  # noqa: E402
 from loadgen.engine.monitor import SystemResourceMonitor  # noqa: E402
@@ -54,15 +54,15 @@ def grower(rate_mb_s, limit_mb, crossed_at, crossed_rss_at, peak_mb, ready):
     os.setpgid(0, 0)
     step_s = 0.01
     chunk = max(1, int(rate_mb_s * step_s * MB))
-    pss0 = _proc.read_pss_mb(os.getpid())
-    rss0 = _proc.read_stat(os.getpid()).rss_pages * _proc.PAGE_SIZE / MB
+    pss0 = _procfs.read_pss_mb(os.getpid())
+    rss0 = _procfs.read_stat(os.getpid()).rss_pages * _procfs.PAGE_SIZE / MB
     ready.set()
     hold = []
     start = time.monotonic()
     k = 0
     while len(hold) * chunk < CEILING_MB * MB:
         hold.append(b"\x01" * chunk)
-        rss = _proc.read_stat(os.getpid()).rss_pages * _proc.PAGE_SIZE / MB
+        rss = _procfs.read_stat(os.getpid()).rss_pages * _procfs.PAGE_SIZE / MB
         mem = pss0 + (rss - rss0)
         peak_mb.value = mem
         now = time.time()
@@ -237,10 +237,10 @@ def bench_cpu(ctx, watched, seconds):
     # The per-process read the monitor replaces, for scale.
     pid = os.getpid()
     proc = psutil.Process(pid)
-    reader = _proc.StatReader(pid)
+    reader = _procfs.StatReader(pid)
     for label, fn in (("psutil memory_info()+cpu_percent()", lambda: (proc.memory_info(), proc.cpu_percent())),
                       ("StatReader.read()", reader.read),
-                      ("read_pss_mb() (smaps_rollup)", lambda: _proc.read_pss_mb(pid))):
+                      ("read_pss_mb() (smaps_rollup)", lambda: _procfs.read_pss_mb(pid))):
         k = 200
         t = time.perf_counter()
         for _ in range(k):

@@ -1,18 +1,29 @@
-"""The Python API; the CLI is a thin layer over it.
+"""The Python API. The CLI, plans and fleet shards run through it too.
 
-``run(...)`` runs one scenario, ``run_suite(...)`` all of them, ``run_plan``
-one raw :class:`RunPlan`. Each returns a :class:`Report` after writing the
-run directory (unless ``out=False``).
+``run(scenario, **options)`` runs one scenario, ``run_suite(**options)``
+all of them, ``run_plan(plan)`` one raw :class:`~loadgen.engine.load.RunPlan`.
+Options are the settings of :mod:`loadgen.options` by key (``concurrency=5,
+duration="10s", thresholds=ResourceThresholds(...)``), checked as the
+command line's are. Each returns a :class:`Report` after writing the run
+directory (unless ``out=False``).
+
+Underneath, a :class:`Session` holds one command's resolved settings — the
+target, the thresholds, the run directory, the signal gate — and runs the
+phases of scenarios; :func:`run_scenarios` runs scenarios in a session and
+writes the reports. The CLI (:func:`execute`), plans (``plan.py``) and the
+fleet's shards (``fleet/shard.py``) build sessions the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
 
-from .config import ResourceThresholds, parse_duration, parse_stages, positive_int
-from .errors import UsageError
+from . import options as opts
+from .config import ResourceThresholds
+from .errors import ExitCode, UsageError
 from .workload.targets import TargetSpec
 
 
@@ -28,125 +39,215 @@ class Report:
 
     @property
     def result(self):
+        """The first component's :class:`~loadgen.result.StressTestResult` (None without one)."""
         return self.results[0] if self.results else None
 
 
-def _session(*, thresholds, target, flow_params, target_args, seed, profile, out, name, overrides,
-             sample_interval, stop_file, start_method, progress, target_factory=False, inputs=None,
-             inputs_mode="cycle"):
-    from .scenarios import PROFILES
-    from .scenarios._base import Session
-    from .streams import default_run_dir, prepare_run_dir
+# ====================================================================== the session
 
-    if profile not in PROFILES:
-        raise UsageError(f"--profile: {profile!r} is not one of {', '.join(PROFILES)}")
-    if seed is not None:
-        try:
-            seed = int(seed)
-        except (TypeError, ValueError):
-            raise UsageError(f"--seed: expected a whole number, got {seed!r}") from None
-        if seed < 0:
-            raise UsageError(f"--seed: must be zero or more, got {seed}")
-    if target_factory and target is None:
-        raise UsageError("--target-factory needs a MOD:FACTORY (the factory builds the operation once per worker)")
-    spec = TargetSpec(ref=target, flow_params=dict(flow_params or {}), kwargs=dict(target_args or {}), seed=seed,
-                      factory=bool(target_factory), inputs=inputs, inputs_mode=inputs_mode or "cycle")
+
+@dataclass
+class Session:
+    """One command's run context, shared by the phases of a scenario and the scenarios of a suite.
+
+    ``settings`` is the merged :class:`~loadgen.options.Layer` of the user's
+    settings (a scenario's own defaults are applied per phase, under them);
+    ``target`` and ``thresholds`` are built from it and checked. Build one
+    with :meth:`open` (or :meth:`derive` for another plan entry in the same
+    run directory).
+    """
+
+    settings: opts.Layer = field(default_factory=opts.Layer)
+    thresholds: ResourceThresholds = field(default_factory=ResourceThresholds)
+    target: TargetSpec = field(default_factory=TargetSpec)
+    profile: str = "ci"
+    run_dir: str | None = None
+    sample_interval_s: float = 0.1
+    stop_file: str | None = None
+    start_method: str | None = None
+    progress: object = None
+    interrupted: int | None = None  # exit code of a signal that stopped a phase
+    baselines: dict = field(default_factory=dict)  # (concurrency, seconds) → RunOutcome, shared in a suite
+    gate: object = None  # engine.signals.SignalGate of the whole command (None: each phase handles its own)
+    aborted: str | None = None  # why an abort_on_fail criterion stopped a phase (see loadgen.abort)
+
+    @classmethod
+    def open(cls, settings, *, name, progress=None, gate=None, write=True):
+        """Check ``settings`` (target imported, inputs read, thresholds built), then make the run
+        directory (``settings["out"]``, else ``loadgen-results/<UTC time>-<name>``; none when not
+        ``write``). Raises :class:`UsageError` naming the setting's origin before anything is written."""
+        from .streams import default_run_dir, prepare_run_dir
+
+        session = cls.configured(settings, progress=progress, gate=gate)
+        if write:
+            session.run_dir = prepare_run_dir(settings.get("out") or default_run_dir(name))
+        return session
+
+    @classmethod
+    def configured(cls, settings, **fields):
+        """A session for ``settings`` without a run directory; see :meth:`open`."""
+        return cls(settings=settings, target=target_of(settings), thresholds=opts.thresholds_of(settings),
+                   profile=opts.value(settings, "profile"), sample_interval_s=opts.value(settings, "sample_interval"),
+                   stop_file=settings.get("stop_file"), start_method=settings.get("start_method"), **fields)
+
+    def derive(self, settings):
+        """A session for another plan entry's ``settings``: this one's run directory, progress, gate,
+        sampling, stop file and start method; the entry's target, thresholds, profile and load.
+        Baselines are not shared: targets differ."""
+        return dataclasses.replace(type(self).configured(settings), run_dir=self.run_dir, progress=self.progress,
+                                   gate=self.gate, sample_interval_s=self.sample_interval_s,
+                                   stop_file=self.stop_file, start_method=self.start_method)
+
+    @property
+    def load(self):
+        """The user's load-model settings (concurrency, rate, stages, duration, …) as a Layer."""
+        return opts.Layer({k: v for k, v in self.settings.items() if k in opts.LOAD_KEYS},
+                          where=self.settings.where)
+
+    @property
+    def criteria(self):
+        """The user's criteria (None: the scenario's own)."""
+        return self.settings.get("criteria")
+
+    @property
+    def abort_criteria(self):
+        """The user's criteria marked ``abort_on_fail``: judged every second of every phase."""
+        from .criteria import parse_all
+
+        return tuple(c for c in parse_all(self.criteria or ()) if c.abort_on_fail)
+
+    def run_phase(self, phase, plan, thresholds=None, stressors=(), on_second=None):
+        """Run one phase (a complete Runner run); returns its RunOutcome. A phase stopped by a
+        signal, or by a lost ``abort_on_fail`` criterion, marks the session (:attr:`stopped`)."""
+        from .engine.runner import Runner
+
+        if self.abort_criteria:
+            from .abort import EarlyJudge
+
+            on_second = EarlyJudge(self.abort_criteria, on_lost=self._abort, then=on_second)
+        plan = dataclasses.replace(plan, name=phase, target=plan.target or self.target,
+                                   sample_interval_s=self.sample_interval_s, stop_file=self.stop_file,
+                                   start_method=self.start_method or plan.start_method)
+        runner = Runner(plan, thresholds or self.thresholds, run_dir=self.run_dir, progress=self.progress,
+                        phase=phase, stressors=stressors, on_second=on_second, gate=self.gate)
+        outcome = runner.run()
+        if outcome.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
+            self.interrupted = outcome.exit_code
+        return outcome
+
+    def _abort(self, reason):
+        self.aborted = reason
+
+    @property
+    def stopped(self):
+        """True once a signal or a lost abort criterion ended the session's work."""
+        if self.interrupted is None and self.gate is not None and self.gate.exit_code is not None:
+            self.interrupted = self.gate.exit_code  # a signal between phases
+        return self.interrupted is not None or self.aborted is not None
+
+    def baseline(self, concurrency, seconds):
+        """An unstressed run at ``concurrency`` for ``seconds``, measured once per session and shared."""
+        from .engine.runner import RunPlan  # TODO(redesign): engine.load
+
+        key = (concurrency, seconds)
+        if key not in self.baselines:
+            plan = RunPlan(concurrency=concurrency, duration_s=seconds, target=self.target)
+            self.baselines[key] = self.run_phase(f"baseline c={concurrency}", plan)
+        return self.baselines[key]
+
+
+def target_of(settings):
+    """The :class:`TargetSpec` of ``settings``, checked: the target imported, the inputs read, the
+    flow's parameters built. :class:`UsageError` names the setting's origin."""
+    from .workload.inputs import load_records
     from .workload.targets import check_target
 
-    check_target(spec)
-    run_dir = None
-    if out is not False:
-        run_dir = prepare_run_dir(out or default_run_dir(name))
-    interval = parse_duration(sample_interval, "--sample-interval") if sample_interval is not None else 0.1
-    return Session(thresholds=thresholds or ResourceThresholds(), target=spec, profile=profile, run_dir=run_dir,
-                   overrides=overrides, sample_interval_s=interval, stop_file=stop_file,
-                   start_method=start_method, progress=progress)
+    spec = TargetSpec(ref=settings.get("target"), flow_params=dict(settings.get("flow_params") or {}),
+                      kwargs=dict(settings.get("target_args") or {}), seed=settings.get("seed"),
+                      factory=bool(settings.get("target_factory")), inputs=settings.get("inputs"),
+                      inputs_mode=opts.value(settings, "inputs_mode"))
+    if spec.factory and spec.ref is None:
+        raise UsageError(f"{settings.origin('target_factory')}: target_factory needs a target = \"MOD:FACTORY\" "
+                         "(the factory builds the operation once per worker)")
+    if spec.inputs is not None:
+        _named(settings.origin("inputs"), load_records, spec.inputs)
+    _named(settings.origin("target" if spec.ref is not None else "flow_params"), check_target,
+           dataclasses.replace(spec, inputs=None))
+    return spec
 
 
-def make_overrides(concurrency=None, duration=None, operations=None, stages=None, workers=None, slots=None,
-                   op_timeout=None, criteria=None, rate=None, max_lateness=None):
-    from .config import positive_float
-    from .criteria import parse_all
-    from .scenarios._base import Overrides
-
-    return Overrides(
-        concurrency=positive_int(concurrency, "--concurrency") if concurrency is not None else None,
-        stages=tuple(parse_stages(stages)) if isinstance(stages, str) else tuple(stages or ()),
-        duration_s=parse_duration(duration, "--duration") if duration is not None else None,
-        operations=positive_int(operations, "--operations") if operations is not None else None,
-        workers=positive_int(workers, "--workers") if workers is not None else None,
-        slots=positive_int(slots, "--slots") if slots is not None else None,
-        op_timeout_s=parse_duration(op_timeout, "--op-timeout") if op_timeout is not None else None,
-        criteria=tuple(parse_all(criteria or ())),
-        rate=positive_float(rate, "--rate") if rate is not None else None,
-        max_lateness_s=parse_duration(max_lateness, "--max-lateness") if max_lateness is not None else None,
-    )
+def _named(where, fn, *args):
+    try:
+        return fn(*args)
+    except UsageError as e:
+        raise type(e)(f"{where}: {e}") from None
 
 
-def run(scenario="concurrent_load", *, concurrency=None, rate=None, max_lateness=None, duration=None,
-        operations=None, stages=None,
-        workers=None, slots=None, op_timeout=None, criteria=None, target=None, flow_params=None,
-        target_args=None, seed=None, thresholds=None, out=None, profile="ci", sample_interval=None,
-        stop_file=None, start_method=None, progress=None, command=None, target_factory=False, inputs=None,
-        inputs_mode="cycle"):
+# ====================================================================== running
+
+
+def run(scenario="concurrent_load", *, progress=None, command=None, **options):
     """Run one scenario and write its run directory; returns a :class:`Report`.
 
-    Durations take seconds or strings (``500ms``, ``10s``, ``5m``). ``out``:
-    the run directory (None: ``loadgen-results/<UTC time>-<scenario>``; False:
-    write nothing). Raises :class:`UsageError` for bad input before any
-    process starts.
+    ``options``: settings by key (see ``loadgen run --help`` and
+    :mod:`loadgen.options`); durations take seconds or strings (``500ms``,
+    ``10s``, ``5m``). ``out``: the run directory (None:
+    ``loadgen-results/<UTC time>-<scenario>``; False: write nothing).
+    Raises :class:`UsageError` for a bad value and :class:`TypeError` for an
+    unknown option, before any process starts.
     """
+    write = options.get("out") is not False
+    if not write:
+        options.pop("out")
+    settings = opts.from_api(options, opts.RUN, "run")
+    return execute(opts.RUN, [scenario], settings, progress=progress, command=command, write=write)
+
+
+def run_suite(*, only=None, progress=None, command=None, **options):
+    """Run every scenario (or ``only`` those named) in one process tree; the seed's report names.
+    ``options`` as :func:`run` takes them, but the load model (each scenario has its own)."""
+    settings = opts.from_api(options, opts.SUITE, "run_suite")
+    return execute(opts.SUITE, only, settings, progress=progress, command=command)
+
+
+def execute(kind, names, settings, *, progress=None, command=None, write=True):
+    """Run ``names`` (scenario names; ``kind`` ``"run"`` for one, ``"suite"`` for all when None)
+    with ``settings`` (a checked :class:`~loadgen.options.Layer`) into one run directory."""
     from . import scenarios
 
-    sc = scenarios.get(scenario)
-    overrides = make_overrides(concurrency, duration, operations, stages, workers, slots, op_timeout, criteria,
-                               rate, max_lateness)
-    session = _session(thresholds=thresholds, target=target, flow_params=flow_params, target_args=target_args,
-                       seed=seed, profile=profile, out=out, name=scenario, overrides=overrides,
-                       sample_interval=sample_interval, stop_file=stop_file, start_method=start_method,
-                       progress=progress, target_factory=target_factory, inputs=inputs, inputs_mode=inputs_mode)
-    return _run_scenarios([sc], session, kind=scenario, command=command)
-
-
-def run_suite(*, profile="ci", target=None, flow_params=None, target_args=None, seed=None, thresholds=None,
-              out=None, sample_interval=None, stop_file=None, start_method=None, progress=None, command=None,
-              only=None, target_factory=False, inputs=None, inputs_mode="cycle"):
-    """Run every scenario (or ``only`` those named) in one process tree; seed's report names."""
-    from . import scenarios
-    from .scenarios._base import Overrides
-
-    names = list(only) if only else scenarios.names()
+    names = list(names or scenarios.names())
     scs = [scenarios.get(n) for n in names]
-    session = _session(thresholds=thresholds, target=target, flow_params=flow_params, target_args=target_args,
-                       seed=seed, profile=profile, out=out, name="suite", overrides=Overrides(),
-                       sample_interval=sample_interval, stop_file=stop_file, start_method=start_method,
-                       progress=progress, target_factory=target_factory, inputs=inputs, inputs_mode=inputs_mode)
-    return _run_scenarios(scs, session, kind="suite", command=command)
+    report_kind = names[0] if kind == opts.RUN else "suite"
+    if kind == opts.RUN:
+        settings = opts.mark_abort(settings, scs[0].criteria)
+    session = Session.open(settings, name=report_kind, progress=progress, write=write)
+    return run_scenarios(scs, session, kind=report_kind, command=command)
 
 
-def _run_scenarios(scs, session, kind, command=None):
-    """Run the scenarios under one signal gate (a signal at any moment still leaves a report)."""
-    from .engine.runner import SignalGate
+def run_scenarios(scs, session, kind, command=None):
+    """Run ``scs`` (scenarios, or plan entries) in ``session`` under one signal gate — a signal at
+    any moment still leaves a report — then build and write the reports; returns a :class:`Report`."""
+    from .engine.runner import SignalGate  # TODO(redesign): engine.signals
 
     started = time.time()
-    results = []
     session.gate = session.gate or SignalGate()
     installed = session.gate.install()
     try:
-        return _run_and_report(scs, session, kind, command, started, results)
+        return _run_and_report(scs, session, kind, command, started)
     finally:
         if installed:
             session.gate.restore()
 
 
-def _run_and_report(scs, session, kind, command, started, results):
-    from .report.rebuild import note_component, note_scenario
+def _run_and_report(scs, session, kind, command, started):
     from .report import build_report, write_reports
+    from .streams import note_component, note_scenario
 
+    results = []
     for sc in scs:
         if session.stopped:
             break
-        note_scenario(session, sc, kind)  # lets `loadgen report` rebuild a killed run (rebuild.py)
+        note_scenario(session, sc, kind)  # lets `loadgen report` rebuild a killed run (report/rebuild.py)
         results.append(sc.run(session))
         note_component(session, results[-1])
         if session.stopped:
@@ -167,7 +268,7 @@ def _run_and_report(scs, session, kind, command, started, results):
 
 
 def run_plan(plan, thresholds=None, out=None):
-    """Run one raw :class:`runner.RunPlan` (no scenario, no criteria); returns the RunOutcome."""
+    """Run one raw :class:`~loadgen.engine.load.RunPlan` (no scenario, no criteria); returns the RunOutcome."""
     from .engine.runner import Runner
     from .streams import prepare_run_dir
 
@@ -192,20 +293,22 @@ class HeavyLoadStressTester:
         self.target = target
         self.results = []
 
-    def run_scenario(self, name, **kwargs):
-        kwargs.setdefault("profile", self.profile)
-        kwargs.setdefault("seed", self.seed)
-        kwargs.setdefault("flow_params", self.flow_params)
-        kwargs.setdefault("target", self.target)
-        out = kwargs.pop("out", None)
+    def run_scenario(self, name, **options):
+        """Run scenario ``name`` (``options`` as :func:`run` takes them); returns its result."""
+        options.setdefault("profile", self.profile)
+        options.setdefault("seed", self.seed)
+        options.setdefault("flow_params", self.flow_params)
+        options.setdefault("target", self.target)
+        out = options.pop("out", None)
         if out is None and self.out:
             out = os.path.join(self.out, name)
-        rep = run(name, thresholds=self.thresholds, out=out if out is not None else False, **kwargs)
+        rep = run(name, thresholds=self.thresholds, out=out if out is not None else False, **options)
         self.results.extend(rep.results)
         return rep.result
 
-    def run_comprehensive_suite(self, out=None, **kwargs):
+    def run_comprehensive_suite(self, out=None, **options):
+        """Run the whole suite (``options`` as :func:`run_suite` takes them); returns its Report."""
         rep = run_suite(profile=self.profile, thresholds=self.thresholds, seed=self.seed,
-                        flow_params=self.flow_params, target=self.target, out=out or self.out, **kwargs)
+                        flow_params=self.flow_params, target=self.target, out=out or self.out, **options)
         self.results.extend(rep.results)
         return rep

@@ -1,13 +1,17 @@
-"""Run configuration: durations, thresholds and the frozen constants.
+"""Run configuration: the one set of value checks, thresholds, stages and timing.
 
 Everything here is plain data, validated on construction so that bad input
-is rejected before any process starts (``UsageError``, exit 2).
+is rejected before any process starts (``UsageError``, exit 2). The checks
+are the only ones in loadgen: options, plans, the flow's parameters, the
+stressors and the thresholds all use them, so a value means the same and is
+refused with the same words wherever it is given.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import os
 import re
 from dataclasses import dataclass
@@ -16,6 +20,115 @@ from .errors import UsageError
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+MAX_SECONDS = 1e12  # a duration past this is a typo, and float() of a huge integer overflows
+
+
+# ====================================================================== the one set of value checks
+#
+# Each check takes the value and ``what`` (the flag, variable, plan key or parameter it came from,
+# named in the error) and returns the value normalised, or raises UsageError with one line:
+# "WHAT: expected SUCH, got VALUE". ``strict``: the value came typed (TOML, the Python API), so a
+# string is not parsed into a number; from the command line and the environment, strings are.
+
+
+def show(value):
+    """``value`` as an error message shows it: strings quoted, booleans as TOML writes them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    return str(value)
+
+
+def is_number(value):
+    """True for an int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_int(value, what, low=0, high=None, *, strict=False):
+    """``value`` as an int in [``low``, ``high``]; a float counts only when whole (2.0, not 2.5)."""
+    expected = ("a whole number > 0" if low == 1 else f"a whole number ≥ {low}") + \
+        (f" and ≤ {high}" if high is not None else "")
+    if isinstance(value, bool) or (strict and not hasattr(value, "__index__")):  # ints, numpy ints
+        raise UsageError(f"{what}: expected {expected}, got {show(value)}")
+    try:
+        if hasattr(value, "__index__"):
+            n = operator.index(value)
+        elif isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError
+            n = int(value)
+        else:
+            n = int(value) if isinstance(value, int) else int(str(value).strip())
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"{what}: expected {expected}, got {show(value)}") from None
+    if n < low or (high is not None and n > high):
+        raise UsageError(f"{what}: expected {expected}, got {n}")
+    return n
+
+
+def check_number(value, what, low=0.0, high=math.inf, *, low_open=True, strict=False, expected=None):
+    """``value`` as a finite float above ``low`` (or at it, unless ``low_open``) and ≤ ``high``."""
+    if expected is None:
+        expected = f"a number {'>' if low_open else '≥'} {low:g}" + (f" and ≤ {high:g}" if high != math.inf else "")
+    if isinstance(value, bool) or (strict and not is_number(value)):
+        raise UsageError(f"{what}: expected {expected}, got {show(value)}")
+    try:
+        x = float(value) if is_number(value) else float(str(value).strip())
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"{what}: expected {expected}, got {show(value)}") from None
+    if not math.isfinite(x) or x < low or (low_open and x == low) or x > high:
+        raise UsageError(f"{what}: expected {expected}, got {value}")
+    return x
+
+
+def check_bool(value, what, *, strict=False):
+    """A bool; unless ``strict``, also 1/0, true/false, yes/no, on/off."""
+    if isinstance(value, bool):
+        return value
+    if not strict and isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+    raise UsageError(f"{what}: expected true or false, got {show(value)}")
+
+
+def check_text(value, what):
+    """A non-empty string without NUL."""
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise UsageError(f"{what}: expected a non-empty string, got {show(value)}")
+    return value
+
+
+def check_choice(value, what, choices):
+    """One of ``choices`` (strings)."""
+    if not isinstance(value, str) or value not in choices:
+        raise UsageError(f"{what}: expected one of {', '.join(choices)}, got {show(value)}" + did_you_mean(value, choices))
+    return value
+
+
+def did_you_mean(word, known):
+    """`` (did you mean 'x'?)`` for the closest of ``known``, or ""."""
+    import difflib
+
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def positive_int(value, what):  # TODO(redesign): callers move to check_int
+    return check_int(value, what, 1)
+
+
+def positive_float(value, what, allow_zero=False):  # TODO(redesign): callers move to check_number
+    return check_number(value, what, 0, low_open=not allow_zero)
 
 
 def parse_duration(text, what="duration"):
@@ -24,39 +137,21 @@ def parse_duration(text, what="duration"):
     Raises :class:`UsageError` naming ``what`` for anything else, zero and
     negative values included.
     """
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
+    if isinstance(text, bool) or not (is_number(text) or isinstance(text, str)):
+        raise UsageError(f"{what}: expected a duration (seconds, or a string such as \"500ms\", \"10s\", "
+                         f"\"5m\"), got {show(text)}")
+    if is_number(text):
+        if abs(text) > MAX_SECONDS:  # float() of a huge integer overflows
+            raise UsageError(f"{what}: expected a duration of at most {MAX_SECONDS:g} seconds, got {text}")
         seconds = float(text)
     else:
-        m = _DURATION_RE.match(str(text))
+        m = _DURATION_RE.match(text)
         if not m:
             raise UsageError(f"{what}: {text!r} is not a duration (use e.g. 500ms, 10s, 5m, 1h)")
         seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
-    if not math.isfinite(seconds) or seconds <= 0:
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_SECONDS:
         raise UsageError(f"{what}: must be greater than zero, got {text!r}")
     return seconds
-
-
-def positive_int(value, what):
-    """``value`` as an int > 0, or :class:`UsageError` naming ``what``."""
-    try:
-        n = int(value)
-        if isinstance(value, float) and n != value:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise UsageError(f"{what}: expected a whole number, got {value!r}") from None
-    if n <= 0:
-        raise UsageError(f"{what}: must be greater than zero, got {value!r}")
-    return n
-
-
-def positive_float(value, what, allow_zero=False):
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{what}: expected a number, got {value!r}") from None
-    if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
-        raise UsageError(f"{what}: must be {'zero or more' if allow_zero else 'greater than zero'}, got {value!r}")
-    return x
 
 
 @dataclass(frozen=True)
@@ -81,19 +176,29 @@ class ResourceThresholds:
     growth_window_s: float = 30.0
 
     def __post_init__(self):
-        positive_float(self.max_memory_mb, "max_memory_mb")
-        cpu = positive_float(self.max_cpu_percent, "max_cpu_percent")
-        if cpu > 100:
-            raise UsageError(f"max_cpu_percent: must be at most 100, got {self.max_cpu_percent!r}")
-        positive_float(self.max_execution_time_seconds, "max_execution_time_seconds")
-        positive_int(self.max_concurrent_operations, "max_concurrent_operations")
-        positive_float(self.memory_growth_rate_mb_per_sec, "memory_growth_rate_mb_per_sec")
-        positive_float(self.min_available_memory_mb, "min_available_memory_mb", allow_zero=True)
-        positive_float(self.cpu_window_s, "cpu_window_s")
-        positive_float(self.growth_window_s, "growth_window_s")
+        for f in dataclasses.fields(self):  # checked and normalised ("100" → 100.0, "5m" → 300.0)
+            object.__setattr__(self, f.name, THRESHOLD_CHECKS[f.name](getattr(self, f.name), f.name))
 
     def to_dict(self):
+        """The fields as a plain dict (as ``report.json`` carries them)."""
         return dataclasses.asdict(self)
+
+
+def _duration_field(value, what, strict=False):
+    return parse_duration(value, what)
+
+
+#: How each threshold field is checked (plans, flags, the environment and the constructor alike).
+THRESHOLD_CHECKS = {
+    "max_memory_mb": lambda v, w, strict=False: check_number(v, w, 0, strict=strict),
+    "max_cpu_percent": lambda v, w, strict=False: check_number(v, w, 0, 100, strict=strict),
+    "max_execution_time_seconds": _duration_field,
+    "max_concurrent_operations": lambda v, w, strict=False: check_int(v, w, 1, strict=strict),
+    "memory_growth_rate_mb_per_sec": lambda v, w, strict=False: check_number(v, w, 0, strict=strict),
+    "min_available_memory_mb": lambda v, w, strict=False: check_number(v, w, 0, low_open=False, strict=strict),
+    "cpu_window_s": _duration_field,
+    "growth_window_s": _duration_field,
+}
 
 
 @dataclass(frozen=True)
@@ -174,22 +279,22 @@ class Stage:
     target: float
 
 
-def parse_stages(text):
-    """``10s:50,30s:200,10s:0`` → list of :class:`Stage`."""
+def parse_stages(text, what="--stages"):
+    """``10s:50,30s:200,10s:0`` → list of :class:`Stage`; :class:`UsageError` naming ``what``."""
     stages = []
     for part in str(text).split(","):
         if not part.strip():
             continue
         dur, sep, target = part.rpartition(":")
         if not sep:
-            raise UsageError(f"--stages: {part.strip()!r} is not DURATION:TARGET")
+            raise UsageError(f"{what}: {part.strip()!r} is not DURATION:TARGET")
         try:
             t = float(target)
         except ValueError:
-            raise UsageError(f"--stages: target {target!r} in {part.strip()!r} is not a number") from None
+            raise UsageError(f"{what}: target {target!r} in {part.strip()!r} is not a number") from None
         if not math.isfinite(t) or t < 0:
-            raise UsageError(f"--stages: target in {part.strip()!r} must be zero or more")
-        stages.append(Stage(parse_duration(dur, "--stages duration"), t))
+            raise UsageError(f"{what}: target in {part.strip()!r} must be zero or more")
+        stages.append(Stage(parse_duration(dur, f"{what} duration"), t))
     if not stages:
-        raise UsageError("--stages: no stages given")
+        raise UsageError(f"{what}: no stages given")
     return stages

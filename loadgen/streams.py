@@ -4,12 +4,18 @@
 flushed at once, so a killed run keeps every line it wrote. Whole files
 (reports) are written to a temp file in the same folder and renamed over
 the old one: a reader sees the old file or the new one, never half.
+
+The rebuild journal is written here too: :func:`note_scenario` and
+:func:`note_component` append a ``scenario`` event before each scenario
+and a ``component`` event (its whole result) after it, so that
+``loadgen report`` (``report/rebuild.py``) can rebuild a killed run.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import tempfile
 import time
@@ -18,6 +24,10 @@ from .errors import OutputError
 
 TIMESERIES = "timeseries.jsonl"
 EVENTS = "events.jsonl"
+SCENARIO_EVENT = "scenario"  # the rebuild journal's event types (report/rebuild.py reads them)
+COMPONENT_EVENT = "component"
+
+_journal_log = logging.getLogger("loadgen.rebuild")  # the logger the journal has always used
 
 
 def atomic_write(path, text, mode=None):
@@ -60,6 +70,7 @@ def json_safe(obj):
 
 
 def default_run_dir(name, root="loadgen-results"):
+    """``ROOT/<UTC stamp>-<name>`` (not created): a new run's default directory."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return os.path.join(root, f"{stamp}-{name}")
 
@@ -106,6 +117,7 @@ class JsonLines:
         self._f = open(path, "a", encoding="utf-8")
 
     def write(self, record):
+        """Append ``record`` (JSON-serialisable) as one line and flush; dropped once the stream failed."""
         if self._f is None:
             return
         try:
@@ -116,6 +128,7 @@ class JsonLines:
             self._close_quietly()
 
     def close(self):
+        """Close the file; a close error is kept in ``error`` (the first error wins), never raised."""
         if self._f is not None:
             try:
                 self._f.close()
@@ -140,6 +153,7 @@ class EventLog(JsonLines):
         self.recent = []  # events of this run, kept for the report (bounded)
 
     def emit(self, type_, **fields):
+        """Append an event ``{t, type, **fields}`` (``t`` defaults to now; ``phase`` added if set); returns it."""
         record = {"t": round(fields.pop("t", time.time()), 6), "type": type_, **fields}
         if self.phase is not None:
             record.setdefault("phase", self.phase)
@@ -167,3 +181,47 @@ def read_jsonl(path):
 
 
 dumps = _dumps
+
+
+# ---------------------------------------------------------------------- the rebuild journal
+
+
+def note_scenario(session, scenario, kind):
+    """Append a ``scenario`` event (name, kind, profile, criteria, key_metric) to ``session.run_dir``'s events.
+
+    Called before a scenario runs. Nothing without a run directory; a write
+    error is logged (logger ``loadgen.rebuild``), never raised.
+    """
+    if not getattr(session, "run_dir", None):
+        return
+    try:
+        criteria = [str(c) for c in scenario.criteria_for(session)]
+    except Exception:  # noqa: BLE001 - the scenario reports bad criteria itself
+        criteria = []
+    _append(session.run_dir, SCENARIO_EVENT, name=scenario.name, kind=kind, profile=session.profile,
+            criteria=criteria, key_metric=getattr(scenario, "key_metric", "success_rate"))
+
+
+def note_component(session, result):
+    """Append a ``component`` event with the scenario's whole result (less tracebacks, inf/NaN as None).
+
+    Called after a scenario ran; ``result``: its ``StressTestResult``. Nothing
+    without a run directory; a write error is logged, never raised.
+    """
+    if not getattr(session, "run_dir", None):
+        return
+    d = result.to_dict()
+    d.pop("tracebacks", None)
+    _append(session.run_dir, COMPONENT_EVENT, name=result.test_name, result=json_safe(d))
+
+
+def _append(run_dir, type_, **fields_):
+    stream = None
+    try:
+        stream = EventLog(os.path.join(run_dir, EVENTS))
+        stream.emit(type_, **fields_)
+    except (OSError, TypeError, ValueError) as e:  # a lost note must never fail the run
+        _journal_log.warning("could not append a %s event to %s: %s", type_, EVENTS, e)
+    finally:
+        if stream is not None:
+            stream.close()

@@ -1,7 +1,6 @@
 """Fixtures that keep process tests honest: every child reaped, orphans detected."""
 
 import os
-import signal
 import subprocess
 import sys
 import time

@@ -2,12 +2,11 @@
 
 Random argument lists for ``run``/``suite``/``validate``/``compare`` are built
 from the parser's real flags with random values; random TOML plans are built
-valid-looking and then, often, broken. ``api._run_scenarios`` is stubbed (an
+valid-looking and then, often, broken. ``api.run_scenarios`` is stubbed (an
 empty report), so what is exercised is parsing and checking, not load.
 """
 
 import json
-import os
 import random
 
 import pytest
@@ -16,7 +15,8 @@ from hypothesis import strategies as st
 
 from loadgen import api, scenarios
 from loadgen.cli import build_parser, main
-from loadgen.plan import ENV, PLAN_KEYS, SCENARIO_KEYS, THRESHOLD_FIELDS
+from loadgen.config import THRESHOLD_CHECKS
+from loadgen.options import ENV, PLAN_KEYS, SCENARIO_KEYS
 from loadgen.report import build_report
 
 EXIT_CODES = {0, 1, 2, 3}
@@ -74,7 +74,7 @@ def sandbox(tmp_path, monkeypatch):
                               run_dir=session.run_dir, command=command)
         return api.Report(report, [], report["exit_code"], session.run_dir)
 
-    monkeypatch.setattr(api, "_run_scenarios", fake)
+    monkeypatch.setattr(api, "run_scenarios", fake)
     (tmp_path / "in.jsonl").write_text('{"i": 1}\n')
     (tmp_path / "bad.jsonl").write_text("{oops\n")
     (tmp_path / "empty.json").write_text("{}")
@@ -169,7 +169,7 @@ valid = {  # values a plan may hold
 }
 invalid = {  # and values it should not
     "concurrency": st.one_of(st.integers(-10**20, 0), st.floats(), safe_text, st.booleans()),
-    "thresholds": st.dictionaries(st.sampled_from(sorted(THRESHOLD_FIELDS) + ["max_memory"]),
+    "thresholds": st.dictionaries(st.sampled_from(sorted(THRESHOLD_CHECKS) + ["max_memory"]),
                                   st.one_of(st.integers(-5, 10**20), st.floats(), durations, safe_text), max_size=3),
     "criteria": st.lists(st.one_of(criteria_text, st.fixed_dictionaries(
         {"expr": criteria_text}, optional={"abort_on_fail": st.booleans(), "junk": st.integers()})), max_size=3),

@@ -23,10 +23,10 @@ import pytest
 
 from loadgen import cli
 from loadgen.errors import ExitCode
-from loadgen.fleet.merge import (SecondMerger, Share, fleet_junit_suite, merge_component,
-                                 render_fleet_text)
+from loadgen.fleet.merge import SecondMerger, Share, merge_component
 from loadgen.config import ResourceThresholds, Stage
 from loadgen.report import build_report, render_summary
+from loadgen.report.fleet import fleet_junit_suite, render_fleet_text
 from loadgen.result import StressTestResult
 from loadgen.engine.runner import RunPlan
 from loadgen.measure.stats import Histogram
@@ -224,7 +224,7 @@ def cluster():
     pytest.importorskip("distributed", reason="fleet mode needs Dask distributed (pip install '.[distributed]')")
     from distributed import Client
 
-    from loadgen.fleet.master import start_local_cluster
+    from loadgen.fleet import start_local_cluster
 
     lc = start_local_cluster(2)
     client = Client(lc.scheduler_address, set_as_default=False)
@@ -312,7 +312,7 @@ def test_scheduler_without_enough_workers_is_a_usage_error(cluster, tmp_path):
 
 
 def test_killed_dask_worker_degrades_the_fleet(cluster, tmp_path):
-    from loadgen.fleet import master as fleet
+    from loadgen import fleet
     from loadgen.streams import read_jsonl
 
     pids = cluster.refresh_keep()

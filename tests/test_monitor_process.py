@@ -15,7 +15,8 @@ import pytest
 
 from loadgen.config import ResourceThresholds
 from loadgen.engine.messages import Breach, Sample
-from loadgen.engine.monitor import METRIC_CPU, METRIC_MEMORY, SystemResourceMonitor
+from loadgen.engine.monitor import SystemResourceMonitor
+from loadgen.engine.thresholds import METRIC_CPU, METRIC_MEMORY
 
 MB = 1024 * 1024
 

@@ -10,22 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadgen.engine import _proc
+from loadgen.engine import _proc, _procfs
 from loadgen.config import ResourceThresholds
 from loadgen.engine.messages import Breach, Sample, Stop, Unwatch, Watch
-from loadgen.engine.monitor import (
-    MAX_PENDING_SAMPLES,
+from loadgen.engine.monitor import MAX_PENDING_SAMPLES, Monitor
+from loadgen.engine.thresholds import (
     METRIC_AVAILABLE,
     METRIC_CPU,
     METRIC_GROWTH,
     METRIC_MEMORY,
-    LeakDetector,
-    Monitor,
-    SlopeEstimator,
     ThresholdEvaluator,
-    best_step_sse,
-    linear_fit,
 )
+from loadgen.measure.leak import LeakDetector
+from loadgen.measure.trend import SlopeEstimator, best_step_sse, linear_fit
 
 T0 = 1.79e9  # realistic UNIX times stress the arithmetic
 
@@ -337,7 +334,7 @@ def test_pool_memory_counts_pss_and_growth_is_reported(monitor):
     # far away, so nothing is killed.
     monitor.handle(Watch(pid, ct, role="stressor"))
     s = monitor.tick()
-    pss = _proc.read_pss_mb(pid)
+    pss = _procfs.read_pss_mb(pid)
     assert s.pool_memory_mb == pytest.approx(pss, rel=0.2)
     assert s.pool_rss_mb >= s.pool_memory_mb * 0.9
     monitor.handle(Unwatch(pid))
@@ -377,17 +374,17 @@ def test_dead_master_is_noticed():
 
 def test_proc_reads_match_psutil():
     p = psutil.Process()
-    st = _proc.read_stat(p.pid)
+    st = _procfs.read_stat(p.pid)
     assert st.state in "RS"
-    assert st.rss_pages * _proc.PAGE_SIZE == pytest.approx(p.memory_info().rss, rel=0.1)
+    assert st.rss_pages * _procfs.PAGE_SIZE == pytest.approx(p.memory_info().rss, rel=0.1)
     assert st.pgid == os.getpgid(0)
-    reader = _proc.StatReader(p.pid)
+    reader = _procfs.StatReader(p.pid)
     try:
         assert reader.read().start_ticks == st.start_ticks
     finally:
         reader.close()
-    assert 0 < _proc.read_pss_mb(p.pid) <= p.memory_info().rss / 2**20 + 1
-    assert _proc.read_stat(2**22 + 17) is None
+    assert 0 < _procfs.read_pss_mb(p.pid) <= p.memory_info().rss / 2**20 + 1
+    assert _procfs.read_stat(2**22 + 17) is None
 
 
 def test_identity_checks():

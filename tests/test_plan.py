@@ -11,7 +11,7 @@ from loadgen import api
 from loadgen.abort import MIN_OPERATIONS, EarlyJudge, abortable
 from loadgen.cli import main
 from loadgen.criteria import Criterion
-from loadgen.plan import ENV, FLAGS
+from loadgen.options import BY_DEST, ENV
 
 FAKE_REPORT = {
     "executive_summary": {"passed_components": 0, "total_components": 0},
@@ -33,7 +33,7 @@ def captured(monkeypatch, tmp_path):
         calls.append({"scenarios": list(scs), "session": session, "kind": kind})
         return api.Report(dict(FAKE_REPORT), [], 0, session.run_dir)
 
-    monkeypatch.setattr(api, "_run_scenarios", fake)
+    monkeypatch.setattr(api, "run_scenarios", fake)
     return calls
 
 
@@ -81,9 +81,9 @@ def test_file_values_reach_each_scenario(captured, tmp_path):
     assert call["kind"] == "plan plan"
     (l1, s1), (l2, s2) = entries(call)
     assert (l1, l2) == ("concurrent_load", "steady")
-    assert s1.overrides.concurrency == 4 and s1.overrides.duration_s == 2.0 and s1.overrides.rate is None
-    assert [str(c) for c in s1.overrides.criteria] == ["success_rate > 0.9"]
-    assert s2.overrides.rate == 50.0 and s2.overrides.concurrency is None and s2.overrides.duration_s == 3.0
+    assert s1.settings.get("concurrency") == 4 and s1.settings.get("duration") == 2.0 and s1.settings.get("rate") is None
+    assert [str(c) for c in s1.settings.get("criteria")] == ["success_rate > 0.9"]
+    assert s2.settings.get("rate") == 50.0 and s2.settings.get("concurrency") is None and s2.settings.get("duration") == 3.0
     assert s1.target.ref == "_targets:sleep_ms" and s1.target.kwargs == {"ms": 3} and s1.target.seed == 1
     # tables merge key by key: the scenario's thresholds over the top level's
     assert (s1.thresholds.max_memory_mb, s1.thresholds.max_concurrent_operations) == (2048, 40)
@@ -100,17 +100,17 @@ def test_environment_overrides_file_and_flags_override_environment(captured, tmp
     monkeypatch.setenv("LOADGEN_CRITERIA", "p99_ms < 100; error_rate < 0.5")
     assert main(["run", "--config", plan]) == 0
     (_, s1), (_, s2) = entries(captured[-1])
-    assert s1.overrides.duration_s == s2.overrides.duration_s == 5.0
+    assert s1.settings.get("duration") == s2.settings.get("duration") == 5.0
     assert s1.target.seed == 2 and captured[-1]["session"].target.seed == 2
     assert s1.thresholds.max_memory_mb == 3000 and s1.thresholds.max_concurrent_operations == 40
-    assert [str(c) for c in s2.overrides.criteria] == ["p99_ms < 100", "error_rate < 0.5"]
+    assert [str(c) for c in s2.settings.get("criteria")] == ["p99_ms < 100", "error_rate < 0.5"]
     assert os.path.abspath(captured[-1]["session"].run_dir) == str(tmp_path / "from-env")
 
     assert main(["run", "--config", plan, "--duration", "7s", "--seed", "3", "--max-memory-mb", "4000",
                  "--out", "from-cli", "--criterion", "p50_ms < 9"]) == 0
     (_, s1), _ = entries(captured[-1])
-    assert s1.overrides.duration_s == 7.0 and s1.target.seed == 3 and s1.thresholds.max_memory_mb == 4000
-    assert [str(c) for c in s1.overrides.criteria] == ["p50_ms < 9"]
+    assert s1.settings.get("duration") == 7.0 and s1.target.seed == 3 and s1.thresholds.max_memory_mb == 4000
+    assert [str(c) for c in s1.settings.get("criteria")] == ["p50_ms < 9"]
     assert os.path.abspath(captured[-1]["session"].run_dir) == str(tmp_path / "from-cli")
 
 
@@ -119,17 +119,17 @@ def test_a_higher_level_load_model_replaces_the_lower_one(captured, tmp_path, mo
     monkeypatch.setenv("LOADGEN_CONCURRENCY", "6")
     assert main(["run", "--config", plan]) == 0
     (_, s1), (_, s2) = entries(captured[-1])
-    assert (s1.overrides.concurrency, s1.overrides.rate) == (6, None)
-    assert (s2.overrides.concurrency, s2.overrides.rate) == (6, None)  # the file's rate is gone
+    assert (s1.settings.get("concurrency"), s1.settings.get("rate")) == (6, None)
+    assert (s2.settings.get("concurrency"), s2.settings.get("rate")) == (6, None)  # the file's rate is gone
     # the command line's --rate replaces the environment's concurrency in turn
     assert main(["run", "--config", plan, "--rate", "30"]) == 0
     (_, s1), _ = entries(captured[-1])
-    assert (s1.overrides.concurrency, s1.overrides.rate) == (None, 30.0)
+    assert (s1.settings.get("concurrency"), s1.settings.get("rate")) == (None, 30.0)
     # stages alone keep the model: they ramp the rate of an open-model scenario
     monkeypatch.delenv("LOADGEN_CONCURRENCY")
     assert main(["run", "--config", plan, "--stages", "1s:10,1s:0"]) == 0
     _, (_, s2) = entries(captured[-1])
-    assert s2.overrides.rate == 50.0 and len(s2.overrides.stages) == 2
+    assert s2.settings.get("rate") == 50.0 and len(s2.settings.get("stages")) == 2
 
 
 def test_a_new_target_does_not_inherit_the_old_ones_arguments(captured, tmp_path, monkeypatch):
@@ -149,11 +149,11 @@ def test_environment_applies_to_plain_runs_too(captured, monkeypatch):
     monkeypatch.setenv("LOADGEN_FLOW_PARAMS", "failure_rate=0.5,processing_time_base=0.01")
     assert main(["run", "concurrent_load", "--out", "o"]) == 0
     s = captured[-1]["session"]
-    assert s.overrides.concurrency == 3 and s.profile == "standard"
+    assert s.settings.get("concurrency") == 3 and s.profile == "standard"
     assert s.target.flow_params == {"failure_rate": "0.5", "processing_time_base": "0.01"}
     assert main(["run", "concurrent_load", "--out", "o2", "--concurrency", "9", "--profile", "ci"]) == 0
     s = captured[-1]["session"]
-    assert s.overrides.concurrency == 9 and s.profile == "ci"
+    assert s.settings.get("concurrency") == 9 and s.profile == "ci"
 
 
 @pytest.mark.parametrize("var,value,words", [
@@ -179,7 +179,7 @@ def test_every_flag_has_an_environment_variable():
     sub = parser._subparsers._group_actions[0].choices
     dests = {a.dest for name in ("run", "suite") for a in sub[name]._actions
              if a.option_strings and a.dest not in ("help", "config", "only")}
-    assert dests <= set(FLAGS) and set(FLAGS) == set(ENV)
+    assert dests <= set(ENV) and set(BY_DEST) == set(ENV) and all(ENV.values())
     assert ENV["max_memory_mb"] == "LOADGEN_MAX_MEMORY_MB" and ENV["criterion"] == "LOADGEN_CRITERIA"
 
 
@@ -217,11 +217,11 @@ def test_run_needs_a_scenario_or_a_config(captured, capsys):
 def test_abort_on_fail_marks_what_can_be_judged_early(captured, tmp_path):
     assert main(["run", "concurrent_load", "--out", "o", "--abort-on-fail", "--criterion", "success_rate > 0.9",
                  "--criterion", "throughput > 5"]) == 0
-    crit = captured[-1]["session"].overrides.criteria
+    crit = captured[-1]["session"].settings.get("criteria")
     assert [(str(c), c.abort_on_fail) for c in crit] == [("success_rate > 0.9", True), ("throughput > 5", False)]
     # no --criterion: the scenario's own
     assert main(["run", "concurrent_load", "--out", "o2", "--abort-on-fail"]) == 0
-    assert [(str(c), c.abort_on_fail) for c in captured[-1]["session"].overrides.criteria] == \
+    assert [(str(c), c.abort_on_fail) for c in captured[-1]["session"].settings.get("criteria")] == \
         [("success_rate > 0.7", True)]
     plan = write(tmp_path, """
         [[scenario]]

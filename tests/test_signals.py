@@ -1,11 +1,9 @@
 """The master's life and death, through the real CLI: no orphans, interrupted runs keep their reports."""
 
 import json
-import os
 import signal
 import time
 
-import psutil
 import pytest
 
 from conftest import wait_for

@@ -11,29 +11,31 @@ Death
     "dead" here means: gone from ``/proc``, or a zombie (its memory is already
     released), or the pid now belongs to another process.
 
-Hot path
-    :func:`read_stat` and :func:`read_pss_mb` read ``/proc`` with bare
-    ``os.open``/``os.read``: the monitor reads every watched process ten times
-    a second, and psutil's ``memory_info()`` + ``cpu_percent()`` costs about
-    40 µs per process, several times a raw read.
+Set-up
+    prctl helpers (:func:`set_pdeathsig`, :func:`set_title`),
+    :func:`ignore_sigint`, and a worker's process set-up: its group
+    (:func:`join_group`), BLAS threads (:func:`limit_blas`), malloc arenas
+    (:func:`limit_arenas`, :func:`trim_heap`).
 
-Everything degrades to a no-op or to psutil off Linux; loadgen targets Linux.
+The fast ``/proc`` readers (``read_stat``, ``StatReader``, ``read_pss_mb`` …)
+are in ``_procfs``. Everything degrades to a no-op or to psutil off Linux;
+loadgen targets Linux.
 """
+
 
 from __future__ import annotations
 
 import ctypes
-import errno
 import logging
 import os
 import signal
 import sys
 import time
-from typing import NamedTuple
 
 import psutil
 
 from ..config import TIMING
+from ._procfs import CLOCK_TICKS, is_dead_stat, read_stat
 
 log = logging.getLogger("loadgen.proc")
 
@@ -42,10 +44,6 @@ _IS_LINUX = sys.platform.startswith("linux")
 # prctl(2) options, from <linux/prctl.h>.
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_MB = 1024.0 * 1024.0
 
 # Two create times name the same process when they differ by less than this.
 # /proc keeps start times in clock ticks (10 ms) and psutil adds the boot time,
@@ -120,138 +118,8 @@ def boot_time():
     return psutil.boot_time()
 
 
-# ---------------------------------------------------------------- /proc fast reads
-
-
-def _read_file(path, size=4096):
-    """Whole content of a small /proc file as bytes; raises OSError."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, size)
-            if not chunk:
-                break
-            # Some /proc files (/proc/stat) return short reads on line
-            # boundaries before the end, so only an empty read ends the file.
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-class StatInfo(NamedTuple):
-    """The fields of ``/proc/PID/stat`` the monitor needs.
-
-    ``state``: one letter (``R``, ``S``, ``D``, ``Z``, ``X`` …).
-    ``cpu_ticks``: utime + stime in clock ticks (:data:`CLOCK_TICKS` per second).
-    ``rss_pages``: resident pages (:data:`PAGE_SIZE` bytes each).
-    ``start_ticks``: start time in clock ticks after boot (the identity).
-    ``num_threads``, ``pgid``: as named.
-    """
-
-    state: str
-    cpu_ticks: int
-    rss_pages: int
-    start_ticks: int
-    num_threads: int
-    pgid: int
-
-
-def read_stat(pid):
-    """One read of ``/proc/PID/stat`` → :class:`StatInfo`, or None if the pid is gone.
-
-    About 8 µs (open, read, close); never blocks on anything but the kernel.
-    Raises only on unexpected errors (a malformed file). For a process read
-    again and again, :class:`StatReader` is twice as fast.
-    """
-    try:
-        data = _read_file(f"/proc/{pid}/stat", 1024)
-    except OSError as exc:
-        if exc.errno in (errno.ESRCH, errno.ENOENT):
-            return None
-        raise
-    return _parse_stat(data)
-
-
-class StatReader:
-    """``/proc/PID/stat`` kept open and re-read with ``pread``: about 4 µs a read.
-
-    The open file stays bound to the process it was opened for: once that
-    process is reaped, reads fail with ESRCH even if the pid is reused, so
-    a reader can never report on a stranger. Opening raises
-    FileNotFoundError if the pid does not exist. Call :meth:`close`.
-    """
-
-    __slots__ = ("pid", "_fd")
-
-    def __init__(self, pid):
-        self.pid = pid
-        self._fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-
-    def read(self):
-        """:class:`StatInfo`, or None once the process is reaped (or the reader closed)."""
-        if self._fd is None:
-            return None
-        try:
-            data = os.pread(self._fd, 2048, 0)
-        except OSError as exc:
-            if exc.errno in (errno.ESRCH, errno.ENOENT):
-                return None
-            raise
-        if not data:
-            return None
-        return _parse_stat(data)
-
-    def close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def _parse_stat(data):
-    # The command name (field 2) is in parentheses and may contain spaces or
-    # ')' itself, so split after the *last* ')'.
-    # rest[0] is field 3 (state); field N is rest[N - 3]. Splitting stops
-    # after rss (field 24): the ~28 fields beyond are not needed, and this
-    # runs 500 times a second in the monitor.
-    rest = data[data.rindex(b")") + 2:].split(None, 22)
-    return StatInfo(
-        state=rest[0].decode("ascii", "replace"),
-        cpu_ticks=int(rest[11]) + int(rest[12]),
-        rss_pages=int(rest[21]),
-        start_ticks=int(rest[19]),
-        num_threads=int(rest[17]),
-        pgid=int(rest[2]),
-    )
-
-
-def read_pss_mb(pid):
-    """Proportional set size of ``pid`` in MB from ``/proc/PID/smaps_rollup``, or None.
-
-    Shared pages are divided among the processes that map them, so the sum
-    over a forked pool counts them once. Costly: the kernel walks the page
-    tables (roughly 0.1 ms for an idle Python process, a few ms for one
-    holding a GB), so call it sparingly. Returns None if the pid is gone or
-    the file is not readable (kernel < 4.14, other user).
-    """
-    try:
-        data = _read_file(f"/proc/{pid}/smaps_rollup", 4096)
-    except OSError:
-        return None
-    idx = data.find(b"\nPss:")
-    if idx < 0:
-        return None
-    line = data[idx + 5:data.index(b"\n", idx + 5)]
-    return int(line.split()[0]) / 1024.0  # the kernel reports kB
-
-
-def is_dead_stat(st):
-    """True if a :func:`read_stat` result means the process is gone (None, zombie, dead)."""
-    return st is None or st.state in ("Z", "X", "x")
-
-
 def start_ticks_to_create_time(start_ticks, boot_time_s):
+    """UNIX seconds from a /proc start time (clock ticks after boot) and the boot time (UNIX s)."""
     return start_ticks / CLOCK_TICKS + boot_time_s
 
 
@@ -480,3 +348,68 @@ def end_processes(procs, grace_s=TIMING.kill_grace_s, *, polite_s=0.0):
         log.error("pids %s still alive %.1f s after SIGKILL (uninterruptible sleep?)", [p.pid for p in left],
                   TIMING.kill_wait_s)
     return left
+
+
+# ---------------------------------------------------------------- a worker's process set-up
+
+
+def join_group(pgid):
+    """Join process group ``pgid`` (None or 0: lead a new one); lead a new one if it is gone."""
+    try:
+        os.setpgid(0, pgid or 0)
+    except OSError:
+        # The group's leader is gone and so is the group: lead a new one; the master
+        # learns the new pgid from our pid and tells the monitor.
+        os.setpgid(0, 0)
+
+
+def limit_blas(n):
+    """Cap BLAS/OpenMP threads at ``n`` (environment, and threadpoolctl if numpy is loaded). Never raises."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "numpy" in sys.modules:  # imported before the fork: its BLAS pool already exists
+        try:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(n)
+        except Exception:  # noqa: BLE001 - best effort; without it BLAS may use more threads
+            pass
+
+
+_malloc_trim = None  # glibc's malloc_trim once looked up, False without glibc
+MALLOC_ARENAS = 2  # glibc malloc arenas per worker (default 8 × cores): slots share them
+
+
+def limit_arenas():
+    """Few malloc arenas: with one per slot thread, what the slots free is scattered over
+    dozens of heaps that ``malloc_trim`` cannot give back, and a pool that recovered from an
+    overload would keep its peak memory. Caps them at :data:`MALLOC_ARENAS`; a no-op off glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def trim_heap():
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``; ≈ 0.5 ms, µs when idle).
+
+    Every slot thread has its own malloc arena and glibc keeps what they free,
+    so without this the pool's memory would show what the allocator holds, not
+    what the workload holds: a recovered flow would look as if it kept its peak.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+def own_create_time():
+    """This process's create time, UNIX seconds (psutil's value); 0.0 if it cannot be read."""
+    try:
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001
+        return 0.0

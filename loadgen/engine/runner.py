@@ -41,6 +41,7 @@ from ..errors import ExitCode, ThresholdBreached, UsageError, WorkerCrashed, des
 from .messages import (Breach, MonitorError, Ready, ResultBatch, Sample, Stop, WorkerError,
                        WorkerExit, WorkOrder)
 from .pool import Pool, ProcessRegistry, get_context
+from ..measure.leak import leak_verdict
 from ..measure.stats import Accounting, CappedCounter, Histogram, SecondHistogram
 from ..streams import EVENTS, TIMESERIES, EventLog, JsonLines
 from ..workload.targets import TargetSpec
@@ -934,31 +935,6 @@ def stage_target(stages, elapsed, start=0.0):
         t += s.duration_s
         prev = s.target
     return prev
-
-
-def leak_verdict(pss_series, rss_series, window_s):
-    """The leak verdict on the pool's PSS, confirmed on its RSS.
-
-    After a fork, workers' writes (reference counts, the GC) unshare pages
-    they shared with the master: PSS climbs while RSS stays flat. That is
-    copy-on-write settling, not a leak, so a PSS climb counts only if RSS
-    climbs too.
-    """
-    from .monitor import LeakDetector
-
-    if not pss_series:
-        return {"leak": None, "reason": "no memory samples"}
-    ts, vs = zip(*pss_series)
-    verdict = LeakDetector().verdict(list(ts), list(vs), window_s=window_s)
-    if verdict.get("leak") and rss_series:
-        ts, vs = zip(*rss_series)
-        rss = LeakDetector().verdict(list(ts), list(vs), window_s=window_s)
-        verdict["rss_slope_mb_per_s"] = rss.get("slope_mb_per_s")
-        if not rss.get("leak"):
-            verdict["leak"] = False
-            verdict["reason"] = (f"no leak: PSS climbs {verdict['slope_mb_per_s']:.3g} MB/s but RSS does not "
-                                 f"({rss['reason']}): shared pages unsharing after fork")
-    return verdict
 
 
 def _plan_dict(plan):

@@ -30,6 +30,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from . import _proc
 from .messages import Ready, ResultBatch, Stop, WorkerError, WorkerExit, WorkOrder
 from ..config import TIMING
 from ..workload.targets import TargetSpec, build_operation, outcome
@@ -71,9 +72,7 @@ def worker_main(spec, conn, shm):
     # inherited object's header and unshare those pages (the pool's memory would climb with
     # the master's heap, not with the workload). Freezing only relinks the GC's list heads.
     gc.freeze()
-    from . import _proc
-
-    _join_group(spec.pgid)
+    _proc.join_group(spec.pgid)
     _proc.set_pdeathsig(signal.SIGKILL)
     _proc.ignore_sigint()
     # TERM from the monitor or the master ends the worker at once, without Python cleanup
@@ -89,8 +88,8 @@ def worker_main(spec, conn, shm):
         except OSError:
             pass
     if spec.blas_threads is not None:
-        _limit_blas(spec.blas_threads)
-    _limit_arenas()
+        _proc.limit_blas(spec.blas_threads)
+    _proc.limit_arenas()
     worker = Worker(spec, conn, shm)
     code = worker.run()
     try:
@@ -123,27 +122,6 @@ def _redirect_output(path):
     import faulthandler
 
     faulthandler.enable(sys.stderr)
-
-
-def _join_group(pgid):
-    try:
-        os.setpgid(0, pgid or 0)
-    except OSError:
-        # The group's leader is gone and so is the group: lead a new one; the master
-        # learns the new pgid from our pid and tells the monitor.
-        os.setpgid(0, 0)
-
-
-def _limit_blas(n):
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(n)
-    if "numpy" in sys.modules:  # imported before the fork: its BLAS pool already exists
-        try:
-            from threadpoolctl import threadpool_limits
-
-            threadpool_limits(n)
-        except Exception:  # noqa: BLE001 - best effort; without it BLAS may use more threads
-            pass
 
 
 class Worker:
@@ -189,7 +167,7 @@ class Worker:
         except BaseException as e:  # noqa: BLE001 - reported to the master, not lost
             self.conn.send(WorkerError(spec.index, type(e).__name__, str(e), traceback.format_exc()))
             return 3
-        self.conn.send(Ready(spec.index, os.getpid(), _own_create_time()))
+        self.conn.send(Ready(spec.index, os.getpid(), _proc.own_create_time()))
         for i in range(spec.slots):
             body = self._slot if spec.schedule is None else self._slot_open
             t = threading.Thread(target=body, args=(i,), name=f"slot-{i}", daemon=True)
@@ -292,7 +270,7 @@ class Worker:
             if tb and kept < TRACEBACKS_PER_KEY and (kept or len(self.tracebacks) < MAX_ERROR_KEYS):
                 self.tracebacks[key] = kept + 1
                 new_tracebacks.setdefault(key, []).append(tb)
-        _trim_heap()
+        _proc.trim_heap()
         totals = slot_totals(self.counters, self.spec.slots)
         delta = [a - b for a, b in zip(totals, self._last)]
         self._last = totals
@@ -494,47 +472,3 @@ def slot_totals(counters, slots):
         s[3] += counters[base + DROPPED]
         s[4] += counters[base + REJECTED]
     return s
-
-
-_LIBC = None
-MALLOC_ARENAS = 2  # glibc malloc arenas per worker (default 8 × cores): slots share them
-
-
-def _limit_arenas():
-    """Few malloc arenas: with one per slot thread, what the slots free is scattered over
-    dozens of heaps that ``malloc_trim`` cannot give back, and a pool that recovered from an
-    overload would keep its peak memory."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def _trim_heap():
-    """Give freed heap memory back to the OS (glibc ``malloc_trim``; ≈ 0.5 ms, µs when idle).
-
-    Every slot thread has its own malloc arena and glibc keeps what they free,
-    so without this the pool's memory would show what the allocator holds, not
-    what the workload holds: a recovered flow would look as if it kept its peak.
-    """
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-
-            _LIBC = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc
-            _LIBC = False
-    if _LIBC:
-        _LIBC(0)
-
-
-def _own_create_time():
-    try:
-        import psutil
-
-        return psutil.Process().create_time()
-    except Exception:  # noqa: BLE001
-        return 0.0

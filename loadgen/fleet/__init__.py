@@ -1,1 +1,66 @@
-"""TODO"""
+"""Fleet runs: one plan, one shard per machine, on Dask distributed (DESIGN §12).
+
+``master.py`` runs a fleet from the CLI's process, ``shard.py`` is the Dask
+task each machine runs (a complete local loadgen run), ``merge.py`` splits
+the load and combines what shards measured, ``summary.py`` builds the
+fleet's report, ``cluster.py`` finds and starts Dask clusters. Dask is
+imported only when a fleet command runs.
+"""
+
+from __future__ import annotations
+
+from .. import options as opts
+
+
+def run(scenario="concurrent_load", *, progress=None, command=None, **options):
+    """Run one scenario as a fleet on the Dask scheduler at ``cluster=``; returns an ``api.Report``.
+
+    ``options`` are :func:`loadgen.api.run`'s plus the fleet's (``cluster``, ``shards``,
+    ``cluster_timeout``, ``start_lead``): the load is split across the shards, everything per
+    machine (workers, slots, thresholds) is applied on each. ``shards``: use exactly this many
+    (wait for them up to ``cluster_timeout``); default: every worker offering the ``loadgen``
+    resource (or one per host if none does). ``start_lead``: the load begins this long after
+    submission on every shard (default 2 s; a shard whose pool is not ready by then starts late,
+    and the report says by how much). Raises :class:`UsageError` (:class:`ClusterError`) before any
+    load is applied, :class:`TypeError` for an unknown option.
+    """
+    return run_fleet(opts.RUN, [scenario], opts.from_api(options, opts.RUN, "fleet.run"), progress=progress,
+                     command=command)
+
+
+def run_suite(*, only=None, progress=None, command=None, **options):
+    """Run the suite (or ``only`` those scenarios) as a fleet; see :func:`run`."""
+    return run_fleet(opts.SUITE, only, opts.from_api(options, opts.SUITE, "fleet.run_suite"), progress=progress,
+                     command=command)
+
+
+def run_fleet(kind, names, settings, *, progress=None, command=None):
+    """Run ``names`` (None: every scenario) as a fleet with ``settings`` (a checked
+    :class:`~loadgen.options.Layer` holding ``cluster``); the CLI's entry. ``progress``: None for
+    the live status line on a terminal (quiet settings: none)."""
+    from .. import scenarios
+    from ..errors import UsageError
+    from .master import FleetMaster, FleetProgress
+
+    names = list(names or scenarios.names())
+    for n in names:
+        scenarios.get(n)  # an unknown name is a usage error before the cluster is contacted
+    if not settings.get("cluster"):
+        raise UsageError("a fleet run needs cluster = a Dask scheduler address (tcp://HOST:8786)")
+    if kind == opts.RUN:
+        settings = opts.mark_abort(settings, scenarios.get(names[0]).criteria)
+    own = progress is None
+    if own:
+        progress = FleetProgress(enabled=None if not opts.value(settings, "quiet") else False)
+    try:
+        return FleetMaster(kind, names, settings, progress=progress, command=command).run()
+    finally:
+        if own:
+            progress.done()
+
+
+def start_local_cluster(workers, port=0):
+    """A loopback Dask cluster for trying fleet mode (see :func:`loadgen.fleet.cluster.start_local_cluster`)."""
+    from .cluster import start_local_cluster as start
+
+    return start(workers, port)

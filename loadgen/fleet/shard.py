@@ -2,7 +2,7 @@
 
 ::
 
-    fleet master (fleet.py)                  Dask worker process (this module)
+    fleet master (master.py)                 Dask worker process (this module)
     ───────────────────────                  ─────────────────────────────────
     client.run(warm_up)          ──────────▶ imports loadgen; returns this machine's time.time()
     client.submit(run_shard, spec) ────────▶ task thread: session built (target checked, run dir made),
@@ -33,9 +33,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .. import options
 from ..config import TIMING
 from ..errors import ExitCode
-from ..scenarios._base import Session
+from ..api import Session
 
 log = logging.getLogger("loadgen.fleet.shard")
 
@@ -53,7 +54,7 @@ class ShardSpec:
     count: int
     kind: str  # "run" (one scenario) or "suite"
     scenarios: tuple  # scenario names
-    options: dict  # api.run / api.run_suite keyword arguments (no out, progress, command)
+    settings: object  # options.Layer: the fleet's settings less its own and the presentation's
     start_at: float  # when load starts, on THIS worker's clock (the master corrected the offset)
     out: str  # the shard's run directory on its machine
     topic: str  # Dask event topic the shard streams to
@@ -78,7 +79,7 @@ def request_stop(run_id, reason, exit_code):
 class ShardSession(Session):
     """A :class:`Session` whose every phase runs this shard's share and streams its seconds."""
 
-    share = None  # _fleet_data.Share
+    share = None  # merge.Share
     stream_hook = None  # callable(runner, record)
     shares_seen = None  # [{phase, model, mine, total, fraction}]
     start_at = None  # the first phase's load starts at this instant (UNIX time, this machine's clock)
@@ -167,7 +168,7 @@ class _Publisher:
 
 
 def run_shard(spec):
-    """The Dask task: one shard's complete local run. Returns a plain dict (see ``fleet.py``).
+    """The Dask task: one shard's complete local run. Returns a plain dict (see ``master.py``).
 
     Raises :class:`UsageError` for a bad plan or target (before any load).
     """
@@ -186,26 +187,13 @@ def run_shard(spec):
         key = None
     host = socket.gethostname()
     warnings = _worker_warnings(worker, multiprocessing.current_process().daemon)
-    opts = dict(spec.options)
-    seed = opts.pop("seed", None)
-    if seed is not None:
-        seed = int(seed) + spec.index  # distinct, reproducible random streams per shard
-    thresholds = opts.pop("thresholds", None)
-    common = {k: opts.pop(k, None) for k in ("target", "flow_params", "target_args", "sample_interval",
-                                             "stop_file", "start_method", "inputs")}
-    common.update(target_factory=opts.pop("target_factory", False), inputs_mode=opts.pop("inputs_mode", "cycle"))
-    profile = opts.pop("profile", "ci")
-    if spec.kind == "suite":
-        from ..scenarios._base import Overrides
-
-        overrides = Overrides()
-    else:
-        overrides = api.make_overrides(**opts)
+    settings = options.Layer(spec.settings, where=spec.settings.where)
+    if settings.get("seed") is not None:
+        settings["seed"] += spec.index  # distinct, reproducible random streams per shard
     scs = [scenarios.get(n) for n in spec.scenarios]
     spec = dataclasses.replace(spec, out=_shard_dir(spec))
-    session = api._session(thresholds=thresholds, seed=seed, profile=profile, out=spec.out,
-                           name=spec.scenarios[0] if spec.kind == "run" else "suite", overrides=overrides,
-                           progress=None, **common)
+    settings["out"] = spec.out
+    session = Session.open(settings, name=spec.scenarios[0] if spec.kind == "run" else "suite")
 
     publisher = _Publisher(worker, spec, key)
     first = {}
@@ -236,8 +224,8 @@ def run_shard(spec):
             return base | {"status": "refused", "exit_code": ExitCode.USAGE, "results": [], "shares": [],
                            "reason": f"began {late_s:.1f}s after the agreed start (a re-run after a worker "
                                      "restart?): refused, so the fleet never runs a shard twice"}
-        rep = api._run_scenarios(scs, session, kind=spec.kind if spec.kind == "suite" else spec.scenarios[0],
-                                 command=spec.command)
+        rep = api.run_scenarios(scs, session, kind=spec.kind if spec.kind == "suite" else spec.scenarios[0],
+                                command=spec.command)
         return base | {"status": "finished", "exit_code": rep.exit_code,
                        "results": [r.to_dict() for r in rep.results], "shares": session.shares_seen,
                        "load_started_at": _first_load_start(session, first), "ended_at": time.time()}

@@ -20,7 +20,7 @@ import math
 import os
 
 from ..errors import UsageError
-from . import SCHEMA_VERSION, SUITE_BASENAME
+from .build import SCHEMA_VERSION, SUITE_BASENAME
 
 REPORT_NAMES = ("report.json", SUITE_BASENAME + ".json")
 

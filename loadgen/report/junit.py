@@ -25,6 +25,7 @@ import xml.etree.ElementTree as ET
 
 from ..errors import ExitCode
 from ..streams import atomic_write
+from .fleet import fleet_junit_suite
 
 JUNIT_FILE = "junit.xml"
 
@@ -61,9 +62,7 @@ def render_junit(report):
         for key in ("tests", "failures", "errors"):
             totals[key] += int(suite.get(key))
         totals["time"] += float(suite.get("time"))
-    if report.get("fleet"):  # a fleet run (fleet.py): one case per shard, a lost shard is an error
-        from ..fleet.merge import fleet_junit_suite
-
+    if report.get("fleet"):  # a fleet run (loadgen/fleet/): one case per shard, a lost shard is an error
         suite = fleet_junit_suite(report, stamp, host, len(components))
         root.append(suite)
         for key in ("tests", "failures", "errors"):

@@ -9,7 +9,7 @@ What the streams hold, and so how exact the rebuild is:
 
 * a ``scenario`` event before each scenario (name, kind, criteria) and a
   ``component`` event after it (its whole result, histograms included) —
-  written by :func:`note_scenario` / :func:`note_component` for the API.
+  written by ``streams.note_scenario`` / ``streams.note_component`` for the API.
   A component that finished is rebuilt exactly from its ``component`` event.
 * per phase: ``phase`` events (``start`` with the plan and thresholds,
   ``end`` with the exact accounting and exit code), breaches, crashes, and
@@ -35,63 +35,16 @@ import os
 from dataclasses import dataclass, field, fields
 
 from ..errors import ExitCode, UsageError
-from ..streams import EVENTS, TIMESERIES, EventLog, read_jsonl
+from ..streams import COMPONENT_EVENT, EVENTS, SCENARIO_EVENT, TIMESERIES, read_jsonl
+from . import write_reports
+from .build import SUITE_BASENAME, build_report
 
 log = logging.getLogger("loadgen.rebuild")
 
 KILLED_REASON = "master killed (rebuilt from streams)"
-SCENARIO_EVENT = "scenario"
-COMPONENT_EVENT = "component"
 BASELINE_PHASE = "baseline"  # a reference measurement, not the component's result
 # Knots of a second's quantile function: (cumulative share, percentile key).
 _MASS = ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p999"), (1.0, "max"))
-
-
-# ====================================================================== writing side
-
-
-def note_scenario(session, scenario, kind):
-    """Append a ``scenario`` event (name, kind, profile, criteria) before a scenario runs."""
-    if not getattr(session, "run_dir", None):
-        return
-    try:
-        criteria = [str(c) for c in scenario.criteria_for(session)]
-    except Exception:  # noqa: BLE001 - the scenario reports bad criteria itself
-        criteria = []
-    _append(session.run_dir, SCENARIO_EVENT, name=scenario.name, kind=kind, profile=session.profile,
-            criteria=criteria, key_metric=getattr(scenario, "key_metric", "success_rate"))
-
-
-def note_component(session, result):
-    """Append a ``component`` event with the scenario's whole result (less tracebacks)."""
-    if not getattr(session, "run_dir", None):
-        return
-    d = result.to_dict()
-    d.pop("tracebacks", None)
-    _append(session.run_dir, COMPONENT_EVENT, name=result.test_name, result=_finite_only(d))
-
-
-def _finite_only(obj):
-    """``obj`` with inf/NaN floats as None: JSON has no such numbers, and one must not cost the event."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_only(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_only(v) for v in obj]
-    return obj
-
-
-def _append(run_dir, type_, **fields_):
-    stream = None
-    try:
-        stream = EventLog(os.path.join(run_dir, EVENTS))
-        stream.emit(type_, **fields_)
-    except (OSError, TypeError, ValueError) as e:  # a lost note must never fail the run
-        log.warning("could not append a %s event to %s: %s", type_, EVENTS, e)
-    finally:
-        if stream is not None:
-            stream.close()
 
 
 # ====================================================================== command
@@ -104,8 +57,6 @@ def rebuild_command(run_dir):
     command's is 0 once the reports are written. :class:`UsageError` for a
     missing directory, missing or unreadable streams.
     """
-    from . import write_reports
-
     report = rebuild(run_dir)
     paths = write_reports(run_dir, report)
     names = ", ".join(os.path.basename(p) for p in paths.values())
@@ -116,8 +67,6 @@ def rebuild_command(run_dir):
 
 def rebuild(run_dir):
     """The report dict of ``run_dir``, from ``timeseries.jsonl`` and ``events.jsonl`` only."""
-    from . import build_report
-
     events, rows = load_streams(run_dir)
     phases = _phases(events, rows)
     groups, kind_hint, approximate = _groups(events, phases)
@@ -183,6 +132,7 @@ class _Phase:
 
     @property
     def t_start(self):
+        """UNIX seconds: the ``start`` event's time, else the phase's first record."""
         if self.start:
             return self.start["t"]
         ts = [e["t"] for e in self.events] + [r["t"] for r in self.rows]
@@ -190,15 +140,18 @@ class _Phase:
 
     @property
     def t_end(self):
+        """UNIX seconds: the ``end`` event's time, else the end of the phase's last record."""
         if self.end:
             return self.end["t"]
         ts = [e["t"] for e in self.events] + [r["t"] + 1 for r in self.rows]
         return max(ts) if ts else self.t_start
 
     def first(self, type_, name=None):
+        """The phase's first event of ``type_`` (and ``name``), or None."""
         return next((e for e in self.events if e.get("type") == type_ and (name is None or e.get("name") == name)), None)
 
     def all(self, type_):
+        """The phase's events of ``type_``, in order."""
         return [e for e in self.events if e.get("type") == type_]
 
 
@@ -274,8 +227,6 @@ def _groups(events, phases):
 
 def _guess_kind(run_dir, groups):
     """Kind when no ``scenario`` event names it: the report files' names, else 'rebuilt'."""
-    from . import SUITE_BASENAME
-
     if os.path.exists(os.path.join(run_dir, SUITE_BASENAME + ".json")):
         return "suite"
     try:
@@ -304,30 +255,83 @@ def _result(group):
 
 
 def _approximate_result(group):
-    from ..criteria import Criterion
+    """A component that did not finish, rebuilt from its phases' events and seconds."""
     from ..result import StressTestResult, evaluate
-    from ..measure.stats import Accounting, Histogram
 
     phases = group.phases
     main = [p for p in phases if not p.name.startswith(BASELINE_PHASE)] or phases
-    acc, latency = Accounting(), Histogram()
-    peaks = {"memory": 0.0, "cpu": 0.0, "in_flight": 0}
-    memory_series, breaches, crashes = [], [], []
-    duration = load_s = 0.0
+    m = _measure(main)
+    exit_code, stop_reason = _ending(phases, main)
+    acc = m.acc
+    lat = m.latency.summary_ms()
+    throughput = acc.completed / m.load_s if m.load_s > 0 else 0.0
+    metrics = _metrics(m, lat, throughput)
+    passed, rows = evaluate(_criteria(group), metrics)
+    key = (group.scenario or {}).get("key_metric") or "success_rate"
+    messages = [f"stopped: {stop_reason}"] if exit_code else []
+    messages += [f"worker {c.get('worker')} died with {c.get('exit')} ({c.get('hint')})" for c in m.crashes[:5]]
+    return StressTestResult(
+        test_name=group.name,
+        success=passed and exit_code == 0,
+        duration_seconds=round(m.duration, 3),
+        max_concurrent_operations=m.peaks["in_flight"],
+        peak_memory_mb=round(m.peaks["memory"], 1),
+        peak_cpu_percent=round(m.peaks["cpu"], 1),
+        total_operations=acc.dispatched,
+        successful_operations=acc.succeeded,
+        failed_operations=acc.failed + acc.timed_out + acc.crashed,
+        throughput_ops_per_sec=round(throughput, 3),
+        error_messages=messages,
+        performance_metrics={k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}
+        | {"approximate": True},
+        criteria=rows,
+        accounting=acc.to_dict(),
+        latency_ms=lat,
+        breaches=m.breaches,
+        stop_reason=stop_reason,
+        exit_code=exit_code,
+        histograms={"latency": m.latency.to_payload()},
+        key_metric=(key, metrics.get(key)),
+    )
+
+
+@dataclass
+class _Measured:
+    """What the main phases of an unfinished component measured, summed or peaked over them."""
+
+    acc: object  # Accounting
+    latency: object  # Histogram (approximated)
+    peaks: dict = field(default_factory=lambda: {"memory": 0.0, "cpu": 0.0, "in_flight": 0})
+    memory_series: list = field(default_factory=list)  # [(t, pool MB)]
+    breaches: list = field(default_factory=list)
+    crashes: list = field(default_factory=list)
+    duration: float = 0.0  # s, phases end to end
+    load_s: float = 0.0  # s, from each phase's pool_ready (else its start) to its end
+
+
+def _measure(main):
+    from ..measure.stats import Accounting, Histogram
+
+    m = _Measured(Accounting(), Histogram())
     for p in main:
-        acc.merge(_phase_accounting(p))
-        latency.merge(_approximate_latency(p.rows))
+        m.acc.merge(_phase_accounting(p))
+        m.latency.merge(_approximate_latency(p.rows))
         for r in p.rows:
-            peaks["memory"] = max(peaks["memory"], _f(r.get("pool_memory_mb")))
-            peaks["cpu"] = max(peaks["cpu"], _f(r.get("cpu_percent")))
-            peaks["in_flight"] = max(peaks["in_flight"], int(_f(r.get("in_flight"))))
+            m.peaks["memory"] = max(m.peaks["memory"], _f(r.get("pool_memory_mb")))
+            m.peaks["cpu"] = max(m.peaks["cpu"], _f(r.get("cpu_percent")))
+            m.peaks["in_flight"] = max(m.peaks["in_flight"], int(_f(r.get("in_flight"))))
             if _is_num(r.get("pool_memory_mb")):
-                memory_series.append((r["t"], r["pool_memory_mb"]))
-        breaches += [{k: v for k, v in e.items() if k not in ("type",)} for e in p.all("breach")]
-        crashes += p.all("worker_crash")
-        duration += max(0.0, p.t_end - p.t_start)
+                m.memory_series.append((r["t"], r["pool_memory_mb"]))
+        m.breaches += [{k: v for k, v in e.items() if k not in ("type",)} for e in p.all("breach")]
+        m.crashes += p.all("worker_crash")
+        m.duration += max(0.0, p.t_end - p.t_start)
         ready = p.first("phase", "pool_ready")
-        load_s += max(0.0, p.t_end - (ready["t"] if ready else p.t_start))
+        m.load_s += max(0.0, p.t_end - (ready["t"] if ready else p.t_start))
+    return m
+
+
+def _ending(phases, main):
+    """``(exit code, stop reason)``: a phase without ``end`` means the master was killed."""
     codes, reasons = [], []
     for p in phases:
         if p.end is not None:
@@ -340,52 +344,35 @@ def _approximate_result(group):
             reasons.append(KILLED_REASON + (f"; last stop: {stop.get('reason')}" if stop and stop.get("reason") else ""))
     exit_code = ExitCode.worst(codes) if codes else ExitCode.FAILED
     stop_reason = next((r for r in reversed(reasons) if r.startswith(KILLED_REASON)), reasons[-1] if reasons else KILLED_REASON)
+    return exit_code, stop_reason
 
-    lat = latency.summary_ms()
+
+def _metrics(m, lat, throughput):
+    """The criteria's metrics (criteria.METRICS names) of an approximated component."""
+    acc, peaks, memory_series = m.acc, m.peaks, m.memory_series
     done = acc.completed
-    throughput = done / load_s if load_s > 0 else 0.0
-    metrics = {
+    return {
         "success_rate": acc.success_rate if done else None,
         "error_rate": (done - acc.succeeded) / done if done else None,
         "throughput": throughput, "operations": done,
         "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "p999_ms": lat["p999"], "max_ms": lat["max"],
         "peak_memory_mb": peaks["memory"], "peak_cpu_percent": peaks["cpu"],
         "memory_growth_mb": (memory_series[-1][1] - memory_series[0][1]) if len(memory_series) >= 2 else 0.0,
-        "crashed": acc.crashed, "timed_out": acc.timed_out, "dropped": acc.dropped, "breaches": len(breaches),
+        "crashed": acc.crashed, "timed_out": acc.timed_out, "dropped": acc.dropped, "breaches": len(m.breaches),
     }
+
+
+def _criteria(group):
+    """The ``scenario`` event's criteria, parsed; one this version does not understand is logged and left out."""
+    from ..criteria import Criterion
+
     criteria = []
     for text in (group.scenario or {}).get("criteria") or []:
         try:
             criteria.append(Criterion.parse(text))
         except UsageError:
             log.warning("rebuild: criterion %r of %s is not understood here; left out", text, group.name)
-    passed, rows = evaluate(criteria, metrics)
-    key = (group.scenario or {}).get("key_metric") or "success_rate"
-    messages = [f"stopped: {stop_reason}"] if exit_code else []
-    messages += [f"worker {c.get('worker')} died with {c.get('exit')} ({c.get('hint')})" for c in crashes[:5]]
-    return StressTestResult(
-        test_name=group.name,
-        success=passed and exit_code == 0,
-        duration_seconds=round(duration, 3),
-        max_concurrent_operations=peaks["in_flight"],
-        peak_memory_mb=round(peaks["memory"], 1),
-        peak_cpu_percent=round(peaks["cpu"], 1),
-        total_operations=acc.dispatched,
-        successful_operations=acc.succeeded,
-        failed_operations=acc.failed + acc.timed_out + acc.crashed,
-        throughput_ops_per_sec=round(throughput, 3),
-        error_messages=messages,
-        performance_metrics={k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}
-        | {"approximate": True},
-        criteria=rows,
-        accounting=acc.to_dict(),
-        latency_ms=lat,
-        breaches=breaches,
-        stop_reason=stop_reason,
-        exit_code=exit_code,
-        histograms={"latency": latency.to_payload()},
-        key_metric=(key, metrics.get(key)),
-    )
+    return criteria
 
 
 def _phase_accounting(p):

@@ -1,92 +1,20 @@
-"""What every scenario shares: profiles, the session that runs phases, criteria."""
+"""What every scenario shares: the :class:`Scenario` base (name, criteria, profile durations, the
+main phase's plan) and the comparison with an unstressed baseline.
+
+A scenario runs its phases through the session it is given (``api.Session.run_phase``).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-
-from ..config import ResourceThresholds
+from .. import options
 from ..criteria import parse_all
-from ..errors import ExitCode
-from ..engine.runner import RunPlan, Runner
-from ..workload.targets import TargetSpec
-
-
-@dataclass
-class Overrides:
-    """What the user set on the command line or in the API for a scenario's main phase."""
-
-    concurrency: int | None = None
-    stages: tuple = ()
-    duration_s: float | None = None
-    operations: int | None = None
-    workers: int | None = None
-    slots: int | None = None
-    op_timeout_s: float | None = None
-    criteria: tuple = ()  # replaces the scenario's defaults when given
-    rate: float | None = None  # open model for the main phase
-    max_lateness_s: float | None = None
-
-
-@dataclass
-class Session:
-    """Shared by the phases of a scenario (and the scenarios of a suite)."""
-
-    thresholds: ResourceThresholds = field(default_factory=ResourceThresholds)
-    target: TargetSpec = field(default_factory=TargetSpec)
-    profile: str = "ci"
-    run_dir: str | None = None
-    overrides: Overrides = field(default_factory=Overrides)
-    sample_interval_s: float = 0.1
-    stop_file: str | None = None
-    start_method: str | None = None
-    progress: object = None
-    interrupted: int | None = None  # exit code of a signal that stopped a phase
-    baselines: dict = field(default_factory=dict)  # (concurrency, seconds) → RunOutcome, shared in a suite
-    gate: object = None  # runner.SignalGate of the whole command (None: each phase handles its own)
-    aborted: str | None = None  # why an abort_on_fail criterion stopped a phase (see loadgen.abort)
-
-    @property
-    def abort_criteria(self):
-        """The user's criteria marked ``abort_on_fail``: judged every second of every phase."""
-        return tuple(c for c in parse_all(self.overrides.criteria) if c.abort_on_fail)
-
-    def run_phase(self, phase, plan, thresholds=None, stressors=(), on_second=None):
-        """Run one phase; returns its RunOutcome. A phase stopped by a signal, or by a lost
-        ``abort_on_fail`` criterion, marks the session (``stopped``)."""
-        if self.abort_criteria:
-            from ..abort import EarlyJudge
-
-            on_second = EarlyJudge(self.abort_criteria, on_lost=self._abort, then=on_second)
-        plan = dataclasses.replace(plan, name=phase, target=plan.target or self.target,
-                                   sample_interval_s=self.sample_interval_s, stop_file=self.stop_file,
-                                   start_method=self.start_method or plan.start_method)
-        runner = Runner(plan, thresholds or self.thresholds, run_dir=self.run_dir, progress=self.progress,
-                        phase=phase, stressors=stressors, on_second=on_second, gate=self.gate)
-        outcome = runner.run()
-        if outcome.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
-            self.interrupted = outcome.exit_code
-        return outcome
-
-    def _abort(self, reason):
-        self.aborted = reason
-
-    @property
-    def stopped(self):
-        if self.interrupted is None and self.gate is not None and self.gate.exit_code is not None:
-            self.interrupted = self.gate.exit_code  # a signal between phases
-        return self.interrupted is not None or self.aborted is not None
-
-    def baseline(self, concurrency, seconds):
-        """An unstressed run at ``concurrency``, measured once per session and shared."""
-        key = (concurrency, seconds)
-        if key not in self.baselines:
-            plan = RunPlan(concurrency=concurrency, duration_s=seconds, target=self.target)
-            self.baselines[key] = self.run_phase(f"baseline c={concurrency}", plan)
-        return self.baselines[key]
+from ..engine.runner import RunPlan  # TODO(redesign): engine.load
 
 
 class Scenario:
+    """One stress category: ``run(session) -> StressTestResult``. Subclasses set the class
+    attributes and implement :meth:`run`."""
+
     name = ""
     summary = ""
     criteria = ()  # default criteria expressions (the seed's)
@@ -94,33 +22,25 @@ class Scenario:
     durations_s = {"ci": 6.0, "standard": 60.0, "nightly": 600.0}
 
     def duration(self, session):
-        return session.overrides.duration_s or self.durations_s[session.profile]
+        """The main phase's length, seconds: the user's ``duration``, else the user's stages' sum,
+        else this scenario's for the profile."""
+        stages = session.settings.get("stages")
+        return (session.settings.get("duration") or (sum(s.duration_s for s in stages) if stages else None)
+                or self.durations_s[session.profile])
 
     def criteria_for(self, session):
-        return parse_all(session.overrides.criteria or self.criteria)
+        """The criteria this scenario is judged by: the user's, else its own."""
+        return parse_all(session.criteria or self.criteria)
 
-    def main_plan(self, session, **defaults):
-        """The main phase's plan: scenario defaults, then the user's overrides."""
-        o = session.overrides
-        values = dict(defaults)
-        for key in ("concurrency", "rate", "max_lateness_s", "operations", "workers", "slots", "op_timeout_s"):
-            v = getattr(o, key)
-            if v is not None:
-                values[key] = v
-        if o.stages:
-            values["stages"] = tuple(o.stages)
-            values.setdefault("duration_s", None)
-        if o.duration_s is not None:
-            values["duration_s"] = o.duration_s
-        elif o.operations is not None and "duration_s" not in defaults:
-            values["duration_s"] = None
-        values.setdefault("target", session.target)
-        return RunPlan(**values)
-
-    def profile_value(self, session, table):
-        return table[session.profile]
+    def main_plan(self, session, *, target=None, **defaults):
+        """The main phase's :class:`RunPlan`: this scenario's ``defaults`` (option keys: concurrency,
+        duration, workers, slots, …) under the user's load settings, in the one precedence chain of
+        :mod:`loadgen.options` (so the user's ``stages`` or ``duration`` always win)."""
+        settings = options.merge(options.Layer(defaults), session.load)
+        return RunPlan(target=target or session.target, **options.plan_fields(settings))
 
     def run(self, session):  # pragma: no cover - abstract
+        """Run the scenario's phases in ``session``; return its :class:`~loadgen.result.StressTestResult`."""
         raise NotImplementedError
 
 

@@ -22,7 +22,7 @@ class PressureScenario(Scenario):
         if session.stopped:
             return result_from_outcome(self.name, base, self.criteria_for(session))
         stressor = self.stressor(session)
-        plan = self.main_plan(session, concurrency=CONCURRENCY, duration_s=self.duration(session))
+        plan = self.main_plan(session, concurrency=CONCURRENCY, duration=self.durations_s[session.profile])
         main = session.run_phase(self.name, plan, thresholds=self.thresholds(session), stressors=[stressor])
         extra = compare_with_baseline(base, main)
         extra.update(self.stressor_metrics(main.stressors[0] if main.stressors else {}))

@@ -35,18 +35,18 @@ class CapacityLimits(Scenario):
     key_metric = "max_capacity"
 
     def run(self, session):
-        step_s = session.overrides.duration_s or STEP_S[session.profile]
+        step_s = session.settings.get("duration") or STEP_S[session.profile]
         target = session.target
         if target.ref is None and "stage_cpu_ms" not in target.flow_params:
             target = dataclasses.replace(target, flow_params={**FLOW_DEFAULTS, **target.flow_params})
         cap = session.thresholds.max_concurrent_operations
-        workers = session.overrides.workers or default_workers()
+        workers = session.settings.get("workers") or default_workers()
         steps = {}
 
         def step(c):
             # The reference step (c=1) runs longer: its p99 sets the SLO and needs samples.
             seconds = step_s * (2 if c == 1 else 1)
-            plan = self.main_plan(session, concurrency=c, duration_s=seconds, workers=workers,
+            plan = self.main_plan(session, concurrency=c, duration=seconds, workers=workers,
                                   slots=-(-c // workers), target=target)
             plan = dataclasses.replace(plan, concurrency=c, stages=(), operations=None, duration_s=seconds,
                                        expect_breach=True)

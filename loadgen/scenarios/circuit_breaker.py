@@ -53,7 +53,7 @@ class CircuitBreakerScenario(Scenario):
             kwargs={"outage_start": start, "outage_end": end, "inner": inner.ref,
                     "flow_params": dict(inner.flow_params), "seed": inner.seed})
         duration = POOL_START_S + HEALTHY_S[p] + OUTAGE_S[p] + HEAL_S[p]
-        plan = self.main_plan(session, concurrency=10, duration_s=duration, target=target)
+        plan = self.main_plan(session, concurrency=10, duration=duration, target=target)
         plan = dataclasses.replace(plan, breaker=BreakerConfig(failure_threshold=3, recovery_timeout_s=1.0))
         out = session.run_phase(self.name, plan)
         events = out.breaker_events

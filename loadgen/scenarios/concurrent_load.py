@@ -21,7 +21,7 @@ class ConcurrentLoad(Scenario):
         if session.stopped:
             return result_from_outcome(self.name, base, self.criteria_for(session))
         main = session.run_phase("concurrent_load", self.main_plan(session, concurrency=20,
-                                                                   duration_s=self.duration(session)))
+                                                                   duration=self.durations_s[session.profile]))
         return result_from_outcome(self.name, main, self.criteria_for(session),
                                    extra_metrics=compare_with_baseline(base, main))
 

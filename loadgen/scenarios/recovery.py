@@ -39,7 +39,7 @@ class Recovery(Scenario):
         overload = session.thresholds.max_concurrent_operations
         workers = default_workers()
         slots = -(-overload // workers)
-        base_plan = self.main_plan(session, concurrency=NORMAL, duration_s=BASELINE_S[session.profile],
+        base_plan = self.main_plan(session, concurrency=NORMAL, duration=BASELINE_S[session.profile],
                                    workers=workers, slots=slots, target=target)
         # Fresh interpreters (unless the user chose): a forked worker inherits the master's malloc
         # arenas and heap, whose fragmentation would count as memory the flow did not give back.

@@ -20,7 +20,7 @@ class SustainedLoad(Scenario):
 
     def run(self, session):
         duration = self.duration(session)
-        plan = self.main_plan(session, concurrency=10, duration_s=duration)
+        plan = self.main_plan(session, concurrency=10, duration=self.durations_s[session.profile])
         plan = dataclasses.replace(plan, segment_s=(plan.duration_s or duration) / 3.0)
         # The verdict looks at the whole run (after its warm-up), however short the profile.
         thresholds = dataclasses.replace(session.thresholds,

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..config import positive_float, positive_int
+from ..config import check_int, check_number
 
 
 class BreakerState(enum.Enum):
@@ -32,9 +32,9 @@ class BreakerConfig:
     half_open_probes: int = 1
 
     def __post_init__(self):
-        positive_int(self.failure_threshold, "breaker failure_threshold")
-        positive_float(self.recovery_timeout_s, "breaker recovery_timeout_s")
-        positive_int(self.half_open_probes, "breaker half_open_probes")
+        check_int(self.failure_threshold, "breaker failure_threshold", 1)
+        check_number(self.recovery_timeout_s, "breaker recovery_timeout_s", 0)
+        check_int(self.half_open_probes, "breaker half_open_probes", 1)
 
 
 class CircuitBreaker:

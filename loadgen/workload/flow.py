@@ -45,6 +45,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..config import check_int, check_number, parse_duration
 from ..errors import UsageError
 
 __all__ = [
@@ -224,23 +225,13 @@ def touch_memory(memory_mb):
 # ------------------------------------------------------------------ parameters
 
 
-def _number(value, what, *, lo=0.0, hi=math.inf, expected="a number ≥ 0"):
-    if isinstance(value, bool):
-        raise UsageError(f"{what}: expected {expected}, got {value!r}")
-    try:
-        x = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{what}: expected {expected}, got {value!r}") from None
-    if not (math.isfinite(x) and lo <= x <= hi):
-        raise UsageError(f"{what}: expected {expected}, got {value!r}")
-    return x
+def _number(value, what, *, hi=math.inf, expected="a number ≥ 0"):
+    return check_number(value, what, 0.0, hi, low_open=False, expected=expected)
 
 
 def _seconds(value, what):
     """``0.1``, ``"0.1"``, or a duration such as ``"100ms"`` → seconds ≥ 0."""
     if isinstance(value, str) and value.strip() and value.strip()[-1].isalpha():
-        from ..config import parse_duration  # lazy: flow is importable on its own
-
         return parse_duration(value, what)
     return _number(value, what, expected="seconds ≥ 0 (e.g. 0.1 or 100ms)")
 
@@ -249,21 +240,8 @@ def _probability(value, what):
     return _number(value, what, hi=1.0, expected="a probability between 0 and 1")
 
 
-def _count(value, what, *, allow_none=False):
-    if allow_none and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))):
-        return None
-    expected = "a whole number ≥ 0" + (" or none" if allow_none else "")
-    if isinstance(value, bool):
-        raise UsageError(f"{what}: expected {expected}, got {value!r}")
-    try:
-        n = int(value.strip()) if isinstance(value, str) else int(value)
-        if isinstance(value, float) and n != value:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise UsageError(f"{what}: expected {expected}, got {value!r}") from None
-    if n < 0:
-        raise UsageError(f"{what}: expected {expected}, got {value!r}")
-    return n
+def _count(value, what):
+    return check_int(value, what, 0)
 
 
 def _per_stage(value, what, unit):
@@ -295,7 +273,9 @@ def _per_stage(value, what, unit):
 
 
 def _seed(value, what):
-    return _count(value, what, allow_none=True)
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    return check_int(value, what, 0)
 
 
 # name -> (type, default, one-line help). Shown by ``loadgen list``; the
@@ -356,8 +336,8 @@ def build_flow(params=None):
     for key, value in (params or {}).items():
         name = str(key).strip()
         if name not in _COERCE:
-            raise UsageError(f"--flow-param {name}: unknown parameter (known: {', '.join(FLOW_PARAMS)})")
-        kwargs[name] = _COERCE[name](value, f"--flow-param {name}")
+            raise UsageError(f"{name}: unknown parameter (known: {', '.join(FLOW_PARAMS)})")
+        kwargs[name] = _COERCE[name](value, name)
     return MockAIWritingFlowV2(**kwargs)
 
 

@@ -23,18 +23,18 @@ MODES = ("cycle", "once")
 def load_records(path):
     """All records of ``path`` (list). Raises :class:`UsageError` naming the file and line."""
     if not os.path.isfile(path):
-        raise UsageError(f"--inputs {path!r}: no such file")
+        raise UsageError(f"{path!r}: no such file")
     ext = os.path.splitext(path)[1].lower()
     try:
         with open(path, encoding="utf-8", newline="") as f:
             if ext == ".csv":
                 reader = csv.DictReader(f)
                 if not reader.fieldnames:
-                    raise UsageError(f"--inputs {path!r}: empty CSV (no header line)")
+                    raise UsageError(f"{path!r}: empty CSV (no header line)")
                 records = []
                 for row in reader:
                     if None in row or any(v is None for v in row.values()):
-                        raise UsageError(f"--inputs {path!r} line {reader.line_num}: expected "
+                        raise UsageError(f"{path!r} line {reader.line_num}: expected "
                                          f"{len(reader.fieldnames)} fields")
                     records.append(row)
             elif ext in (".jsonl", ".ndjson", ".json"):
@@ -45,15 +45,15 @@ def load_records(path):
                     try:
                         records.append(json.loads(line))
                     except json.JSONDecodeError as e:
-                        raise UsageError(f"--inputs {path!r} line {n}: not JSON ({e.msg})") from None
+                        raise UsageError(f"{path!r} line {n}: not JSON ({e.msg})") from None
             else:
-                raise UsageError(f"--inputs {path!r}: expected a .jsonl or .csv file")
+                raise UsageError(f"{path!r}: expected a .jsonl or .csv file")
     except UnicodeDecodeError as e:
-        raise UsageError(f"--inputs {path!r}: not UTF-8 text ({e.reason})") from None
+        raise UsageError(f"{path!r}: not UTF-8 text ({e.reason})") from None
     except OSError as e:
-        raise UsageError(f"--inputs {path!r}: cannot read: {e.strerror}") from None
+        raise UsageError(f"{path!r}: cannot read: {e.strerror}") from None
     if not records:
-        raise UsageError(f"--inputs {path!r}: no records")
+        raise UsageError(f"{path!r}: no records")
     return records
 
 

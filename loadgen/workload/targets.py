@@ -17,9 +17,6 @@ from dataclasses import dataclass, field
 
 from ..errors import TargetError
 
-EMBEDDED = "loadgen.flow:MockAIWritingFlowV2"
-
-
 @dataclass(frozen=True)
 class TargetSpec:
     """``ref``: ``package.module:callable`` or ``path/to/file.py:callable``;
@@ -43,12 +40,12 @@ def resolve(ref):
     """Import ``ref`` and return the object it names; raises :class:`TargetError`."""
     module_name, sep, attr = ref.rpartition(":")
     if not sep or not module_name or not attr:
-        raise TargetError(f"--target {ref!r}: expected MODULE:CALLABLE or PATH.py:CALLABLE")
+        raise TargetError(f"{ref!r}: expected MODULE:CALLABLE or PATH.py:CALLABLE")
     try:
         if module_name.endswith(".py") or os.sep in module_name:
             path = os.path.abspath(module_name)
             if not os.path.isfile(path):
-                raise TargetError(f"--target {ref!r}: no such file {module_name!r}")
+                raise TargetError(f"{ref!r}: no such file {module_name!r}")
             name = "loadgen_target_" + os.path.splitext(os.path.basename(path))[0]
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
@@ -61,17 +58,17 @@ def resolve(ref):
     except TargetError:
         raise
     except ImportError as e:
-        raise TargetError(f"--target {ref!r}: cannot import {module_name!r}: {e}") from e
+        raise TargetError(f"{ref!r}: cannot import {module_name!r}: {e}") from e
     except Exception as e:  # the module itself raised while importing
-        raise TargetError(f"--target {ref!r}: importing {module_name!r} raised {type(e).__name__}: {e}") from e
+        raise TargetError(f"{ref!r}: importing {module_name!r} raised {type(e).__name__}: {e}") from e
     obj = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise TargetError(f"--target {ref!r}: module {module_name!r} has no attribute {attr!r}") from None
+            raise TargetError(f"{ref!r}: module {module_name!r} has no attribute {attr!r}") from None
     if not callable(obj):
-        raise TargetError(f"--target {ref!r}: {attr!r} is a {type(obj).__name__}, not a callable")
+        raise TargetError(f"{ref!r}: {attr!r} is a {type(obj).__name__}, not a callable")
     return obj
 
 
@@ -81,7 +78,7 @@ def check_target(spec):
         from .inputs import MODES, load_records
 
         if spec.inputs_mode not in MODES:
-            raise TargetError(f"--inputs-mode: {spec.inputs_mode!r} is not one of {', '.join(MODES)}")
+            raise TargetError(f"inputs_mode: {spec.inputs_mode!r} is not one of {', '.join(MODES)}")
         load_records(spec.inputs)
     if spec.ref is None:
         _build_flow(spec.flow_params, spec.seed)
@@ -106,7 +103,7 @@ def build_operation(spec, worker_index):
         fn = fn(**kwargs)
         kwargs = {}
         if not callable(fn):
-            raise TargetError(f"--target-factory {spec.ref!r} returned a {type(fn).__name__}, not a callable")
+            raise TargetError(f"factory {spec.ref!r} returned a {type(fn).__name__}, not a callable")
     if inspect.iscoroutinefunction(fn):
         import asyncio
         import threading

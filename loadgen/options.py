@@ -1,0 +1,555 @@
+"""Every setting of ``run`` and ``suite``, declared once.
+
+:data:`OPTIONS` is the one table: each :class:`Option` gives a setting's
+key (the plan key and the Python API's keyword), its check, its default,
+its flag, its ``LOADGEN_*`` variable, where it may stand in a plan, and its
+help. From it come the argparse flags (:func:`add_arguments`), the layers
+read from the command line (:func:`from_flags`), the environment
+(:func:`from_env`), a plan's tables (:func:`from_table`) and the API's
+keywords (:func:`from_api`), and the fields of a run's plan
+(:func:`plan_fields`).
+
+Layers and precedence
+=====================
+
+A :class:`Layer` holds checked values (key → value) and where each came
+from (``--concurrency``, ``LOADGEN_CONCURRENCY``, ``plan.toml:
+scenario[2].concurrency``), so that a later error names its source.
+:func:`merge` puts one layer over another; the chain is
+
+    scenario default < plan < ``LOADGEN_*`` environment < flag (or API keyword)
+
+with these rules: tables (``thresholds``, ``flow_params``, ``target_args``)
+merge key by key; a level that sets ``concurrency`` or ``rate`` replaces the
+whole lower load model (``concurrency``, ``rate``, ``max_lateness``,
+``stages``); one that sets ``stages`` without ``duration``
+drops the lower ``duration`` (stages set how long a run lasts, so a
+scenario's default duration never cuts them short); one that sets
+``target`` drops the lower ``target_args`` and ``target_factory`` (they
+belonged to another callable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+
+from .config import (THRESHOLD_CHECKS, ResourceThresholds, Stage, check_bool, check_choice, check_int, check_number,
+                     check_text, did_you_mean, parse_duration, parse_stages, show)
+from .errors import UsageError
+
+PROFILES = ("ci", "standard", "nightly")
+INPUTS_MODES = ("cycle", "once")
+START_METHODS = ("fork", "spawn")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SAMPLE_INTERVAL_RANGE_S = (0.01, 10.0)
+
+MODEL_KEYS = ("concurrency", "rate", "max_lateness", "stages")  # one load model: replaced as a whole
+TARGET_BOUND_KEYS = ("target_args", "target_factory")  # belong to the target they were given with
+TABLE_KEYS = ("thresholds", "flow_params", "target_args")  # merged key by key across levels
+RUN, SUITE = "run", "suite"
+BOTH = frozenset({RUN, SUITE})
+
+
+# ====================================================================== checks of a setting
+#
+# A check takes (value, where, strict) and returns the value normalised (ints, floats in seconds,
+# tuples of Stage, dicts, lists of Criterion) or raises UsageError naming ``where``.
+
+
+def _whole(low):
+    return lambda value, where, strict: check_int(value, where, low, strict=strict)
+
+
+def _number(low, high=float("inf"), low_open=True):
+    return lambda value, where, strict: check_number(value, where, low, high, low_open=low_open, strict=strict)
+
+
+def _duration(value, where, strict):
+    return parse_duration(value, where)
+
+
+def _sample_interval(value, where, strict):
+    seconds = parse_duration(value, where)
+    low, high = SAMPLE_INTERVAL_RANGE_S
+    if not low <= seconds <= high:
+        raise UsageError(f"{where}: expected a duration between 10ms and 10s, got {show(value)}")
+    return seconds
+
+
+def _bool(value, where, strict):
+    return check_bool(value, where, strict=strict)
+
+
+def _text(value, where, strict):
+    return check_text(value, where)
+
+
+def _choice(choices):
+    return lambda value, where, strict: check_choice(value, where, choices)
+
+
+def _stages(value, where, strict):
+    if isinstance(value, str):
+        return tuple(parse_stages(value, where))
+    if isinstance(value, tuple) and all(isinstance(s, Stage) for s in value) and value:
+        return value
+    if not isinstance(value, (list, tuple)) or not value:
+        raise UsageError(f"{where}: expected \"DURATION:TARGET,…\" or an array of [duration, target], "
+                         f"got {show(value)}")
+    stages = []
+    for i, item in enumerate(value, 1):
+        at = f"{where}[{i}]"
+        if isinstance(item, Stage):
+            dur, target = item.duration_s, item.target
+        elif isinstance(item, dict):
+            no_unknown(item, ("duration", "target"), at)
+            if "duration" not in item or "target" not in item:
+                raise UsageError(f"{at}: expected both duration and target")
+            dur, target = item["duration"], item["target"]
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            dur, target = item
+        else:
+            raise UsageError(f"{at}: expected [duration, target], got {show(item)}")
+        stages.append(Stage(parse_duration(dur, f"{at}.duration"),
+                            check_number(target, f"{at}.target", 0, low_open=False, strict=strict)))
+    return tuple(stages)
+
+
+def _criteria(value, where, strict):
+    from .abort import check_abortable
+    from .criteria import Criterion
+
+    if isinstance(value, str) and not strict:
+        value = [t for t in re.split(r"[;\n]", value) if t.strip()]
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list):
+        raise UsageError(f"{where}: expected an array of expressions such as \"p99_ms < 500\" or tables "
+                         f"{{expr = \"…\", abort_on_fail = true}}, got {show(value)}")
+    out = []
+    for i, item in enumerate(value, 1):
+        at = f"{where}[{i}]"
+        if isinstance(item, Criterion):
+            out.append(item)
+            continue
+        if isinstance(item, dict):
+            no_unknown(item, ("expr", "abort_on_fail"), at)
+            if "expr" not in item:
+                raise UsageError(f"{at}: expected an expr = \"METRIC OP NUMBER\"")
+            expr = check_text(item["expr"], f"{at}.expr")
+            abort = check_bool(item.get("abort_on_fail", False), f"{at}.abort_on_fail", strict=strict)
+        elif isinstance(item, str):
+            expr, abort = item, False
+        else:
+            raise UsageError(f"{at}: expected an expression string or a table, got {show(item)}")
+        try:
+            c = Criterion.parse(expr, abort_on_fail=abort)
+        except UsageError as e:
+            raise UsageError(f"{at}: {e}") from None
+        if abort:
+            check_abortable(c, at)
+        out.append(c)
+    return out
+
+
+def _params(typed):
+    """A table of keyword arguments (TOML, the API), or KEY=VALUE strings / a JSON object (CLI, environment)."""
+
+    def check(value, where, strict):
+        if isinstance(value, dict):
+            return dict(value)
+        if strict:
+            raise UsageError(f"{where}: expected a table of KEY = VALUE, got {show(value)}")
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise UsageError(f"{where}: not a JSON object ({e.msg})") from None
+                if not isinstance(obj, dict):
+                    raise UsageError(f"{where}: expected a JSON object")
+                return obj
+            value = [p for p in text.split(",") if p.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"{where}: expected KEY=VALUE pairs, got {show(value)}")
+        out = {}
+        for item in value:
+            key, sep, v = str(item).partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"{where}: {item!r} is not KEY=VALUE")
+            out[key.strip()] = typed_value(v) if typed else v
+        return out
+
+    return check
+
+
+def typed_value(text):
+    """As ``--target-arg`` types a value: bool, int, float, JSON, else the string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float, json.loads):
+        try:
+            return conv(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _thresholds(value, where, strict):
+    if isinstance(value, ResourceThresholds):
+        return value.to_dict()
+    if not isinstance(value, dict):
+        raise UsageError(f"{where}: expected a table of ResourceThresholds fields, got {show(value)}")
+    no_unknown(value, THRESHOLD_CHECKS, where)
+    return {k: THRESHOLD_CHECKS[k](v, f"{where}.{k}") for k, v in value.items()}
+
+
+# ====================================================================== the table
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting. ``key``: the plan key and API keyword (``thresholds.FIELD`` for a threshold
+    field's flag). ``check(value, where, strict)``: see above. ``flag``: its command-line flag
+    (None: none); ``env``: its variable (default ``LOADGEN_`` + the flag in capitals). ``level``:
+    where a plan may set it — ``"scenario"`` (in a ``[[scenario]]`` or as a top-level default),
+    ``"plan"`` (top level only) or None (not in plans). ``plan_field``: the ``RunPlan`` field a
+    load-model setting fills. ``action``: argparse's (``"store_true"``, ``"append"``)."""
+
+    key: str
+    check: object
+    help: str
+    flag: str | None = None
+    env: str | None = None
+    default: object = None
+    level: str | None = "scenario"
+    commands: frozenset = BOTH
+    group: str = "common"
+    metavar: str | None = None
+    choices: tuple | None = None
+    action: str | None = None
+    plan_field: str | None = None
+
+    @property
+    def dest(self):
+        """The argparse destination of the flag (``--target-arg`` → ``target_arg``)."""
+        return self.flag[2:].replace("-", "_") if self.flag else None
+
+    @property
+    def variable(self):
+        """The ``LOADGEN_*`` environment variable (None without a flag)."""
+        if self.env:
+            return self.env
+        return "LOADGEN_" + self.dest.upper() if self.flag else None
+
+
+def _threshold(field, flag, help, metavar=None):
+    check = THRESHOLD_CHECKS[field]
+    return Option(f"thresholds.{field}", lambda v, w, strict: check(v, w), help, flag, metavar=metavar, level=None)
+
+
+O = Option
+OPTIONS = (
+    # -- the load model (run only)
+    O("concurrency", _whole(1), "closed model: operations in flight", "--concurrency", metavar="N",
+      commands={RUN}, group=RUN, plan_field="concurrency"),
+    O("rate", _number(0), "open model: operations started per second, on schedule; latency counts from the "
+      "intended start", "--rate", metavar="R", commands={RUN}, group=RUN, plan_field="rate"),
+    O("max_lateness", _duration, "open model: drop an arrival no slot can start within this of its intended "
+      "time (default 1s)", "--max-lateness", metavar="D", commands={RUN}, group=RUN, plan_field="max_lateness_s"),
+    O("stages", _stages, "ramps of the target, e.g. 10s:5,30s:20,10s:0 (concurrency; with --rate, the rate); "
+      "the run lasts their sum", "--stages", metavar="SPEC", commands={RUN}, group=RUN, plan_field="stages"),
+    O("duration", _duration, "how long the main phase runs", "--duration", metavar="D", commands={RUN}, group=RUN,
+      plan_field="duration_s"),
+    O("operations", _whole(1), "stop after N operations", "--operations", metavar="N", commands={RUN}, group=RUN,
+      plan_field="operations"),
+    O("workers", _whole(1), "worker processes (default: cores)", "--workers", metavar="N", commands={RUN},
+      group=RUN, plan_field="workers"),
+    O("slots", _whole(1), "threads per worker (default: enough for the concurrency)", "--slots", metavar="N",
+      commands={RUN}, group=RUN, plan_field="slots"),
+    O("op_timeout", _duration, "kill and replace a worker whose operation runs longer", "--op-timeout",
+      metavar="D", commands={RUN}, group=RUN, plan_field="op_timeout_s"),
+    O("criteria", _criteria, "pass criterion replacing the scenario's, e.g. 'p99_ms < 500' (repeatable)",
+      "--criterion", env="LOADGEN_CRITERIA", metavar="EXPR", action="append", commands={RUN}, group=RUN),
+    O("abort_on_fail", _bool, "stop the run as soon as a criterion is lost (those that can be judged while it "
+      "goes: success/error rate, percentiles, counters; the scenario's own when no --criterion)",
+      "--abort-on-fail", default=False, action="store_true", commands={RUN}, group=RUN),
+    O("profile", _choice(PROFILES), "scales the scenario's phases (default ci)", "--profile", default="ci",
+      choices=PROFILES, group=RUN),
+    # -- what runs
+    O("target", _text, "operation to run instead of the embedded flow (module:callable or "
+      "path/to/file.py:callable; sync or async)", "--target", metavar="MOD:CALLABLE"),
+    O("target_factory", _bool, "--target names a factory called once per worker (with the --target-args) that "
+      "returns the operation: clients and models load once, not per call", "--target-factory", default=False,
+      action="store_true"),
+    O("inputs", _text, "a .jsonl or .csv file: each operation gets the next record", "--inputs", metavar="FILE"),
+    O("inputs_mode", _choice(INPUTS_MODES), "cycle through the records, or go through them once and end the run "
+      "(default cycle)", "--inputs-mode", default="cycle", choices=INPUTS_MODES),
+    O("target_args", _params(True), "keyword argument for the target (typed: int, float, bool, JSON, else "
+      "string)", "--target-arg", env="LOADGEN_TARGET_ARGS", metavar="KEY=VALUE", action="append"),
+    O("flow_params", _params(False), "parameter of the embedded flow (see `loadgen list`)", "--flow-param",
+      env="LOADGEN_FLOW_PARAMS", metavar="KEY=VALUE", action="append"),
+    O("seed", _whole(0), "seed for reproducible runs (integer ≥ 0)", "--seed"),
+    O("thresholds", _thresholds, "ResourceThresholds fields (a table in plans)", level="scenario"),
+    # -- the run directory and the command
+    O("out", _text, "run directory (default: loadgen-results/<UTC time>-<name>)", "--out", metavar="DIR",
+      level="plan"),
+    O("quiet", _bool, "print only the final summary line", "--quiet", default=False, action="store_true",
+      level=None),
+    O("log_level", _choice(LOG_LEVELS), "default WARNING", "--log-level", default="WARNING", choices=LOG_LEVELS,
+      level=None),
+    # -- safety (ResourceThresholds fields)
+    _threshold("max_memory_mb", "--max-memory-mb", "pool memory limit, PSS (MB, default 1024)"),
+    _threshold("max_cpu_percent", "--max-cpu-percent", "machine CPU limit over 3 s (default 90; 100 = off)"),
+    _threshold("max_execution_time_seconds", "--max-execution-time", "hard bound of a run (default 300s)", "D"),
+    _threshold("max_concurrent_operations", "--max-concurrent-operations", "never more in flight (default 50)",
+               "N"),
+    _threshold("memory_growth_rate_mb_per_sec", "--memory-growth-rate", "memory slope that kills (default 10)",
+               "MB/S"),
+    _threshold("min_available_memory_mb", "--min-available-mb", "system floor of available memory (default 512)",
+               "MB"),
+    O("sample_interval", _sample_interval, "monitor sampling interval (default 100ms)", "--sample-interval",
+      metavar="D", default=0.1, level="plan"),
+    O("stop_file", _text, "stop gracefully when this file appears", "--stop-file", metavar="PATH", level="plan"),
+    O("start_method", _choice(START_METHODS), "how worker processes start (default fork)", "--start-method",
+      choices=START_METHODS, level="plan"),
+    O("prom_textfile", _text, "also write key gauges for node_exporter's textfile collector (atomically)",
+      "--prom-textfile", metavar="PATH", level=None),
+    O("name", _text, "the plan's name: the report's kind is \"plan NAME\" (default: the file's name)",
+      level="plan"),
+    # -- fleet runs (loadgen.fleet)
+    O("cluster", _text, "run as a fleet on this Dask scheduler (tcp://HOST:8786): one shard per worker offering "
+      "the loadgen resource, the load split", "--cluster", metavar="ADDRESS", level=None, group="fleet"),
+    O("shards", _whole(1), "use exactly N shard workers (wait for them up to --cluster-timeout; default: every "
+      "one there)", "--shards", metavar="N", level=None, group="fleet"),
+    O("cluster_timeout", _duration, "reach the scheduler and find workers within this (default 10s)",
+      "--cluster-timeout", metavar="D", level=None, group="fleet"),
+    O("start_lead", _duration, "shards start their pools at once and begin the load together this long after "
+      "submission (default 2s; more for slow or busy machines)", "--start-lead", metavar="D", level=None,
+      group="fleet"),
+)
+del O
+
+BY_KEY = {o.key: o for o in OPTIONS}
+BY_DEST = {o.dest: o for o in OPTIONS if o.flag}
+#: argparse destination → environment variable, for every flag of ``run`` and ``suite``.
+ENV = {o.dest: o.variable for o in OPTIONS if o.flag}
+#: Keys a plan takes in a ``[[scenario]]`` (and as top-level defaults), and at its top level only.
+SCENARIO_KEYS = {o.key: o.check for o in OPTIONS if o.level == "scenario"}
+PLAN_KEYS = {o.key: o.check for o in OPTIONS if o.level == "plan"}
+#: Settings that travel to every phase of a run as the load model (RunPlan fields).
+LOAD_KEYS = tuple(o.key for o in OPTIONS if o.plan_field)
+FLEET_KEYS = tuple(o.key for o in OPTIONS if o.group == "fleet")
+PRESENTATION_KEYS = ("quiet", "log_level", "prom_textfile")
+
+
+def default(key):
+    """The default of setting ``key`` (None: unset)."""
+    return BY_KEY[key].default
+
+
+def value(layer, key):
+    """``layer[key]``, or the setting's default."""
+    return layer.get(key, BY_KEY[key].default)
+
+
+# ====================================================================== layers
+
+
+class Layer(dict):
+    """Checked settings of one level (key → value), with where each came from (:attr:`where`)."""
+
+    def __init__(self, *args, where=None, **kw):
+        super().__init__(*args, **kw)
+        self.where = dict(where or {})
+
+    def put(self, key, value, where):
+        """Set ``key``; a ``thresholds.FIELD`` key sets one field of the thresholds table."""
+        if key.startswith("thresholds."):
+            self.setdefault("thresholds", {})[key.split(".", 1)[1]] = value
+            self.where.setdefault("thresholds", where)
+            self.where[key] = where
+            return
+        self[key] = value
+        self.where[key] = where
+
+    def origin(self, key, default=None):
+        """Where ``key`` came from (a flag, a variable, a plan path), or ``default``."""
+        return self.where.get(key, default if default is not None else key)
+
+    def without(self, *keys):
+        """A copy without ``keys``."""
+        out = Layer({k: v for k, v in self.items() if k not in keys}, where=self.where)
+        return out
+
+
+def merge(lower, upper):
+    """``upper`` over ``lower`` with the precedence rules of the module docstring."""
+    out = Layer(lower, where=lower.where)
+    if "concurrency" in upper or "rate" in upper:
+        for k in MODEL_KEYS:
+            out.pop(k, None)
+    if "stages" in upper and "duration" not in upper:
+        out.pop("duration", None)
+    if "target" in upper:
+        for k in TARGET_BOUND_KEYS:
+            out.pop(k, None)
+    for k, v in upper.items():
+        if k in TABLE_KEYS and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+        out.where[k] = upper.where.get(k, k)
+    for k, w in upper.where.items():  # a threshold field's own origin
+        if k.startswith("thresholds."):
+            out.where[k] = w
+    return out
+
+
+def from_flags(values):
+    """A layer from argparse values (dest → value; None or [] = not given), each named by its flag."""
+    layer = Layer()
+    for dest, option in BY_DEST.items():
+        raw = values.get(dest)
+        if raw is None or (option.action == "append" and not raw):
+            continue
+        layer.put(option.key, option.check(raw, _flag_where(option), False), _flag_where(option))
+    return layer
+
+
+def _flag_where(option):
+    if option.key.startswith("thresholds."):  # the flag, and the field a plan would name
+        return f"{option.flag} ({option.key.split('.', 1)[1]})"
+    return option.flag
+
+
+def from_env(environ):
+    """A layer from ``LOADGEN_*`` variables; an empty variable is unset; errors name the variable."""
+    layer = Layer()
+    for option in OPTIONS:
+        var = option.variable
+        raw = environ.get(var) if var else None
+        if raw is None or not raw.strip():
+            continue
+        layer.put(option.key, option.check(raw.strip(), var, False), var)
+    return layer
+
+
+def from_api(kwargs, command=RUN, what="run"):
+    """A layer from Python keywords (``concurrency=5, duration="10s", thresholds=ResourceThresholds()``).
+
+    Values are checked as the command line's are (strings parsed). An unknown
+    keyword, or one ``command`` does not take, is a :class:`TypeError`, as
+    Python's own would be; a bad value is a :class:`UsageError` naming it.
+    """
+    layer = Layer()
+    for key, raw in kwargs.items():
+        option = BY_KEY.get(key)
+        if option is None or option.key.startswith("thresholds.") or (option.flag and command not in option.commands):
+            raise TypeError(f"{what}() got an unexpected keyword argument {key!r}" + did_you_mean(key, BY_KEY))
+        if raw is None or (option.action == "append" and not raw and not isinstance(raw, dict)):
+            continue
+        layer.put(key, option.check(raw, key, False), key)
+    return layer
+
+
+def from_table(table, where, keys):
+    """A layer from a plan's table (TOML: typed values); ``keys`` the checks it may hold."""
+    no_unknown(table, keys, where)
+    layer = Layer()
+    for key, raw in table.items():
+        at = f"{where}.{key}" if not where.endswith(": ") and "[" in where else f"{where}: {key}"
+        layer.put(key, keys[key](raw, at, True), at)
+    return layer
+
+
+def no_unknown(table, known, where):
+    """:class:`UsageError` for the first key of ``table`` not in ``known``, suggesting the closest."""
+    for key in table:
+        if key not in known:
+            hint = did_you_mean(key, known) or f" (known: {', '.join(sorted(known))})"
+            raise UsageError(f"{where}: unknown key {key!r}{hint}")
+
+
+# ====================================================================== what the settings make
+
+
+def plan_fields(layer):
+    """``RunPlan`` keyword arguments of the load-model settings in ``layer``."""
+    return {BY_KEY[k].plan_field: layer[k] for k in LOAD_KEYS if k in layer}
+
+
+def thresholds_of(layer):
+    """The :class:`ResourceThresholds` of ``layer`` (its ``thresholds`` table over the defaults)."""
+    try:
+        return ResourceThresholds(**(layer.get("thresholds") or {}))
+    except UsageError as e:
+        raise UsageError(f"{layer.origin('thresholds')}: {e}") from None
+
+
+def mark_abort(layer, scenario_criteria):
+    """With ``abort_on_fail`` set, the layer's criteria (the scenario's own when none) marked to
+    abort wherever they can be judged early (:func:`loadgen.abort.mark`)."""
+    if not layer.get("abort_on_fail"):
+        return layer
+    from .abort import mark
+    from .criteria import parse_all
+
+    out = Layer(layer, where=layer.where)
+    out["criteria"] = mark(parse_all(layer.get("criteria") or scenario_criteria))
+    return out
+
+
+# ====================================================================== argparse
+
+
+def add_arguments(parser, command):
+    """Add the flags of ``command`` (``run`` or ``suite``) to ``parser``, in groups. Flags store the
+    raw text (or True / a list); checking happens when the layer is built (:func:`from_flags`), so
+    that the environment and plans share the checks. Defaults are None: given can be told from not."""
+    groups = {}
+    titles = {RUN: None, "common": "common", "fleet": "fleet (Dask distributed; pip install 'loadgen[distributed]')"}
+    for option in OPTIONS:
+        if not option.flag or command not in option.commands:
+            continue
+        group = groups.get(option.group)
+        if group is None:
+            title = titles[option.group]
+            group = groups[option.group] = parser.add_argument_group(title) if title else parser
+        kw = {"help": option.help}
+        if option.action:
+            kw["action"] = option.action
+        if option.action == "store_true":
+            kw["default"] = None
+        if option.metavar:
+            kw["metavar"] = option.metavar
+        if option.choices:
+            kw["choices"] = list(option.choices)
+        if option.key == "profile" and command == SUITE:
+            kw["help"] = "default ci"
+        group.add_argument(option.flag, **kw)
+
+
+def flag_names(command):
+    """Every flag ``command`` takes (for tests and help)."""
+    return [o.flag for o in OPTIONS if o.flag and command in o.commands]
+
+
+__all__ = ["OPTIONS", "Option", "Layer", "merge", "from_flags", "from_env", "from_api", "from_table",
+           "plan_fields", "thresholds_of", "value", "default", "add_arguments", "ENV", "SCENARIO_KEYS", "PLAN_KEYS"]
+
+
+def _check_table():
+    """Each key, flag and variable once (run at import: a duplicate is a bug in this file)."""
+    for attr in ("key", "flag", "variable"):
+        seen = [getattr(o, attr) for o in OPTIONS if getattr(o, attr)]
+        assert len(seen) == len(set(seen)), f"duplicate option {attr}"
+
+
+_check_table()
+dataclasses.fields(Option)  # keep the dataclass import honest for type readers

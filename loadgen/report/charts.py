@@ -1,0 +1,429 @@
+"""``report.html``'s charts: PNGs drawn with matplotlib's Agg renderer from a run's streams and report.
+
+:func:`build_charts` returns ``[(title, caption, png bytes)]``; the page
+(``html.py``) embeds them. matplotlib is imported only inside
+:func:`build_charts` and :func:`_png`, so runs and ``--help`` never pay for it.
+
+Charts, from the run directory's streams and the report:
+
+* throughput and errors over time (phases shaded, crashes marked);
+* latency percentiles over time;
+* machine CPU and pool memory over time, with the thresholds as lines and
+  breaches marked at their detection time;
+* the capacity curve with its fitted model (components whose
+  ``performance_metrics`` carry ``capacity_steps`` and ``usl``);
+* circuit-breaker state over time (``breaker`` events);
+* per-stage latency of the flow (``stage_latency_ms``).
+
+Every chart copes with missing data (a run killed before its first second
+was written): it says so instead of failing. The timelines share one x
+axis (seconds since the run started) and fixed margins, so their time axes
+line up down the page.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+from .fmt import fmt_number
+
+FIG_SIZE_IN = (9.0, 3.2)
+FIG_DPI = 100
+BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
+PHASE_COLOURS = ("#eef3fb", "#fbf3e8")
+MAX_SPAN_LABELS = 40
+TIMELINE_MARGINS = {"left": 0.08, "right": 0.79}
+TIMELINE_TOP_IN, TIMELINE_BOTTOM_IN = 0.45, 0.55  # title above, time axis below
+LABELLED_TOP_IN = 1.05  # the throughput chart also names the phases or scenarios along its top
+_LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8, "borderaxespad": 0}  # outside, never over data
+
+
+def build_charts(report, timeseries, events):
+    """``[(title, caption, png bytes)]``: four timeline charts always, the others when there is data."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401 - Agg, never a GUI backend
+    from matplotlib.figure import Figure
+
+    tl = _Timeline(report, timeseries, events)
+    charts = [_throughput_chart(Figure, tl), _latency_chart(Figure, tl), _cpu_chart(Figure, tl, report),
+              _memory_chart(Figure, tl, report)]
+    for d in report.get("detailed_metrics") or []:
+        chart = _capacity_chart(Figure, d)
+        if chart:
+            charts.append(chart)
+    chart = _breaker_chart(Figure, tl, events)
+    if chart:
+        charts.append(chart)
+    for d in report.get("detailed_metrics") or []:
+        chart = _stage_chart(Figure, d)
+        if chart:
+            charts.append(chart)
+    return charts
+
+
+class _Timeline:
+    """The run's seconds merged over phases, on one x axis: seconds since the run started."""
+
+    def __init__(self, report, timeseries, events):
+        rows = [r for r in timeseries if isinstance(r.get("t"), (int, float))]
+        md = report.get("metadata") or {}
+        starts = [r["t"] for r in rows] + [e["t"] for e in events if isinstance(e.get("t"), (int, float))]
+        t0 = md.get("started_at")
+        if not isinstance(t0, (int, float)):
+            t0 = min(starts) if starts else 0.0
+        self.t0 = math.floor(min([t0] + starts))
+        merged = {}
+        for r in rows:
+            m = merged.setdefault(r["t"], {"throughput": 0, "failed": 0, "dropped": 0, "rejected": 0, "in_flight": 0,
+                                           "latency": {}, "cpu": None, "memory": None, "rss": None})
+            m["throughput"] += _num(r.get("throughput"), 0)
+            m["failed"] += _num(r.get("failed"), 0)
+            m["dropped"] += _num(r.get("dropped"), 0)
+            m["rejected"] += _num(r.get("rejected"), 0)
+            m["in_flight"] += _num(r.get("in_flight"), 0)
+            for k, v in (r.get("latency_ms") or {}).items():
+                if v is not None:
+                    m["latency"][k] = max(m["latency"].get(k, 0.0), float(v))
+            for key, field in (("cpu", "cpu_percent"), ("memory", "pool_memory_mb"), ("rss", "pool_rss_mb")):
+                v = r.get(field)
+                if v is not None:
+                    m[key] = v if m[key] is None else max(m[key], v)
+        self.seconds = sorted(merged)
+        self.rows = [merged[t] for t in self.seconds]
+        self.x = [t + 0.5 - self.t0 for t in self.seconds]  # a record covers [t, t + 1)
+        self.phases = _phase_spans(events, rows)
+        # A suite is shaded and labelled by scenario; a single scenario by phase.
+        self.spans = _scenario_spans(events, self.phases) if len({e.get("name") for e in events
+                                                                    if e.get("type") == "scenario"}) > 1 else []
+        self.spans = self.spans or self.phases
+        ends = self.x + [self.rel(t) for _, a, b in self.spans for t in (a, b)]
+        self.xlim = (min([0.0] + ends), max([1.0] + ends) + 0.5)  # one time axis for every timeline
+        self.events = events
+
+    def rel(self, t):
+        """``t`` (UNIX seconds) as seconds on the charts' x axis."""
+        return t - self.t0
+
+    def series(self, get):
+        """``(xs, ys)`` of ``get(second)`` over the run's seconds, the seconds where it is None left out."""
+        xs, ys = [], []
+        for x, r in zip(self.x, self.rows):
+            v = get(r)
+            if v is not None:
+                xs.append(x)
+                ys.append(v)
+        return xs, ys
+
+    def decorate(self, ax, label_phases=False):
+        """Shade the spans (names along the top when asked) and label the time axis."""
+        mids, names = [], []
+        for i, (name, start, end) in enumerate(self.spans):
+            ax.axvspan(self.rel(start), self.rel(end), color=PHASE_COLOURS[i % 2], zorder=0, lw=0)
+            mids.append((self.rel(start) + self.rel(end)) / 2)
+            names.append(name)
+        if label_phases and names and len(names) <= MAX_SPAN_LABELS:
+            top = ax.secondary_xaxis("top")
+            top.set_xticks(mids, names, rotation=25, ha="left", fontsize=7, color="#4a5466")
+            top.tick_params(length=0, pad=1)
+        ax.set_xlim(*self.xlim)
+        ax.set_xlabel("seconds since the run started")
+        ax.grid(True, alpha=0.3)
+
+
+def _scenario_spans(events, phases):
+    """``[(scenario, start t, end t)]`` from ``scenario`` events (a suite); [] when there are none."""
+    starts = [(e["t"], str(e.get("name"))) for e in events
+              if e.get("type") == "scenario" and isinstance(e.get("t"), (int, float))]
+    if not starts:
+        return []
+    last = max([end for _, _, end in phases] + [t for t, _ in starts])
+    spans = []
+    for i, (t, name) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else last
+        spans.append((name, t, max(t, end)))
+    return spans
+
+
+def _phase_spans(events, rows):
+    """``[(phase, start t, end t)]`` from the phase events; from the streams' phase tags otherwise."""
+    spans, open_ = [], {}
+    for e in events:
+        if e.get("type") != "phase" or not isinstance(e.get("t"), (int, float)):
+            continue
+        phase = e.get("phase") or (e.get("plan") or {}).get("name") or "?"
+        if e.get("name") == "start":
+            if phase in open_:
+                spans.append((phase, open_.pop(phase), e["t"]))
+            open_[phase] = e["t"]
+        elif e.get("name") == "end" and phase in open_:
+            spans.append((phase, open_.pop(phase), e["t"]))
+    last = max([r["t"] + 1 for r in rows] + [e["t"] for e in events if isinstance(e.get("t"), (int, float))],
+               default=None)
+    for phase, start in open_.items():  # a phase whose end was never written (killed master)
+        spans.append((phase, start, max(start, last or start)))
+    if not spans and rows:
+        current, start = None, None
+        for r in rows:
+            if r.get("phase") != current:
+                if current is not None:
+                    spans.append((current, start, r["t"]))
+                current, start = r.get("phase"), r["t"]
+        spans.append((current, start, rows[-1]["t"] + 1))
+    return sorted(spans, key=lambda s: s[1])
+
+
+def _new_figure(Figure, height_in=None):
+    fig = Figure(figsize=(FIG_SIZE_IN[0], height_in or FIG_SIZE_IN[1]), dpi=FIG_DPI)
+    ax = fig.add_subplot(1, 1, 1)
+    return fig, ax
+
+
+def _title(fig, text):
+    fig.text(TIMELINE_MARGINS["left"], 0.98, text, ha="left", va="top", fontsize=11)
+
+
+def _png(fig, timeline=True, top_in=None):
+    """PNG bytes. Timelines get fixed margins (in inches at the top), so their time axes line up down the page."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    if timeline:
+        height = fig.get_figheight()
+        fig.subplots_adjust(**TIMELINE_MARGINS, top=1 - (top_in or TIMELINE_TOP_IN) / height,
+                            bottom=TIMELINE_BOTTOM_IN / height)
+    else:
+        fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=FIG_DPI)
+    return buf.getvalue()
+
+
+def _no_data(ax, text="no per-second samples were recorded (the run ended before its first second was written)"):
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=10, color="#6b7485",
+            wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _throughput_chart(Figure, tl):
+    fig, ax = _new_figure(Figure, FIG_SIZE_IN[1] + LABELLED_TOP_IN - TIMELINE_TOP_IN)
+    if not tl.rows:
+        _no_data(ax)
+    else:
+        tl.decorate(ax, label_phases=True)
+        x, ok = tl.series(lambda r: r["throughput"] - r["failed"])
+        ax.plot(x, ok, color="#1f6feb", lw=1.6, label="succeeded / s")
+        x, bad = tl.series(lambda r: r["failed"])
+        ax.bar(x, bad, width=0.8, color="#d1242f", alpha=0.75, label="failed / s")
+        for key, colour in (("dropped", "#9a6700"), ("rejected", "#8c959f")):
+            x, y = tl.series(lambda r, k=key: r[k] or None)
+            if y:
+                ax.bar(x, y, width=0.5, color=colour, alpha=0.7, label=f"{key} / s")
+        crashes = [e for e in tl.events if e.get("type") == "worker_crash" and isinstance(e.get("t"), (int, float))]
+        if crashes:
+            ax.plot([tl.rel(e["t"]) for e in crashes], [0] * len(crashes), "v", color="#8250df", ms=8,
+                    label="worker crash", clip_on=False)
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("operations / s")
+        ax.legend(**_LEGEND)
+    _title(fig, "Throughput and errors")
+    return ("Throughput and errors over time",
+            "Completed operations per second (succeeded line, failed bars; dropped and breaker-rejected calls "
+            "when any); phases shaded, worker crashes marked.",
+            _png(fig, top_in=LABELLED_TOP_IN if tl.rows else None))
+
+
+def _latency_chart(Figure, tl):
+    fig, ax = _new_figure(Figure)
+    if not any(r["latency"] for r in tl.rows):
+        _no_data(ax, "no latency was recorded")
+    else:
+        tl.decorate(ax)
+        for key, colour in (("p50", "#1f6feb"), ("p90", "#2da44e"), ("p99", "#bf8700"), ("max", "#d1242f")):
+            x, y = tl.series(lambda r, k=key: r["latency"].get(k))
+            if y:
+                ax.plot(x, y, lw=1.4, color=colour, label=key, marker="." if len(y) < 30 else None)
+        values = [v for r in tl.rows for v in r["latency"].values() if v and v > 0]
+        if values and max(values) / max(min(values), 1e-9) > 50:
+            ax.set_yscale("log")
+        ax.set_ylabel("latency (ms)")
+        ax.legend(**_LEGEND)
+    _title(fig, "Latency percentiles")
+    return ("Latency percentiles over time", "Per-second p50, p90, p99 and max of operation latency (ms).", _png(fig))
+
+
+def _breaches(tl, metrics=None):
+    return [e for e in tl.events if e.get("type") == "breach" and isinstance(e.get("detected_at", e.get("t")), (int, float))
+            and (metrics is None or e.get("metric") in metrics)]
+
+
+def _mark_breaches(ax, tl, own_metrics):
+    """Every breach as a red line at its detection time; the chart's own metric also gets its value."""
+    for i, b in enumerate(_breaches(tl)):
+        x = tl.rel(b.get("detected_at", b.get("t")))
+        ax.axvline(x, color="#d1242f", ls="--", lw=1.2, label="breach" if i == 0 else None)
+        if b.get("metric") in own_metrics and isinstance(b.get("value"), (int, float)):
+            ax.plot([x], [b["value"]], "X", color="#d1242f", ms=9)
+            ax.annotate(f"{b.get('metric')} {b['value']:.0f} > {fmt_number(b.get('limit'))}", (x, b["value"]),
+                        textcoords="offset points", xytext=(-6, 6), ha="right", fontsize=8, color="#d1242f",
+                        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8})
+        if isinstance(b.get("pool_dead_at"), (int, float)):
+            ax.axvline(tl.rel(b["pool_dead_at"]), color="#d1242f", ls=":", lw=1.0)
+
+
+def _cpu_chart(Figure, tl, report):
+    th = report.get("thresholds") or {}
+    fig, ax = _new_figure(Figure)
+    x, y = tl.series(lambda r: r["cpu"])
+    if not y:
+        _no_data(ax, "no CPU samples were recorded")
+    else:
+        tl.decorate(ax)
+        ax.plot(x, y, color="#1f6feb", lw=1.5, label="machine CPU")
+        limit = th.get("max_cpu_percent")
+        if isinstance(limit, (int, float)):
+            ax.axhline(limit, color="#bf8700", ls="--", lw=1.2,
+                       label=f"limit {limit:g} %" + (" (off)" if limit >= 100 else ""))
+        _mark_breaches(ax, tl, {"cpu_percent"})
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("CPU %")
+        ax.legend(**_LEGEND)
+    _title(fig, "Machine CPU")
+    return ("Pool CPU over time", "Machine CPU (mean of the second's samples), the CPU threshold (dashed) and breaches "
+            "(red: detected, dotted: pool dead).", _png(fig))
+
+
+def _memory_chart(Figure, tl, report):
+    th = report.get("thresholds") or {}
+    fig, ax = _new_figure(Figure)
+    x, y = tl.series(lambda r: r["memory"])
+    if not y:
+        _no_data(ax, "no memory samples were recorded")
+    else:
+        tl.decorate(ax)
+        ax.plot(x, y, color="#2da44e", lw=1.5, label="pool PSS")
+        xr, yr = tl.series(lambda r: r["rss"])
+        if yr:
+            ax.plot(xr, yr, color="#8c959f", lw=1.0, ls="-.", label="pool RSS")
+        limit = th.get("max_memory_mb")
+        if isinstance(limit, (int, float)):
+            ax.axhline(limit, color="#bf8700", ls="--", lw=1.2, label=f"limit {limit:g} MB")
+        _mark_breaches(ax, tl, {"memory_mb"})
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("MB")
+        ax.legend(**_LEGEND)
+    _title(fig, "Pool memory")
+    return ("Pool memory over time", "Peak PSS and RSS of the worker pool per second, the memory threshold (dashed) "
+            "and breaches.", _png(fig))
+
+
+def _capacity_chart(Figure, d):
+    pm = d.get("performance_metrics") or {}
+    steps = [s for s in pm.get("capacity_steps") or [] if isinstance(s, dict)
+             and isinstance(s.get("concurrency"), (int, float)) and isinstance(s.get("throughput"), (int, float))]
+    if not steps:
+        return None
+    steps.sort(key=lambda s: s["concurrency"])
+    fig, ax = _new_figure(Figure)
+    n = [s["concurrency"] for s in steps]
+    ax.plot(n, [s["throughput"] for s in steps], "o-", color="#1f6feb", lw=1.5, label="measured throughput")
+    usl = pm.get("usl") or {}
+    if all(isinstance(usl.get(k), (int, float)) for k in ("sigma", "kappa", "lambda")):
+        top = max(n + [usl.get("peak_concurrency") or 0]) * 1.15
+        grid = [1 + i * (top - 1) / 200 for i in range(201)]
+        ax.plot(grid, [_usl(g, usl) for g in grid], color="#8250df", lw=1.2, ls="--",
+                label=f"USL fit σ={usl['sigma']:.3g} κ={usl['kappa']:.3g} λ={usl['lambda']:.3g}")
+        if isinstance(usl.get("peak_concurrency"), (int, float)):
+            ax.axvline(usl["peak_concurrency"], color="#8250df", ls=":", lw=1.0,
+                       label=f"model peak N={usl['peak_concurrency']:.1f}")
+    if isinstance(pm.get("max_capacity"), (int, float)):
+        ax.axvline(pm["max_capacity"], color="#2da44e", ls="-", lw=1.2, label=f"max capacity {pm['max_capacity']:g}")
+    ax.set_xlabel("concurrency")
+    ax.set_ylabel("operations / s")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    p99 = [(s["concurrency"], s["p99_ms"]) for s in steps if isinstance(s.get("p99_ms"), (int, float))]
+    handles, labels = ax.get_legend_handles_labels()
+    if p99:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*p99), "s-", color="#bf8700", lw=1.0, ms=4, label="p99 ms")
+        ax2.set_ylabel("p99 (ms)")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, loc="best", fontsize=8)
+    ax.set_title(f"Capacity — {d.get('test_name')}", fontsize=11, loc="left")
+    return (f"Capacity curve of {d.get('test_name')}",
+            "Throughput at each concurrency step, the Universal Scalability Law fit and its peak, p99 on the right axis.",
+            _png(fig, timeline=False))
+
+
+def _usl(n, usl):
+    """Universal Scalability Law: X(N) = λN / (1 + σ(N−1) + κN(N−1))."""
+    return usl["lambda"] * n / (1 + usl["sigma"] * (n - 1) + usl["kappa"] * n * (n - 1))
+
+
+def _breaker_state(e):
+    state = str(e.get("state") or e.get("to") or "").rsplit(".", 1)[-1].lower().replace("-", "_").replace(" ", "_")
+    return state if state in BREAKER_LEVELS else None
+
+
+def _breaker_name(e):
+    """Which breaker: a named one, else the worker whose dispatcher holds it."""
+    for key in ("breaker", "stage", "name"):
+        if e.get(key) is not None:
+            return str(e[key])
+    return f"worker {e['worker']}" if e.get("worker") is not None else "breaker"
+
+
+def _breaker_chart(Figure, tl, events):
+    changes = [e for e in events if e.get("type") == "breaker" and isinstance(e.get("t"), (int, float))
+               and _breaker_state(e)]
+    if not changes:
+        return None
+    by_name = {}
+    for e in changes:
+        name = _breaker_name(e)
+        by_name.setdefault(name, []).append(e)
+    fig, ax = _new_figure(Figure)
+    tl.decorate(ax)
+    end = max([tl.rel(e["t"]) for e in changes] + tl.x) + 1
+    for i, (name, evs) in enumerate(sorted(by_name.items())):
+        xs = [tl.rel(e["t"]) for e in evs] + [end]
+        ys = [BREAKER_LEVELS[_breaker_state(e)] + i * 0.06 for e in evs]
+        before = _breaker_state({"state": evs[0].get("previous")})
+        if before and tl.phases:  # the state it left, from the start of the run
+            xs.insert(0, min(tl.rel(tl.phases[0][1]), xs[0]))
+            ys.insert(0, BREAKER_LEVELS[before] + i * 0.06)
+        ys.append(ys[-1])
+        ax.step(xs, ys, where="post", lw=1.5, label=name)
+    ax.set_yticks(list(BREAKER_LEVELS.values()), [k.replace("_", "-") for k in BREAKER_LEVELS], fontsize=8)
+    ax.set_ylim(-0.3, 2.6)
+    ax.legend(**_LEGEND)
+    _title(fig, "Circuit breakers")
+    return ("Breaker state over time", "State of each circuit breaker (CLOSED, HALF_OPEN, OPEN) from its transitions.",
+            _png(fig))
+
+
+def _stage_chart(Figure, d):
+    stages = {k: v for k, v in (d.get("stage_latency_ms") or {}).items() if isinstance(v, dict) and v.get("p50") is not None}
+    if not stages:
+        return None
+    fig, ax = _new_figure(Figure)
+    names = list(stages)
+    height = 0.26
+    for j, (key, colour) in enumerate((("p50", "#1f6feb"), ("p90", "#2da44e"), ("p99", "#bf8700"))):
+        ys = [i + (j - 1) * height for i in range(len(names))]
+        ax.barh(ys, [stages[n].get(key) or 0 for n in names], height=height, color=colour, label=key)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()  # the pipeline reads top to bottom
+    ax.set_xlabel("latency (ms)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(**_LEGEND)
+    ax.set_title(f"Per-stage latency — {d.get('test_name')}", fontsize=11, loc="left")
+    return (f"Per-stage latency of {d.get('test_name')}", "p50, p90 and p99 of each stage of the flow (ms).",
+            _png(fig, timeline=False))
+
+
+def _num(v, default=None):
+    """``v`` if it is a number (not a bool), else ``default``."""
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else default
