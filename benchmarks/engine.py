@@ -18,7 +18,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from loadgen.config import ResourceThresholds, default_workers  # noqa: E402
-from loadgen.engine.runner import RunPlan, Runner  # noqa: E402
+from loadgen.engine.load import RunPlan  # noqa: E402
+from loadgen.engine.runner import Runner  # noqa: E402
 from loadgen.workload.targets import TargetSpec  # noqa: E402
 
 OPS = os.path.join(HERE, "_ops.py")

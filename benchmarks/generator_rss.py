@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 import psutil  # noqa: E402
 
 from loadgen.config import ResourceThresholds  # noqa: E402
-from loadgen.engine.runner import RunPlan, Runner  # noqa: E402
+from loadgen.engine.load import RunPlan  # noqa: E402
+from loadgen.engine.runner import Runner  # noqa: E402
 from loadgen.workload.targets import TargetSpec  # noqa: E402
 
 

@@ -147,7 +147,7 @@ class Session:
 
     def baseline(self, concurrency, seconds):
         """An unstressed run at ``concurrency`` for ``seconds``, measured once per session and shared."""
-        from .engine.runner import RunPlan  # TODO(redesign): engine.load
+        from .engine.load import RunPlan
 
         key = (concurrency, seconds)
         if key not in self.baselines:
@@ -227,7 +227,7 @@ def execute(kind, names, settings, *, progress=None, command=None, write=True):
 def run_scenarios(scs, session, kind, command=None):
     """Run ``scs`` (scenarios, or plan entries) in ``session`` under one signal gate — a signal at
     any moment still leaves a report — then build and write the reports; returns a :class:`Report`."""
-    from .engine.runner import SignalGate  # TODO(redesign): engine.signals
+    from .engine.signals import SignalGate
 
     started = time.time()
     session.gate = session.gate or SignalGate()

@@ -123,14 +123,6 @@ def did_you_mean(word, known):
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def positive_int(value, what):  # TODO(redesign): callers move to check_int
-    return check_int(value, what, 1)
-
-
-def positive_float(value, what, allow_zero=False):  # TODO(redesign): callers move to check_number
-    return check_number(value, what, 0, low_open=not allow_zero)
-
-
 def parse_duration(text, what="duration"):
     """Parse ``500ms``, ``10s``, ``5m``, ``1h`` or plain seconds into seconds (float).
 

@@ -8,7 +8,7 @@ import pytest
 from loadgen.cli import main
 from loadgen.config import ResourceThresholds, Stage, parse_duration, parse_stages
 from loadgen.errors import UsageError
-from loadgen.engine.runner import split, stage_target
+from loadgen.engine.load import split, stage_target
 
 
 @pytest.mark.parametrize("text,seconds", [("500ms", 0.5), ("10s", 10), ("5m", 300), ("1h", 3600), ("2.5", 2.5),

@@ -7,7 +7,8 @@ import os
 import pytest
 
 from loadgen.config import ResourceThresholds
-from loadgen.engine.runner import RunPlan, Runner as _Runner
+from loadgen.engine.load import RunPlan
+from loadgen.engine.runner import Runner as _Runner
 from loadgen.workload.targets import TargetSpec
 
 START_METHODS = ["fork", "spawn"]

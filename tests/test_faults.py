@@ -20,7 +20,8 @@ import pytest
 
 from conftest import ROOT, TESTS, wait_for
 from loadgen.config import ResourceThresholds
-from loadgen.engine.runner import RunPlan, Runner
+from loadgen.engine.load import RunPlan
+from loadgen.engine.runner import Runner
 from loadgen.streams import read_jsonl
 from loadgen.workload.targets import TargetSpec
 

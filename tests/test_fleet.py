@@ -28,7 +28,7 @@ from loadgen.config import ResourceThresholds, Stage
 from loadgen.report import build_report, render_summary
 from loadgen.report.fleet import fleet_junit_suite, render_fleet_text
 from loadgen.result import StressTestResult
-from loadgen.engine.runner import RunPlan
+from loadgen.engine.load import RunPlan
 from loadgen.measure.stats import Histogram
 
 TESTS = os.path.dirname(os.path.abspath(__file__))

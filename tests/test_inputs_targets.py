@@ -7,7 +7,8 @@ import pytest
 from loadgen.config import ResourceThresholds
 from loadgen.errors import UsageError
 from loadgen.workload.inputs import load_records
-from loadgen.engine.runner import RunPlan, Runner
+from loadgen.engine.load import RunPlan
+from loadgen.engine.runner import Runner
 from loadgen.workload.targets import TargetSpec
 
 FREE = ResourceThresholds(max_cpu_percent=100)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from loadgen.config import ResourceThresholds, parse_stages
-from loadgen.engine.runner import RunPlan, Runner
+from loadgen.engine.load import RunPlan
+from loadgen.engine.runner import Runner
 from loadgen.workload.targets import TargetSpec
 
 FREE = ResourceThresholds(max_cpu_percent=100, max_concurrent_operations=200)

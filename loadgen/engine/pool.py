@@ -15,11 +15,13 @@ import dataclasses
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 
 from . import _proc
 from ..config import TIMING
 from ..errors import UsageError
+from ..measure.stats import Accounting
 from .worker import SLOT_FIELDS, START_NS, slot_totals, worker_main
 
 log = logging.getLogger("loadgen.pool")
@@ -95,6 +97,15 @@ class WorkerHandle:
         """slot → monotonic start time (ns) of the operation it is running."""
         c = self.counters
         return {i: c[i * SLOT_FIELDS + START_NS] for i in range(slots) if c[i * SLOT_FIELDS + START_NS]}
+
+    def final_accounting(self, slots):
+        """What became of every operation this worker started (its shared counters outlive it): those
+        still in flight count as timed out (as many as its timed-out slots) or crashed."""
+        started, succ, fail, dropped, rejected = self.totals(slots)
+        in_flight = started - succ - fail
+        timed_out = min(len(self.timed_out_slots), in_flight)
+        return Accounting(dispatched=started, succeeded=succ, failed=fail, timed_out=timed_out,
+                          crashed=in_flight - timed_out, dropped=dropped, rejected=rejected)
 
 
 class Pool:
@@ -196,8 +207,28 @@ class Pool:
         except ValueError:
             pass
 
-    def alive(self):
-        return [h for h in self.handles.values() if h.process.is_alive()]
+    def in_flight(self):
+        """Operations running now, over every worker (from the shared counters)."""
+        total = 0
+        for h in self.handles.values():
+            started, succ, fail = h.totals(self.slots)[:3]
+            total += started - succ - fail
+        return total
+
+    def overdue(self, timeout_s):
+        """``(handle, slots)`` of the live workers with an operation running longer than ``timeout_s``
+        (None: no timeout) that were not timed out already."""
+        if timeout_s is None:
+            return []
+        now_ns = time.monotonic_ns()
+        out = []
+        for h in list(self.handles.values()):
+            if h.timed_out_slots or not h.process.is_alive():
+                continue
+            late = [i for i, t in h.running_since_ns(self.slots).items() if now_ns - t > timeout_s * 1e9]
+            if late:
+                out.append((h, late))
+        return out
 
 
 def _group_exists(pgid):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .. import options
 from ..criteria import parse_all
-from ..engine.runner import RunPlan  # TODO(redesign): engine.load
+from ..engine.load import RunPlan
 
 
 class Scenario:

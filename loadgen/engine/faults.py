@@ -1,0 +1,102 @@
+"""What the master does when something fails under it: a worker dies, an operation hangs, the
+monitor goes silent or away.
+
+:class:`FaultHandling` is the part of :class:`~loadgen.engine.runner.Runner`
+that handles them (a mixin: it works on the Runner's pool, load model,
+events and outcome). Every operation a dead worker started ends as exactly
+one of succeeded, failed, timed out or crashed — read from the worker's
+shared counters, which outlive it — and a crash is named (exit code or
+signal, a hint) and the worker replaced, up to ``plan.max_restarts``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import TIMING
+from ..errors import ExitCode, WorkerCrashed, describe_exitcode
+
+log = logging.getLogger("loadgen.runner")
+
+
+class FaultHandling:
+    """Worker deaths, operation timeouts and a lost monitor, for the Runner (see the module docstring)."""
+
+    def _check_timeouts(self):
+        timeout_s = self.plan.op_timeout_s
+        for h, late in self.pool.overdue(timeout_s):
+            h.timed_out_slots.update(late)
+            self.events.emit("timeout", worker=h.index, pid=h.pid, slots=late, op_timeout_s=timeout_s,
+                             action="worker killed and replaced")
+            self.pool.kill(h)
+        self.out.peak_in_flight = max(self.out.peak_in_flight, self.pool.in_flight())
+
+    def _worker_gone(self, h):
+        """Worker ``h`` died or exited: its operations accounted, then a clean exit, a start-up error,
+        a kill during a stop or a crash (named, and the worker replaced up to ``max_restarts``)."""
+        h.process.join(1.0)
+        exitcode = h.process.exitcode
+        try:  # batches it sent before dying are still in the pipe
+            while not h.conn.closed and h.conn.poll():
+                self._dispatch(h.conn.recv(), h)
+        except (EOFError, OSError):
+            pass
+        acc = h.final_accounting(self.plan.slots)
+        self.retired.merge(acc)
+        unstarted = max(0, h.quota_given - acc.dispatched)
+        self.pool.inputs_used[h.index] = self.pool.inputs_used.get(h.index, 0) + acc.dispatched
+        if self.monitor is not None:
+            self.monitor.unwatch(h.pid)
+        self.pool.retire(h)
+        self.load.on_gone(h)
+        if self.stopping is None:
+            self.load.maybe_start()  # the one it waited for may be the one that died
+        if h.said_goodbye and exitcode == 0:
+            if not self.pool.handles and self.stopping is None:
+                self._begin_stop(h.exit_reason or "workers finished", ExitCode.OK)
+        elif h.error is not None:  # could not build the target
+            self.load.refund(unstarted)
+            if not self.pool.handles and self.stopping is None:
+                self._begin_stop(f"no worker could start: {h.error.type_name}: {h.error.message}", ExitCode.USAGE)
+        elif self.load.broken or self.stopping is not None:
+            if acc.crashed or acc.timed_out:
+                self.events.emit("worker_killed", worker=h.index, pid=h.pid, exitcode=exitcode,
+                                 operations_lost_in_flight=acc.crashed,
+                                 reason=self.stopping[0] if self.stopping else "breach")
+        else:
+            self._crashed(h, exitcode, acc, unstarted)
+
+    def _crashed(self, h, exitcode, acc, unstarted):
+        crash = WorkerCrashed(h.index, h.pid, exitcode, acc.crashed + acc.timed_out)
+        record = self.events.emit("worker_crash", worker=h.index, pid=h.pid, exitcode=exitcode,
+                                  exit=describe_exitcode(exitcode),
+                                  hint="operation timed out" if acc.timed_out else crash.hint,
+                                  in_flight=crash.in_flight, timed_out=acc.timed_out, crashed=acc.crashed)
+        self.out.crashes.append(record)
+        if self.pool.restarts >= self.plan.max_restarts:
+            self._begin_stop(f"worker restart limit ({self.plan.max_restarts}) reached; last: {crash}", ExitCode.FAILED)
+            return
+        self.pool.restarts += 1
+        self.load.refund(unstarted)
+        self.pool.start_worker(h.index)
+
+    def _check_monitor(self, now):
+        if self.monitor is None or self.out.monitor_lost:
+            return
+        if now - self._last_sample_at > max(TIMING.monitor_silent_s, 20 * self.plan.sample_interval_s):
+            self._monitor_lost(f"no sample for {now - self._last_sample_at:.1f}s")
+
+    def _monitor_lost(self, why):
+        if self.out.monitor_lost:
+            return
+        self.out.monitor_lost = True
+        self.events.emit("monitor_lost", reason=why)
+        log.error("monitor lost (%s): stopping the run — never unmonitored", why)
+        if self.stopping is None:
+            self._begin_stop(f"monitor lost: {why}", ExitCode.BREACH)
+        self.pool.kill_group()
+        try:
+            self.monitor.conn.close()
+        except (OSError, AttributeError):
+            pass
+        self.monitor.conn = None

@@ -1,0 +1,234 @@
+"""What a run measured (:class:`RunOutcome`) and its per-second aggregation (:class:`Seconds`).
+
+Workers ship one :class:`~loadgen.engine.messages.ResultBatch` per second,
+the monitor one :class:`~loadgen.engine.messages.Sample` per tick;
+:class:`Seconds` adds both into the run's histograms and counters and into
+one record per second, and hands a second's record out once every live
+worker has reported past it (or ``TIMING.second_grace_s`` later). Everything
+kept in memory is bounded; ``timeseries.jsonl`` keeps it all.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+from ..config import TIMING, ResourceThresholds
+from ..errors import ExitCode
+from ..measure.leak import leak_verdict
+from ..measure.stats import Accounting, CappedCounter, Histogram, SecondHistogram
+from .load import RunPlan
+from .worker import TRACEBACKS_PER_KEY
+
+SECONDS_KEPT = 600  # per-second records an outcome keeps in memory; timeseries.jsonl keeps all
+SERIES_KEPT = 7_200  # seconds of pool memory kept for the leak verdict (two hours)
+BREAKER_EVENTS_KEPT = 1_000
+MAX_ERROR_KEYS = 100
+PERCENTILE_KEYS = ("p50", "p90", "p99", "p999", "max")
+
+
+@dataclass
+class RunOutcome:
+    """What a run measured. Plain data; ``report`` renders it."""
+
+    plan: RunPlan
+    thresholds: ResourceThresholds
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    accounting: Accounting = field(default_factory=Accounting)
+    latency: Histogram = field(default_factory=Histogram)  # service time: start → end
+    response: Histogram | None = None  # open model: intended start → end (coordinated omission corrected)
+    lateness: Histogram | None = None  # open model: intended start → actual start
+    stages: dict = field(default_factory=dict)  # flow stage → Histogram
+    errors: CappedCounter = field(default_factory=lambda: CappedCounter(MAX_ERROR_KEYS))
+    tracebacks: dict = field(default_factory=dict)
+    breaches: list = field(default_factory=list)
+    crashes: list = field(default_factory=list)
+    stop_reason: str = ""
+    exit_code: int = ExitCode.OK
+    peak_in_flight: int = 0
+    peak_memory_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+    peak_cpu_percent: float = 0.0
+    # Everything kept per second is bounded: the streams on disk keep it all.
+    memory_series: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SERIES_KEPT))
+    rss_series: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SERIES_KEPT))
+    seconds: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SECONDS_KEPT))
+    segments: dict = field(default_factory=dict)  # segment index → Histogram (plan.segment_s)
+    stressors: list = field(default_factory=list)  # what each stressor achieved
+    breaker_events: collections.deque = field(
+        default_factory=lambda: collections.deque(maxlen=BREAKER_EVENTS_KEPT))  # as written to events.jsonl
+    leak: dict = field(default_factory=dict)
+    pool_ready_s: float | None = None
+    load_started_at: float | None = None  # every worker ready: load applied from here
+    load_ended_at: float | None = None  # the last worker gone
+    monitor_lost: bool = False
+    run_dir: str | None = None
+
+    @property
+    def duration_s(self):
+        """Seconds from the run's start to its end, set-up and teardown included."""
+        return max(0.0, self.ended_at - self.started_at)
+
+    @property
+    def latency_hist(self):
+        """The latency users should read: response time in the open model, else service time."""
+        return self.response if self.response is not None else self.latency
+
+    @property
+    def load_duration_s(self):
+        """Seconds load was applied: from the pool being ready until its last worker left."""
+        if self.load_started_at is None:
+            return 0.0
+        return max(0.0, (self.load_ended_at or self.ended_at) - self.load_started_at)
+
+    @property
+    def throughput(self):
+        """Completed operations per second of applied load."""
+        d = self.load_duration_s
+        return self.accounting.completed / d if d > 0 else 0.0
+
+    def close(self, accounting):
+        """At the end of the run: the final ``accounting``, the leak verdict, the stop reason."""
+        if self.load_started_at is None:  # the pool never became fully ready
+            self.load_started_at = self.started_at
+        self.accounting = Accounting().merge(accounting)
+        try:
+            self.leak = leak_verdict(self.memory_series, self.rss_series, self.thresholds.growth_window_s)
+        except Exception as e:  # noqa: BLE001 - a verdict failure must not lose the run
+            self.leak = {"leak": None, "reason": f"no verdict: {e}"}
+        if not self.stop_reason:
+            self.stop_reason = "finished"
+
+
+class Second:
+    """What one wall-clock second gathered from the batches and samples that fell in it."""
+
+    __slots__ = ("started", "succeeded", "failed", "dropped", "rejected", "latency", "response", "errors", "reported",
+                 "cpu", "memory_mb", "rss_mb", "available_mb", "in_flight")
+
+    def __init__(self):
+        self.started = self.succeeded = self.failed = self.dropped = self.rejected = self.errors = self.in_flight = 0
+        self.latency = SecondHistogram()
+        self.response = SecondHistogram()
+        self.reported = set()  # indices of the workers whose batch for this second arrived
+        self.cpu = []
+        self.memory_mb = self.rss_mb = 0.0
+        self.available_mb = None
+
+
+class Seconds:
+    """Adds batches and samples into ``out`` (a :class:`RunOutcome`) and into per-second records.
+
+    ``phase`` names the records; ``open_model`` adds the response time to
+    them. Not thread-safe: the master's loop is the only caller.
+    """
+
+    def __init__(self, out, phase, open_model=False):
+        self.out, self.phase, self.open_model = out, phase, open_model
+        self.pending = {}  # UNIX second → Second
+
+    def _second(self, t):
+        sec = self.pending.get(t)
+        if sec is None:
+            sec = self.pending[t] = Second()
+        return sec
+
+    def add_batch(self, b):
+        """Add one worker's :class:`~loadgen.engine.messages.ResultBatch`."""
+        out = self.out
+        sec = self._second(b.second)
+        sec.started += b.started
+        sec.succeeded += b.succeeded
+        sec.failed += b.failed
+        sec.dropped += b.dropped
+        sec.rejected += b.rejected
+        sec.in_flight += b.in_flight
+        sec.reported.add(b.index)
+        # Sparse parts are added into histograms kept for the run: no full histogram is
+        # built per batch (that fragmented the master's heap, see stats.Sparse).
+        if b.latency is not None:
+            sec.latency.add(b.latency)
+            out.latency.add_sparse(b.latency)
+        if out.plan.segment_s and b.latency is not None and out.load_started_at:
+            seg = int(max(0.0, b.second + 0.5 - out.load_started_at) // out.plan.segment_s)
+            out.segments.setdefault(seg, Histogram()).add_sparse(b.response or b.latency)
+        if b.response is not None:
+            sec.response.add(b.response)
+            out.response.add_sparse(b.response)
+        if b.lateness is not None:
+            out.lateness.add_sparse(b.lateness)
+        for name, sparse in b.stages.items():
+            out.stages.setdefault(name, Histogram()).add_sparse(sparse)
+        if b.errors:
+            sec.errors += sum(b.errors.values())
+            out.errors.update(b.errors)
+        for k, tbs in b.tracebacks.items():
+            if k in out.tracebacks or len(out.tracebacks) < MAX_ERROR_KEYS:
+                kept = out.tracebacks.setdefault(k, [])
+                kept.extend(tbs[:TRACEBACKS_PER_KEY - len(kept)])
+
+    def add_sample(self, s):
+        """Add one monitor :class:`~loadgen.engine.messages.Sample`: peaks, the second's CPU and
+        memory, and the memory series of the leak verdict."""
+        out = self.out
+        out.peak_memory_mb = max(out.peak_memory_mb, s.pool_memory_mb)
+        out.peak_rss_mb = max(out.peak_rss_mb, s.pool_rss_mb)
+        out.peak_cpu_percent = max(out.peak_cpu_percent, s.cpu_percent)
+        second = int(s.t)
+        sec = self._second(second)
+        sec.cpu.append(s.cpu_percent)
+        sec.memory_mb = max(sec.memory_mb, s.pool_memory_mb)
+        sec.rss_mb = max(sec.rss_mb, s.pool_rss_mb)
+        sec.available_mb = s.available_mb
+        for series, value in ((out.memory_series, s.pool_memory_mb), (out.rss_series, s.pool_rss_mb)):
+            if not series or series[-1][0] != second:
+                series.append((second, value))
+            else:
+                series[-1] = (second, max(series[-1][1], value))
+
+    def due(self, now, live, target=None, final=False):
+        """The records of the seconds that are complete — every worker in ``live`` (indices) has
+        reported past them — or ``TIMING.second_grace_s`` old, oldest first; all of them when
+        ``final``. Each is also kept in ``out.seconds``. ``target``: the load's current target."""
+        records = []
+        for second in sorted(self.pending):
+            sec = self.pending[second]
+            complete = live <= sec.reported
+            if not final and not (complete and second < int(now)) and second > now - 1 - TIMING.second_grace_s:
+                break
+            del self.pending[second]
+            if not sec.reported and not sec.cpu:
+                continue
+            record = self.record(second, sec, target)
+            self.out.seconds.append(record)
+            records.append(record)
+        return records
+
+    def record(self, second, sec, target=None):
+        """The ``timeseries.jsonl`` line of ``second``."""
+        lat = sec.latency.summary_ms()
+        done = sec.succeeded + sec.failed
+        extra = {}
+        if self.open_model:
+            resp = sec.response.summary_ms()
+            extra["response_ms"] = {k: resp[k] for k in PERCENTILE_KEYS}
+        return {
+            "t": second,
+            "phase": self.phase,
+            "ops": sec.started,
+            "succeeded": sec.succeeded,
+            "failed": sec.failed,
+            "dropped": sec.dropped,
+            "rejected": sec.rejected,
+            "errors": sec.errors,
+            "throughput": done,
+            "success_rate": round(sec.succeeded / done, 4) if done else None,
+            "in_flight": sec.in_flight,
+            "target": target,
+            "latency_ms": {k: lat[k] for k in PERCENTILE_KEYS},
+            "cpu_percent": round(sum(sec.cpu) / len(sec.cpu), 1) if sec.cpu else None,
+            "pool_memory_mb": round(sec.memory_mb, 1),
+            "pool_rss_mb": round(sec.rss_mb, 1),
+            "available_mb": None if sec.available_mb is None else round(sec.available_mb),
+        } | extra
