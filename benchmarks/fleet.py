@@ -82,7 +82,7 @@ def main():
                   f"exit {rep['exit_code']}, {time.perf_counter() - t:.1f} s wall", flush=True)
     finally:
         cluster.close()
-    local, fl = locals_[-1], fleets[-1]
+    fl = fleets[-1]
     lt = statistics.median(r["detailed_metrics"][0]["throughput_ops_per_sec"] for r in locals_)
     ft = statistics.median(r["detailed_metrics"][0]["throughput_ops_per_sec"] for r in fleets)
     lp = statistics.median(r["latency_ms"]["p99"] for r in locals_)

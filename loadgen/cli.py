@@ -27,6 +27,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
+    """The ``loadgen`` argument parser: every subcommand and its flags (``run`` and ``suite`` take theirs
+    from :mod:`loadgen.options`). Its errors raise :class:`UsageError` (exit 2) instead of exiting."""
     p = _Parser(prog="loadgen", description="Multiprocessing load generator and stress tester for Python "
                 "workloads. " + COMMON_HELP)
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -41,12 +43,12 @@ def build_parser():
                    "the plan's scenario with this label or name")
     r.add_argument("--config", metavar="PLAN.toml", help="run the scenarios of a TOML plan (see `loadgen "
                    "validate`); the flags given here override it")
-    opts.add_arguments(r, opts.RUN)
+    add_options(r, opts.RUN)
 
     s = sub.add_parser("suite", help="run every scenario; the seed's reports",
                        description="Run all scenarios in one process tree. " + COMMON_HELP)
     s.add_argument("--only", action="append", default=[], metavar="SCENARIO", help="run just these (repeatable)")
-    opts.add_arguments(s, opts.SUITE)
+    add_options(s, opts.SUITE)
 
     sub.add_parser("list", help="scenarios, their criteria and the flow's parameters")
 
@@ -70,6 +72,33 @@ def build_parser():
     c.add_argument("current", metavar="CURRENT", help="report.json or run directory")
     c.add_argument("--tolerance", default="10", metavar="PCT", help="allowed change before a regression (default 10%%)")
     return p
+
+
+def add_options(parser, command):
+    """Add the flags of ``command`` (``run`` or ``suite``) to ``parser``, in groups. Flags store the
+    raw text (or True / a list); checking happens when the layer is built (:func:`from_flags`), so
+    that the environment and plans share the checks. Defaults are None: given can be told from not."""
+    groups = {}
+    titles = {opts.RUN: None, "common": "common", "fleet": "fleet (Dask distributed; pip install 'loadgen[distributed]')"}
+    for option in opts.OPTIONS:
+        if not option.flag or command not in option.commands:
+            continue
+        group = groups.get(option.group)
+        if group is None:
+            title = titles[option.group]
+            group = groups[option.group] = parser.add_argument_group(title) if title else parser
+        kw = {"help": option.help}
+        if option.action:
+            kw["action"] = option.action
+        if option.action == "store_true":
+            kw["default"] = None
+        if option.metavar:
+            kw["metavar"] = option.metavar
+        if option.choices:
+            kw["choices"] = list(option.choices)
+        if option.key == "profile" and command == opts.SUITE:
+            kw["help"] = "default ci"
+        group.add_argument(option.flag, **kw)
 
 
 class Progress:
@@ -98,6 +127,7 @@ class Progress:
         self.stream.flush()
 
     def done(self):
+        """Clear the status line before the final summary prints; a no-op when disabled."""
         if self.enabled:
             self.stream.write("\r\x1b[2K")
             self.stream.flush()

@@ -48,6 +48,12 @@ _EXPR = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.
 
 @dataclass(frozen=True)
 class Criterion:
+    """One parsed criterion, ``metric op limit`` (a limit given in % is kept as a fraction).
+
+    ``abort_on_fail``: judged every second of the run, which stops once it is
+    lost (see :mod:`loadgen.abort`); otherwise judged at the end only.
+    """
+
     metric: str
     op: str
     limit: float
@@ -55,6 +61,11 @@ class Criterion:
 
     @classmethod
     def parse(cls, text, abort_on_fail=False):
+        """A criterion from text such as ``"p99_ms < 500"`` or ``"success_rate > 70%"`` (% → ÷ 100).
+
+        Raises :class:`UsageError` (exit 2) for a malformed expression, a
+        metric not in :data:`METRICS` or a limit that is not finite.
+        """
         m = _EXPR.match(str(text))
         if not m:
             raise UsageError(f"criterion {text!r}: expected METRIC OP NUMBER, e.g. 'p99_ms < 500'")
@@ -77,6 +88,7 @@ class Criterion:
         return bool(_OPS[self.op](value, self.limit)), value
 
     def to_dict(self, metrics=None):
+        """``{criterion, metric, op, limit}``, plus ``value`` and ``passed`` when judged on ``metrics``."""
         d = {"criterion": str(self), "metric": self.metric, "op": self.op, "limit": self.limit}
         if metrics is not None:
             passed, value = self.evaluate(metrics)
@@ -85,4 +97,5 @@ class Criterion:
 
 
 def parse_all(texts):
+    """Criteria from expressions (Criterion objects pass through); :class:`UsageError` on a bad one."""
     return [t if isinstance(t, Criterion) else Criterion.parse(t) for t in texts]

@@ -7,7 +7,7 @@ help. From it come the argparse flags (:func:`add_arguments`), the layers
 read from the command line (:func:`from_flags`), the environment
 (:func:`from_env`), a plan's tables (:func:`from_table`) and the API's
 keywords (:func:`from_api`), and the fields of a run's plan
-(:func:`plan_fields`).
+(:func:`plan_fields`); ``cli.py`` builds the flags from it.
 
 Layers and precedence
 =====================
@@ -31,7 +31,6 @@ belonged to another callable).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -181,13 +180,13 @@ def _params(typed):
             key, sep, v = str(item).partition("=")
             if not sep or not key.strip():
                 raise UsageError(f"{where}: {item!r} is not KEY=VALUE")
-            out[key.strip()] = typed_value(v) if typed else v
+            out[key.strip()] = _typed_value(v) if typed else v
         return out
 
     return check
 
 
-def typed_value(text):
+def _typed_value(text):
     """As ``--target-arg`` types a value: bool, int, float, JSON, else the string."""
     low = text.strip().lower()
     if low in ("true", "false"):
@@ -348,11 +347,6 @@ FLEET_KEYS = tuple(o.key for o in OPTIONS if o.group == "fleet")
 PRESENTATION_KEYS = ("quiet", "log_level", "prom_textfile")
 
 
-def default(key):
-    """The default of setting ``key`` (None: unset)."""
-    return BY_KEY[key].default
-
-
 def value(layer, key):
     """``layer[key]``, or the setting's default."""
     return layer.get(key, BY_KEY[key].default)
@@ -458,16 +452,6 @@ def from_api(kwargs, command=RUN, what="run"):
     return layer
 
 
-def from_table(table, where, keys):
-    """A layer from a plan's table (TOML: typed values); ``keys`` the checks it may hold."""
-    no_unknown(table, keys, where)
-    layer = Layer()
-    for key, raw in table.items():
-        at = f"{where}.{key}" if not where.endswith(": ") and "[" in where else f"{where}: {key}"
-        layer.put(key, keys[key](raw, at, True), at)
-    return layer
-
-
 def no_unknown(table, known, where):
     """:class:`UsageError` for the first key of ``table`` not in ``known``, suggesting the closest."""
     for key in table:
@@ -505,43 +489,8 @@ def mark_abort(layer, scenario_criteria):
     return out
 
 
-# ====================================================================== argparse
-
-
-def add_arguments(parser, command):
-    """Add the flags of ``command`` (``run`` or ``suite``) to ``parser``, in groups. Flags store the
-    raw text (or True / a list); checking happens when the layer is built (:func:`from_flags`), so
-    that the environment and plans share the checks. Defaults are None: given can be told from not."""
-    groups = {}
-    titles = {RUN: None, "common": "common", "fleet": "fleet (Dask distributed; pip install 'loadgen[distributed]')"}
-    for option in OPTIONS:
-        if not option.flag or command not in option.commands:
-            continue
-        group = groups.get(option.group)
-        if group is None:
-            title = titles[option.group]
-            group = groups[option.group] = parser.add_argument_group(title) if title else parser
-        kw = {"help": option.help}
-        if option.action:
-            kw["action"] = option.action
-        if option.action == "store_true":
-            kw["default"] = None
-        if option.metavar:
-            kw["metavar"] = option.metavar
-        if option.choices:
-            kw["choices"] = list(option.choices)
-        if option.key == "profile" and command == SUITE:
-            kw["help"] = "default ci"
-        group.add_argument(option.flag, **kw)
-
-
-def flag_names(command):
-    """Every flag ``command`` takes (for tests and help)."""
-    return [o.flag for o in OPTIONS if o.flag and command in o.commands]
-
-
-__all__ = ["OPTIONS", "Option", "Layer", "merge", "from_flags", "from_env", "from_api", "from_table",
-           "plan_fields", "thresholds_of", "value", "default", "add_arguments", "ENV", "SCENARIO_KEYS", "PLAN_KEYS"]
+__all__ = ["OPTIONS", "Option", "Layer", "merge", "from_flags", "from_env", "from_api", "plan_fields",
+           "thresholds_of", "mark_abort", "value", "ENV", "SCENARIO_KEYS", "PLAN_KEYS"]
 
 
 def _check_table():
@@ -552,4 +501,3 @@ def _check_table():
 
 
 _check_table()
-dataclasses.fields(Option)  # keep the dataclass import honest for type readers

@@ -219,10 +219,12 @@ class Entry:
 
     @property
     def name(self):
+        """The entry's label: the scenario event and the component are named by it, not by the scenario."""
         return self.label
 
     @property
     def key_metric(self):
+        """The scenario's key metric (``success_rate`` when it names none), for the ``scenario`` event."""
         return getattr(self.scenario, "key_metric", "success_rate")
 
     def session_for(self, shared):

@@ -49,32 +49,41 @@ class StressTestResult:
 
     @property
     def success_rate(self):
+        """successful ÷ (successful + failed) operations (failed includes timeouts, crashes); 0.0 if none."""
         done = self.successful_operations + self.failed_operations
         return self.successful_operations / done if done else 0.0
 
     def to_dict(self):
+        """Every field as plain data (``dataclasses.asdict``, a deep copy), as report.json's
+        ``detailed_metrics`` holds it."""
         return asdict(self)
+
+
+def core_metrics(acc, lat, *, throughput, peak_memory_mb, peak_cpu_percent, breaches):
+    """The metrics every component has (``criteria.METRICS``): from its :class:`Accounting`, its latency
+    summary ``lat`` (``Histogram.summary_ms()``), throughput, peaks and the number of breaches."""
+    done = acc.completed
+    return {
+        "success_rate": acc.success_rate if done else None,
+        "error_rate": (done - acc.succeeded) / done if done else None,
+        "throughput": throughput,
+        "operations": done,
+        "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "p999_ms": lat["p999"],
+        "max_ms": lat["max"],
+        "peak_memory_mb": peak_memory_mb,
+        "peak_cpu_percent": peak_cpu_percent,
+        "crashed": acc.crashed, "timed_out": acc.timed_out, "dropped": acc.dropped,
+        "breaches": breaches,
+    }
 
 
 def metrics_of(outcome):
     """The criteria metrics of one run outcome (see ``criteria.METRICS``)."""
-    acc = outcome.accounting
-    lat = outcome.latency_hist.summary_ms()
-    done = acc.completed
     series = outcome.memory_series
-    m = {
-        "success_rate": acc.success_rate if done else None,
-        "error_rate": (done - acc.succeeded) / done if done else None,
-        "throughput": outcome.throughput,
-        "operations": done,
-        "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "p999_ms": lat["p999"],
-        "max_ms": lat["max"],
-        "peak_memory_mb": outcome.peak_memory_mb,
-        "peak_cpu_percent": outcome.peak_cpu_percent,
-        "memory_growth_mb": (series[-1][1] - series[0][1]) if len(series) >= 2 else 0.0,
-        "crashed": acc.crashed, "timed_out": acc.timed_out, "dropped": acc.dropped,
-        "breaches": len(outcome.breaches),
-    }
+    m = core_metrics(outcome.accounting, outcome.latency_hist.summary_ms(), throughput=outcome.throughput,
+                     peak_memory_mb=outcome.peak_memory_mb, peak_cpu_percent=outcome.peak_cpu_percent,
+                     breaches=len(outcome.breaches))
+    m["memory_growth_mb"] = (series[-1][1] - series[0][1]) if len(series) >= 2 else 0.0
     leak = outcome.leak or {}
     if leak.get("slope_mb_per_s") is not None:
         m["leak_slope_mb_per_s"] = leak["slope_mb_per_s"]

@@ -1,15 +1,50 @@
-"""Fixtures that keep process tests honest: every child reaped, orphans detected."""
+"""Fixtures that keep process tests honest: every child reaped, orphans detected, leftovers fail.
+
+The tests are laid out by kind, and the kind is the marker (applied here, by directory):
+
+- ``tests/unit/``: no process is started (pure functions, data, fakes); ``-m unit`` runs in seconds;
+- ``tests/integration/``: real processes (runner, monitor, stressors, reports of real runs, examples,
+  fleet on a local Dask cluster, the seed's heavy-load suite, the browser check);
+- ``tests/faults/``: fault injection into real processes (kills, signals, crashes, full disks).
+
+The strict reaper (``reap_children``, autouse) lives in ``_reaping.py``.
+"""
 
 import os
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(TESTS)
+pytest.register_assert_rewrite("_reaping")  # a plugin (below) that this file imports first
+
+from _helpers import ROOT, TESTS, XSD
+from _reaping import alive, kill_all
+
+pytest_plugins = ["pytester", "_reaping"]
+
+KINDS = ("unit", "integration", "faults")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its kind, from its directory; a test outside the kind folders is an error."""
+    misplaced = set()
+    for item in items:
+        try:
+            rel = os.path.relpath(str(item.path), TESTS)
+        except ValueError:
+            continue
+        parts = rel.split(os.sep)
+        if parts[0] == os.pardir:
+            continue  # not one of ours (a pytester inner run, a path given outside tests/)
+        if len(parts) > 1 and parts[0] in KINDS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
+        else:
+            misplaced.add(rel)
+    if misplaced:
+        raise pytest.UsageError(f"tests must live in tests/{{{','.join(KINDS)}}}/ (the folder is their kind "
+                                f"and marker): {', '.join(sorted(misplaced))}")
 
 
 def in_session(sid):
@@ -23,40 +58,7 @@ def in_session(sid):
                 found.append(p)
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
-    return [p for p in found if _alive(p)]
-
-
-def _alive(p):
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _is_resource_tracker(p):
-    """multiprocess's resource tracker lives as long as the test process, by design."""
-    try:
-        return "resource_tracker" in " ".join(p.cmdline())
-    except psutil.Error:
-        return False
-
-
-def kill_all(procs):
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=3)
-
-
-@pytest.fixture(autouse=True)
-def reap_children():
-    """After each test: kill and reap whatever children the test process left behind."""
-    yield
-    me = psutil.Process()
-    left = [c for c in me.children(recursive=True) if _alive(c) and not _is_resource_tracker(c)]
-    kill_all(left)
+    return [p for p in found if alive(p)]
 
 
 @pytest.fixture
@@ -91,11 +93,8 @@ def cli(tmp_path):
     kill_all([x for p in started for x in in_session(p.pid)])
 
 
-def wait_for(pred, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
+@pytest.fixture(scope="module")
+def schema():
+    """The JUnit XML schema Jenkins reads (tests/data/junit.xsd)."""
+    xmlschema = pytest.importorskip("xmlschema")
+    return xmlschema.XMLSchema(XSD)

@@ -49,6 +49,8 @@ class Stop:
 
 @dataclass(frozen=True)
 class Ready:
+    """Worker → master, its target built: pid and create time (UNIX s), so the monitor can watch it."""
+
     index: int
     pid: int
     create_time: float
@@ -119,6 +121,8 @@ class Watch:
 
 @dataclass(frozen=True)
 class Unwatch:
+    """Master → monitor, when it retires a worker or stops a stressor: stop watching ``pid``."""
+
     pid: int
 
 
@@ -164,6 +168,8 @@ class Breach:
 
 @dataclass(frozen=True)
 class MonitorError:
+    """Monitor → master, just before the monitor exits 1: the exception it could not handle."""
+
     type_name: str
     message: str
     traceback: str

@@ -22,7 +22,8 @@ from . import _proc
 from ..config import TIMING
 from ..errors import UsageError
 from ..measure.stats import Accounting
-from .worker import SLOT_FIELDS, START_NS, slot_totals, worker_main
+from .counters import SLOT_FIELDS, START_NS, slot_totals
+from .worker import worker_main
 
 log = logging.getLogger("loadgen.pool")
 
@@ -46,6 +47,8 @@ class ProcessRegistry:
         self.procs = []  # (role, process)
 
     def start(self, target, args, name, role="worker"):
+        """Start ``target(*args)`` in a daemon child called ``name`` and register it under ``role``
+        (``worker``, ``stressor``); returns the started process at once, without waiting for it."""
         proc = self.ctx.Process(target=target, args=args, name=name, daemon=True)
         proc.start()
         self.procs.append((role, proc))
@@ -57,6 +60,7 @@ class ProcessRegistry:
         return proc
 
     def forget(self, proc):
+        """Stop tracking ``proc`` (a retired worker): :meth:`stop_all` will not touch it."""
         self.procs = [(r, p) for r, p in self.procs if p is not proc]
 
     def stop_all(self, grace_s=TIMING.kill_grace_s, roles=None):
@@ -75,6 +79,10 @@ class ProcessRegistry:
 
 @dataclass
 class WorkerHandle:
+    """The master's side of one worker: its process, pipe end and shared counters (``counters``, an int64
+    view of ``shm``), and what the master learned of it: pid and create time from its ``Ready``, quota
+    given, slots timed out, why it exited."""
+
     index: int
     process: object
     conn: object
@@ -125,6 +133,9 @@ class Pool:
         self.restarts = 0
 
     def start_worker(self, index):
+        """Start worker ``index`` (first start or replacement) in the pool's process group, with fresh
+        shared counters and a duplex pipe; a replacement skips the input records its predecessors used.
+        Returns its :class:`WorkerHandle` at once; the worker is ready when its ``Ready`` arrives."""
         shm = self.ctx.RawArray("q", self.slots * SLOT_FIELDS)
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
         spec = dataclasses.replace(self.template, index=index, pgid=self._live_pgid(), master_pid=os.getpid(),
@@ -149,22 +160,26 @@ class Pool:
         return self.pgid if self.pgid is not None and _group_exists(self.pgid) else None
 
     def start(self):
+        """Start all ``size`` workers (:meth:`start_worker`); returns at once, before any is ready."""
         for i in range(self.size):
             self.start_worker(i)
 
     def by_conn(self, conn):
+        """The handle whose pipe end is ``conn``, or None."""
         for h in self.handles.values():
             if h.conn is conn:
                 return h
         return None
 
     def by_sentinel(self, sentinel):
+        """The handle whose process sentinel is ``sentinel``, or None."""
         for h in self.handles.values():
             if h.process.sentinel == sentinel:
                 return h
         return None
 
     def send(self, handle, msg):
+        """Send ``msg`` to one worker; True if sent, False when its pipe is closed or broken (it died)."""
         try:
             handle.conn.send(msg)
             return True
@@ -172,11 +187,15 @@ class Pool:
             return False
 
     def broadcast(self, msg):
+        """Send ``msg`` to every live worker; failures are ignored (a dead worker's sentinel reports it)."""
         for h in list(self.handles.values()):
             if h.process.is_alive():
                 self.send(h, msg)
 
     def kill(self, handle, sig=signal.SIGKILL):
+        """Send ``sig`` (default SIGKILL) to one worker's pid, without :func:`_proc.kill_verified`'s
+        identity check; a pid already gone is ignored. Non-blocking: the death shows on the worker's
+        sentinel."""
         try:
             os.kill(handle.pid, sig)
         except ProcessLookupError:

@@ -41,6 +41,7 @@ class Schedule:
         object.__setattr__(self, "_pieces", tuple(pieces))
 
     def rate_at(self, t):
+        """Arrivals per second at ``t`` seconds from the start (linear within a stage; last target after)."""
         for t0, d, r0, r1, _ in self._pieces:
             if t < t0 + d:
                 return r0 + (r1 - r0) * (t - t0) / d if d != math.inf else r0

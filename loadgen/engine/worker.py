@@ -1,17 +1,12 @@
-"""A worker process: N slots (threads) running operations back to back.
+"""A worker process: its main thread, and N slots (threads) running operations back to back.
 
-The hot loop stays here: each slot times its own operations with
-``perf_counter_ns`` and appends the latency to a list; the worker's main
-thread drains the lists once a second (aligned on wall-clock seconds),
-folds them into HDR histograms and ships one :class:`ResultBatch`. No
-operation costs a pipe round trip.
-
-Accounting lives in shared memory (one ``RawArray`` of int64 per worker,
-``SLOT_FIELDS`` per slot) so that it survives the worker: a slot bumps
-``STARTED`` before an operation and ``SUCCEEDED``/``FAILED`` after it, so
-``started - succeeded - failed`` is exactly what was running when a worker
-died, and ``START_NS`` (CLOCK_MONOTONIC, shared by all processes) lets the
-master see an operation that hangs past its timeout.
+The hot loop stays in the worker (``slots.py``): each slot times its own
+operations and appends the latency to a list; the worker's main thread
+(:class:`Worker`) takes work orders from the master, drains the lists once a
+second (aligned on wall-clock seconds), folds them into HDR histograms and
+ships one :class:`~loadgen.engine.messages.ResultBatch`. No operation costs a
+pipe round trip. Accounting lives in shared memory (``counters.py``) so that
+it survives the worker.
 
 Lists are drained with ``chunk = L[:n]; del L[:n]``: both are atomic under
 the GIL and concurrent appends only ever land past ``n``, so no sample is
@@ -20,7 +15,6 @@ lost to a swap race.
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import signal
@@ -31,16 +25,15 @@ import traceback
 from dataclasses import dataclass, field
 
 from . import _proc
+from .counters import DROPPED, slot_totals
 from .messages import Ready, ResultBatch, Stop, WorkerError, WorkerExit, WorkOrder
+from .slots import closed_slot, open_slot
 from ..config import TIMING
-from ..workload.targets import TargetSpec, build_operation, outcome
+from ..workload.targets import TargetSpec, build_operation
 
-SLOT_FIELDS = 6
-STARTED, SUCCEEDED, FAILED, START_NS, DROPPED, REJECTED = range(SLOT_FIELDS)
 MAX_ERROR_KEYS = 50  # distinct error keys a worker reports; the rest go to "other"
 TRACEBACKS_PER_KEY = 3  # the first tracebacks of each error type are kept
 INPUTS_EXHAUSTED = "inputs exhausted"
-SPIN_NS = int(TIMING.spin_s * 1e9)
 
 
 @dataclass(frozen=True)
@@ -125,6 +118,14 @@ def _redirect_output(path):
 
 
 class Worker:
+    """A worker process's state: its main thread (:meth:`run`) and the slot threads share it.
+
+    The load the master set (``active`` slots, ``quota``, the open model's
+    schedule start) is guarded by ``wake``; the slots append latencies (ns),
+    stage timings and errors to lists the main thread drains once a second, and
+    bump the shared ``counters``.
+    """
+
     def __init__(self, spec, conn, shm):
         self.spec = spec
         self.conn = conn
@@ -151,11 +152,22 @@ class Worker:
         self.op = None
         self.feed = None  # iterator of input records (None: operations get None)
         self.threads = []
-        self._arrivals = None  # open model: itertools.count of this worker's arrival indices
+        self._arrival_lock = threading.Lock()
+        self._next_arrival = None  # open model: this worker's next arrival k (arrival n = k·stride + index)
 
     # ------------------------------------------------------------------ main thread
 
     def run(self):
+        """Build the operation (and input feed), send ``Ready``, start the slots, then obey the master's
+        orders and ship one ``ResultBatch`` per wall-clock second.
+
+        Blocks for the worker's life: until a ``Stop`` (after the running
+        operations finish, unless ``drain`` is False) or until every slot has
+        ended (inputs exhausted); then a last batch and ``WorkerExit``. Returns
+        the exit code: 0 after that clean end, 1 when the master's pipe is
+        gone, 3 when the target or its inputs cannot be built (``WorkerError``
+        sent).
+        """
         spec = self.spec
         try:
             self.op = build_operation(spec.target, spec.index)
@@ -169,12 +181,11 @@ class Worker:
             return 3
         self.conn.send(Ready(spec.index, os.getpid(), _proc.own_create_time()))
         for i in range(spec.slots):
-            body = self._slot if spec.schedule is None else self._slot_open
-            t = threading.Thread(target=body, args=(i,), name=f"slot-{i}", daemon=True)
+            body = closed_slot if spec.schedule is None else open_slot
+            t = threading.Thread(target=body, args=(self, i), name=f"slot-{i}", daemon=True)
             t.start()
             self.threads.append(t)
         next_flush = int(time.time()) + 1
-        stop_at = None
         while True:
             timeout = max(0.0, next_flush - time.time())
             if self.stopping:
@@ -184,7 +195,6 @@ class Worker:
                     msg = self.conn.recv()
                     if isinstance(msg, Stop):
                         self._stop(msg)
-                        stop_at = stop_at or time.time()
                         if not msg.drain:
                             break
                     elif isinstance(msg, WorkOrder):
@@ -207,13 +217,13 @@ class Worker:
     def _count_unclaimed_arrivals(self):
         """Open model, at stop: arrivals that fell due but no slot ever took are dropped, not lost."""
         spec = self.spec
-        if spec.schedule is None or self.schedule_start_ns is None or self._arrivals is None:
+        if spec.schedule is None or self.schedule_start_ns is None or self._next_arrival is None:
             return
         elapsed = (time.monotonic_ns() - self.schedule_start_ns) / 1e9
         if self.schedule_horizon_s is not None:
             elapsed = min(elapsed, self.schedule_horizon_s)
         due = math.ceil((spec.schedule.arrivals_before(elapsed) - spec.index) / spec.stride)
-        claimed = self._arrivals.__reduce__()[1][0]  # the next index itertools.count would give
+        claimed = self._next_arrival
         if due > claimed:
             self.counters[DROPPED] += due - claimed
 
@@ -292,7 +302,7 @@ class Worker:
         del t[:n]
         return out
 
-    def _may_start(self, i):
+    def may_start(self, i):
         """Block until slot ``i`` may start one more operation; False when stopping."""
         with self.wake:
             while not self.stopping:
@@ -306,68 +316,26 @@ class Worker:
                 self.wake.wait(TIMING.worker_poll_s)
             return False
 
-    def _slot(self, i):
-        c = self.counters
-        base = i * SLOT_FIELDS
-        op = self.op
-        latencies, stage_timings, errors = self.latencies, self.stage_timings, self.errors
-        breaker = self.breaker
-        feed = self.feed
-        record = None
-        clock, mono = time.perf_counter_ns, time.monotonic_ns
-        classify = outcome
-        while True:
-            # Fast path: an active slot of a duration-bound run never takes the lock.
-            # ``active`` is read before ``quota``: _order sets quota first, so a slot
-            # that sees its new ``active`` also sees the quota that came with it.
+    def await_schedule(self):
+        """Open model: block until the schedule's start arrives; False when stopping first. The
+        first slot to get there sets this worker's first arrival (see :meth:`first_arrival`)."""
+        with self.wake:
+            while self.schedule_start_ns is None and not self.stopping:
+                self.wake.wait(TIMING.worker_poll_s)
             if self.stopping:
-                return
-            if not (i < self.active and self.quota is None) and not self._may_start(i):
-                return
-            if breaker is not None and not breaker.allow():
-                # Rejected fast, counted; wait out (part of) the open period instead of spinning.
-                c[base + REJECTED] += 1
-                time.sleep(min(max(breaker.remaining_open_s(), 0.001), TIMING.reject_pause_s))
-                continue
-            if feed is not None:
-                try:
-                    record = next(feed)
-                except StopIteration:
-                    return
-            c[base + STARTED] += 1
-            c[base + START_NS] = mono()
-            t0 = clock()
-            try:
-                result = op(record)
-            except Exception as e:  # noqa: BLE001 - an exception is the operation's failure
-                t1 = clock()
-                latencies.append(t1 - t0)
-                key = type(e).__name__
-                errors.append((key, traceback.format_exc()))
-                c[base + START_NS] = 0
-                c[base + FAILED] += 1
-                if breaker is not None:
-                    breaker.record(False)
-                continue
-            except BaseException as e:  # SystemExit / KeyboardInterrupt from the target
-                code = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1
-                os._exit(code)  # the in-flight operation is counted as crashed by the master
-            t1 = clock()
-            latencies.append(t1 - t0)
-            timings = getattr(result, "stage_timings_us", None)
-            if timings:
-                stage_timings.append(timings)
-            key = classify(result)
-            c[base + START_NS] = 0
-            if key is None:
-                c[base + SUCCEEDED] += 1
-            else:
-                errors.append((key, None))
-                c[base + FAILED] += 1
-            if breaker is not None:
-                breaker.record(key is None)
+                return False
+            if self._next_arrival is None:
+                self._next_arrival = self.first_arrival()
+        return True
 
-    def _first_arrival(self):
+    def claim_arrival(self):
+        """Open model: the next arrival k of this worker, claimed by the calling slot alone."""
+        with self._arrival_lock:
+            k = self._next_arrival
+            self._next_arrival = k + 1
+        return k
+
+    def first_arrival(self):
         """This worker's first arrival index k (arrival n = k·stride + index) not yet in the past:
         a replacement worker picks the schedule up where it stands."""
         spec = self.spec
@@ -376,99 +344,3 @@ class Worker:
             return 0
         n = spec.schedule.arrivals_before(elapsed)
         return max(0, math.ceil((n - spec.index) / spec.stride))
-
-    def _slot_open(self, i):
-        """Open model: take the next arrival of the schedule, wait until it is due, run it.
-
-        Latency is kept twice: service time (start → end) and response time
-        (intended start → end), so a stall shows in the percentiles. An arrival
-        that no slot could start within ``max_lateness_s`` is dropped: counted,
-        never silently skipped.
-        """
-        spec = self.spec
-        with self.wake:
-            while self.schedule_start_ns is None and not self.stopping:
-                self.wake.wait(TIMING.worker_poll_s)
-            if self.stopping:
-                return
-            if self._arrivals is None:
-                self._arrivals = itertools.count(self._first_arrival())
-        arrivals = self._arrivals
-        c = self.counters
-        base = i * SLOT_FIELDS
-        op = self.op
-        latencies, responses, lateness = self.latencies, self.responses, self.lateness
-        stage_timings, errors = self.stage_timings, self.errors
-        mono, sleep = time.monotonic_ns, time.sleep
-        time_of = spec.schedule.time_of
-        start_ns, stride, index = self.schedule_start_ns, spec.stride, spec.index
-        max_late_ns = int(spec.max_lateness_s * 1e9)
-        horizon_s = self.schedule_horizon_s if self.schedule_horizon_s is not None else math.inf
-        feed = self.feed
-        record = None
-        classify = outcome
-        while not self.stopping:
-            due_s = time_of(next(arrivals) * stride + index)
-            if due_s >= horizon_s:  # the schedule ends before this arrival: idle until the stop
-                due_s = math.inf
-            if due_s == math.inf:  # the rate fell to zero for good
-                with self.wake:
-                    self.wake.wait(TIMING.worker_poll_s)
-                continue
-            due = start_ns + int(due_s * 1e9)
-            wait = due - mono()
-            while wait > SPIN_NS and not self.stopping:
-                # Sleep short of the due time (the OS oversleeps), in bounded steps so a stop is seen.
-                sleep(min(wait - SPIN_NS, TIMING.worker_poll_s * 1e9) / 1e9)
-                wait = due - mono()
-            if self.stopping:
-                return
-            if -wait > max_late_ns:
-                c[base + DROPPED] += 1
-                continue
-            if self.quota is not None and not self._may_start(i):
-                return
-            if feed is not None:
-                try:
-                    record = next(feed)
-                except StopIteration:
-                    return
-            c[base + STARTED] += 1
-            t0 = mono()
-            c[base + START_NS] = t0
-            try:
-                result = op(record)
-                key = classify(result)
-                tb = None
-            except Exception as e:  # noqa: BLE001 - an exception is the operation's failure
-                result = None
-                key = type(e).__name__
-                tb = traceback.format_exc()
-            except BaseException as e:
-                code = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1
-                os._exit(code)
-            t1 = mono()
-            latencies.append(t1 - t0)
-            responses.append(t1 - min(t0, due))
-            lateness.append(max(0, t0 - due))
-            timings = getattr(result, "stage_timings_us", None)
-            if timings:
-                stage_timings.append(timings)
-            c[base + START_NS] = 0
-            if key is None:
-                c[base + SUCCEEDED] += 1
-            else:
-                errors.append((key, tb))
-                c[base + FAILED] += 1
-
-
-def slot_totals(counters, slots):
-    """[started, succeeded, failed, dropped, rejected] summed over a worker's slots (shared memory)."""
-    s = [0, 0, 0, 0, 0]
-    for base in range(0, slots * SLOT_FIELDS, SLOT_FIELDS):
-        s[0] += counters[base + STARTED]
-        s[1] += counters[base + SUCCEEDED]
-        s[2] += counters[base + FAILED]
-        s[3] += counters[base + DROPPED]
-        s[4] += counters[base + REJECTED]
-    return s

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ..criteria import Criterion
 from ..errors import ExitCode
-from ..result import StressTestResult, evaluate
+from ..result import StressTestResult, core_metrics, evaluate
 from ..measure.stats import Accounting, Histogram
 
 
@@ -112,6 +112,9 @@ class SecondMerger:
         return True
 
     def ready(self, now, waiting_for):
+        """Fleet lines (:func:`merge_seconds`), oldest first, of the seconds every shard in
+        ``waiting_for`` has reported or that ended more than ``grace_s`` before ``now`` (UNIX s). Each
+        line is returned once."""
         out = []
         for key in sorted(self.pending):
             got = self.pending[key]
@@ -123,6 +126,7 @@ class SecondMerger:
         return out
 
     def flush(self):
+        """Every pending line, complete or not (the run is over)."""
         return self.ready(math.inf, ())
 
 
@@ -192,47 +196,17 @@ def merge_component(rows):
     for r in rs:
         for name, payload in (r.histograms or {}).items():
             hists.setdefault(name, Histogram()).merge(Histogram.from_payload(payload))
-    latency = hists.get("latency", Histogram())
-    lat = latency.summary_ms()
+    lat = hists.get("latency", Histogram()).summary_ms()
     throughput = sum(r.throughput_ops_per_sec for r in rs)
-    done = acc.completed
-    metrics = {
-        "success_rate": acc.success_rate if done else None,
-        "error_rate": (done - acc.succeeded) / done if done else None,
-        "throughput": throughput,
-        "operations": done,
-        "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "p999_ms": lat["p999"],
-        "max_ms": lat["max"],
-        "peak_memory_mb": max(r.peak_memory_mb for r in rs),
-        "peak_cpu_percent": max(r.peak_cpu_percent for r in rs),
-        "crashed": acc.crashed, "timed_out": acc.timed_out, "dropped": acc.dropped,
-        "breaches": sum(len(r.breaches) for r in rs),
-    }
-    for key in sorted({k for r in rs for k in (r.performance_metrics or {})} - set(metrics)):
-        vals = [r.performance_metrics.get(key) for r in rs]
-        nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if len(nums) != len(vals):  # not a number everywhere (lists, None): the first shard's, as is
-            metrics[key] = vals[0]
-        elif key.endswith("throughput"):
-            metrics[key] = sum(nums)
-        else:
-            metrics[key] = min(nums) if key in _WORST_LOW else max(nums)
+    metrics = core_metrics(acc, lat, throughput=throughput, peak_memory_mb=max(r.peak_memory_mb for r in rs),
+                           peak_cpu_percent=max(r.peak_cpu_percent for r in rs),
+                           breaches=sum(len(r.breaches) for r in rs))
+    metrics.update(_scenario_metrics(rs, set(metrics)))
     criteria = [Criterion(c["metric"], c["op"], c["limit"]) for c in rs[0].criteria]
     passed, crit_rows = evaluate(criteria, metrics)
     codes = [r.exit_code for r in rs]
     exit_code = ExitCode.worst(codes)
-    messages = []
-    for label, r in rows:
-        messages.extend(f"[{label}] {m}" for m in r.error_messages[:10])
-    errors = {}
-    tracebacks = {}
-    for r in rs:
-        for k, n in (r.errors or {}).items():
-            errors[k] = errors.get(k, 0) + n
-        for k, tb in (r.tracebacks or {}).items():
-            tracebacks.setdefault(k, tb)
-    reasons = list(dict.fromkeys(r.stop_reason for r in rs if r.stop_reason))
-    stop_reason = reasons[0] if len(reasons) == 1 else "; ".join(f"[{label}] {r.stop_reason}" for label, r in rows)
+    messages, errors, tracebacks, stop_reason = _merged_words(rows)
     leaks = [r.leak for r in rs if r.leak]
     leak = next((lk for lk in leaks if lk.get("leak")), leaks[0] if leaks else {})
     recoveries = [r.recovery_time_seconds for r in rs if r.recovery_time_seconds is not None]
@@ -270,6 +244,35 @@ def merge_component(rows):
         tracebacks=tracebacks,
         key_metric=(key_name, metrics.get(key_name)),
     )
+
+
+def _scenario_metrics(rs, known):
+    """The scenario-specific metrics of the shards' results, combined (see :data:`_WORST_LOW`)."""
+    out = {}
+    for key in sorted({k for r in rs for k in (r.performance_metrics or {})} - known):
+        vals = [r.performance_metrics.get(key) for r in rs]
+        nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(nums) != len(vals):  # not a number everywhere (lists, None): the first shard's, as is
+            out[key] = vals[0]
+        elif key.endswith("throughput"):
+            out[key] = sum(nums)
+        else:
+            out[key] = min(nums) if key in _WORST_LOW else max(nums)
+    return out
+
+
+def _merged_words(rows):
+    """``(messages, errors, tracebacks, stop_reason)`` of the shards' results, each named by its shard."""
+    messages, errors, tracebacks = [], {}, {}
+    for label, r in rows:
+        messages.extend(f"[{label}] {m}" for m in r.error_messages[:10])
+        for k, n in (r.errors or {}).items():
+            errors[k] = errors.get(k, 0) + n
+        for k, tb in (r.tracebacks or {}).items():
+            tracebacks.setdefault(k, tb)
+    reasons = list(dict.fromkeys(r.stop_reason for _, r in rows if r.stop_reason))
+    stop_reason = reasons[0] if len(reasons) == 1 else "; ".join(f"[{label}] {r.stop_reason}" for label, r in rows)
+    return messages, errors, tracebacks, stop_reason
 
 
 def result_from_dict(d):

@@ -86,12 +86,18 @@ class ShardSession(Session):
 
     @classmethod
     def of(cls, session, share, stream_hook, start_at=None):
+        """A shard session with every field of ``session``: each phase runs ``share`` of its plan and
+        streams its seconds to ``stream_hook``; ``start_at``: UNIX time (this machine's clock) the
+        first phase's load starts, or None."""
         fields = {f.name: getattr(session, f.name) for f in dataclasses.fields(session) if f.init}
         s = cls(**fields)
         s.share, s.stream_hook, s.shares_seen, s.start_at = share, stream_hook, [], start_at
         return s
 
     def run_phase(self, phase, plan, thresholds=None, stressors=(), on_second=None):
+        """:meth:`Session.run_phase <loadgen.api.Session.run_phase>` on this shard's share of ``plan``:
+        records the share, holds the first phase's load until ``start_at``, streams every second
+        (before ``on_second``). Blocks for the phase; returns its RunOutcome."""
         self.shares_seen.append({"phase": phase, **self.share.describe(plan)})
         if self.start_at is not None:
             # The pool starts now and waits, ready, for the instant: pool start-up times differ

@@ -60,6 +60,7 @@ class Sparse:
 
     @property
     def total(self):
+        """How many values: the sum of the counts."""
         return int(self.count.sum())
 
     def __reduce__(self):
@@ -75,6 +76,7 @@ class SecondHistogram:
         self.parts = []
 
     def add(self, sparse):
+        """Keep ``sparse`` (one worker's part of the second); None is ignored."""
         if sparse is not None:
             self.parts.append(sparse)
 
@@ -136,6 +138,7 @@ class Histogram:
         return self
 
     def record(self, value_us):
+        """Record one value (µs), clamped to [0, 1 h]; for many, :meth:`record_many` is far cheaper."""
         self._h.record_value(min(max(int(value_us), 0), HIGHEST_US))
 
     # -- combining
@@ -147,12 +150,14 @@ class Histogram:
         return self
 
     def copy(self):
+        """An independent histogram with the same counts."""
         return Histogram().merge(self)
 
     # -- reading
 
     @property
     def count(self):
+        """How many values were recorded."""
         return int(self._h.total_count)
 
     def value_at(self, percentile, _cumsum=None):
@@ -199,6 +204,7 @@ class Histogram:
 
     @classmethod
     def from_payload(cls, payload):
+        """A histogram from :meth:`to_payload`'s text (or bytes); empty for ``''`` or None."""
         if not payload:
             return cls()
         return cls(HdrHistogram.decode(payload.encode("ascii") if isinstance(payload, str) else payload))
@@ -221,23 +227,28 @@ class Accounting:
     rejected: int = 0  # refused fast by an open circuit breaker (not dispatched)
 
     def merge(self, other):
+        """Add ``other``'s counts to these, field by field; returns self."""
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
 
     @property
     def completed(self):
+        """Operations that ended: succeeded + failed + timed out + crashed."""
         return self.succeeded + self.failed + self.timed_out + self.crashed
 
     @property
     def success_rate(self):
+        """succeeded ÷ completed; 0.0 when none completed (check :attr:`completed` to tell "no data")."""
         done = self.completed
         return self.succeeded / done if done else 0.0
 
     def adds_up(self):
+        """True when every dispatched operation has an outcome (``dispatched == completed``)."""
         return self.dispatched == self.completed
 
     def to_dict(self):
+        """The counts by field name: a report's or an event's ``accounting``."""
         return asdict(self)
 
 
@@ -251,16 +262,19 @@ class CappedCounter:
         self.counts = {}
 
     def add(self, key, n=1):
+        """Count ``n`` for ``key``; a new key once the cap is reached counts under ``other``."""
         c = self.counts
         if key not in c and len(c) >= self.cap - (self.OTHER not in c):
             key = self.OTHER
         c[key] = c.get(key, 0) + n
 
     def update(self, mapping):
+        """:meth:`add` each ``key → n`` of ``mapping``."""
         for k, n in mapping.items():
             self.add(k, n)
 
     def to_dict(self):
+        """key → count, most frequent first."""
         return dict(sorted(self.counts.items(), key=lambda kv: -kv[1]))
 
 

@@ -16,6 +16,8 @@ import numpy as np
 
 
 def usl(n, lam, sigma, kappa):
+    """X(N), the USL's throughput at concurrency ``n`` (a number or a sequence; returns numpy), for
+    ``lam`` (λ, throughput at N = 1), ``sigma`` and ``kappa``."""
     n = np.asarray(n, dtype=float)
     return lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1))
 

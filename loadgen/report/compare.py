@@ -19,6 +19,7 @@ import json
 import math
 import os
 
+from ..config import check_number
 from ..errors import UsageError
 from .build import SCHEMA_VERSION, SUITE_BASENAME
 
@@ -62,14 +63,8 @@ def compare_command(baseline, current, tolerance="10"):
 
 def parse_tolerance(text):
     """``"10"``, ``"10%"``, ``"2.5"`` → percent as float ≥ 0; :class:`UsageError` otherwise."""
-    raw = str(text).strip().rstrip("%").strip()
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UsageError(f"--tolerance: expected a percentage like 10 or 10%, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise UsageError(f"--tolerance: must be a finite percentage ≥ 0, got {text!r}")
-    return value
+    return check_number(str(text).strip().rstrip("%"), "--tolerance", 0, low_open=False,
+                        expected="a percentage ≥ 0 like 10 or 10%")
 
 
 def find_report(path):

@@ -28,6 +28,7 @@ PROFILES = ("ci", "standard", "nightly")
 
 
 def names():
+    """Every scenario's name, in the suite's order."""
     return list(_MODULES)
 
 

@@ -28,6 +28,8 @@ FLOW_DEFAULTS = {"stage_cpu_ms": "3"}  # ≈ 25 ms of numpy CPU per kickoff
 
 
 class CapacityLimits(Scenario):
+    """``capacity_limits``: grow, then bisect, the concurrency; ``max_capacity``: the highest that passed."""
+
     name = "capacity_limits"
     summary = (f"grow then bisect concurrency until p99 > {SLO_FACTOR:g}× p99 at 1, success < "
                f"{MIN_SUCCESS_RATE:.0%} or a breach; USL fit")
@@ -35,6 +37,15 @@ class CapacityLimits(Scenario):
     key_metric = "max_capacity"
 
     def run(self, session):
+        """The search of the module docstring, one phase per step on a fresh pool. Blocks for every step:
+        ``duration`` (else ``STEP_S`` of the profile) seconds each, twice that at concurrency 1.
+
+        Returns the result of the growth's last step (the first to fail, or the
+        one at the cap) with ``max_capacity``, what limited it, the SLO, every
+        step (``capacity_steps``) and the USL fit (None with fewer than three
+        distinct steps). A stop (signal, lost abort criterion) ends the search
+        at the current step.
+        """
         step_s = session.settings.get("duration") or STEP_S[session.profile]
         target = session.target
         if target.ref is None and "stage_cpu_ms" not in target.flow_params:

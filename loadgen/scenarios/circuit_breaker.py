@@ -39,11 +39,22 @@ def outage_flow(outage_start, outage_end, inner=None, flow_params=None, seed=Non
 
 
 class CircuitBreakerScenario(Scenario):
+    """``circuit_breaker``: healthy load, a simulated upstream outage, then the heal, behind a breaker."""
+
     name = "circuit_breaker"
     summary = "a failure burst opens the dispatcher's breaker; half-open probes close it after the heal"
     criteria = ("breaker_opened == 1", "breaker_closed == 1")
 
     def run(self, session):
+        """One phase at concurrency 10: healthy, ``OUTAGE_S`` of failures, then ``HEAL_S`` to recover
+        (seconds of the profile; 8.5 s in all for ci). Blocks for the phase.
+
+        Returns its result with ``breaker_opened`` / ``breaker_closed`` (1.0 or
+        0.0: closed means every worker's last transition was to closed), the
+        number of transitions, the calls rejected and the seconds from the
+        outage's start to the first open and from the heal to the last close
+        (None when it did not happen).
+        """
         p = session.profile
         start = time.time() + POOL_START_S + HEALTHY_S[p]
         end = start + OUTAGE_S[p]

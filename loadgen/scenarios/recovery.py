@@ -27,12 +27,24 @@ JUMP_S = 0.001  # a stage this short is a step
 
 
 class Recovery(Scenario):
+    """``recovery``: overload past capacity, then normal load; seconds until success rate and p99 recover."""
+
     name = "recovery"
     summary = "overload past capacity, then normal load; time until success rate and p99 recover"
     criteria = ("recovery_rate > 0.75", "recovery_time_seconds < 60", "memory_back_mb < 150")
     key_metric = "recovery_rate"
 
     def run(self, session):
+        """A baseline at ``NORMAL`` (spawned workers), then one phase: ``OVERLOAD_S`` at
+        ``max_concurrent_operations``, a step down to ``NORMAL``, held until recovered or for
+        ``MAX_RECOVERY_S`` (seconds of the profile). Blocks for both phases.
+
+        Returns the phase's result with ``recovery_rate`` (success rate after
+        the step down), ``recovery_time_seconds`` (None if it never recovered),
+        ``memory_back_mb`` (pool RSS, MB: the last ``WINDOW_S`` seconds' peak
+        minus the baseline's median) and the limits used; the baseline's result
+        if a stop came first.
+        """
         target = session.target
         if target.ref is None and "stage_cpu_ms" not in target.flow_params:
             target = dataclasses.replace(target, flow_params={**FLOW_DEFAULTS, **target.flow_params})

@@ -13,12 +13,21 @@ from ._base import Scenario
 
 
 class SustainedLoad(Scenario):
+    """``sustained_load``: steady load at concurrency 10; leak verdict and p99 drift."""
+
     name = "sustained_load"
     summary = "steady load for the profile's duration; leak verdict and p99 drift (last vs first third)"
     criteria = ("leak_detected == 0", "p99_drift < 2", "memory_growth_mb < 1024")
     durations_s = {"ci": 15.0, "standard": 180.0, "nightly": 1800.0}
 
     def run(self, session):
+        """One phase at concurrency 10 for the profile's duration (unless the user set one), its latency
+        kept per third; the leak verdict covers the whole run. Blocks for the phase.
+
+        Returns its result with ``p99_drift`` (last third's p99 ÷ first
+        third's, absent when a third is missing or empty), both p99s (ms) and
+        the leak verdict's window (s).
+        """
         duration = self.duration(session)
         plan = self.main_plan(session, concurrency=10, duration=self.durations_s[session.profile])
         plan = dataclasses.replace(plan, segment_s=(plan.duration_s or duration) / 3.0)

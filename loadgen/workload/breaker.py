@@ -20,6 +20,8 @@ from ..config import check_int, check_number
 
 
 class BreakerState(enum.Enum):
+    """Where a :class:`CircuitBreaker` stands; the value is what ``breaker`` events show."""
+
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
@@ -27,6 +29,10 @@ class BreakerState(enum.Enum):
 
 @dataclass(frozen=True)
 class BreakerConfig:
+    """A breaker's settings: ``failure_threshold`` consecutive failures open it; ``recovery_timeout_s``
+    seconds later it lets ``half_open_probes`` calls through. Raises :class:`UsageError` (exit 2) when
+    out of range."""
+
     failure_threshold: int = 3
     recovery_timeout_s: float = 1.0
     half_open_probes: int = 1
@@ -76,6 +82,7 @@ class CircuitBreaker:
             return False
 
     def record(self, ok):
+        """Report the outcome of a call :meth:`allow` let through; may open or close the breaker."""
         with self._lock:
             if self.state is BreakerState.HALF_OPEN:
                 if not ok:
@@ -94,6 +101,7 @@ class CircuitBreaker:
             # OPEN: a call allowed before the breaker opened finished late; it changes nothing.
 
     def remaining_open_s(self):
+        """Seconds until an open breaker half-opens; 0.0 when it is not open."""
         with self._lock:
             if self.state is not BreakerState.OPEN:
                 return 0.0

@@ -152,6 +152,7 @@ class FlowResult:
         return self.state == FINALIZED
 
     def to_dict(self):
+        """The fields as a plain dict (``dataclasses.asdict``)."""
         return asdict(self)
 
 

@@ -33,6 +33,7 @@ class TargetSpec:
 
     @property
     def label(self):
+        """What reports call the target: ``ref``, or ``MockAIWritingFlowV2`` for the embedded flow."""
         return self.ref or "MockAIWritingFlowV2"
 
 

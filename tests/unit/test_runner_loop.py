@@ -22,7 +22,7 @@ from loadgen.engine.load import RunPlan
 from loadgen.engine.messages import Breach, Ready, ResultBatch, Sample, Stop, WorkerExit, WorkOrder
 from loadgen.engine.pool import Pool, WorkerHandle
 from loadgen.engine.runner import Runner
-from loadgen.engine.worker import SLOT_FIELDS, STARTED, SUCCEEDED
+from loadgen.engine.counters import SLOT_FIELDS, STARTED, SUCCEEDED
 from loadgen.errors import ExitCode
 from loadgen.measure.stats import Sparse
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from _helpers import wait_for
 
 RUN = ["run", "concurrent_load", "--duration", "60s", "--seed", "3", "--max-cpu-percent", "100", "--out", "out"]
 

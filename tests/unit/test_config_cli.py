@@ -1,8 +1,5 @@
 """Unit tests without processes: durations, stages, thresholds, the CLI's bad-input table."""
 
-import subprocess
-import sys
-
 import pytest
 
 from loadgen.cli import main
@@ -89,13 +86,6 @@ def test_bad_input_is_one_line_and_exit_2(argv, words, capsys):
     assert code == 2
     assert words in err
     assert err.count("\n") == 1 and "Traceback" not in err
-
-
-def test_help_and_no_arguments_print_help():
-    out = subprocess.run([sys.executable, "-m", "loadgen"], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0 and "usage: loadgen" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "loadgen", "run", "--help"], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0 and "--concurrency" in out.stdout
 
 
 def test_list_shows_scenarios_and_criteria(capsys):

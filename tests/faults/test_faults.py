@@ -18,7 +18,7 @@ import time
 import psutil
 import pytest
 
-from conftest import ROOT, TESTS, wait_for
+from _helpers import ROOT, TESTS, wait_for
 from loadgen.config import ResourceThresholds
 from loadgen.engine.load import RunPlan
 from loadgen.engine.runner import Runner
@@ -186,6 +186,7 @@ def test_unpicklable_return_values_are_fine():
 # ----------------------------------------------------------------- hygiene
 
 
+@pytest.mark.slow
 def test_back_to_back_runs_leak_nothing():
     me = psutil.Process()
 
@@ -233,6 +234,7 @@ def test_read_only_out_is_a_clear_error_at_start(cli, small_fs):
     assert not cli.survivors()
 
 
+@pytest.mark.slow
 def test_full_disk_stops_the_run_cleanly(cli, small_fs):
     filler = small_fs / "filler"
     filler.write_bytes(b"x" * (64 * 1024 - 8 * 1024))  # room for the write test, not for a run
@@ -257,6 +259,5 @@ def test_system_floor_stops_memory_exhaustion_before_the_oom_killer(tmp_path):
     assert out.exit_code == 3
     b = out.breaches[0]
     assert b["metric"] == "available_memory_mb" and b["pool_dead_at"] >= b["detected_at"]
-    crashes = [c for c in out.crashes] + []
     assert out.accounting.crashed >= 1
     assert psutil.virtual_memory().available / 2**20 > floor  # the memory came back

@@ -1,8 +1,8 @@
 """The seed's heavy-load stress test classes, driving loadgen's API at ``ci`` scale.
 
-    pytest tests/test_heavy_load_standalone.py -v -s -m performance
-    pytest tests/test_heavy_load_standalone.py::TestExtremeLoadStressing -v -s -m performance
-    python3 tests/test_heavy_load_standalone.py
+    pytest tests/integration/test_heavy_load_standalone.py -v -s -m performance
+    pytest tests/integration/test_heavy_load_standalone.py::TestExtremeLoadStressing -v -s -m performance
+    python3 tests/integration/test_heavy_load_standalone.py
 
 The suite runs once per session (about 80 s on 2 cores); every class reads
 its components from it. Reports go to ``$LOADGEN_REPORT_DIR`` (``/tmp``
@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from loadgen import HeavyLoadStressTester, ResourceThresholds  # noqa: E402
 from loadgen.report import SUITE_BASENAME  # noqa: E402

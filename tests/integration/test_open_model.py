@@ -64,3 +64,18 @@ def test_response_time_shows_a_stall_that_service_time_hides():
     true_p90 = float(np.percentile(true, 90))
     assert resp["p90"] == pytest.approx(true_p90, rel=0.25)
     assert out.accounting.dropped == 0
+
+
+def test_the_circuit_breaker_guards_open_model_arrivals_too():
+    """An open breaker refuses arrivals at their due time (counted as rejected, never run), as it
+    refuses the closed model's calls: a failing upstream is not hammered at the full rate."""
+    from loadgen.workload.breaker import BreakerConfig
+
+    p = RunPlan(rate=100, duration_s=2.0, workers=1, slots=2, target=TargetSpec(ref="_targets:fail_always"),
+                breaker=BreakerConfig(failure_threshold=3, recovery_timeout_s=0.5))
+    out = Runner(p, FREE).run()
+    acc = out.accounting
+    assert acc.dispatched + acc.dropped + acc.rejected == 200  # every arrival ended one way
+    assert acc.rejected > 100 and acc.failed == acc.dispatched < 50  # refused while open; probes fail
+    assert acc.adds_up()
+    assert any(e["state"] == "open" for e in out.breaker_events)

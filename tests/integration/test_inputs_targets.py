@@ -1,15 +1,14 @@
-"""User targets: per-worker factories, input records (cycle and once), bad input files."""
+"""User targets in real runs: per-worker factories, input records (cycle and once), async targets."""
 
 import json
 
 import pytest
 
 from loadgen.config import ResourceThresholds
-from loadgen.errors import UsageError
-from loadgen.workload.inputs import load_records
 from loadgen.engine.load import RunPlan
 from loadgen.engine.runner import Runner
 from loadgen.workload.targets import TargetSpec
+
 
 FREE = ResourceThresholds(max_cpu_percent=100)
 
@@ -36,30 +35,9 @@ def test_once_mode_uses_every_record_exactly_once_and_ends_the_run(tmp_path, sta
 def test_cycle_mode_goes_round(tmp_path):
     seen = tmp_path / "seen.txt"
     spec = TargetSpec(ref="_targets:echo_record", kwargs={"path": str(seen)}, inputs=_records(tmp_path, 5))
-    out = Runner(RunPlan(concurrency=2, workers=2, duration_s=None, operations=40, target=spec), FREE).run()
+    Runner(RunPlan(concurrency=2, workers=2, duration_s=None, operations=40, target=spec), FREE).run()
     got = [json.loads(x)["i"] for x in seen.read_text().splitlines()]
     assert len(got) == 40 and set(got) == set(range(5))
-
-
-def test_csv_records_are_dicts(tmp_path):
-    p = tmp_path / "in.csv"
-    p.write_text("name,n\nalpha,1\nbeta,2\n")
-    assert load_records(str(p)) == [{"name": "alpha", "n": "1"}, {"name": "beta", "n": "2"}]
-
-
-@pytest.mark.parametrize("name,content,words", [
-    ("empty.jsonl", "", "no records"),
-    ("bad.jsonl", '{"a": 1}\n{oops\n', "line 2"),
-    ("bad.csv", "a,b\n1,2\n3\n", "line 3"),
-    ("header.csv", "", "empty CSV"),
-    ("data.txt", "x", ".jsonl or .csv"),
-])
-def test_bad_inputs_files_name_file_and_line(tmp_path, name, content, words):
-    p = tmp_path / name
-    p.write_text(content)
-    with pytest.raises(UsageError) as e:
-        load_records(str(p))
-    assert words in str(e.value) and name in str(e.value)
 
 
 def test_factory_builds_once_per_worker(tmp_path):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import ROOT
+from _helpers import ROOT
 
 EXAMPLES = os.path.join(ROOT, "examples")
 

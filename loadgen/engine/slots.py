@@ -1,0 +1,185 @@
+"""The slots: the hot loops that run a worker's operations, one thread each.
+
+:func:`closed_slot` runs operations back to back (the closed model);
+:func:`open_slot` takes the next arrival of the schedule, waits until it is
+due and runs it (the open model). Both time each operation themselves,
+bump the worker's shared counters before and after it (so the master can
+account for it even if the worker dies), append the latency to a list the
+worker's main thread drains once a second, and feed the circuit breaker.
+Nothing here takes a lock on the fast path of a duration-bound run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+
+from ..config import TIMING
+from ..workload.targets import outcome
+from .counters import DROPPED, FAILED, REJECTED, SLOT_FIELDS, START_NS, STARTED, SUCCEEDED
+
+SPIN_NS = int(TIMING.spin_s * 1e9)
+
+
+def closed_slot(w, i):
+    """Closed model: slot ``i`` of worker ``w`` runs operations back to back while it is active (and,
+    in an operations-bound run, while the worker has quota); returns at a stop or when the inputs
+    run out. Each operation is timed, counted in the shared counters and fed to the breaker.
+
+    The loop is written out in full, with its bookkeeping inline, on purpose: it is the hottest
+    code of loadgen (the no-op benchmark runs millions of operations a second through it), so it
+    makes no call per operation but the target's."""
+    c = w.counters
+    base = i * SLOT_FIELDS
+    op = w.op
+    latencies, stage_timings, errors = w.latencies, w.stage_timings, w.errors
+    breaker = w.breaker
+    feed = w.feed
+    record = None
+    clock, mono = time.perf_counter_ns, time.monotonic_ns
+    classify = outcome
+    while True:
+        # Fast path: an active slot of a duration-bound run never takes the lock.
+        # ``active`` is read before ``quota``: _order sets quota first, so a slot
+        # that sees its new ``active`` also sees the quota that came with it.
+        if w.stopping:
+            return
+        if not (i < w.active and w.quota is None) and not w.may_start(i):
+            return
+        if breaker is not None and not breaker.allow():
+            # Rejected fast, counted; wait out (part of) the open period instead of spinning.
+            c[base + REJECTED] += 1
+            time.sleep(min(max(breaker.remaining_open_s(), 0.001), TIMING.reject_pause_s))
+            continue
+        if feed is not None:
+            try:
+                record = next(feed)
+            except StopIteration:
+                return
+        c[base + STARTED] += 1
+        c[base + START_NS] = mono()
+        t0 = clock()
+        try:
+            result = op(record)
+        except Exception as e:  # noqa: BLE001 - an exception is the operation's failure
+            t1 = clock()
+            latencies.append(t1 - t0)
+            key = type(e).__name__
+            errors.append((key, traceback.format_exc()))
+            c[base + START_NS] = 0
+            c[base + FAILED] += 1
+            if breaker is not None:
+                breaker.record(False)
+            continue
+        except BaseException as e:  # SystemExit / KeyboardInterrupt from the target
+            code = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1
+            os._exit(code)  # the in-flight operation is counted as crashed by the master
+        t1 = clock()
+        latencies.append(t1 - t0)
+        timings = getattr(result, "stage_timings_us", None)
+        if timings:
+            stage_timings.append(timings)
+        key = classify(result)
+        c[base + START_NS] = 0
+        if key is None:
+            c[base + SUCCEEDED] += 1
+        else:
+            errors.append((key, None))
+            c[base + FAILED] += 1
+        if breaker is not None:
+            breaker.record(key is None)
+
+
+def open_slot(w, i):
+    """Open model: take the next arrival of the schedule, wait until it is due, run it.
+
+    Latency is kept twice: service time (start → end) and response time
+    (intended start → end), so a stall shows in the percentiles. An arrival
+    that no slot could start within ``max_lateness_s`` is dropped: counted,
+    never silently skipped.
+    """
+    spec = w.spec
+    if not w.await_schedule():
+        return
+    claim = w.claim_arrival
+    c = w.counters
+    base = i * SLOT_FIELDS
+    op = w.op
+    latencies, responses, lateness = w.latencies, w.responses, w.lateness
+    stage_timings, errors = w.stage_timings, w.errors
+    mono = time.monotonic_ns
+    time_of = spec.schedule.time_of
+    start_ns, stride, index = w.schedule_start_ns, spec.stride, spec.index
+    max_late_ns = int(spec.max_lateness_s * 1e9)
+    horizon_s = w.schedule_horizon_s if w.schedule_horizon_s is not None else math.inf
+    feed, breaker = w.feed, w.breaker
+    record = None
+    while not w.stopping:
+        due_s = time_of(claim() * stride + index)
+        if due_s >= horizon_s:  # the schedule ends before this arrival: idle until the stop
+            due_s = math.inf
+        if due_s == math.inf:  # the rate fell to zero for good
+            with w.wake:
+                w.wake.wait(TIMING.worker_poll_s)
+            continue
+        due = start_ns + int(due_s * 1e9)
+        wait = _sleep_until(w, due)
+        if w.stopping:
+            return
+        if -wait > max_late_ns:
+            c[base + DROPPED] += 1
+            continue
+        if breaker is not None and not breaker.allow():
+            c[base + REJECTED] += 1  # refused at its due time, as the closed model refuses a call
+            continue
+        if w.quota is not None and not w.may_start(i):
+            return
+        if feed is not None:
+            try:
+                record = next(feed)
+            except StopIteration:
+                return
+        c[base + STARTED] += 1
+        t0 = mono()
+        c[base + START_NS] = t0
+        result, key, tb = _call(op, record)
+        t1 = mono()
+        latencies.append(t1 - t0)
+        responses.append(t1 - min(t0, due))
+        lateness.append(max(0, t0 - due))
+        timings = getattr(result, "stage_timings_us", None)
+        if timings:
+            stage_timings.append(timings)
+        c[base + START_NS] = 0
+        if key is None:
+            c[base + SUCCEEDED] += 1
+        else:
+            errors.append((key, tb))
+            c[base + FAILED] += 1
+        if breaker is not None:
+            breaker.record(key is None)
+
+
+def _sleep_until(w, due_ns):
+    """Sleep short of ``due_ns`` (CLOCK_MONOTONIC; the OS oversleeps) in bounded steps, so that a stop
+    is seen; returns the nanoseconds still to go (negative: that late)."""
+    wait = due_ns - time.monotonic_ns()
+    while wait > SPIN_NS and not w.stopping:
+        time.sleep(min(wait - SPIN_NS, TIMING.worker_poll_s * 1e9) / 1e9)
+        wait = due_ns - time.monotonic_ns()
+    return wait
+
+
+def _call(op, record):
+    """``(result, error key or None, traceback or None)`` of one operation. An exception is the
+    operation's failure; SystemExit or KeyboardInterrupt from the target end the worker (the
+    master counts the operation as crashed)."""
+    try:
+        result = op(record)
+        return result, outcome(result), None
+    except Exception as e:  # noqa: BLE001 - an exception is the operation's failure
+        return None, type(e).__name__, traceback.format_exc()
+    except BaseException as e:
+        os._exit(e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1)

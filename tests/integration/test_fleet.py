@@ -1,0 +1,208 @@
+"""Fleet runs on Dask distributed (fleet/master.py, fleet/shard.py, fleet/cluster.py) on a LocalCluster
+of two worker processes on 127.0.0.1 (never any other address); skipped when Dask distributed is not
+installed. The splitting, merging and rendering without a cluster: ``tests/unit/test_fleet_merge.py``.
+"""
+
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from _helpers import ROOT, TESTS, XSD
+from _helpers import run_main as _main
+from _reaping import check_and_reap, cmdline
+from loadgen.errors import ExitCode
+from loadgen.config import ResourceThresholds
+from loadgen.measure.stats import Histogram
+
+SLEEP = os.path.join(TESTS, "_targets.py") + ":sleep_ms"
+
+
+_KEEP = set()  # pids of the cluster's Dask worker processes (and restarted ones): they live for the module
+
+
+@pytest.fixture(autouse=True)
+def reap_children():
+    """conftest's strict reaper (tests/_reaping.py), minus the module's Dask workers; it gives a shard's
+    pool and monitor 5 s to end with its run, or with its killed Dask worker, then fails the test if
+    anything else is left."""
+    yield
+    found = check_and_reap(exclude=lambda c: c.pid in _KEEP or cmdline(c).startswith("dask worker"), settle_s=5.0)
+    if found:
+        pytest.fail("left behind (killed now):\n  " + "\n  ".join(found), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    pytest.importorskip("distributed", reason="fleet mode needs Dask distributed (pip install '.[distributed]')")
+    from distributed import Client
+
+    from loadgen.fleet import start_local_cluster
+
+    lc = start_local_cluster(2)
+    client = Client(lc.scheduler_address, set_as_default=False)
+
+    def refresh_keep():
+        client.wait_for_workers(2, timeout=30)
+        _KEEP.clear()
+        _KEEP.update(client.run(os.getpid).values())
+        return client.run(os.getpid)
+
+    lc.refresh_keep = refresh_keep
+    refresh_keep()
+    yield lc
+    client.close()
+    lc.close()
+    _KEEP.clear()
+
+FAST = ["--duration", "2s", "--workers", "1", "--target", SLEEP, "--target-arg", "ms=5", "--max-cpu-percent", "100",
+        "--quiet"]
+
+
+@pytest.mark.slow
+def test_fleet_run_merges_histograms_exactly_and_compares(cluster, tmp_path):
+    from loadgen.report.compare import compare_command
+    from loadgen.streams import read_jsonl
+
+    out = tmp_path / "fleet"
+    code, stdout, err = _main(["run", "sustained_load", "--concurrency", "6", "--seed", "3", "--out", str(out),
+                               "--cluster", cluster.scheduler_address] + FAST)
+    assert code in (0, 1), err  # 1: a criterion (p99 drift) failed on a busy machine
+    report = json.loads((out / "report.json").read_text())
+    fleet = report["fleet"]
+    assert [s["status"] for s in fleet["shards"]] == ["finished", "finished"]
+    assert [s["share"]["mine"] for s in fleet["shards"]] == [3, 3]
+    shard_reports = [json.loads((out / "shards" / str(i) / "report.json").read_text()) for i in (0, 1)]
+    union = Histogram()
+    for r in shard_reports:
+        union.merge(Histogram.from_payload(r["detailed_metrics"][0]["histograms"]["latency"]))
+    merged = Histogram.from_payload(report["detailed_metrics"][0]["histograms"]["latency"])
+    assert merged.count == union.count > 0
+    assert np.array_equal(merged._counts, union._counts)
+    assert report["detailed_metrics"][0]["latency_ms"] == union.summary_ms()
+    for key in ("dispatched", "succeeded", "failed", "crashed", "dropped"):
+        assert report["accounting"][key] == sum(r["accounting"][key] for r in shard_reports)
+    assert fleet["start_skew_ms"] is not None and fleet["max_delivery_delay_s"] is not None
+    # workers neither daemonic nor memory-limited (start_local_cluster); a late start may be named
+    assert not [w for w in fleet["warnings"] if "daemonic" in w or "memory_limit" in w]
+    lines = read_jsonl(str(out / "timeseries.jsonl"))
+    assert lines and all("per_shard" in line for line in lines)
+    assert any(set(line["per_shard"]) == {"0", "1"} for line in lines)
+    events = read_jsonl(str(out / "events.jsonl"))
+    assert {e.get("shard") for e in events if e["type"] == "phase"} == {0, 1}
+    assert [e["name"] for e in events if e["type"] == "fleet"][0] == "start"
+    assert "FLEET" in (out / "summary.txt").read_text()
+    assert "<section id='fleet'>" in (out / "report.html").read_text()
+    xmlschema = pytest.importorskip("xmlschema")
+    xmlschema.XMLSchema(XSD).validate(str(out / "junit.xml"))
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert compare_command(str(out), str(out / "shards" / "0"), "1000") == 0
+
+
+def test_unreachable_scheduler_is_a_usage_error_within_the_timeout():
+    pytest.importorskip("distributed", reason="fleet mode needs Dask distributed (pip install '.[distributed]')")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    code, _, err = _main(["run", "concurrent_load", "--duration", "1s", "--cluster", f"tcp://127.0.0.1:{port}",
+                          "--cluster-timeout", "1s"])
+    assert code == 2 and "cannot reach the Dask scheduler" in err
+    assert time.monotonic() - t0 < 10
+
+
+def test_scheduler_without_enough_workers_is_a_usage_error(cluster, tmp_path):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1",
+                      dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as empty:
+        code, _, err = _main(["run", "concurrent_load", "--duration", "1s", "--out", str(tmp_path / "a"),
+                              "--cluster", empty.scheduler_address, "--cluster-timeout", "1s"])
+    assert code == 2 and "needs a shard worker but the scheduler has 0" in err
+    code, _, err = _main(["run", "concurrent_load", "--duration", "1s", "--out", str(tmp_path / "b"),
+                          "--cluster", cluster.scheduler_address, "--shards", "3", "--cluster-timeout", "1s"])
+    assert code == 2 and "needs 3 shard worker(s) but the scheduler has 2" in err
+
+
+@pytest.mark.slow
+def test_killed_dask_worker_degrades_the_fleet(cluster, tmp_path):
+    from loadgen import fleet
+    from loadgen.streams import read_jsonl
+
+    pids = cluster.refresh_keep()
+    victim = sorted(pids)[1]  # shards take the workers in address order: this one is shard 1
+    out = tmp_path / "fleet"
+    victim_series = out / "shards" / "1" / "timeseries.jsonl"
+
+    def killer():  # once the victim has streamed two seconds with load (not just its held start)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if victim_series.exists():
+                busy = [ln for ln in victim_series.read_text().splitlines() if json.loads(ln).get("throughput")]
+                if len(busy) >= 2:
+                    os.kill(pids[victim], signal.SIGKILL)
+                    return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    try:
+        rep = fleet.run("sustained_load", cluster=cluster.scheduler_address, concurrency=4, duration="4s",
+                        workers=1, target=SLEEP, target_args={"ms": 5},
+                        thresholds=ResourceThresholds(max_cpu_percent=100), out=str(out))
+    finally:
+        t.join(1)
+        cluster.refresh_keep()  # the nanny restarts the killed worker
+    assert rep.exit_code == ExitCode.DEGRADED
+    ok, lost = rep.report["fleet"]["shards"]
+    assert (ok["status"], lost["status"]) == ("finished", "lost")
+    assert "left the cluster" in lost["reason"] and victim in lost["reason"]
+    assert lost["seconds_streamed"] >= 2 and lost["operations"] > 0
+    survivor = json.loads((out / "shards" / "0" / "report.json").read_text())
+    assert ok["operations"] > 0
+    assert rep.report["accounting"]["dispatched"] == survivor["accounting"]["dispatched"]
+    lines = read_jsonl(str(out / "timeseries.jsonl"))
+    assert sum(1 for line in lines if "1" in line["per_shard"]) >= 2  # the lost shard's streamed seconds
+    assert any(e["type"] == "fleet" and e.get("name") == "shard_lost" for e in read_jsonl(str(out / "events.jsonl")))
+    assert "lost" in (out / "summary.txt").read_text()
+
+
+def test_cluster_local_command_serves_until_ctrl_c():
+    """`loadgen cluster local`: loopback, the loadgen resource, one thread, no Dask memory limit and
+    non-daemonic workers (a daemonic one refuses a target's multiprocessing children)."""
+    pytest.importorskip("distributed", reason="fleet mode needs Dask distributed (pip install '.[distributed]')")
+    from distributed import Client
+
+    def worker_setup(dask_worker):  # nested: pickled by value, so the worker needs no test module
+        import multiprocessing
+
+        w = dask_worker
+        return {"daemon": multiprocessing.current_process().daemon, "memory_limit": w.memory_manager.memory_limit,
+                "resources": dict(w.state.total_resources), "nthreads": w.state.nthreads}
+
+    proc = subprocess.Popen([sys.executable, "-m", "loadgen", "cluster", "local", "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        line = proc.stdout.readline()
+        assert "local Dask cluster at tcp://127.0.0.1:" in line, proc.stderr.read() if proc.poll() else line
+        address = re.search(r"tcp://127\.0\.0\.1:\d+", line).group(0)
+        with Client(address, set_as_default=False, timeout=10) as client:
+            [setup] = client.run(worker_setup).values()
+            assert [w.split(":")[1] for w in client.scheduler_info()["workers"]] == ["//127.0.0.1"]
+        assert setup == {"daemon": False, "memory_limit": None, "resources": {"loadgen": 1}, "nthreads": 1}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

@@ -1,0 +1,191 @@
+"""Report formats without a run: junit.xml (schema), Prometheus textfile, report.html charts, compare
+rows, atomic writes, the GitHub Actions example. Report dicts are built from ``StressTestResult``s;
+no process is started (reports of a real run: ``tests/integration/test_reports.py``).
+"""
+
+import os
+
+import pytest
+
+from _helpers import ROOT, parse_prom, temp_leftovers
+from loadgen.report import compare, junit, prom
+from loadgen.report import html as report_html
+from loadgen.errors import UsageError
+from loadgen.report import build_report, write_reports
+from loadgen.result import StressTestResult
+
+
+def result(name="concurrent_load", success=True, exit_code=0, criteria=None, breaches=(), stop_reason="finished",
+           performance_metrics=None, p99=250.0, throughput=100.0, stages=None):
+    """A StressTestResult as a scenario would build it (no processes)."""
+    criteria = criteria if criteria is not None else [
+        {"criterion": "success_rate > 0.7", "metric": "success_rate", "op": ">", "limit": 0.7, "value": 0.95,
+         "passed": True}]
+    return StressTestResult(
+        test_name=name, success=success, duration_seconds=6.0, max_concurrent_operations=20, peak_memory_mb=120.0,
+        peak_cpu_percent=80.0, total_operations=600, successful_operations=570, failed_operations=30,
+        throughput_ops_per_sec=throughput, performance_metrics=dict(performance_metrics or {"success_rate": 0.95}),
+        criteria=criteria, accounting={"dispatched": 600, "succeeded": 570, "failed": 30, "timed_out": 0,
+                                       "crashed": 0, "dropped": 0, "rejected": 0},
+        latency_ms={"p50": 120.0, "p90": 200.0, "p99": p99, "p999": 300.0, "max": 320.0, "mean": 130.0, "count": 600},
+        stage_latency_ms=stages or {}, breaches=list(breaches), stop_reason=stop_reason, exit_code=exit_code)
+
+
+def make_report(results, kind="concurrent_load", thresholds=None):
+    return build_report(results, kind=kind, started_at=1_700_000_000.0, ended_at=1_700_000_010.0,
+                        thresholds=thresholds or {"max_memory_mb": 1024.0, "max_cpu_percent": 90.0})
+
+
+# ====================================================================== junit.xml
+
+
+def test_junit_failures_carry_value_and_limit_and_breaches_are_errors(schema):
+    failing = result("memory_pressure", success=False, exit_code=3, stop_reason="threshold breached: memory_mb",
+                     criteria=[{"criterion": "p99_ms < 100", "metric": "p99_ms", "op": "<", "limit": 100.0,
+                                "value": 250.0, "passed": False},
+                               {"criterion": "max_capacity >= 10", "metric": "max_capacity", "op": ">=",
+                                "limit": 10.0, "value": None, "passed": False}],
+                     breaches=[{"metric": "memory_mb", "value": 1500.0, "limit": 1024.0, "detected_at": 1.0,
+                                "pool_dead_at": 1.1}])
+    killed = result("cpu_saturation", success=False, exit_code=1, stop_reason="master killed (rebuilt from streams)",
+                    criteria=[])
+    text = junit.render_junit(make_report([result(), failing, killed], kind="suite"))
+    schema.validate(text)
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(text)
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("6", "3", "1")
+    by_suite = {s.get("name"): s for s in root.findall("testsuite")}
+    mem = by_suite["loadgen.memory_pressure"]
+    p99 = mem.find("testcase[@name='p99_ms < 100']/failure")
+    assert "measured 250" in p99.get("message") and "limit p99_ms < 100" in p99.get("message")
+    assert "no value" in mem.find("testcase[@name='max_capacity >= 10']/failure").get("message")
+    error = mem.find("testcase[@name='run']/error")
+    assert error.get("type") == "ThresholdBreached" and "memory_mb = 1500 > limit 1024" in error.get("message")
+    stopped = by_suite["loadgen.cpu_saturation"].find("testcase[@name='run']/failure")
+    assert "master killed" in stopped.get("message")
+
+
+def test_junit_of_a_run_without_components_and_odd_text_is_valid(schema):
+    rep = make_report([])
+    rep["exit_code"] = 143
+    schema.validate(junit.render_junit(rep))
+    weird = result("a <b> & \"c\"", stop_reason="bad\x00byte\x1b[0m", exit_code=1, success=False)
+    weird.error_messages = ["ctl \x07 char", "ünïcödé ✓"]
+    schema.validate(junit.render_junit(make_report([weird])))
+
+
+def test_the_schema_rejects_what_jenkins_would_not_read(schema):
+    text = junit.render_junit(make_report([result()]))
+    assert schema.is_valid(text)
+    assert not schema.is_valid(text.replace(' hostname="', ' host="'))  # a required attribute gone
+    assert not schema.is_valid(text.replace('<testcase name="run"', '<testcase'))  # a nameless case
+
+
+# ====================================================================== Prometheus textfile
+
+
+def test_prom_capacity_labels_and_escaping(tmp_path):
+    r = result('odd "name"\\x', performance_metrics={"success_rate": 0.9, "max_capacity": 24})
+    rep = make_report([r, result("empty", performance_metrics={})])
+    rep["detailed_metrics"][1]["latency_ms"] = {"p50": None, "p99": None}
+    text = prom.render(rep)
+    families = parse_prom(text)
+    (cap,) = families["loadgen_capacity_concurrency"].samples
+    assert cap.value == 24 and cap.labels["component"] == 'odd "name"\\x'
+    assert len(families["loadgen_latency_p50_seconds"].samples) == 1  # None is left out, never 0
+    assert text.count("# TYPE loadgen_success_rate gauge") == 1
+
+
+def test_prom_write_is_atomic(tmp_path, monkeypatch):
+    path = str(tmp_path / "loadgen.prom")
+    prom.write_textfile(path, make_report([result()]))
+    before = open(path).read()
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        prom.write_textfile(path, make_report([result(throughput=1.0)]))
+    assert open(path).read() == before  # the old file, whole
+    assert temp_leftovers(str(tmp_path)) == []
+    with pytest.raises(UsageError, match="does not exist"):
+        prom.write_textfile(str(tmp_path / "nope" / "x.prom"), make_report([result()]))
+
+
+# ====================================================================== report.html
+
+
+def test_html_charts_survive_empty_and_missing_data(tmp_path):
+    rep = make_report([])
+    rep["thresholds"] = {}
+    page = report_html.render_html(rep, [], [])
+    assert page.count("<img class='chart'") == 4  # the four timelines, each saying there is no data
+    # A run killed in its first second: a start event, one torn-off phase, no samples with numbers.
+    events = [{"t": 1.0, "type": "phase", "name": "start", "phase": "load"},
+              {"t": 1.2, "type": "breach", "metric": "memory_mb", "value": 2000.0, "limit": 1024.0,
+               "detected_at": 1.2, "pool_dead_at": None, "phase": "load"}]
+    rows = [{"t": 1, "phase": "load", "latency_ms": {}, "cpu_percent": None, "pool_memory_mb": None}]
+    page = report_html.render_html(make_report([result(stages={"a": {"p50": None}})]), rows, events)
+    assert page.count("<img class='chart'") == 4
+
+
+def test_html_draws_capacity_breaker_and_stage_charts(tmp_path):
+    steps = [{"concurrency": n, "throughput": 10 * n / (1 + 0.05 * (n - 1)), "p99_ms": 100 + 5 * n,
+              "success_rate": 1.0} for n in (1, 2, 4, 8, 16)]
+    pm = {"success_rate": 1.0, "max_capacity": 16, "capacity_steps": steps,
+          "usl": {"sigma": 0.05, "kappa": 0.001, "lambda": 10.0, "peak_concurrency": 31.0}}
+    stages = {"research": {"p50": 30.0, "p90": 50.0, "p99": 90.0}, "draft": {"p50": 40.0, "p90": 80.0, "p99": 150.0}}
+    rep = make_report([result("capacity_limits", performance_metrics=pm, stages=stages)], kind="capacity_limits")
+    events = [{"t": 100.0, "type": "phase", "name": "start", "phase": "step 1"},
+              {"t": 101.0, "type": "breaker", "breaker": "research", "state": "OPEN", "phase": "step 1"},
+              {"t": 103.0, "type": "breaker", "breaker": "research", "state": "half_open", "phase": "step 1"},
+              {"t": 104.0, "type": "breaker", "breaker": "research", "state": "closed", "phase": "step 1"},
+              {"t": 106.0, "type": "phase", "name": "end", "phase": "step 1", "exit_code": 0}]
+    rows = [{"t": 100 + i, "phase": "step 1", "throughput": 10, "failed": 1, "latency_ms": {"p50": 10, "p99": 20},
+             "cpu_percent": 50.0, "pool_memory_mb": 100.0, "pool_rss_mb": 150.0} for i in range(6)]
+    charts = report_html.build_charts(rep, rows, events)
+    titles = [c[0] for c in charts]
+    assert "Capacity curve of capacity_limits" in titles
+    assert "Breaker state over time" in titles
+    assert "Per-stage latency of capacity_limits" in titles
+    for _, _, png in charts:
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+# ====================================================================== compare
+
+
+def test_compare_rows_status_and_missing_components():
+    old = make_report([result("a"), result("b")], kind="suite")
+    new = make_report([result("a", success=False, exit_code=1)], kind="suite")
+    rows = compare.compare_reports(old, new, 10)
+    verdicts = {(r["component"], r["metric"]): r["verdict"] for r in rows}
+    assert verdicts[("a", "status")] == "REGRESSION"
+    assert verdicts[("b", "component")] == "REGRESSION"
+    assert verdicts[("a", "p99 ms")] == "ok"
+
+
+# ====================================================================== writing
+
+
+def test_write_reports_leaves_no_temp_files(tmp_path):
+    d = str(tmp_path)
+    paths = write_reports(d, make_report([result()]))
+    assert set(paths) == {"json", "txt", "html", "junit"}
+    assert temp_leftovers(d) == []
+
+
+# ====================================================================== CI example
+
+
+def test_github_actions_example_runs_the_suite_weekly_and_on_demand():
+    yaml = pytest.importorskip("yaml")
+    doc = yaml.safe_load(open(os.path.join(ROOT, "examples", "github-actions-stress.yml")))
+    triggers = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert "workflow_dispatch" in triggers and triggers["schedule"][0]["cron"]
+    steps = doc["jobs"]["stress"]["steps"]
+    assert any("loadgen suite" in s.get("run", "") for s in steps)
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert upload.get("if") == "always()"
