@@ -87,7 +87,7 @@ def add_options(parser, command):
         if group is None:
             title = titles[option.group]
             group = groups[option.group] = parser.add_argument_group(title) if title else parser
-        kw = {"help": option.help}
+        kw = {"help": option.help_text.replace("%", "%%")}
         if option.action:
             kw["action"] = option.action
         if option.action == "store_true":
@@ -96,8 +96,6 @@ def add_options(parser, command):
             kw["metavar"] = option.metavar
         if option.choices:
             kw["choices"] = list(option.choices)
-        if option.key == "profile" and command == opts.SUITE:
-            kw["help"] = "default ci"
         group.add_argument(option.flag, **kw)
 
 
@@ -134,6 +132,8 @@ class Progress:
 
 
 def _list():
+    """``loadgen list``: scenarios with their criteria, the flow's parameters, the criteria metrics."""
+    from .errors import ExitCode
     from . import scenarios
     from .criteria import METRICS
     from .workload.flow import FLOW_PARAMS
@@ -149,7 +149,7 @@ def _list():
                    headers=["--flow-param", "type", "default", "meaning"]))
     print()
     print(tabulate(sorted(METRICS.items()), headers=["criterion metric", "meaning"]))
-    return 0
+    return ExitCode.OK
 
 
 def _print_outcome(rep, quiet):

@@ -254,6 +254,10 @@ class Timing:
 
 TIMING = Timing()
 
+# Defaults of run settings that the engine and the options table share (one declaration each).
+DEFAULT_MAX_LATENESS_S = 1.0  # open model: an arrival no slot can start within this is dropped
+DEFAULT_SAMPLE_INTERVAL_S = 0.1  # the monitor's sampling period
+
 
 def default_workers():
     """One worker per usable core."""

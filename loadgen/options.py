@@ -31,12 +31,14 @@ belonged to another callable).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
 
-from .config import (THRESHOLD_CHECKS, ResourceThresholds, Stage, check_bool, check_choice, check_int, check_number,
-                     check_text, did_you_mean, parse_duration, parse_stages, show)
+from .config import (DEFAULT_MAX_LATENESS_S, DEFAULT_SAMPLE_INTERVAL_S, THRESHOLD_CHECKS, TIMING, ResourceThresholds,
+                     Stage, check_bool, check_choice, check_int, check_number, check_text, did_you_mean,
+                     parse_duration, parse_stages, show)
 from .errors import UsageError
 
 PROFILES = ("ci", "standard", "nightly")
@@ -240,6 +242,17 @@ class Option:
         return self.flag[2:].replace("-", "_") if self.flag else None
 
     @property
+    def help_text(self):
+        """The help, with the default when it has one worth showing."""
+        if self.default is None or isinstance(self.default, bool):
+            return self.help
+        if self.check in (_duration, _sample_interval) or self.key.endswith(("_seconds", "_s")):
+            shown = f"{self.default * 1000:g}ms" if self.default < 1 else f"{self.default:g}s"
+        else:
+            shown = f"{self.default:g}" if isinstance(self.default, (int, float)) else str(self.default)
+        return f"{self.help} (default {shown})"
+
+    @property
     def variable(self):
         """The ``LOADGEN_*`` environment variable (None without a flag)."""
         if self.env:
@@ -247,9 +260,13 @@ class Option:
         return "LOADGEN_" + self.dest.upper() if self.flag else None
 
 
+_THRESHOLD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ResourceThresholds)}
+
+
 def _threshold(field, flag, help, metavar=None):
     check = THRESHOLD_CHECKS[field]
-    return Option(f"thresholds.{field}", lambda v, w, strict: check(v, w), help, flag, metavar=metavar, level=None)
+    return Option(f"thresholds.{field}", lambda v, w, strict: check(v, w), help, flag, metavar=metavar, level=None,
+                  default=_THRESHOLD_DEFAULTS[field])
 
 
 O = Option
@@ -260,7 +277,8 @@ OPTIONS = (
     O("rate", _number(0), "open model: operations started per second, on schedule; latency counts from the "
       "intended start", "--rate", metavar="R", commands={RUN}, group=RUN, plan_field="rate"),
     O("max_lateness", _duration, "open model: drop an arrival no slot can start within this of its intended "
-      "time (default 1s)", "--max-lateness", metavar="D", commands={RUN}, group=RUN, plan_field="max_lateness_s"),
+      "time", "--max-lateness", metavar="D", default=DEFAULT_MAX_LATENESS_S, commands={RUN}, group=RUN,
+      plan_field="max_lateness_s"),
     O("stages", _stages, "ramps of the target, e.g. 10s:5,30s:20,10s:0 (concurrency; with --rate, the rate); "
       "the run lasts their sum", "--stages", metavar="SPEC", commands={RUN}, group=RUN, plan_field="stages"),
     O("duration", _duration, "how long the main phase runs", "--duration", metavar="D", commands={RUN}, group=RUN,
@@ -278,7 +296,7 @@ OPTIONS = (
     O("abort_on_fail", _bool, "stop the run as soon as a criterion is lost (those that can be judged while it "
       "goes: success/error rate, percentiles, counters; the scenario's own when no --criterion)",
       "--abort-on-fail", default=False, action="store_true", commands={RUN}, group=RUN),
-    O("profile", _choice(PROFILES), "scales the scenario's phases (default ci)", "--profile", default="ci",
+    O("profile", _choice(PROFILES), "scales the scenario's phases", "--profile", default="ci",
       choices=PROFILES, group=RUN),
     # -- what runs
     O("target", _text, "operation to run instead of the embedded flow (module:callable or "
@@ -287,8 +305,8 @@ OPTIONS = (
       "returns the operation: clients and models load once, not per call", "--target-factory", default=False,
       action="store_true"),
     O("inputs", _text, "a .jsonl or .csv file: each operation gets the next record", "--inputs", metavar="FILE"),
-    O("inputs_mode", _choice(INPUTS_MODES), "cycle through the records, or go through them once and end the run "
-      "(default cycle)", "--inputs-mode", default="cycle", choices=INPUTS_MODES),
+    O("inputs_mode", _choice(INPUTS_MODES), "cycle through the records, or go through them once and end the run",
+      "--inputs-mode", default="cycle", choices=INPUTS_MODES),
     O("target_args", _params(True), "keyword argument for the target (typed: int, float, bool, JSON, else "
       "string)", "--target-arg", env="LOADGEN_TARGET_ARGS", metavar="KEY=VALUE", action="append"),
     O("flow_params", _params(False), "parameter of the embedded flow (see `loadgen list`)", "--flow-param",
@@ -300,23 +318,20 @@ OPTIONS = (
       level="plan"),
     O("quiet", _bool, "print only the final summary line", "--quiet", default=False, action="store_true",
       level=None),
-    O("log_level", _choice(LOG_LEVELS), "default WARNING", "--log-level", default="WARNING", choices=LOG_LEVELS,
+    O("log_level", _choice(LOG_LEVELS), "how much loadgen logs", "--log-level", default="WARNING", choices=LOG_LEVELS,
       level=None),
     # -- safety (ResourceThresholds fields)
-    _threshold("max_memory_mb", "--max-memory-mb", "pool memory limit, PSS (MB, default 1024)"),
-    _threshold("max_cpu_percent", "--max-cpu-percent", "machine CPU limit over 3 s (default 90; 100 = off)"),
-    _threshold("max_execution_time_seconds", "--max-execution-time", "hard bound of a run (default 300s)", "D"),
-    _threshold("max_concurrent_operations", "--max-concurrent-operations", "never more in flight (default 50)",
-               "N"),
-    _threshold("memory_growth_rate_mb_per_sec", "--memory-growth-rate", "memory slope that kills (default 10)",
-               "MB/S"),
-    _threshold("min_available_memory_mb", "--min-available-mb", "system floor of available memory (default 512)",
-               "MB"),
-    O("sample_interval", _sample_interval, "monitor sampling interval (default 100ms)", "--sample-interval",
-      metavar="D", default=0.1, level="plan"),
+    _threshold("max_memory_mb", "--max-memory-mb", "pool memory limit, PSS (MB)"),
+    _threshold("max_cpu_percent", "--max-cpu-percent", "machine CPU limit over 3 s (100 = off)"),
+    _threshold("max_execution_time_seconds", "--max-execution-time", "hard bound of a run", "D"),
+    _threshold("max_concurrent_operations", "--max-concurrent-operations", "never more in flight", "N"),
+    _threshold("memory_growth_rate_mb_per_sec", "--memory-growth-rate", "memory slope that kills", "MB/S"),
+    _threshold("min_available_memory_mb", "--min-available-mb", "system floor of available memory", "MB"),
+    O("sample_interval", _sample_interval, "monitor sampling interval", "--sample-interval",
+      metavar="D", default=DEFAULT_SAMPLE_INTERVAL_S, level="plan"),
     O("stop_file", _text, "stop gracefully when this file appears", "--stop-file", metavar="PATH", level="plan"),
-    O("start_method", _choice(START_METHODS), "how worker processes start (default fork)", "--start-method",
-      choices=START_METHODS, level="plan"),
+    O("start_method", _choice(START_METHODS), "how worker processes start", "--start-method",
+      default="fork", choices=START_METHODS, level="plan"),
     O("prom_textfile", _text, "also write key gauges for node_exporter's textfile collector (atomically)",
       "--prom-textfile", metavar="PATH", level=None),
     O("name", _text, "the plan's name: the report's kind is \"plan NAME\" (default: the file's name)",
@@ -326,11 +341,11 @@ OPTIONS = (
       "the loadgen resource, the load split", "--cluster", metavar="ADDRESS", level=None, group="fleet"),
     O("shards", _whole(1), "use exactly N shard workers (wait for them up to --cluster-timeout; default: every "
       "one there)", "--shards", metavar="N", level=None, group="fleet"),
-    O("cluster_timeout", _duration, "reach the scheduler and find workers within this (default 10s)",
-      "--cluster-timeout", metavar="D", level=None, group="fleet"),
+    O("cluster_timeout", _duration, "reach the scheduler and find workers within this",
+      "--cluster-timeout", metavar="D", default=TIMING.fleet_connect_s, level=None, group="fleet"),
     O("start_lead", _duration, "shards start their pools at once and begin the load together this long after "
-      "submission (default 2s; more for slow or busy machines)", "--start-lead", metavar="D", level=None,
-      group="fleet"),
+      "submission (more for slow or busy machines)", "--start-lead", metavar="D",
+      default=TIMING.fleet_start_lead_s, level=None, group="fleet"),
 )
 del O
 

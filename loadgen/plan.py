@@ -96,7 +96,7 @@ import os
 
 from . import options as opts
 from .config import check_text, did_you_mean, show
-from .errors import UsageError
+from .errors import ExitCode, UsageError
 
 try:  # Python 3.11+
     import tomllib
@@ -318,4 +318,4 @@ def validate_command(path, environ=None):
     n = len(prepared.entries)
     print(f"{path}: OK — {n} scenario{'s' if n != 1 else ''} "
           f"({', '.join(e.label for e in prepared.entries)})")
-    return 0
+    return ExitCode.OK

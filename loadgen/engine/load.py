@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 
-from ..config import TIMING, check_int, check_number, default_workers
+from ..config import DEFAULT_MAX_LATENESS_S, DEFAULT_SAMPLE_INTERVAL_S, TIMING, check_int, check_number, default_workers
 from ..errors import UsageError
 from ..workload.targets import TargetSpec
 from .messages import WorkOrder
@@ -39,7 +39,7 @@ class RunPlan:
     name: str = "run"
     concurrency: int = 20
     rate: float | None = None  # open model: arrivals per second (stages then ramp the rate)
-    max_lateness_s: float = 1.0  # open model: drop an arrival no slot can start within this
+    max_lateness_s: float = DEFAULT_MAX_LATENESS_S  # open model: drop an arrival no slot can start within this
     stages: tuple = ()
     duration_s: float | None = None
     operations: int | None = None
@@ -49,7 +49,7 @@ class RunPlan:
     target: TargetSpec = field(default_factory=TargetSpec)
     max_restarts: int = MAX_RESTARTS
     start_method: str | None = None
-    sample_interval_s: float = 0.1
+    sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S
     stop_file: str | None = None
     expect_breach: bool = False
     nice: int = 10

@@ -15,7 +15,7 @@ import signal
 import threading
 
 from ..config import check_int
-from ..errors import UsageError
+from ..errors import ExitCode, UsageError
 
 INSTALL_HINT = "pip install 'loadgen[distributed]' (or: pip install 'dask[distributed]')"
 RESOURCE = "loadgen"  # the Dask worker resource that marks a load-test machine: --resources loadgen=1
@@ -78,7 +78,7 @@ def cluster_command(workers, port):
             signal.signal(s, h)
         cluster.close()
     print("loadgen: local cluster stopped")
-    return 0
+    return ExitCode.OK
 
 
 def workers_of(client):

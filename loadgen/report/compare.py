@@ -20,7 +20,7 @@ import math
 import os
 
 from ..config import check_number
-from ..errors import UsageError
+from ..errors import ExitCode, UsageError
 from .build import SCHEMA_VERSION, SUITE_BASENAME
 
 REPORT_NAMES = ("report.json", SUITE_BASENAME + ".json")
@@ -56,9 +56,9 @@ def compare_command(baseline, current, tolerance="10"):
     if regressions:
         print(f"compare: {len(regressions)} regression(s) beyond {tol:g}%: "
               + "; ".join(f"{r['component']} {r['metric']}" for r in regressions))
-        return 1
+        return ExitCode.FAILED
     print(f"compare: no regression beyond {tol:g}%")
-    return 0
+    return ExitCode.OK
 
 
 def parse_tolerance(text):

@@ -62,7 +62,7 @@ def rebuild_command(run_dir):
     names = ", ".join(os.path.basename(p) for p in paths.values())
     print(f"loadgen: rebuilt {names} in {run_dir} from its streams "
           f"({len(report['detailed_metrics'])} component(s), run exit code {report['exit_code']})")
-    return 0
+    return ExitCode.OK
 
 
 def rebuild(run_dir):
@@ -272,7 +272,7 @@ def _approximate_result(group):
     messages += [f"worker {c.get('worker')} died with {c.get('exit')} ({c.get('hint')})" for c in m.crashes[:5]]
     return StressTestResult(
         test_name=group.name,
-        success=passed and exit_code == 0,
+        success=passed and exit_code == ExitCode.OK,
         duration_seconds=round(m.duration, 3),
         max_concurrent_operations=m.peaks["in_flight"],
         peak_memory_mb=round(m.peaks["memory"], 1),
