@@ -1,6 +1,6 @@
 """Results: the seed's :class:`StressTestResult`, built from what a run measured.
 
-A scenario turns one or more :class:`runner.RunOutcome` into one
+A scenario turns one or more :class:`~loadgen.engine.outcome.RunOutcome` into one
 ``StressTestResult`` (a *component* of a report), evaluating its criteria
 against :func:`metrics_of` the outcome plus anything scenario-specific.
 """

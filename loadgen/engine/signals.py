@@ -71,6 +71,11 @@ class SignalGate:
                 pass
 
     def _handler(self, signum, frame):
+        self.deliver(signum)
+
+    def deliver(self, signum):
+        """Record ``signum`` and wake the running phase: what the signal handler does (tests and
+        embedding code may call it to stop a run as a signal would)."""
         self.received.append(signum)
         if self._wake_w is not None:
             try:

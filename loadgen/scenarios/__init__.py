@@ -2,7 +2,7 @@
 
 A scenario is a small class: a name, what it does, its default criteria
 (the seed's), and ``run(session) -> StressTestResult``. It runs one or more
-phases (``session.run_phase``), each a complete :class:`runner.Runner` run
+phases (``session.run_phase``), each a complete :class:`~loadgen.engine.runner.Runner` run
 whose streams land in the same run directory, tagged with the phase.
 """
 
@@ -23,8 +23,6 @@ _MODULES = {
     "recovery": "recovery",
     "circuit_breaker": "circuit_breaker",
 }
-
-PROFILES = ("ci", "standard", "nightly")
 
 
 def names():

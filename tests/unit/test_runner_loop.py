@@ -249,10 +249,10 @@ def test_a_signal_during_the_drain_leaves_the_drain_alone_and_a_second_one_kills
         wait_until(lambda: runner.stopping is not None)  # the drain began (duration reached)
         for f in pool.fakes:
             f.counters[STARTED] += 1  # still running an operation each
-        runner.gate._handler(signal.SIGINT, None)
+        runner.gate.deliver(signal.SIGINT)
         time.sleep(0.2)
         assert all(f.process.is_alive() for f in pool.fakes)  # one signal: the drain goes on
-        runner.gate._handler(signal.SIGINT, None)
+        runner.gate.deliver(signal.SIGINT)
 
     runner, pool, out = run(RunPlan(concurrency=2, workers=2, duration_s=0.3),
                             lambda i, g: {"hang_on_stop": True}, during=during)
