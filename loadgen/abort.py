@@ -124,8 +124,9 @@ class EarlyJudge:
             "peak_cpu_percent": out.peak_cpu_percent,
         }
         if done >= self.min_operations:
-            m["success_rate"] = self.succeeded / done
-            m["error_rate"] = (done - self.succeeded) / done
+            asked = done + (self.dropped if out.response is not None else 0)  # open model: the arrivals
+            m["success_rate"] = self.succeeded / asked
+            m["error_rate"] = (asked - self.succeeded) / asked
         if (lat.get("count") or 0) >= self.min_operations:
             m.update(p50_ms=lat["p50"], p90_ms=lat["p90"], p99_ms=lat["p99"], p999_ms=lat["p999"])
         return m

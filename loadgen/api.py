@@ -72,21 +72,25 @@ class Session:
     aborted: str | None = None  # why an abort_on_fail criterion stopped a phase (see loadgen.abort)
 
     @classmethod
-    def open(cls, settings, *, name, progress=None, gate=None, write=True):
+    def open(cls, settings, *, name, progress=None, gate=None, write=True, shard_of=1):
         """Check ``settings`` (target imported, inputs read, thresholds built), then make the run
         directory (``settings["out"]``, else ``loadgen-results/<UTC time>-<name>``; none when not
         ``write``). Raises :class:`UsageError` naming the setting's origin before anything is written."""
         from .streams import default_run_dir, prepare_run_dir
 
-        session = cls.configured(settings, progress=progress, gate=gate)
+        session = cls.configured(settings, progress=progress, gate=gate, shard_of=shard_of)
         if write:
             session.run_dir = prepare_run_dir(settings.get("out") or default_run_dir(name))
         return session
 
     @classmethod
-    def configured(cls, settings, **fields):
-        """A session for ``settings`` without a run directory; see :meth:`open`."""
-        return cls(settings=settings, target=target_of(settings), thresholds=opts.thresholds_of(settings),
+    def configured(cls, settings, *, shard_of=1, **fields):
+        """A session for ``settings`` without a run directory; see :meth:`open`. ``shard_of``: the
+        number of fleet shards the load is split over (the safety cap applies to each one's share)."""
+        thresholds = opts.thresholds_of(settings)
+        if shard_of == 1:
+            opts.check_in_flight(settings, thresholds)
+        return cls(settings=settings, target=target_of(settings), thresholds=thresholds,
                    profile=opts.value(settings, "profile"), sample_interval_s=opts.value(settings, "sample_interval"),
                    stop_file=settings.get("stop_file"), start_method=settings.get("start_method"), **fields)
 

@@ -156,6 +156,14 @@ class ResourceThresholds:
     over ``cpu_window_s``; ``max_cpu_percent=100`` turns the CPU guard off.
     ``min_available_memory_mb`` is the system floor: the pool is killed
     before the kernel's OOM killer would act.
+
+    Guards in tiers: what endangers the machine or the run — the pool's
+    memory, the system floor, ``max_execution_time_seconds`` — always acts
+    (a kill; a graceful stop for the time). What a load test may do on
+    purpose — machine CPU above ``max_cpu_percent``, memory growing faster
+    than ``memory_growth_rate_mb_per_sec`` — is watched and reported
+    (``threshold_exceeded``), and kills only for the guards named in
+    ``kill_on`` (``"cpu"``, ``"growth"``).
     """
 
     max_memory_mb: float = 1024.0
@@ -166,6 +174,7 @@ class ResourceThresholds:
     min_available_memory_mb: float = 512.0
     cpu_window_s: float = 3.0
     growth_window_s: float = 30.0
+    kill_on: tuple = ()  # report-only guards that kill instead: "cpu", "growth"
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # checked and normalised ("100" → 100.0, "5m" → 300.0)
@@ -190,7 +199,25 @@ THRESHOLD_CHECKS = {
     "min_available_memory_mb": lambda v, w, strict=False: check_number(v, w, 0, low_open=False, strict=strict),
     "cpu_window_s": _duration_field,
     "growth_window_s": _duration_field,
+    "kill_on": lambda v, w, strict=False: check_kill_on(v, w),
 }
+
+
+def check_kill_on(value, what):
+    """``"cpu,growth"``, ``["cpu"]`` or ``()`` → a sorted tuple of guard names from :data:`KILLABLE`."""
+    items = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple, set, frozenset)) or not all(isinstance(i, str) for i in items):
+        raise UsageError(f"{what}: expected guard names among {', '.join(KILLABLE)}, got {show(value)}")
+    for item in items:
+        if item not in KILLABLE:
+            raise UsageError(f"{what}: {item!r} is not a guard that can be told to kill (those that can: "
+                             f"{', '.join(KILLABLE)}; memory, the system floor and the time limit always act)"
+                             + did_you_mean(item, KILLABLE))
+    return tuple(sorted(set(items)))
+
+
+#: The report-only guards, and the ResourceThresholds field that sets each one's limit.
+KILLABLE = {"cpu": "max_cpu_percent", "growth": "memory_growth_rate_mb_per_sec"}
 
 
 @dataclass(frozen=True)

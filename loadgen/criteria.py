@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from .errors import UsageError
 
 METRICS = {
-    "success_rate": "succeeded ÷ completed operations (0–1)",
-    "error_rate": "failed + timed out + crashed ÷ completed (0–1)",
+    "success_rate": "succeeded ÷ completed operations (open model: ÷ completed + dropped arrivals; 0–1)",
+    "error_rate": "failed + timed out + crashed (+ dropped, open model) ÷ the same (0–1)",
     "throughput": "completed operations per second",
     "operations": "operations completed",
     "p50_ms": "median latency (ms)",
@@ -31,6 +31,10 @@ METRICS = {
     "crashed": "operations lost to worker crashes",
     "timed_out": "operations past --op-timeout",
     "dropped": "operations dropped for want of a free slot (open model)",
+    "dropped_rate": "dropped ÷ arrivals asked for (open model; 0–1)",
+    "thresholds_exceeded": "report-only thresholds passed (machine CPU, memory growth)",
+    "cpu_median_percent": "machine CPU while load was applied, median of the seconds (0–100)",
+    "cpu_p90_percent": "machine CPU while load was applied, 90th percentile of the seconds (0–100)",
     "breaches": "safety breaches",
     "max_capacity": "capacity_limits: highest sustainable concurrency",
     "recovery_time_seconds": "recovery: seconds until back within tolerance",

@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass
 
-from .config import (DEFAULT_MAX_LATENESS_S, DEFAULT_SAMPLE_INTERVAL_S, THRESHOLD_CHECKS, TIMING, ResourceThresholds,
+from .config import (DEFAULT_MAX_LATENESS_S, DEFAULT_SAMPLE_INTERVAL_S, KILLABLE, THRESHOLD_CHECKS, TIMING, ResourceThresholds,
                      Stage, check_bool, check_choice, check_int, check_number, check_text, did_you_mean,
                      parse_duration, parse_stages, show)
 from .errors import UsageError
@@ -207,7 +208,33 @@ def _thresholds(value, where, strict):
     if not isinstance(value, dict):
         raise UsageError(f"{where}: expected a table of ResourceThresholds fields, got {show(value)}")
     no_unknown(value, THRESHOLD_CHECKS, where)
-    return {k: THRESHOLD_CHECKS[k](v, f"{where}.{k}") for k, v in value.items()}
+    out, kill_on = {}, set(value.get("kill_on") or ())
+    for k, v in value.items():
+        if isinstance(v, dict) and k != "kill_on":  # {limit = 90, action = "kill"}: the limit and its tier
+            v = _limit_with_action(v, k, f"{where}.{k}", kill_on)
+        out[k] = THRESHOLD_CHECKS[k](v, f"{where}.{k}")
+    if kill_on or "kill_on" in value:
+        out["kill_on"] = THRESHOLD_CHECKS["kill_on"](sorted(kill_on), f"{where}.kill_on")
+    return out
+
+
+def _limit_with_action(table, field, where, kill_on):
+    """A threshold given as ``{limit = X, action = "kill" | "report"}``: returns X, and records in
+    ``kill_on`` whether a report-only guard kills. The guards that protect the machine always act."""
+    no_unknown(table, ("limit", "action"), where)
+    if "limit" not in table:
+        raise UsageError(f"{where}: expected limit = NUMBER (and action = \"kill\" or \"report\")")
+    action = check_choice(table.get("action", "report"), f"{where}.action", ("kill", "report"))
+    guard = next((g for g, f in KILLABLE.items() if f == field), None)
+    if guard is None:
+        if action == "report":
+            raise UsageError(f"{where}.action: {field} always acts (it protects the machine or bounds the run); "
+                             "only max_cpu_percent and memory_growth_rate_mb_per_sec can be report-only")
+    elif action == "kill":
+        kill_on.add(guard)
+    else:
+        kill_on.discard(guard)
+    return table["limit"]
 
 
 # ====================================================================== the table
@@ -266,7 +293,7 @@ _THRESHOLD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ResourceThr
 def _threshold(field, flag, help, metavar=None):
     check = THRESHOLD_CHECKS[field]
     return Option(f"thresholds.{field}", lambda v, w, strict: check(v, w), help, flag, metavar=metavar, level=None,
-                  default=_THRESHOLD_DEFAULTS[field])
+                  default=_THRESHOLD_DEFAULTS[field] or None)
 
 
 O = Option
@@ -322,11 +349,14 @@ OPTIONS = (
       level=None),
     # -- safety (ResourceThresholds fields)
     _threshold("max_memory_mb", "--max-memory-mb", "pool memory limit, PSS (MB)"),
-    _threshold("max_cpu_percent", "--max-cpu-percent", "machine CPU limit over 3 s (100 = off)"),
+    _threshold("max_cpu_percent", "--max-cpu-percent", "machine CPU above it for 3 s is reported (kills with --kill-on cpu; 100 = off)"),
     _threshold("max_execution_time_seconds", "--max-execution-time", "hard bound of a run", "D"),
     _threshold("max_concurrent_operations", "--max-concurrent-operations", "never more in flight", "N"),
-    _threshold("memory_growth_rate_mb_per_sec", "--memory-growth-rate", "memory slope that kills", "MB/S"),
+    _threshold("memory_growth_rate_mb_per_sec", "--memory-growth-rate", "memory growth above it is reported (kills with --kill-on growth)", "MB/S"),
     _threshold("min_available_memory_mb", "--min-available-mb", "system floor of available memory", "MB"),
+    _threshold("kill_on", "--kill-on", "report-only guards that kill instead: cpu (machine CPU above "
+               "--max-cpu-percent), growth (memory growing faster than --memory-growth-rate); by default they "
+               "are watched and reported, and only memory, the system floor and the time limit act", "GUARDS"),
     O("sample_interval", _sample_interval, "monitor sampling interval", "--sample-interval",
       metavar="D", default=DEFAULT_SAMPLE_INTERVAL_S, level="plan"),
     O("stop_file", _text, "stop gracefully when this file appears", "--stop-file", metavar="PATH", level="plan"),
@@ -428,7 +458,7 @@ def from_flags(values):
         if raw is None or (option.action == "append" and not raw):
             continue
         layer.put(option.key, option.check(raw, _flag_where(option), False), _flag_where(option))
-    return layer
+    return one_model(layer)
 
 
 def _flag_where(option):
@@ -446,7 +476,7 @@ def from_env(environ):
         if raw is None or not raw.strip():
             continue
         layer.put(option.key, option.check(raw.strip(), var, False), var)
-    return layer
+    return one_model(layer)
 
 
 def from_api(kwargs, command=RUN, what="run"):
@@ -464,7 +494,34 @@ def from_api(kwargs, command=RUN, what="run"):
         if raw is None or (option.action == "append" and not raw and not isinstance(raw, dict)):
             continue
         layer.put(key, option.check(raw, key, False), key)
+    return one_model(layer)
+
+
+def one_model(layer):
+    """``layer`` itself, or :class:`UsageError` when it asks for both load models at once: a closed
+    model's ``concurrency`` and an open model's ``rate`` given at the same level (one would be
+    silently ignored). Across levels the higher one replaces the lower's model (:func:`merge`)."""
+    if "concurrency" in layer and "rate" in layer:
+        raise UsageError(f"{layer.origin('concurrency')} and {layer.origin('rate')}: give one load model — "
+                         "concurrency (closed: operations in flight) or rate (open: arrivals per second), not both")
     return layer
+
+
+def check_in_flight(layer, thresholds):
+    """:class:`UsageError` when ``layer`` asks for more operations in flight — its ``concurrency`` or
+    its stages' peak, closed model — than ``thresholds.max_concurrent_operations``, the safety cap:
+    the run would silently run fewer. The message names the flag that raises the cap."""
+    if layer.get("rate") is not None:
+        return
+    asked = [(layer["concurrency"], "concurrency")] if "concurrency" in layer else []
+    asked += [(math.ceil(s.target), "stages") for s in layer.get("stages") or ()]
+    cap = thresholds.max_concurrent_operations
+    for n, key in asked:
+        if n > cap:
+            raise UsageError(f"{layer.origin(key)}: {n} operations in flight is above the safety cap "
+                             f"max_concurrent_operations = {cap}; raise it with --max-concurrent-operations "
+                             f"(LOADGEN_MAX_CONCURRENT_OPERATIONS, or max_concurrent_operations in a plan's "
+                             f"[thresholds]) to run more")
 
 
 def no_unknown(table, known, where):

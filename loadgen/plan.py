@@ -155,7 +155,7 @@ def from_dict(data, shown="plan", base_dir=None):
         layer, check = (settings, opts.PLAN_KEYS[key]) if key in opts.PLAN_KEYS else (defaults, opts.SCENARIO_KEYS[key])
         layer.put(key, _relative(key, check(value, where, True), base_dir), where)
     return Plan(shown, settings.get("name") or os.path.splitext(os.path.basename(shown))[0] or "plan", settings,
-                defaults, _entries(data.get("scenario"), shown, base_dir))
+                opts.one_model(defaults), _entries(data.get("scenario"), shown, base_dir))
 
 
 def _entries(scenarios, shown, base_dir):
@@ -182,7 +182,7 @@ def _entries(scenarios, shown, base_dir):
             raise UsageError(f"{at}.label: {label!r} is already scenario[{labels[label]}]: give each a "
                              f"distinct label = \"…\"")
         labels[label] = i
-        entries.append(entry)
+        entries.append(opts.one_model(entry))
     return entries
 
 

@@ -39,6 +39,8 @@ class StressTestResult:
     start_lateness_ms: dict | None = None  # open model: intended start → actual start
     stage_latency_ms: dict = field(default_factory=dict)
     breaches: list = field(default_factory=list)
+    thresholds_exceeded: list = field(default_factory=list)  # report-only thresholds passed (threshold_exceeded)
+    resource_exhaustion_detected: bool = False  # the seed's flag: a threshold was breached or exceeded
     stop_reason: str = ""
     exit_code: int = 0
     leak: dict = field(default_factory=dict)
@@ -49,8 +51,11 @@ class StressTestResult:
 
     @property
     def success_rate(self):
-        """successful ÷ (successful + failed) operations (failed includes timeouts, crashes); 0.0 if none."""
+        """successful ÷ (successful + failed) operations (failed includes timeouts, crashes) — and, in the
+        open model, ÷ the arrivals asked for: dropped ones count against it; 0.0 if none."""
         done = self.successful_operations + self.failed_operations
+        if self.response_time_ms is not None:
+            done += self.accounting.get("dropped", 0)
         return self.successful_operations / done if done else 0.0
 
     def to_dict(self):
@@ -59,13 +64,20 @@ class StressTestResult:
         return asdict(self)
 
 
-def core_metrics(acc, lat, *, throughput, peak_memory_mb, peak_cpu_percent, breaches):
+def core_metrics(acc, lat, *, throughput, peak_memory_mb, peak_cpu_percent, breaches, open_model=False):
     """The metrics every component has (``criteria.METRICS``): from its :class:`Accounting`, its latency
-    summary ``lat`` (``Histogram.summary_ms()``), throughput, peaks and the number of breaches."""
+    summary ``lat`` (``Histogram.summary_ms()``), throughput, peaks and the number of breaches.
+
+    In the open model (``open_model``) the verdict counts what was asked, as k6 counts
+    ``dropped_iterations``: an arrival dropped for want of a free slot is a failure of the run, so
+    ``success_rate`` and ``error_rate`` are over the arrivals (completed + dropped)."""
     done = acc.completed
+    asked = done + (acc.dropped if open_model else 0)
+    arrivals = acc.dispatched + acc.dropped
     return {
-        "success_rate": acc.success_rate if done else None,
-        "error_rate": (done - acc.succeeded) / done if done else None,
+        "success_rate": acc.succeeded / asked if asked else None,
+        "error_rate": (asked - acc.succeeded) / asked if asked else None,
+        "dropped_rate": acc.dropped / arrivals if arrivals else 0.0,
         "throughput": throughput,
         "operations": done,
         "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "p999_ms": lat["p999"],
@@ -82,14 +94,29 @@ def metrics_of(outcome):
     series = outcome.memory_series
     m = core_metrics(outcome.accounting, outcome.latency_hist.summary_ms(), throughput=outcome.throughput,
                      peak_memory_mb=outcome.peak_memory_mb, peak_cpu_percent=outcome.peak_cpu_percent,
-                     breaches=len(outcome.breaches))
+                     breaches=len(outcome.breaches), open_model=outcome.response is not None)
     m["memory_growth_mb"] = (series[-1][1] - series[0][1]) if len(series) >= 2 else 0.0
+    m["thresholds_exceeded"] = len(outcome.exceeded)
+    m.update(sustained_cpu(outcome))
     leak = outcome.leak or {}
     if leak.get("slope_mb_per_s") is not None:
         m["leak_slope_mb_per_s"] = leak["slope_mb_per_s"]
     if leak.get("leak") is not None:
         m["leak_detected"] = 1.0 if leak["leak"] else 0.0
     return m
+
+
+def sustained_cpu(outcome):
+    """Machine CPU over the seconds load was applied — ``cpu_median_percent`` and ``cpu_p90_percent``
+    of the per-second means — or {} without such seconds. What a recommendation may call saturation:
+    a peak is one second (often the start-up's), these are the load's."""
+    start, end = outcome.load_started_at, outcome.load_ended_at or outcome.ended_at
+    values = sorted(r["cpu_percent"] for r in outcome.seconds
+                    if r.get("cpu_percent") is not None and start is not None and start <= r["t"] + 1 and r["t"] < end)
+    if not values:
+        return {}
+    return {"cpu_median_percent": values[len(values) // 2], "cpu_p90_percent": values[min(len(values) - 1,
+                                                                                       int(len(values) * 0.9))]}
 
 
 def evaluate(criteria, metrics):
@@ -134,6 +161,8 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
         start_lateness_ms=outcome.lateness.summary_ms() if outcome.lateness is not None else None,
         stage_latency_ms={k: h.summary_ms() for k, h in outcome.stages.items()},
         breaches=list(outcome.breaches),
+        thresholds_exceeded=list(outcome.exceeded),
+        resource_exhaustion_detected=bool(outcome.breaches or outcome.exceeded),
         stop_reason=outcome.stop_reason,
         exit_code=outcome.exit_code,
         leak=dict(outcome.leak or {}),

@@ -115,3 +115,10 @@ async def async_sleep(inputs=None, ms=5, fail_every=0):
     await asyncio.sleep(ms / 1000)
     if fail_every and inputs is not None and inputs.get("i", 1) % fail_every == 0:
         raise KeyError("missing")
+
+
+def spin_ms(inputs=None, ms=20):
+    """Pure-Python CPU for ``ms`` milliseconds of this thread's CPU time (holds the GIL: one core)."""
+    end = time.thread_time() + ms / 1000
+    while time.thread_time() < end:
+        pass

@@ -3,7 +3,7 @@
 Master ⇄ worker: :class:`WorkOrder`, :class:`Stop` down; :class:`Ready`,
 :class:`ResultBatch`, :class:`WorkerExit`, :class:`WorkerError` up.
 Master ⇄ monitor: :class:`Watch`, :class:`Unwatch`, :class:`Stop` down;
-:class:`Sample`, :class:`Breach`, :class:`MonitorError` up.
+:class:`Sample`, :class:`Breach`, :class:`Exceeded`, :class:`MonitorError` up.
 
 Receivers dispatch on the type with one handler each and log anything
 they do not know (see ``runner.Runner._dispatch``).
@@ -164,6 +164,17 @@ class Breach:
     detected_at: float
     pool_dead_at: Optional[float]
     killed_pids: tuple = ()
+
+
+@dataclass(frozen=True)
+class Exceeded:
+    """Monitor → master: ``metric`` passed a report-only ``limit`` (machine CPU, memory growth) at ``t``
+    (UNIX s); the pool was left running. Sent once per episode: again only after it fell back under."""
+
+    metric: str
+    value: float
+    limit: float
+    t: float
 
 
 @dataclass(frozen=True)

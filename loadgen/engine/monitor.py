@@ -61,9 +61,9 @@ import traceback
 from . import _proc, _procfs
 from ..config import TIMING, ResourceThresholds
 from ..errors import UsageError
-from .messages import Breach, MonitorError, Sample, Stop, Unwatch, Watch
+from .messages import Breach, Exceeded, MonitorError, Sample, Stop, Unwatch, Watch
 from .sampler import Sampler
-from .thresholds import GROWTH_ROLES, ThresholdEvaluator
+from .thresholds import GROWTH_ROLES, ThresholdEvaluator, kills
 
 log = logging.getLogger("loadgen.monitor")
 
@@ -104,6 +104,7 @@ class Monitor:
         self.samples_dropped = 0
         self.ticks_skipped = 0
         self._armed = False  # a pool process was watched since the last breach
+        self._exceeding = set()  # report-only metrics over their limit now (reported once per episode)
         self._wake_fd = wake_fd
         self._outbox = collections.deque()
         self._handlers = {Watch: self._on_watch, Unwatch: self._on_unwatch, Stop: self._on_stop}
@@ -191,13 +192,20 @@ class Monitor:
             cpu_percent=cpu, per_cpu=per_cpu, available_mb=avail, swap_used_mb=swap,
             processes=procs, io=io, growth_mb_per_s=growth,
         )
-        breach = self.evaluator.check(sample)
+        crossings = self.evaluator.crossings(sample)
         self.send(sample)
-        if breach is not None:
-            if self._armed and any(w.in_pool for w in self.watched.values()):
-                self._breach(*breach)
-            else:
-                log.debug("monitor: %s = %.6g past %.6g, but no pool to kill", *breach)
+        pool = self._armed and any(w.in_pool for w in self.watched.values())
+        breach = next((c for c in crossings if kills(self.thresholds, c[0])), None)
+        if breach is not None and pool:
+            self._breach(*breach)
+        elif breach is not None:
+            log.debug("monitor: %s = %.6g past %.6g, but no pool to kill", *breach)
+        reported = [c for c in crossings if not kills(self.thresholds, c[0])]
+        for metric, value, limit in reported if pool else ():
+            if metric not in self._exceeding:
+                log.info("monitor: %s = %.6g past %.6g: reported (the pool keeps running)", metric, value, limit)
+                self.send(Exceeded(metric=metric, value=value, limit=limit, t=t))
+        self._exceeding = {c[0] for c in reported}
         return sample
 
     def kill_pool(self):

@@ -43,6 +43,7 @@ class RunOutcome:
     errors: CappedCounter = field(default_factory=lambda: CappedCounter(MAX_ERROR_KEYS))
     tracebacks: dict = field(default_factory=dict)
     breaches: list = field(default_factory=list)
+    exceeded: list = field(default_factory=list)  # report-only thresholds passed (threshold_exceeded events)
     crashes: list = field(default_factory=list)
     stop_reason: str = ""
     exit_code: int = ExitCode.OK

@@ -45,7 +45,7 @@ from ..measure.stats import Accounting, Histogram
 from ..streams import EVENTS, TIMESERIES, EventLog, JsonLines
 from .faults import FaultHandling
 from .load import LoadModel
-from .messages import Breach, MonitorError, Ready, ResultBatch, Sample, Stop, WorkerError, WorkerExit
+from .messages import Breach, Exceeded, MonitorError, Ready, ResultBatch, Sample, Stop, WorkerError, WorkerExit
 from .monitor import SystemResourceMonitor
 from .outcome import RunOutcome, Seconds
 from .pool import Pool, ProcessRegistry, get_context
@@ -262,6 +262,9 @@ class Runner(FaultHandling):
             handle.exit_reason = msg.reason
         elif isinstance(msg, Breach):
             self._on_breach(msg)
+        elif isinstance(msg, Exceeded):
+            self.out.exceeded.append(self.events.emit("threshold_exceeded", t=msg.t, metric=msg.metric,
+                                                      value=msg.value, limit=msg.limit, action="reported"))
         elif isinstance(msg, WorkerError):
             self.events.emit("worker_error", worker=msg.index, error=msg.type_name, message=msg.message)
             handle.said_goodbye = True

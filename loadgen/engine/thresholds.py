@@ -1,7 +1,8 @@
 """The thresholds, judged sample by sample: :class:`ThresholdEvaluator`, pure (no I/O).
 
 The monitor feeds it every :class:`~loadgen.engine.messages.Sample` and
-kills the pool on the ``(metric, value, limit)`` it returns. The metric
+acts on the ``(metric, value, limit)`` crossings it returns: it kills the
+pool for those that :func:`kills` says kill, and reports the others. The metric
 names (``METRIC_*``) are those of ``Breach.metric`` and ``events.jsonl``;
 ``POOL_ROLES``/``GROWTH_ROLES`` say whose memory the limits count.
 The growth guard's fits are ``measure.trend``'s.
@@ -127,19 +128,34 @@ class ThresholdEvaluator:
         return None
 
     def check(self, sample):
-        """``(metric, value, limit)`` for the first threshold ``sample`` breaches, else None."""
+        """``(metric, value, limit)`` for the first threshold ``sample`` crosses, else None."""
+        found = self.crossings(sample)
+        return found[0] if found else None
+
+    def crossings(self, sample):
+        """Every ``(metric, value, limit)`` that ``sample`` crosses, the guards that protect the machine
+        first (memory, the system floor), then growth, then CPU. Call once per sample: it feeds the
+        windows. Which of them kill is :func:`kills`'s call."""
         th = self.thresholds
         self.observe_memory(sample.t, sample.pool_memory_mb)
-        # The CPU window is updated on every sample, breach or not, so that
-        # its state never depends on which other check fired first.
+        # The CPU window is updated on every sample, crossing or not, so that
+        # its state never depends on which other check fired.
         cpu = self._cpu_breach(sample.t, sample.cpu_percent)
+        found = []
         if sample.pool_memory_mb > th.max_memory_mb:
-            return METRIC_MEMORY, sample.pool_memory_mb, th.max_memory_mb
+            found.append((METRIC_MEMORY, sample.pool_memory_mb, th.max_memory_mb))
         if th.min_available_memory_mb > 0 and sample.available_mb < th.min_available_memory_mb:
-            return METRIC_AVAILABLE, sample.available_mb, th.min_available_memory_mb
+            found.append((METRIC_AVAILABLE, sample.available_mb, th.min_available_memory_mb))
         slope = self._growth_breach(th.memory_growth_rate_mb_per_sec)
         if slope is not None:
-            return METRIC_GROWTH, slope, th.memory_growth_rate_mb_per_sec
+            found.append((METRIC_GROWTH, slope, th.memory_growth_rate_mb_per_sec))
         if cpu is not None:
-            return METRIC_CPU, cpu, th.max_cpu_percent
-        return None
+            found.append((METRIC_CPU, cpu, th.max_cpu_percent))
+        return found
+
+
+def kills(thresholds, metric):
+    """True when crossing ``metric`` kills the pool: the pool's memory and the system floor always do;
+    machine CPU and memory growth only when named in ``thresholds.kill_on`` (else they are reported)."""
+    guard = {METRIC_CPU: "cpu", METRIC_GROWTH: "growth"}.get(metric)
+    return guard is None or guard in thresholds.kill_on

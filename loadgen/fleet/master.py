@@ -36,6 +36,7 @@ built by ``summary.py`` from the shards' states kept here.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -222,6 +223,14 @@ class FleetMaster:
         ops = self.settings.get("operations")
         if ops is not None and int(ops) < n:
             raise UsageError(f"--operations {ops} cannot be split over {n} shards; use --shards {ops} or more")
+        # The safety cap is per machine: each shard's share of the load must fit under it.
+        share = opts.Layer({k: self.settings[k] for k in ("concurrency", "rate") if k in self.settings},
+                           where=self.settings.where)
+        if "concurrency" in share:
+            share["concurrency"] = -(-share["concurrency"] // n)
+        if self.settings.get("stages"):
+            share["stages"] = tuple(dataclasses.replace(s, target=s.target / n) for s in self.settings["stages"])
+        opts.check_in_flight(share, self.thresholds)
 
     def _open_run_dir(self):
         from ..streams import EVENTS, TIMESERIES, EventLog, JsonLines, default_run_dir, prepare_run_dir

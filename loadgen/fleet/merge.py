@@ -200,7 +200,8 @@ def merge_component(rows):
     throughput = sum(r.throughput_ops_per_sec for r in rs)
     metrics = core_metrics(acc, lat, throughput=throughput, peak_memory_mb=max(r.peak_memory_mb for r in rs),
                            peak_cpu_percent=max(r.peak_cpu_percent for r in rs),
-                           breaches=sum(len(r.breaches) for r in rs))
+                           breaches=sum(len(r.breaches) for r in rs),
+                           open_model=any(r.response_time_ms is not None for r in rs))
     metrics.update(_scenario_metrics(rs, set(metrics)))
     criteria = [Criterion(c["metric"], c["op"], c["limit"]) for c in rs[0].criteria]
     passed, crit_rows = evaluate(criteria, metrics)
@@ -236,6 +237,8 @@ def merge_component(rows):
         start_lateness_ms={k: _max([x.get(k) for x in lateness]) for k in lateness[0]} if lateness else None,
         stage_latency_ms={k[len("stage:"):]: h.summary_ms() for k, h in hists.items() if k.startswith("stage:")},
         breaches=[dict(b, shard=label) for label, r in rows for b in r.breaches],
+        thresholds_exceeded=[dict(e, shard=label) for label, r in rows for e in r.thresholds_exceeded],
+        resource_exhaustion_detected=any(r.resource_exhaustion_detected for r in rs),
         stop_reason=stop_reason,
         exit_code=exit_code,
         leak=dict(leak),

@@ -199,7 +199,7 @@ def run_shard(spec):
     scs = [scenarios.get(n) for n in spec.scenarios]
     spec = dataclasses.replace(spec, out=_shard_dir(spec))
     settings["out"] = spec.out
-    session = Session.open(settings, name=spec.scenarios[0] if spec.kind == "run" else "suite")
+    session = Session.open(settings, name=spec.scenarios[0] if spec.kind == "run" else "suite", shard_of=spec.count)
 
     publisher = _Publisher(worker, spec, key)
     first = {}

@@ -84,6 +84,7 @@ def build_report(results, *, kind, started_at, ended_at, thresholds, run_dir=Non
         "accounting": acc.to_dict(),
         "latency_ms": {k: v for k, v in latency.summary_ms().items() if k != "count"},
         "breaches": breaches,
+        "resource_exhaustion_detected": any(r.resource_exhaustion_detected for r in results),
         "exit_code": exit_code,
     }
 
@@ -97,6 +98,46 @@ def _first_failure(r):
     if r.stop_reason and r.exit_code:
         return f"stopped: {r.stop_reason}"
     return "failed"
+
+
+SATURATED_CPU_PERCENT = 85.0  # machine CPU (median of the loaded seconds) at which the CPU is saturated
+
+
+def _cpu_findings(r):
+    """What the machine's CPU says about one component, from sustained figures only (the median and
+    p90 of the seconds load was applied, never a peak): saturation, the bottleneck, or that latency
+    grew without it."""
+    m, name = r.performance_metrics, r.test_name
+    med, p90 = m.get("cpu_median_percent"), m.get("cpu_p90_percent")
+    out = []
+    cpu_over = [e for e in r.thresholds_exceeded if e.get("metric") == "cpu_percent"]
+    if cpu_over:
+        e = cpu_over[0]
+        out.append(f"{name}: machine CPU stayed above {e['limit']:.0f}% ({e['value']:.1f}% over the whole CPU "
+                   "window): the generator itself was saturated, so its latencies include its own queueing "
+                   "for the CPU (reported, not stopped; --kill-on cpu stops such a run)")
+    if med is None:
+        return out
+    shown = f"CPU {med:.0f}% median, {p90:.0f}% p90 while load was applied"
+    if med >= SATURATED_CPU_PERCENT and name != "cpu_saturation":  # there the burners saturate it on purpose
+        steps = m.get("capacity_steps") or []
+        if len(steps) >= 2 and _plateau(steps):
+            out.append(f"{name}: CPU is the bottleneck: throughput stopped growing with concurrency "
+                       f"({steps[-1]['throughput']:.0f} ops/s at {steps[-1]['concurrency']}) while the machine was "
+                       f"saturated ({shown})")
+        else:
+            out.append(f"{name}: the machine's CPU was saturated ({shown}): latencies include queueing for the CPU")
+    elif (m.get("p99_vs_baseline") or 0) >= 1.5:
+        out.append(f"{name}: p99 rose {m['p99_vs_baseline']:.1f}× over the unstressed baseline while the CPU had "
+                   f"room ({shown}): the slowdown is the workload's own waits or memory / I/O pressure, not the CPU")
+    return out
+
+
+def _plateau(steps):
+    """True when the last steps of a concurrency ramp gained under 10 % throughput over the best before."""
+    rows = sorted(steps, key=lambda s: s["concurrency"])
+    best_before = max(s["throughput"] for s in rows[:-1])
+    return rows[-1]["throughput"] < 1.1 * best_before
 
 
 def recommendations(results):
@@ -116,6 +157,11 @@ def recommendations(results):
         if r.leak.get("leak"):
             out.append(f"{r.test_name}: memory grows {r.leak['slope_mb_per_s']:.2f} MB/s "
                        f"(R² {r.leak.get('r2', 0):.2f}) — likely a leak")
+        if r.accounting.get("dropped") and r.response_time_ms is not None:
+            asked = r.accounting.get("dispatched", 0) + r.accounting["dropped"]
+            out.append(f"{r.test_name}: the target rate was not reached: {r.accounting['dropped']} of {asked} "
+                       f"arrivals ({r.accounting['dropped'] / asked:.0%}) were dropped, no slot free to start them "
+                       "in time; they count against the success rate")
         sr = m.get("success_rate")
         if sr is not None and sr < 0.95 and not r.breaches:
             top = next(iter(r.errors), None)
@@ -123,8 +169,7 @@ def recommendations(results):
         if m.get("max_capacity"):
             out.append(f"{r.test_name}: plan for at most {m['max_capacity']:.0f} concurrent operations per machine "
                        "like this one")
-        if m.get("peak_cpu_percent", 0) >= 85 and r.test_name not in ("cpu_saturation",):
-            out.append(f"{r.test_name}: machine CPU peaked at {m['peak_cpu_percent']:.0f}% — CPU is the bottleneck")
+        out.extend(_cpu_findings(r))
     if not out and results and all(r.success for r in results):
         worst = max(results, key=lambda r: r.latency_ms.get("p99") or 0)
         out.append(f"System demonstrates excellent stress resilience: every criterion passed; "

@@ -269,6 +269,12 @@ def _mark_breaches(ax, tl, own_metrics):
                         bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8})
         if isinstance(b.get("pool_dead_at"), (int, float)):
             ax.axvline(tl.rel(b["pool_dead_at"]), color="#d1242f", ls=":", lw=1.0)
+    exceeded = [e for e in tl.events if e.get("type") == "threshold_exceeded" and isinstance(e.get("t"), (int, float))]
+    for i, e in enumerate(exceeded):  # reported, not killed: an orange mark where the limit was passed
+        x = tl.rel(e["t"])
+        ax.axvline(x, color="#bc4c00", ls="-.", lw=1.0, label="threshold exceeded (reported)" if i == 0 else None)
+        if e.get("metric") in own_metrics and isinstance(e.get("value"), (int, float)):
+            ax.plot([x], [e["value"]], "^", color="#bc4c00", ms=8)
 
 
 def _cpu_chart(Figure, tl, report):

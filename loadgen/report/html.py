@@ -29,7 +29,7 @@ from .fmt import fmt_number
 HTML_FILE = "report.html"
 
 MAX_EVENT_ROWS = 200  # the events table; a pathological run may log thousands
-NOTABLE_EVENTS = ("breach", "worker_crash", "worker_killed", "timeout", "stop", "monitor_lost", "monitor_error",
+NOTABLE_EVENTS = ("breach", "threshold_exceeded", "worker_crash", "worker_killed", "timeout", "stop", "monitor_lost", "monitor_error",
                   "worker_error", "breaker")
 
 
@@ -187,13 +187,16 @@ def _accounting_section(report):
 
 def _breaches_section(report):
     rows = [[b.get("metric"), fmt_number(b.get("value")), fmt_number(b.get("limit")), _when(b.get("detected_at")),
-             "—" if b.get("pool_dead_at") is None or b.get("detected_at") is None
-             else f"{(b['pool_dead_at'] - b['detected_at']) * 1000:.0f} ms"]
+             "killed; pool dead after " + ("—" if b.get("pool_dead_at") is None or b.get("detected_at") is None
+                                           else f"{(b['pool_dead_at'] - b['detected_at']) * 1000:.0f} ms")]
             for b in report.get("breaches") or []]
+    rows += [[e.get("metric"), fmt_number(e.get("value")), fmt_number(e.get("limit")), _when(e.get("t")),
+              f"reported in {d.get('test_name')}; the run went on"]
+             for d in report.get("detailed_metrics") or [] for e in d.get("thresholds_exceeded") or []]
     if not rows:
         return ""
-    return ("<section id='breaches'><h2>Safety breaches</h2>"
-            + _table(["metric", "value", "limit", "detected", "pool dead after"], rows) + "</section>")
+    return ("<section id='breaches'><h2>Safety: breaches and thresholds exceeded</h2>"
+            + _table(["metric", "value", "limit", "when", "action"], rows) + "</section>")
 
 
 def _events_section(events):

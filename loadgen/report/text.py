@@ -49,6 +49,10 @@ def render_summary(report):
     lines += ["", "Accounting: " + ", ".join(f"{k} {v}" for k, v in acc.items())]
     for b in report["breaches"]:
         lines.append(f"Breach: {b['metric']} = {b['value']:.1f} > {b['limit']:.1f}")
+    for d in report["detailed_metrics"]:
+        for e in d.get("thresholds_exceeded") or []:
+            lines.append(f"Threshold exceeded (reported, the run went on): {e['metric']} = {e['value']:.1f} > "
+                         f"{e['limit']:.1f} in {d['test_name']}")
     if report.get("fleet"):  # a fleet run (loadgen/fleet/): the per-machine table
         lines += [""] + render_fleet_text(report)
     lines += ["", "RECOMMENDATIONS", "==============="]

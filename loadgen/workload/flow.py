@@ -21,7 +21,18 @@ work, so that loadgen measures a machine and not a ``time.sleep``:
 
 Like the real flow, a failure is *returned* — ``FlowResult(state="failed",
 failed_stage=..., reason=...)`` — never raised, and the stages after it do
-not run.
+not run. Failures come from two sources:
+
+* **injected** — ``failure_rate``: a kickoff fails at a random stage with a
+  reason marked ``simulated:``; it does not depend on the machine.
+* **deadlines** — each stage has a deadline (``stage_timeout_ms``), as the
+  real stage's LLM client has a timeout. A stage pass whose wall time
+  (memory + CPU + wait, measured around the whole pass) overruns it fails
+  with a reason starting ``timed out`` (see :func:`timeout_reason`); a wait
+  that cannot end before the deadline is cut at the deadline, as a client
+  gives up. These misses really happened, so they are not marked simulated:
+  on a starved machine a stage's CPU takes far longer in wall time (the
+  workers run niced) and the success rate drops, not only the latency.
 
 By default the flow is mostly simulated LLM wait, as the real pipeline is:
 a mean I/O wait of ``processing_time_base`` (0.1 s) per kickoff plus its
@@ -30,6 +41,37 @@ process CPU with allocation, page faults and Python) and a working set of
 1–3 MB per stage.
 
 MB here is 2**20 bytes throughout.
+
+Default deadlines
+-----------------
+A stage's default deadline is ``k × its mean wait + 4 × its CPU budget +
+10 ms``, rounded up to a whole ms: with the default profile
+input_validation 36 ms, research 162, audience_align 62, draft_generation
+163, style_validation 62, quality_check 87. ``k`` (``timeout_factor``) is
+by default ``exp(z·σ − σ²/2)`` with ``σ = io_sigma`` and ``z = 3.469``: 5.0
+at the default σ = 0.5, and never below 2 (σ below 0.23, exact waits at
+σ = 0: a client timeout is not set tighter than twice the usual wait). Why: the wait ``W`` is
+lognormal with mean ``m``, ``ln W ~ N(ln m − σ²/2, σ)``, so::
+
+    P(W > k·m) = 1 − Φ((ln k + σ²/2) / σ)
+
+(:func:`wait_overrun_probability`), and ``k = exp(z·σ − σ²/2)`` holds it
+at ``1 − Φ(z) = 2.6e-4`` per stage pass whatever ``io_sigma`` is (less
+where the floor applies). The CPU
+and fixed margins cover the pass's own work on a quiet machine — its CPU
+budget (slots of one worker share the GIL), page faults of its 1–3 MB
+working set, sleep overshoot, a scheduler tick or a GC pause — so on a
+quiet machine a pass misses only when its wait alone overruns ``k·m`` plus
+what those margins leave over. Per default kickoff (6.8 stage passes with
+the style loops) that is at most 6.8 × 2.6e-4 = 0.18 %, and ~0.06 % with
+the margins counted (1 ms of overhead per pass), on top of
+``failure_rate``. Under starvation the pass's CPU, wake-ups and page
+faults take milliseconds to tens of milliseconds longer in wall time; the
+short-wait stages (input_validation, audience_align, style_validation),
+whose deadlines leave the least room beyond their wait, miss first
+(``benchmarks/pressure.py``). With a tiny ``processing_time_base`` the
+deadlines shrink to about 10 ms plus 4 × CPU: any stall that long fails a
+stage.
 """
 
 from __future__ import annotations
@@ -58,6 +100,8 @@ __all__ = [
     "build_flow",
     "burn_cpu",
     "touch_memory",
+    "timeout_reason",
+    "wait_overrun_probability",
 ]
 
 STAGES = (
@@ -119,6 +163,17 @@ _FAILURE_REASONS = {
     "quality_check": "simulated: quality score below threshold",
 }
 
+# Default stage deadlines: k × the mean wait + TIMEOUT_CPU_FACTOR × the CPU
+# budget + TIMEOUT_SLACK_MS (see the module docstring). TIMEOUT_Z sets k from
+# io_sigma so that a wait overruns k × its mean with probability 1 − Φ(z),
+# 2.6e-4; it is chosen to make k exactly DEFAULT_TIMEOUT_FACTOR at σ = 0.5.
+DEFAULT_TIMEOUT_FACTOR = 5.0
+TIMEOUT_Z = (math.log(DEFAULT_TIMEOUT_FACTOR) + 0.5**2 / 2) / 0.5  # 3.469
+TIMEOUT_MIN_FACTOR = 2.0  # auto k never below this (σ ≤ 0.23): a timeout of twice the mean wait
+TIMEOUT_CPU_FACTOR = 4.0
+TIMEOUT_SLACK_MS = 10.0
+TIMED_OUT = "timed out"  # every deadline miss's reason starts with this
+
 _DEFAULT_INPUTS = {"topic_title": "AI Writing Flow V2 load test", "platform": "LinkedIn"}
 
 
@@ -150,6 +205,11 @@ class FlowResult:
     def ok(self):
         """True when the flow finalized."""
         return self.state == FINALIZED
+
+    @property
+    def timed_out(self):
+        """True when a stage overran its deadline (not an injected failure)."""
+        return self.state == FAILED and (self.reason or "").startswith(TIMED_OUT)
 
     def to_dict(self):
         """The fields as a plain dict (``dataclasses.asdict``)."""
@@ -273,6 +333,86 @@ def _per_stage(value, what, unit):
     return dict.fromkeys(STAGES, x)
 
 
+def _is_word(value, *words):
+    return isinstance(value, str) and value.strip().lower() in words
+
+
+def _timeouts(value, what):
+    """Stage deadlines in ms: ``"auto"`` → ``{}`` (every stage derived);
+    ``"none"``, None or 0 → every stage off; a number → every stage;
+    ``{stage: ms}`` / ``"stage:ms,stage:ms"`` → only those stages (``none``
+    or 0 switches one off). Returns ``{stage: ms or None}`` (None: no deadline)."""
+    if _is_word(value, "auto"):
+        return {}
+    if value is None or _is_word(value, "none"):
+        return dict.fromkeys(STAGES)
+    expected = "ms ≥ 0 (0 or none: no deadline)"
+
+    def one(number, where, expected=expected):
+        if number is None or _is_word(number, "none"):
+            return None
+        ms = _number(number, where, expected=expected)
+        return ms or None
+
+    if isinstance(value, str) and ":" in value:
+        pairs = {}
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            stage, sep, number = part.partition(":")
+            if not sep:
+                raise UsageError(f"{what}: {part.strip()!r} is not STAGE:ms")
+            pairs[stage.strip()] = number
+        value = pairs
+    if isinstance(value, Mapping):
+        out = {}
+        for stage, number in value.items():
+            if stage not in STAGES:
+                raise UsageError(f"{what}: unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+            out[stage] = one(number, f"{what} {stage}")
+        return out
+    every = one(value, what, expected=f"auto, none, {expected} or STAGE:ms,… with STAGE one of {', '.join(STAGES)}")
+    return dict.fromkeys(STAGES, every)
+
+
+def _factor(value, what):
+    if value is None or _is_word(value, "auto"):
+        return None
+    return check_number(value, what, 1.0, low_open=False, expected="auto or a number ≥ 1 (× the stage's mean wait)")
+
+
+def wait_overrun_probability(factor, sigma):
+    """P(W > factor × mean) for a lognormal wait W of any mean with log-sigma ``sigma``.
+
+    ``ln W ~ N(ln mean − σ²/2, σ)``, so the probability is
+    ``1 − Φ((ln factor + σ²/2) / σ)``; for σ = 0 the wait is its mean (0, or 1
+    when factor < 1). The quiet-machine chance that a stage pass misses a
+    deadline of ``factor`` × its mean wait plus margins covering its own work.
+    """
+    if factor <= 0:
+        return 1.0
+    if sigma <= 0:
+        return 1.0 if factor < 1 else 0.0
+    return 0.5 * math.erfc((math.log(factor) + sigma * sigma / 2) / sigma / math.sqrt(2))
+
+
+def _ms_text(ms):
+    return f"{ms:.0f}" if ms >= 10 else f"{ms:.3g}"
+
+
+def timeout_reason(wall_ms, deadline_ms):
+    """The reason of a deadline miss: ``timed out (deadline 162 ms)``, or with
+    ``after >N× its deadline`` when the pass took N = 2, 4, 8 or 16 times
+    longer or more. Bucketed, not the exact wall time (that is in
+    ``stage_timings_us``), so a run's error counts keep a few keys per stage
+    rather than one per kickoff."""
+    over = wall_ms / deadline_ms if deadline_ms > 0 else math.inf
+    times = 16 if over >= 16 else 8 if over >= 8 else 4 if over >= 4 else 2 if over >= 2 else 1
+    if times == 1:
+        return f"{TIMED_OUT} (deadline {_ms_text(deadline_ms)} ms)"
+    return f"{TIMED_OUT} after >{times}× its deadline ({_ms_text(deadline_ms)} ms)"
+
+
 def _seed(value, what):
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
         return None
@@ -304,6 +444,17 @@ FLOW_PARAMS = {
         "mean simulated LLM wait per stage; unset stages: processing_time_base × their share",
     ),
     "io_sigma": ("float", 0.5, "lognormal sigma of the I/O waits (0: every wait is exactly its mean)"),
+    "stage_timeout_ms": (
+        "auto | none | ms | STAGE:ms,…",
+        "auto",
+        "deadline per stage pass, wall time; overrun: the kickoff fails 'timed out' "
+        "(auto: timeout_factor × mean wait + 4 × CPU ms + 10 ms; none or 0: off)",
+    ),
+    "timeout_factor": (
+        "auto | float ≥ 1",
+        "auto",
+        "auto deadlines' multiple of the stage's mean wait (auto: exp(3.469·io_sigma − io_sigma²/2), at least 2; 5 at io_sigma 0.5)",
+    ),
     "style_loop_probability": ("probability", 0.3, "chance that style_validation sends the draft back"),
     "max_style_loops": ("int", 2, "most times style_validation may loop back to draft_generation"),
     "leak_mb_per_op": ("MB", 0.0, "memory each kickoff retains on purpose, to exercise leak detection"),
@@ -317,6 +468,8 @@ _COERCE = {
     "stage_memory_mb": lambda v, w: _per_stage(v, w, "MB"),
     "stage_io_ms": lambda v, w: _per_stage(v, w, "ms"),
     "io_sigma": _number,
+    "stage_timeout_ms": _timeouts,
+    "timeout_factor": _factor,
     "style_loop_probability": _probability,
     "max_style_loops": _count,
     "leak_mb_per_op": _number,
@@ -355,6 +508,12 @@ class MockAIWritingFlowV2:
     every stage or a dict ``{stage: number}`` overriding only those stages;
     CPU is thread CPU time in ms, memory in MB (2**20 bytes), I/O the mean
     wait in ms (lognormal, sigma ``io_sigma``).
+    ``stage_timeout_ms``: each stage pass's deadline in ms of wall time;
+    ``"auto"`` (default) derives every stage's from its cost, a number or
+    ``{stage: ms}`` sets them (0 or None/``"none"``: no deadline), unset
+    stages stay auto. ``timeout_factor``: the auto deadlines' multiple
+    ``k`` of the mean wait (``"auto"``: ``exp(TIMEOUT_Z·σ − σ²/2)``, at
+    least 2, 5 at σ = 0.5); see the module docstring for the quiet-machine miss rate.
     ``style_loop_probability`` / ``max_style_loops``: style_validation sends
     the flow back to draft_generation with that probability, at most that
     many times per kickoff.
@@ -362,7 +521,9 @@ class MockAIWritingFlowV2:
     (see :attr:`leaked_mb`, :meth:`release_leaks`).
     ``seed``: with a seed, call *i* of this instance makes the same choices
     (failure, stage, loops, waits) as call *i* of any instance with that
-    seed. Bad values raise :class:`UsageError`.
+    seed; whether a stage misses its deadline depends on real time, so the
+    waits drawn are reproducible but a starved machine's misses are not.
+    Bad values raise :class:`UsageError`.
 
     One instance is shared by the slots (threads) of a worker: ``kickoff``
     is thread-safe.
@@ -377,6 +538,8 @@ class MockAIWritingFlowV2:
         stage_memory_mb=None,
         stage_io_ms=None,
         io_sigma=0.5,
+        stage_timeout_ms="auto",
+        timeout_factor="auto",
         style_loop_probability=0.3,
         max_style_loops=2,
         leak_mb_per_op=0.0,
@@ -401,6 +564,18 @@ class MockAIWritingFlowV2:
         ):
             if given is not None:
                 target.update(_per_stage(given, name, unit))
+
+        factor = _factor(timeout_factor, "timeout_factor")
+        if factor is None:
+            factor = round(max(TIMEOUT_MIN_FACTOR, math.exp(TIMEOUT_Z * self.io_sigma - self.io_sigma**2 / 2)), 9)
+        self.timeout_factor = factor
+        self.stage_timeout_ms = {
+            s: float(math.ceil(
+                factor * self.stage_io_ms[s] + TIMEOUT_CPU_FACTOR * self.stage_cpu_ms[s] + TIMEOUT_SLACK_MS
+            ))
+            for s in STAGES
+        }
+        self.stage_timeout_ms.update(_timeouts(stage_timeout_ms, "stage_timeout_ms"))
 
         # Without a seed, draw entropy once; kickoff mixes in the pid so
         # forked workers that inherit this instance do not repeat each other.
@@ -434,6 +609,8 @@ class MockAIWritingFlowV2:
             "stage_memory_mb": dict(self.stage_memory_mb),
             "stage_io_ms": dict(self.stage_io_ms),
             "io_sigma": self.io_sigma,
+            "stage_timeout_ms": dict(self.stage_timeout_ms),
+            "timeout_factor": self.timeout_factor,
             "style_loop_probability": self.style_loop_probability,
             "max_style_loops": self.max_style_loops,
             "leak_mb_per_op": self.leak_mb_per_op,
@@ -455,25 +632,43 @@ class MockAIWritingFlowV2:
         return np.random.default_rng([self._entropy, os.getpid(), call_index])
 
     def _run_stage(self, stage, rng, timings_us):
-        """One pass of ``stage``: working set, CPU, LLM wait; adds its wall µs."""
+        """One pass of ``stage``: working set, CPU, LLM wait; adds its wall µs.
+
+        Returns None, or the timeout reason when the pass overran the
+        stage's deadline. A wait that would end past the deadline is cut at
+        it (the client gives up); CPU already burned is not interruptible.
+        """
         t0 = time.perf_counter_ns()
+        deadline_ms = self.stage_timeout_ms[stage]
         working_set = touch_memory(self.stage_memory_mb[stage])
         burn_cpu(self.stage_cpu_ms[stage])
+        cut = False
         io_ms = self.stage_io_ms[stage]
         if io_ms > 0:
             sigma = self.io_sigma
             # mu chosen so the *mean* wait is io_ms, not the median
-            time.sleep(rng.lognormal(math.log(io_ms / 1000.0) - sigma * sigma / 2, sigma))
+            wait_s = rng.lognormal(math.log(io_ms / 1000.0) - sigma * sigma / 2, sigma)
+            if deadline_ms is not None:
+                left_s = deadline_ms / 1000.0 - (time.perf_counter_ns() - t0) / 1e9
+                if wait_s > left_s:
+                    wait_s, cut = max(left_s, 0.0), True
+            if wait_s > 0:
+                time.sleep(wait_s)
         del working_set  # released at stage end, not at kickoff end
-        timings_us[stage] = timings_us.get(stage, 0) + (time.perf_counter_ns() - t0) // 1000
+        wall_ns = time.perf_counter_ns() - t0
+        timings_us[stage] = timings_us.get(stage, 0) + wall_ns // 1000
+        if deadline_ms is not None and (cut or wall_ns > deadline_ms * 1e6):
+            return timeout_reason(wall_ns / 1e6, deadline_ms)
+        return None
 
     def kickoff(self, inputs=None):
         """Run the pipeline once; blocks for its CPU and I/O (~0.12 s by default).
 
         ``inputs``: a mapping (topic_title, platform, …) or None for the
         defaults; anything else fails input_validation, as the real flow
-        does. Returns a :class:`FlowResult`; failures — injected or
-        input — are returned with ``state="failed"``, never raised.
+        does. Returns a :class:`FlowResult`; failures — a stage past its
+        deadline, injected, or input — are returned with ``state="failed"``,
+        never raised; a deadline miss ends the kickoff at that stage.
         Thread-safe.
         """
         rng = self._rng(next(self._calls))
@@ -491,7 +686,9 @@ class MockAIWritingFlowV2:
             i = 0
             while i < len(STAGES):
                 stage = STAGES[i]
-                self._run_stage(stage, rng, timings_us)
+                timed_out = self._run_stage(stage, rng, timings_us)
+                if timed_out:
+                    return FlowResult(FAILED, stage, timed_out, timings_us, style_loops)
                 if stage == "input_validation" and not (inputs is None or isinstance(inputs, Mapping)):
                     reason = f"inputs must be a mapping, got {type(inputs).__name__}"
                     return FlowResult(FAILED, stage, reason, timings_us, style_loops)

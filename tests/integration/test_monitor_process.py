@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from loadgen.config import ResourceThresholds
-from loadgen.engine.messages import Breach, Sample
+from loadgen.engine.messages import Breach, Exceeded, Sample
 from loadgen.engine.monitor import SystemResourceMonitor
 from loadgen.engine.thresholds import METRIC_CPU, METRIC_MEMORY
 
@@ -269,7 +269,7 @@ def test_cpu_spike_shorter_than_the_window_does_not_breach(reaper):
 def test_cpu_above_limit_for_the_whole_window_breaches(reaper):
     fork = mp.get_context("fork")
     limit, window = 75.0, 1.0
-    mon = start_monitor(reaper, fork, max_cpu_percent=limit, cpu_window_s=window)
+    mon = start_monitor(reaper, fork, max_cpu_percent=limit, cpu_window_s=window, kill_on=("cpu",))
     ncpu = psutil.cpu_count()
     procs = start_pool(reaper, fork, mon, *[(burner, (10,))] * ncpu)
     msgs = collect(mon, lambda m: isinstance(m, Breach), window + 3.0)
@@ -322,3 +322,17 @@ def test_a_process_ignoring_sigterm_is_killed_after_the_grace(reaper):
     assert dead_at - t0 < 1.0
     p.join(2)
     assert p.exitcode == -signal.SIGKILL
+
+
+def test_cpu_above_limit_is_reported_once_and_the_pool_keeps_running_by_default(reaper):
+    """Guards in tiers: saturating the CPU is what a CPU-bound load test does, so without
+    ``kill_on`` the monitor reports it (one Exceeded per episode) and kills nothing."""
+    fork = mp.get_context("fork")
+    limit, window = 75.0, 1.0
+    mon = start_monitor(reaper, fork, max_cpu_percent=limit, cpu_window_s=window)
+    procs = start_pool(reaper, fork, mon, *[(burner, (10,))] * psutil.cpu_count())
+    msgs = collect(mon, lambda m: False, window + 3.0)
+    exceeded = [m for m in msgs if isinstance(m, Exceeded)]
+    assert not [m for m in msgs if isinstance(m, Breach)]
+    assert len(exceeded) == 1 and exceeded[0].metric == METRIC_CPU and exceeded[0].value > limit
+    assert all(p.is_alive() for p in procs)

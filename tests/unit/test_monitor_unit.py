@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from loadgen.engine import _proc, _procfs
 from loadgen.config import ResourceThresholds
-from loadgen.engine.messages import Breach, Sample, Stop, Unwatch, Watch
+from loadgen.engine.messages import Breach, Exceeded, Sample, Stop, Unwatch, Watch
 from loadgen.engine.monitor import MAX_PENDING_SAMPLES, Monitor
 from loadgen.engine.thresholds import (
     METRIC_AVAILABLE,
@@ -20,6 +20,7 @@ from loadgen.engine.thresholds import (
     METRIC_GROWTH,
     METRIC_MEMORY,
     ThresholdEvaluator,
+    kills,
 )
 from loadgen.measure.leak import LeakDetector
 from loadgen.measure.trend import SlopeEstimator, best_step_sse, linear_fit
@@ -425,3 +426,42 @@ def test_a_master_that_does_not_read_costs_samples_never_a_breach(monitor):
     sent = monitor.conn.sent
     assert breach in sent and sum(isinstance(m, Sample) for m in sent) == limit
     assert sent[-1].t == T0 + 109  # the newest samples are the ones kept
+
+
+def _tick_with(monitor, cpu):
+    """One tick of ``monitor`` with a machine CPU reading of ``cpu`` (no /proc read of the system)."""
+    monitor.sampler.sample_system = lambda now: (cpu, (cpu,), 8000.0, 0.0, {})
+    return monitor.tick()
+
+
+def test_report_only_cpu_is_sent_once_per_episode_and_kills_nothing(monitor, monkeypatch):
+    """A report-only guard sends one Exceeded when the CPU stays above the limit for its window,
+    none while it stays there, and a new one after it fell back and crossed again."""
+    import loadgen.engine.monitor as monitor_module
+
+    clock = [T0]
+    monkeypatch.setattr(monitor_module.time, "time", lambda: clock[0])
+    monitor.thresholds = ResourceThresholds(max_cpu_percent=80, cpu_window_s=0.25)
+    monitor.evaluator = ThresholdEvaluator(monitor.thresholds)
+    monitor.handle(Watch(*me(), pgid=None, role="worker"))
+    for cpu in [95] * 6 + [10] * 2 + [95] * 6:
+        _tick_with(monitor, cpu)
+        clock[0] += 0.1
+    exceeded = [m for m in monitor.conn.sent if isinstance(m, Exceeded)]
+    assert [m.metric for m in exceeded] == [METRIC_CPU, METRIC_CPU]
+    assert not [m for m in monitor.conn.sent if isinstance(m, Breach)]
+    assert monitor.breaches == 0
+
+
+def test_kill_on_cpu_makes_the_cpu_guard_kill():
+    th = ResourceThresholds(max_cpu_percent=80, kill_on=("cpu",))
+    assert kills(th, METRIC_CPU) and not kills(th, METRIC_GROWTH)
+    assert kills(ResourceThresholds(), METRIC_MEMORY) and kills(ResourceThresholds(), METRIC_AVAILABLE)
+    assert not kills(ResourceThresholds(), METRIC_CPU) and not kills(ResourceThresholds(), METRIC_GROWTH)
+
+
+def test_crossings_lists_every_threshold_passed_machine_guards_first():
+    ev = ThresholdEvaluator(ResourceThresholds(max_memory_mb=100, max_cpu_percent=80, cpu_window_s=0.1))
+    ev.crossings(sample(T0, memory=50, cpu=95))
+    found = ev.crossings(sample(T0 + 0.2, memory=150, cpu=95))
+    assert [c[0] for c in found] == [METRIC_MEMORY, METRIC_CPU]

@@ -329,6 +329,7 @@ class FakeOut:
         from loadgen.measure.stats import Histogram
 
         self.latency_hist = Histogram()
+        self.response = None  # a closed-model run
         self.crashes, self.breaches = [], []
         self.peak_memory_mb = self.peak_cpu_percent = 0.0
 
