@@ -13,6 +13,7 @@ Rendering lives elsewhere (``report``); this module only counts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -184,6 +185,19 @@ class Histogram:
         nz = np.flatnonzero(self._counts)
         values = [h._hdr_median_equiv_value(h.get_value_from_index(int(i))) for i in nz]
         return float(np.dot(self._counts[nz].astype(np.float64), values)) / total
+
+    def mean_sd_us(self):
+        """``(mean, standard deviation)`` in µs, HDR convention as :meth:`mean_us`; (0.0, 0.0) when empty."""
+        total = self.count
+        if not total:
+            return 0.0, 0.0
+        h = self._h
+        nz = np.flatnonzero(self._counts)
+        values = np.array([h._hdr_median_equiv_value(h.get_value_from_index(int(i))) for i in nz], dtype=np.float64)
+        counts = self._counts[nz].astype(np.float64)
+        mean = float(np.dot(counts, values)) / total
+        var = float(np.dot(counts, (values - mean) ** 2)) / max(1, total - 1)
+        return mean, math.sqrt(var)
 
     def summary_ms(self):
         """``{p50, p90, p99, p999, max, mean, count}`` in milliseconds (count as int)."""

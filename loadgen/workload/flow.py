@@ -31,8 +31,9 @@ not run. Failures come from two sources:
   with a reason starting ``timed out`` (see :func:`timeout_reason`); a wait
   that cannot end before the deadline is cut at the deadline, as a client
   gives up. These misses really happened, so they are not marked simulated:
-  on a starved machine a stage's CPU takes far longer in wall time (the
-  workers run niced) and the success rate drops, not only the latency.
+  on a starved machine a stage's CPU, wake-ups and page faults take longer
+  in wall time (the workers run niced), so pressure shows in the success
+  rate as well as in the latency.
 
 By default the flow is mostly simulated LLM wait, as the real pipeline is:
 a mean I/O wait of ``processing_time_base`` (0.1 s) per kickoff plus its
@@ -49,16 +50,16 @@ A stage's default deadline is ``k × its mean wait + 4 × its CPU budget +
 input_validation 36 ms, research 162, audience_align 62, draft_generation
 163, style_validation 62, quality_check 87. ``k`` (``timeout_factor``) is
 by default ``exp(z·σ − σ²/2)`` with ``σ = io_sigma`` and ``z = 3.469``: 5.0
-at the default σ = 0.5, and never below 2 (σ below 0.23, exact waits at
-σ = 0: a client timeout is not set tighter than twice the usual wait). Why: the wait ``W`` is
-lognormal with mean ``m``, ``ln W ~ N(ln m − σ²/2, σ)``, so::
+at the default σ = 0.5, and never below 2 (σ below 0.23, and exact waits
+at σ = 0: a client's timeout is not set tighter than twice the usual
+wait). Why: the wait ``W`` is lognormal with mean ``m``,
+``ln W ~ N(ln m − σ²/2, σ)``, so::
 
     P(W > k·m) = 1 − Φ((ln k + σ²/2) / σ)
 
 (:func:`wait_overrun_probability`), and ``k = exp(z·σ − σ²/2)`` holds it
 at ``1 − Φ(z) = 2.6e-4`` per stage pass whatever ``io_sigma`` is (less
-where the floor applies). The CPU
-and fixed margins cover the pass's own work on a quiet machine — its CPU
+where the floor applies). The CPU and fixed margins cover the pass's own work on a quiet machine — its CPU
 budget (slots of one worker share the GIL), page faults of its 1–3 MB
 working set, sleep overshoot, a scheduler tick or a GC pause — so on a
 quiet machine a pass misses only when its wait alone overruns ``k·m`` plus
@@ -453,7 +454,8 @@ FLOW_PARAMS = {
     "timeout_factor": (
         "auto | float ≥ 1",
         "auto",
-        "auto deadlines' multiple of the stage's mean wait (auto: exp(3.469·io_sigma − io_sigma²/2), at least 2; 5 at io_sigma 0.5)",
+        "auto deadlines' multiple of the stage's mean wait "
+        "(auto: exp(3.469·io_sigma − io_sigma²/2), at least 2; 5 at io_sigma 0.5)",
     ),
     "style_loop_probability": ("probability", 0.3, "chance that style_validation sends the draft back"),
     "max_style_loops": ("int", 2, "most times style_validation may loop back to draft_generation"),
@@ -513,7 +515,8 @@ class MockAIWritingFlowV2:
     ``{stage: ms}`` sets them (0 or None/``"none"``: no deadline), unset
     stages stay auto. ``timeout_factor``: the auto deadlines' multiple
     ``k`` of the mean wait (``"auto"``: ``exp(TIMEOUT_Z·σ − σ²/2)``, at
-    least 2, 5 at σ = 0.5); see the module docstring for the quiet-machine miss rate.
+    least 2, 5 at σ = 0.5); the module docstring gives the quiet-machine
+    miss rate.
     ``style_loop_probability`` / ``max_style_loops``: style_validation sends
     the flow back to draft_generation with that probability, at most that
     many times per kickoff.

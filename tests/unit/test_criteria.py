@@ -26,3 +26,10 @@ def test_malformed_or_unknown_is_usage_error(bad):
 def test_parse_all_keeps_parsed_and_str():
     cs = parse_all(["p99_ms<5", Criterion("throughput", ">", 1.0)])
     assert [str(c) for c in cs] == ["p99_ms < 5", "throughput > 1"]
+
+
+def test_every_scenarios_default_criteria_parse():
+    from loadgen import scenarios
+
+    for name in scenarios.names():
+        assert parse_all(scenarios.get(name).criteria), name

@@ -6,7 +6,9 @@ allocate do so for a fraction of a second.
 
 import collections
 import inspect
+import math
 import pickle
+import re
 import threading
 import time
 
@@ -22,17 +24,24 @@ from loadgen.workload.flow import (
     MockAIWritingFlowV2,
     build_flow,
     burn_cpu,
+    timeout_reason,
     touch_memory,
+    wait_overrun_probability,
 )
 
 MB = 1 << 20
 
 
 def idle_flow(**kw):
-    """A flow that does no CPU, memory or I/O work unless told to."""
+    """A flow that does no CPU, memory or I/O work unless told to.
+
+    Deadlines off unless told: an idle stage's auto deadline is 10 ms, and a
+    10 ms stall of the test process must not fail tests about something else.
+    """
     kw.setdefault("stage_cpu_ms", 0)
     kw.setdefault("stage_memory_mb", 0)
     kw.setdefault("stage_io_ms", 0)
+    kw.setdefault("stage_timeout_ms", "none")
     return MockAIWritingFlowV2(**kw)
 
 
@@ -68,7 +77,7 @@ def test_finalized_run_times_every_stage_in_order():
 def test_stage_timings_are_wall_microseconds():
     flow = MockAIWritingFlowV2(
         processing_time_base=0, failure_rate=0, stage_cpu_ms=0, stage_memory_mb=0,
-        stage_io_ms={"research": 30}, io_sigma=0,
+        stage_io_ms={"research": 30}, io_sigma=0, stage_timeout_ms="none",
     )
     result = flow.kickoff()
     assert 30_000 <= result.stage_timings_us["research"] < 30_000 * 3
@@ -81,6 +90,7 @@ def test_failure_is_returned_names_the_stage_and_stops_the_flow(seed):
     assert result.state == "failed" and not result.ok
     assert result.failed_stage in STAGES
     assert isinstance(result.reason, str) and result.reason
+    assert result.reason.startswith("simulated:") and not result.timed_out  # injected, not a deadline
     last = STAGES.index(result.failed_stage)
     assert list(result.stage_timings_us) == list(STAGES[: last + 1])
     assert result.output == {}
@@ -231,7 +241,8 @@ def test_leak_retains_memory_per_operation():
 
 
 def test_kickoff_is_thread_safe_and_each_call_gets_its_own_index():
-    params = dict(failure_rate=0.3, stage_cpu_ms=0.2, stage_memory_mb=1, stage_io_ms=1, seed=21)
+    params = dict(failure_rate=0.3, stage_cpu_ms=0.2, stage_memory_mb=1, stage_io_ms=1, stage_timeout_ms="none",
+                  seed=21)
     shared = MockAIWritingFlowV2(**params)
     results, errors = [], []
 
@@ -276,6 +287,8 @@ def test_flow_params_document_every_constructor_parameter():
     defaults = {n: p.default for n, p in inspect.signature(MockAIWritingFlowV2).parameters.items()}
     assert FLOW_PARAMS["failure_rate"][1] == defaults["failure_rate"] == 0.05
     assert FLOW_PARAMS["processing_time_base"][1] == defaults["processing_time_base"] == 0.1
+    assert FLOW_PARAMS["stage_timeout_ms"][1] == defaults["stage_timeout_ms"] == "auto"
+    assert FLOW_PARAMS["timeout_factor"][1] == defaults["timeout_factor"] == "auto"
 
 
 def test_build_flow_parses_cli_strings_to_types():
@@ -286,6 +299,8 @@ def test_build_flow_parses_cli_strings_to_types():
         "stage_memory_mb": "2",
         "stage_io_ms": "0",
         "io_sigma": "0",
+        "stage_timeout_ms": "research:150, quality_check:none, audience_align:0",
+        "timeout_factor": "3",
         "style_loop_probability": "1",
         "max_style_loops": "3",
         "leak_mb_per_op": "0.5",
@@ -297,6 +312,11 @@ def test_build_flow_parses_cli_strings_to_types():
     assert flow.stage_cpu_ms["quality_check"] == flow_mod.DEFAULT_STAGE_CPU_MS["quality_check"]
     assert flow.stage_memory_mb == dict.fromkeys(STAGES, 2.0)
     assert flow.stage_io_ms == dict.fromkeys(STAGES, 0.0)
+    assert flow.timeout_factor == 3.0
+    assert flow.stage_timeout_ms["research"] == 150.0
+    assert flow.stage_timeout_ms["quality_check"] is None and flow.stage_timeout_ms["audience_align"] is None
+    # unset stages keep their auto deadline: 3 × 0 ms wait + 4 × 2.5 ms CPU + 10 ms
+    assert flow.stage_timeout_ms["draft_generation"] == 20.0
     assert flow.max_style_loops == 3 and isinstance(flow.max_style_loops, int)
     assert flow.seed == 7 and isinstance(flow.seed, int)
     assert flow.leak_mb_per_op == 0.5
@@ -323,6 +343,15 @@ def test_build_flow_parses_cli_strings_to_types():
         ("stage_cpu_ms", "research:x"),
         ("stage_memory_mb", "research"),
         ("stage_io_ms", "inf"),
+        ("stage_timeout_ms", "-5"),
+        ("stage_timeout_ms", "soon"),
+        ("stage_timeout_ms", "inf"),
+        ("stage_timeout_ms", "research:-1"),
+        ("stage_timeout_ms", "drafting:100"),
+        ("stage_timeout_ms", "research"),
+        ("timeout_factor", "0.5"),
+        ("timeout_factor", "often"),
+        ("timeout_factor", "nan"),
     ],
 )
 def test_build_flow_rejects_bad_values_in_one_line_naming_the_key(key, value):
@@ -340,3 +369,117 @@ def test_build_flow_rejects_unknown_keys():
 def test_constructor_rejects_unknown_stage_names():
     with pytest.raises(UsageError, match="stage_memory_mb.*'drafting'"):
         MockAIWritingFlowV2(stage_memory_mb={"drafting": 3})
+
+
+# ---------------------------------------------------------------- stage deadlines
+
+
+def only(**ms):
+    """Deadlines for the stages named, none for the others (an idle stage's auto deadline is 10 ms)."""
+    return {**dict.fromkeys(STAGES), **ms}
+
+
+def test_wait_past_the_deadline_fails_the_stage_as_a_timeout_and_stops_the_flow():
+    flow = idle_flow(failure_rate=0, processing_time_base=0, stage_io_ms={"research": 80}, io_sigma=0,
+                     stage_timeout_ms=only(research=20))
+    result = flow.kickoff()
+    assert result.state == "failed" and not result.ok and result.timed_out
+    assert result.failed_stage == "research"
+    assert result.reason.startswith("timed out") and "deadline 20 ms" in result.reason
+    assert "simulated" not in result.reason
+    assert list(result.stage_timings_us) == ["input_validation", "research"]  # nothing after it ran
+    # the client gives up at the deadline: the 80 ms wait was cut at 20 ms
+    assert 20_000 <= result.stage_timings_us["research"] < 60_000
+    assert result.output == {}
+
+
+def test_cpu_past_the_deadline_fails_the_stage_after_it():
+    flow = idle_flow(failure_rate=0, stage_cpu_ms={"draft_generation": 15}, stage_timeout_ms=only(draft_generation=5))
+    result = flow.kickoff()
+    assert result.timed_out and result.failed_stage == "draft_generation"
+    assert result.stage_timings_us["draft_generation"] >= 14_000  # CPU is not interrupted (±half a product)
+    assert re.fullmatch(r"timed out after >(2|4|8|16)× its deadline \(5 ms\)", result.reason), result.reason
+    # the same stage within its deadline finalizes
+    assert idle_flow(failure_rate=0, stage_cpu_ms={"draft_generation": 15},
+                     stage_timeout_ms=only(draft_generation=500)).kickoff().ok
+
+
+def test_default_deadlines_do_not_fail_a_quiet_run():
+    # Default CPU and memory per stage, waits of ~2 ms per kickoff: the deadlines (~11-16 ms) are
+    # mostly the margins for the stages' own work, which must cover it.
+    flow = MockAIWritingFlowV2(processing_time_base=0.002, failure_rate=0, seed=1)
+    assert all(ms is not None and ms < 20 for ms in flow.stage_timeout_ms.values())
+    results = [flow.kickoff() for _ in range(200)]
+    assert [r.reason for r in results if not r.ok] == []
+
+
+def test_default_deadlines_derive_from_each_stage_cost():
+    flow = MockAIWritingFlowV2()
+    assert flow.timeout_factor == 5.0
+    for stage in STAGES:  # k × mean wait + 4 × CPU + 10 ms, rounded up to a whole ms
+        expected = math.ceil(5 * flow.stage_io_ms[stage] + 4 * flow.stage_cpu_ms[stage] + 10)
+        assert flow.stage_timeout_ms[stage] == expected, stage
+    assert flow.stage_timeout_ms["research"] == 162 and flow.stage_timeout_ms["input_validation"] == 36
+    assert MockAIWritingFlowV2(processing_time_base=0.4).stage_timeout_ms["research"] == 612
+    assert MockAIWritingFlowV2(stage_io_ms={"research": 7}).stage_timeout_ms["research"] == 47
+    assert MockAIWritingFlowV2(timeout_factor=3).stage_timeout_ms["research"] == 102
+    # k follows io_sigma so the quiet overrun probability stays put; never below 2
+    assert MockAIWritingFlowV2(io_sigma=1).timeout_factor == pytest.approx(math.exp(flow_mod.TIMEOUT_Z - 0.5))
+    assert MockAIWritingFlowV2(io_sigma=0).timeout_factor == 2.0
+    one = MockAIWritingFlowV2(stage_timeout_ms={"research": 50})
+    assert one.stage_timeout_ms == {**flow.stage_timeout_ms, "research": 50.0}
+
+
+@pytest.mark.parametrize("value", ["none", "0", 0, None])
+def test_none_or_zero_switches_every_deadline_off(value):
+    flow = idle_flow(failure_rate=0, stage_cpu_ms={"research": 15}, stage_timeout_ms=value)
+    assert flow.stage_timeout_ms == dict.fromkeys(STAGES)
+    assert flow.kickoff().ok
+    assert build_flow({"stage_timeout_ms": value}).stage_timeout_ms == dict.fromkeys(STAGES)
+
+
+def test_one_stage_switched_off_keeps_the_others():
+    flow = idle_flow(failure_rate=0, stage_cpu_ms={"research": 15, "quality_check": 15},
+                     stage_timeout_ms="research:0, quality_check:5, " + ", ".join(
+                         f"{s}:none" for s in STAGES if s not in ("research", "quality_check")))
+    result = flow.kickoff()
+    assert result.failed_stage == "quality_check" and result.timed_out  # research ran past 5 ms unchecked
+
+
+def test_quiet_overrun_probability_matches_the_waits_drawn(sleeps):
+    flow = idle_flow(failure_rate=0, style_loop_probability=0, stage_io_ms=10, io_sigma=0.5, seed=12)
+    for _ in range(2000):
+        flow.kickoff()
+    assert len(sleeps) == 2000 * len(STAGES)
+    for k in (2, 3):
+        share = sum(w > k * 0.010 for w in sleeps) / len(sleeps)
+        assert share == pytest.approx(wait_overrun_probability(k, 0.5), rel=0.25), k
+    # the figures in the module docstring
+    assert wait_overrun_probability(5, 0.5) == pytest.approx(2.6e-4, rel=0.02)
+    assert wait_overrun_probability(2, 0) == 0.0 and wait_overrun_probability(0.5, 0) == 1.0
+
+
+def test_seeded_waits_do_not_depend_on_deadline_misses(sleeps):
+    def first_waits(flow):
+        sleeps.clear()
+        out = []
+        for _ in range(30):
+            before = len(sleeps)
+            flow.kickoff()
+            out.append(sleeps[before])  # input_validation's wait
+        return out
+
+    params = dict(failure_rate=0, stage_cpu_ms=0, stage_memory_mb=0, seed=4)
+    strict = MockAIWritingFlowV2(stage_timeout_ms={"research": 0.5}, **params)  # cut every research wait
+    assert all(r.timed_out for r in (MockAIWritingFlowV2(stage_timeout_ms={"research": 0.5}, **params).kickoff()
+                                     for _ in range(5)))
+    assert first_waits(strict) == first_waits(MockAIWritingFlowV2(stage_timeout_ms="none", **params))
+
+
+def test_timeout_reasons_are_few_per_deadline():
+    assert timeout_reason(212, 200) == "timed out (deadline 200 ms)"
+    assert timeout_reason(450, 200) == "timed out after >2× its deadline (200 ms)"
+    assert timeout_reason(10_000, 200) == "timed out after >16× its deadline (200 ms)"
+    assert timeout_reason(3, 2.5) == "timed out (deadline 2.5 ms)"
+    # error counts are keyed by reason: a run must not make one key per kickoff
+    assert len({timeout_reason(ms, 200) for ms in range(200, 100_000, 7)}) == 5
