@@ -256,9 +256,13 @@ def _run_and_report(scs, session, kind, command, started):
         note_component(session, results[-1])
         if session.stopped:
             break
+    from .report.build import run_info
+
     report = build_report(results, kind=kind, started_at=started, ended_at=time.time(),
                           thresholds=session.thresholds, run_dir=session.run_dir, command=command,
-                          seed=session.target.seed)
+                          seed=session.target.seed,
+                          run=run_info(session.settings, profile=session.profile, target=session.target,
+                                       entries=[(sc.name, sc.settings) for sc in scs if hasattr(sc, "settings")]))
     if session.interrupted is not None:
         report["exit_code"] = session.interrupted
     try:

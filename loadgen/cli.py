@@ -71,6 +71,11 @@ def build_parser():
     c.add_argument("baseline", metavar="BASELINE", help="report.json or run directory")
     c.add_argument("current", metavar="CURRENT", help="report.json or run directory")
     c.add_argument("--tolerance", default="10", metavar="PCT", help="allowed change before a regression (default 10%%)")
+    c.add_argument("--alpha", default="0.01", metavar="A", help="family-wise false-alarm rate of the noise tests "
+                   "(Holm–Bonferroni over every metric; default 0.01): a change beyond the tolerance is a regression "
+                   "only when also significant at this level")
+    c.add_argument("--force", action="store_true", help="compare runs of another load, target, profile or "
+                   "machine anyway (with a warning) instead of refusing them")
     return p
 
 
@@ -233,7 +238,7 @@ def _command(args, command):
     if args.command == "compare":
         from .report.compare import compare_command
 
-        return compare_command(args.baseline, args.current, args.tolerance)
+        return compare_command(args.baseline, args.current, args.tolerance, alpha=args.alpha, force=args.force)
     if args.command == "cluster":
         if args.cluster_command != "local":
             raise UsageError("cluster: expected `cluster local --workers N`")

@@ -48,6 +48,8 @@ class StressTestResult:
     errors: dict = field(default_factory=dict)
     tracebacks: dict = field(default_factory=dict)
     key_metric: tuple = ("success_rate", None)  # (name, value) shown in COMPONENT RESULTS
+    # What `loadgen compare` needs to judge each metric's noise (see noise_of); {} in older reports.
+    noise: dict = field(default_factory=dict)
 
     @property
     def success_rate(self):
@@ -119,6 +121,48 @@ def sustained_cpu(outcome):
                                                                                        int(len(values) * 0.9))]}
 
 
+def load_seconds(outcome):
+    """The per-second records of the seconds load was applied, oldest first, without the first and
+    the last (partial) ones — the seconds :func:`sustained_cpu` reads, trimmed."""
+    start, end = outcome.load_started_at, outcome.load_ended_at or outcome.ended_at
+    if start is None:
+        return []
+    rows = sorted((r for r in outcome.seconds if start <= r["t"] + 1 and r["t"] < end), key=lambda r: r["t"])
+    return rows[1:-1]
+
+
+def noise_of(outcome, recovery_time_seconds=None):
+    """What a comparison needs to judge the noise of each metric of ``outcome`` (``StressTestResult.noise``):
+
+    * ``throughput``: ``{n, mean, sd}`` of the per-second completed counts over :func:`load_seconds`;
+    * ``p50_ms``, ``p90_ms``, ``p99_ms``: ``{n, ci95: [lo, hi]}``, the percentile's 95 % interval from the
+      latency histogram (order statistics, :func:`loadgen.measure.noise.percentile_interval`);
+    * ``success_rate``: ``{successes, trials}`` (trials: the arrivals in the open model, as ``core_metrics``);
+    * ``peak_memory_mb``: ``{n, sd}`` of the per-second pool memory over the same seconds (its noise scale);
+    * ``recovery_time_seconds``: ``{resolution_s: 1.0}`` (recovery is detected on whole seconds).
+
+    A metric without enough data (fewer than two loaded seconds, no latency) is left out."""
+    from .measure.noise import percentile_noise, series_noise
+
+    out = {}
+    seconds = load_seconds(outcome)
+    tp = series_noise([r.get("throughput") for r in seconds])
+    if tp:
+        out["throughput"] = tp
+    out.update(percentile_noise(outcome.latency_hist))
+    acc = outcome.accounting
+    trials = acc.completed + (acc.dropped if outcome.response is not None else 0)
+    if trials:
+        out["success_rate"] = {"successes": acc.succeeded, "trials": trials}
+    loaded = {r["t"] for r in seconds}
+    mem = series_noise([v for t, v in outcome.memory_series if t in loaded])
+    if mem:
+        out["peak_memory_mb"] = {"n": mem["n"], "sd": mem["sd"]}
+    if recovery_time_seconds is not None:
+        out["recovery_time_seconds"] = {"resolution_s": 1.0}
+    return out
+
+
 def evaluate(criteria, metrics):
     """``(all_passed, [criterion dicts])``."""
     rows = [c.to_dict(metrics) for c in criteria]
@@ -171,4 +215,5 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
         errors=errors,
         tracebacks=dict(list(outcome.tracebacks.items())[:20]),
         key_metric=(key_metric, metrics.get(key_metric)),
+        noise=noise_of(outcome, recovery_time_seconds),
     )

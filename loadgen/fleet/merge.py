@@ -13,6 +13,10 @@ What merges exactly and what does not:
 * accounting, error counts, throughput (shards run side by side) add up;
 * peak memory, CPU and leak slope are per machine (thresholds are per
   machine): the fleet shows the worst machine;
+* the noise each metric's comparison needs (``StressTestResult.noise``):
+  throughputs add (means add, variances add, over the seconds every shard
+  measured), percentile intervals are recomputed from the merged histogram,
+  the success rate's trials add up, peak memory's is the worst machine's;
 * a live per-second line carries percentiles only, so the fleet's
   per-second latency is the worst shard's (an upper bound); the report's
   percentiles come from the histograms.
@@ -213,6 +217,7 @@ def merge_component(rows):
     recoveries = [r.recovery_time_seconds for r in rs if r.recovery_time_seconds is not None]
     key_name = rs[0].key_metric[0] if rs[0].key_metric else "success_rate"
     lateness = [r.start_lateness_ms for r in rs if r.start_lateness_ms]
+    open_model = any(r.response_time_ms is not None for r in rs)
     return StressTestResult(
         test_name=rs[0].test_name,
         success=passed and all(c == 0 for c in codes),
@@ -246,7 +251,33 @@ def merge_component(rows):
         errors=dict(sorted(errors.items(), key=lambda kv: -kv[1])),
         tracebacks=tracebacks,
         key_metric=(key_name, metrics.get(key_name)),
+        noise=merge_noise(rs, hists.get("latency", Histogram()), acc, open_model),
     )
+
+
+def merge_noise(rs, latency, acc, open_model):
+    """The ``noise`` of a component merged from shards ``rs`` (see :func:`loadgen.result.noise_of`):
+    per-second throughputs of shards running side by side add — means add, variances add, over the
+    fewest seconds a shard measured; percentile intervals from the merged ``latency`` histogram; the
+    success rate's counts from the merged accounting ``acc``; peak memory's from the worst machine (the
+    fleet's peak is that machine's); recovery time's resolution."""
+    from ..measure.noise import percentile_noise
+
+    out = {}
+    parts = [(r.noise or {}).get("throughput") for r in rs]
+    if parts and all(parts):
+        out["throughput"] = {"n": min(p["n"] for p in parts), "mean": round(sum(p["mean"] for p in parts), 6),
+                             "sd": round(math.sqrt(sum(p["sd"] ** 2 for p in parts)), 6)}
+    out.update(percentile_noise(latency))
+    trials = acc.completed + (acc.dropped if open_model else 0)
+    if trials:
+        out["success_rate"] = {"successes": acc.succeeded, "trials": trials}
+    worst = max(rs, key=lambda r: r.peak_memory_mb)
+    if (worst.noise or {}).get("peak_memory_mb"):
+        out["peak_memory_mb"] = dict(worst.noise["peak_memory_mb"])
+    if any(r.recovery_time_seconds is not None for r in rs):
+        out["recovery_time_seconds"] = {"resolution_s": 1.0}
+    return out
 
 
 def _scenario_metrics(rs, known):

@@ -23,6 +23,7 @@ def fleet_report(master, run_dir, started, ended):
     ``run_dir``. Returns an ``api.Report``; :class:`UsageError` when every shard refused the plan."""
     from .. import api
     from ..report import build_report, write_reports
+    from ..report.build import run_info
 
     finished = [s for s in master.shards if s.status == "finished"]
     errors = [s for s in master.shards if s.usage_error]
@@ -34,7 +35,8 @@ def fleet_report(master, run_dir, started, ended):
     merged = merge_components(per_shard)
     report = build_report(merged, kind=master.report_kind, started_at=started, ended_at=ended,
                           thresholds=master.thresholds, run_dir=run_dir, command=master.command,
-                          seed=master.settings.get("seed"))
+                          seed=master.settings.get("seed"),
+                          run=run_info(master.settings, shards=len(master.shards)))
     fleet = fleet_summary(master, per_shard)
     report["fleet"] = fleet
     codes = [report["exit_code"]]

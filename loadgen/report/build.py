@@ -8,6 +8,7 @@ here writes a file.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import platform
 
 from .. import __version__
@@ -20,23 +21,61 @@ SUITE_BASENAME = "ai_writing_flow_v2_heavy_load_stress_report"
 
 
 def system_info():
-    """This machine: ``{cpu_count, total_memory_gb (GiB, 1 decimal), platform, python}``."""
+    """This machine: ``{cpu_count, total_memory_gb (GiB, 1 decimal), machine (the architecture,
+    ``platform.machine()``), platform, python}``. ``loadgen compare`` requires the same cpu_count,
+    total_memory_gb and machine on both sides."""
     import psutil
 
     return {
         "cpu_count": psutil.cpu_count(),
         "total_memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "machine": platform.machine(),
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
 
 
-def build_report(results, *, kind, started_at, ended_at, thresholds, run_dir=None, command=None, seed=None):
+def run_info(settings, *, profile=None, target=None, shards=None, entries=()):
+    """``metadata.run``: what two runs must share for ``loadgen compare`` to compare them.
+
+    ``{profile, target: {ref, flow_params, target_args}, load: {…}}`` from ``settings`` (a
+    :class:`~loadgen.options.Layer` or dict of the user's settings): the profile, the target (its
+    ``ref``, or ``"MockAIWritingFlowV2"`` for the embedded flow; ``target``, a ``TargetSpec``, when the
+    session built one) and the user's load settings (``options.LOAD_KEYS``: concurrency, rate, stages,
+    duration, operations, workers, …; only those set). A fleet run adds ``shards``; a plan adds
+    ``entries``: ``{label: run_info of the entry}`` (``entries``: ``[(label, settings)]``)."""
+    from .. import options as opts
+
+    def plain(v):
+        if isinstance(v, (list, tuple)) and v and all(hasattr(s, "duration_s") for s in v):  # stages
+            return [[s.duration_s, s.target] for s in v]
+        return json.loads(json.dumps(v, default=lambda o: list(o) if isinstance(o, (set, tuple)) else repr(o)))
+
+    if target is not None:
+        ref, flow, args = target.ref, target.flow_params, target.kwargs
+    else:
+        ref, flow, args = settings.get("target"), settings.get("flow_params"), settings.get("target_args")
+    info = {
+        "profile": profile or opts.value(settings, "profile"),
+        "target": {"ref": ref or "MockAIWritingFlowV2", "flow_params": plain(dict(flow or {})),
+                   "target_args": plain(dict(args or {}))},
+        "load": {k: plain(settings[k]) for k in opts.LOAD_KEYS if settings.get(k) is not None},
+    }
+    if shards is not None:
+        info["shards"] = shards
+    if entries:
+        info["entries"] = {label: run_info(s) for label, s in entries}
+    return info
+
+
+def build_report(results, *, kind, started_at, ended_at, thresholds, run_dir=None, command=None, seed=None,
+                 run=None):
     """The full report dict (plain data, JSON-ready after ``write_reports``' clean-up).
 
     ``results``: list of ``StressTestResult``; ``kind``: 'suite' or a scenario
     name; ``started_at``/``ended_at``: UNIX seconds; ``thresholds``: a
-    ``ResourceThresholds`` or a dict.
+    ``ResourceThresholds`` or a dict; ``run``: :func:`run_info` of the
+    settings (``metadata.run``; None when unknown, e.g. a rebuilt report).
     """
     acc = Accounting()
     latency = Histogram()
@@ -69,6 +108,7 @@ def build_report(results, *, kind, started_at, ended_at, thresholds, run_dir=Non
             "run_dir": run_dir,
             "command": command,
             "seed": seed,
+            "run": run,
         },
         "executive_summary": {
             "total_components": len(results),

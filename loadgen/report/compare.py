@@ -1,16 +1,44 @@
-"""``loadgen compare BASELINE CURRENT [--tolerance PCT]``: regressions between two runs.
+"""``loadgen compare BASELINE CURRENT [--tolerance PCT] [--alpha A] [--force]``: regressions between two runs.
 
 Each side is a ``report.json``, the suite's
 ``ai_writing_flow_v2_heavy_load_stress_report.json``, or a run directory
 holding one. Components are matched by name; for each, every metric both
-runs measured is listed with its old and new value and the relative change.
-A change in the *worse* direction (lower success rate, throughput or
-capacity; higher latency, memory or recovery time) beyond the tolerance is
-a regression, and so is a component that passed before and fails now, or
-that is missing from the current run.
+runs measured is listed with its old and new value, the relative change,
+the noise and a verdict.
+
+A change is a regression only when it is both beyond the tolerance in the
+*worse* direction (lower success rate, throughput or capacity; higher
+latency, memory or recovery time) and beyond what the two runs' own noise
+explains. Each metric row gets a two-sided p-value from the noise its report
+keeps (``detailed_metrics[].noise``, see :func:`loadgen.result.noise_of`):
+
+* throughput: Welch's t-test, from the per-second completed counts' sd and n;
+* success rate: the two-proportion z-test on its successes and trials;
+* p50, p99: a z-test, standard errors from the 95 % intervals' half-widths ÷ 1.96;
+* peak memory: a z-test, the per-second pool memory's sd as each peak's error;
+* capacity: a z-test, from ``capacity_low``/``capacity_high`` (a 95 % interval) when
+  the report has them, else from the search's bracket (the highest concurrency that
+  passed and the lowest above it that failed) as its resolution;
+* recovery time: a z-test, its 1 s resolution as the error.
+
+Holm–Bonferroni over all the rows with a p-value keeps the chance of any
+false alarm in one comparison at most ``alpha`` (default 0.01). A change
+beyond the tolerance that is not significant reads "within noise"; a metric
+without noise data (an older report) is judged by the tolerance alone and
+says so. ``capacity_limits``' latency, throughput, memory and success rate
+are those of the step its search ended on: shown, never judged. A component
+that passed and now fails, or that is missing from the current run, is a
+regression whatever the noise.
+
+Like with like: runs whose load settings, target, profile (``metadata.run``)
+or machine (``metadata.system_info``: cpu_count, total_memory_gb, machine)
+differ are refused (exit 2) unless ``--force``, which compares them with a
+warning; a report without ``metadata.run`` (an older loadgen) is compared
+with a warning.
 
 Exit codes: 0 no regression, 1 at least one, 2 unusable input (unreadable
-or truncated JSON, another schema version, a suite against a scenario).
+or truncated JSON, another schema version, a suite against a scenario, runs
+that differ without ``--force``).
 """
 
 from __future__ import annotations
@@ -21,43 +49,60 @@ import os
 
 from ..config import check_number
 from ..errors import ExitCode, UsageError
+from ..measure import noise as stats
 from .build import SCHEMA_VERSION, SUITE_BASENAME
 
 REPORT_NAMES = ("report.json", SUITE_BASENAME + ".json")
+DEFAULT_ALPHA = 0.01
+MACHINE_KEYS = ("cpu_count", "total_memory_gb", "machine")
+NOT_COMPARABLE = "not comparable: depends on where the search ended"
+WITHIN_NOISE = "within noise"
+TOLERANCE_ONLY = "no noise data: tolerance only"
 
-# (label, how to read it from a detailed_metrics entry, +1 higher is better / -1 lower is better)
+# (label, how to read it from a detailed_metrics entry, +1 higher is better / -1 lower is better,
+#  its key in the entry's noise dict)
 METRICS = (
-    ("success rate", lambda d: _pm(d, "success_rate", _success_rate(d)), +1),
-    ("throughput ops/s", lambda d: d.get("throughput_ops_per_sec"), +1),
-    ("p50 ms", lambda d: (d.get("latency_ms") or {}).get("p50"), -1),
-    ("p99 ms", lambda d: (d.get("latency_ms") or {}).get("p99"), -1),
-    ("peak memory MB", lambda d: d.get("peak_memory_mb"), -1),
-    ("capacity", lambda d: _pm(d, "max_capacity"), +1),
-    ("recovery time s", lambda d: d.get("recovery_time_seconds"), -1),
-    ("recovery rate", lambda d: _pm(d, "recovery_rate"), +1),
+    ("success rate", lambda d: _pm(d, "success_rate", _success_rate(d)), +1, "success_rate"),
+    ("throughput ops/s", lambda d: d.get("throughput_ops_per_sec"), +1, "throughput"),
+    ("p50 ms", lambda d: (d.get("latency_ms") or {}).get("p50"), -1, "p50_ms"),
+    ("p99 ms", lambda d: (d.get("latency_ms") or {}).get("p99"), -1, "p99_ms"),
+    ("peak memory MB", lambda d: d.get("peak_memory_mb"), -1, "peak_memory_mb"),
+    ("capacity", lambda d: _pm(d, "max_capacity"), +1, "capacity"),
+    ("recovery time s", lambda d: d.get("recovery_time_seconds"), -1, "recovery_time_seconds"),
+    ("recovery rate", lambda d: _pm(d, "recovery_rate"), +1, None),
 )
+# A capacity search's figures of the step it ended on: shown, never judged.
+SEARCH_STEP_METRICS = ("success rate", "throughput ops/s", "p50 ms", "p99 ms", "peak memory MB")
 
 
-def compare_command(baseline, current, tolerance="10"):
+def compare_command(baseline, current, tolerance="10", alpha=None, force=False):
     """Print the comparison table; returns the exit code (0, 1). Raises :class:`UsageError`."""
     from tabulate import tabulate
 
     tol = parse_tolerance(tolerance)
+    a = parse_alpha(DEFAULT_ALPHA if alpha is None else alpha)
     old_path, old = load_report(baseline)
     new_path, new = load_report(current)
     check_comparable(old, new, old_path, new_path)
-    rows = compare_reports(old, new, tol)
+    warnings = check_like(old, new, force=force)
+    rows = compare_reports(old, new, tol, alpha=a)
     print(f"baseline: {old_path} ({_when(old)})")
     print(f"current:  {new_path} ({_when(new)})")
+    for w in warnings:
+        print(f"warning: {w}")
     print(tabulate([[r["component"], r["metric"], _fmt(r["old"]), _fmt(r["new"]), _change(r["change_pct"]),
-                     r["verdict"]] for r in rows],
-                   headers=["component", "metric", "baseline", "current", "change", "verdict"]))
+                     r["noise"], r["verdict"]] for r in rows],
+                   headers=["component", "metric", "baseline", "current", "change", "noise", "verdict"]))
+    tested = sum(1 for r in rows if r["p"] is not None)
+    noisy = sum(1 for r in rows if r["verdict"] == WITHIN_NOISE)
+    how = f"beyond {tol:g}% and the noise (α {a:g}, Holm–Bonferroni over {tested} tests)"
+    within = f"; {noisy} change(s) beyond {tol:g}% within noise" if noisy else ""
     regressions = [r for r in rows if r["verdict"] == "REGRESSION"]
     if regressions:
-        print(f"compare: {len(regressions)} regression(s) beyond {tol:g}%: "
+        print(f"compare: {len(regressions)} regression(s) {how}{within}: "
               + "; ".join(f"{r['component']} {r['metric']}" for r in regressions))
         return ExitCode.FAILED
-    print(f"compare: no regression beyond {tol:g}%")
+    print(f"compare: no regression {how}{within}")
     return ExitCode.OK
 
 
@@ -65,6 +110,14 @@ def parse_tolerance(text):
     """``"10"``, ``"10%"``, ``"2.5"`` → percent as float ≥ 0; :class:`UsageError` otherwise."""
     return check_number(str(text).strip().rstrip("%"), "--tolerance", 0, low_open=False,
                         expected="a percentage ≥ 0 like 10 or 10%")
+
+
+def parse_alpha(text):
+    """``"0.01"`` → the family-wise false-alarm rate, 0 < α < 1; :class:`UsageError` otherwise."""
+    a = check_number(str(text).strip(), "--alpha", 0, 1, expected="a probability between 0 and 1 like 0.01")
+    if a >= 1:
+        raise UsageError(f"--alpha: expected a probability between 0 and 1 like 0.01, got {text}")
+    return a
 
 
 def find_report(path):
@@ -115,8 +168,63 @@ def check_comparable(old, new, old_path="baseline", new_path="current"):
         raise UsageError(f"cannot compare {what}: baseline is {ko!r}, current is {kn!r}")
 
 
-def compare_reports(old, new, tolerance_pct):
-    """Rows ``{component, metric, old, new, change_pct, verdict}``; verdict '', 'ok', 'better', 'REGRESSION'."""
+def run_differences(old, new):
+    """What differs between the two runs' ``metadata.run`` (profile, target, load settings) and machines
+    (``system_info``: cpu_count, total_memory_gb, machine): ``["profile: ci ≠ nightly", …]``; ``None``
+    for the runs when a side has no ``metadata.run``."""
+    mo, mn = old.get("metadata") or {}, new.get("metadata") or {}
+    diffs = []
+    ro, rn = mo.get("run"), mn.get("run")
+    if isinstance(ro, dict) and isinstance(rn, dict):
+        diffs.extend(_dict_diff(ro, rn, ""))
+    so, sn = mo.get("system_info") or {}, mn.get("system_info") or {}
+    for k in MACHINE_KEYS:
+        if k in so and k in sn and so[k] != sn[k]:
+            diffs.append(f"machine {k}: {_show(so[k])} ≠ {_show(sn[k])}")
+    return diffs
+
+
+def _dict_diff(a, b, prefix):
+    out = []
+    for k in list(a) + [k for k in b if k not in a]:
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict) and k != "flow_params" and k != "target_args":
+            out.extend(_dict_diff(va, vb, f"{prefix}{k}."))
+        elif va != vb:
+            out.append(f"{prefix}{k}: {_show(va)} ≠ {_show(vb)}")
+    return out
+
+
+def _show(v):
+    if v is None:
+        return "unset"
+    return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+
+
+def check_like(old, new, force=False):
+    """Warnings (a list of str) for two reports that may be compared; :class:`UsageError` (exit 2, one
+    line naming what differs) for runs of another load, target, profile or machine unless ``force``.
+    A report without ``metadata.run`` (an older loadgen) is compared with a warning, as ``force`` does."""
+    diffs = run_differences(old, new)
+    missing = [side for side, rep in (("baseline", old), ("current", new))
+               if not isinstance((rep.get("metadata") or {}).get("run"), dict)]
+    warnings = []
+    if missing:
+        warnings.append(f"{' and '.join(missing)} {'has' if len(missing) == 1 else 'have'} no metadata.run (an "
+                        "older loadgen or a rebuilt report): the load, target and profile of the runs were not checked")
+    if diffs:
+        what = "; ".join(diffs)
+        if not (force or missing):
+            raise UsageError(f"the runs differ, {what}: compare runs of the same load, target, profile and "
+                             "machine (--force compares them anyway)")
+        warnings.append(f"the runs differ, {what}: compared anyway" + (" (--force)" if force else ""))
+    return warnings
+
+
+def compare_reports(old, new, tolerance_pct, alpha=DEFAULT_ALPHA):
+    """Rows ``{component, metric, old, new, change_pct, p, noise, verdict}``; verdict '', 'ok', 'better',
+    'REGRESSION', 'within noise', 'new' or 'not comparable: …'. ``p``: the row's two-sided p-value (None
+    without one); significance by Holm–Bonferroni at ``alpha`` over every row with a p-value."""
     old_c = {d.get("test_name"): d for d in old["detailed_metrics"]}
     new_c = {d.get("test_name"): d for d in new["detailed_metrics"]}
     rows = []
@@ -134,27 +242,113 @@ def compare_reports(old, new, tolerance_pct):
         else:
             verdict = "better" if sb == "PASSED" else "REGRESSION"
         rows.append(_row(name, "status", sa, sb, None, verdict))
-        for label, read, direction in METRICS:
+        search = _is_search(a) or _is_search(b)
+        for label, read, direction, key in METRICS:
             va, vb = _number(read(a)), _number(read(b))
             if va is None and vb is None:
                 continue
-            change = _change_pct(va, vb)
-            rows.append(_row(name, label, va, vb, change, _verdict(va, vb, change, direction, tolerance_pct)))
+            row = _row(name, label, va, vb, _change_pct(va, vb), None)
+            row["direction"] = direction
+            if search and label in SEARCH_STEP_METRICS:
+                row["verdict"], row["noise"] = NOT_COMPARABLE, "—"
+            elif va is not None and vb is not None:
+                row["p"], row["se"], row["basis"] = metric_test(key, va, vb, a, b)
+            rows.append(row)
+    significant = stats.holm([r["p"] for r in rows], alpha)
+    for r, sig in zip(rows, significant):
+        if r["verdict"] is None:
+            r["verdict"] = _verdict(r, tolerance_pct, sig)
+        r.pop("direction", None)
     return rows
 
 
-def _verdict(old, new, change, direction, tol):
+def metric_test(key, va, vb, a, b):
+    """``(p, se, basis)`` of one metric: the two-sided p-value of the change ``va`` → ``vb`` (None
+    when a side has no noise data), the standard error of the difference (None when the test has
+    none to show) and a word on the method."""
+    na, nb = (a.get("noise") or {}).get(key), (b.get("noise") or {}).get(key)
+    if key == "capacity":
+        return _capacity_test(va, vb, a, b)
+    if not isinstance(na, dict) or not isinstance(nb, dict):
+        return None, None, None
+    try:
+        if key == "throughput":
+            p = stats.welch_p(va, na["sd"], na["n"], vb, nb["sd"], nb["n"])
+            se = stats.combined_se(na["sd"] / math.sqrt(na["n"]), nb["sd"] / math.sqrt(nb["n"]))
+            return p, se, "Welch"
+        if key == "success_rate":
+            ta, tb = na["trials"], nb["trials"]
+            return stats.proportions_p(va * ta, ta, vb * tb, tb), None, "2 proportions"
+        if key in ("p50_ms", "p90_ms", "p99_ms"):
+            se = stats.combined_se(stats.interval_se(*na["ci95"]), stats.interval_se(*nb["ci95"]))
+            return stats.z_p(vb - va, se), se, "interval"
+        if key == "peak_memory_mb":
+            se = stats.combined_se(na["sd"], nb["sd"])
+            return stats.z_p(vb - va, se), se, "sd"
+        if key == "recovery_time_seconds":
+            se = stats.combined_se(stats.resolution_se(na["resolution_s"]), stats.resolution_se(nb["resolution_s"]))
+            return stats.z_p(vb - va, se), se, "resolution"
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None, None, None  # noise data of another shape: judged by the tolerance alone
+    return None, None, None
+
+
+def _capacity_test(va, vb, a, b):
+    sa, sb = _capacity_se(a), _capacity_se(b)
+    if sa is None or sb is None:
+        return None, None, None
+    se = stats.combined_se(sa[0], sb[0])
+    return stats.z_p(vb - va, se), se, "interval" if sa[1] == sb[1] == "interval" else "search bracket"
+
+
+def _capacity_se(d):
+    """``(se, basis)`` of a component's capacity: its 95 % interval (``capacity_low``/``capacity_high``)
+    when the report has one, else the search's bracket — from the highest concurrency that passed to the
+    lowest above it that failed — read as a resolution; None without either."""
+    pm = d.get("performance_metrics") or {}
+    lo, hi = _number(pm.get("capacity_low")), _number(pm.get("capacity_high"))
+    if lo is not None and hi is not None and hi >= lo:
+        return stats.interval_se(lo, hi), "interval"
+    good = _number(pm.get("max_capacity"))
+    steps = pm.get("capacity_steps")
+    if good is None or not isinstance(steps, list):
+        return None
+    failed = [s.get("concurrency") for s in steps if isinstance(s, dict) and not s.get("ok")
+              and isinstance(s.get("concurrency"), (int, float)) and s["concurrency"] > good]
+    bad = min(failed) if failed else good  # none failed above it: the search stopped at the cap
+    return stats.resolution_se(bad - good), "bracket"
+
+
+def _is_search(d):
+    """True for a capacity search's component (its figures are those of the step it ended on)."""
+    return d.get("test_name") == "capacity_limits" or "capacity_steps" in (d.get("performance_metrics") or {})
+
+
+def _verdict(r, tol, significant):
+    old, new, change = r["old"], r["new"], r["change_pct"]
     if old is None or new is None:
         # A figure that vanished is a regression when it used to be there; a new one is news.
+        r["noise"] = "—"
         return "REGRESSION" if new is None else "new"
+    r["noise"] = _noise_text(r)
     if change is None:
         return "ok"
-    worse = -direction * change  # positive: the worse direction
-    if worse > tol:
-        return "REGRESSION"
-    if -worse > tol:
-        return "better"
-    return "ok"
+    worse = -r["direction"] * change  # positive: the worse direction
+    if abs(worse) <= tol:
+        return "ok"
+    if r["p"] is not None and not significant:
+        return WITHIN_NOISE
+    return "REGRESSION" if worse > 0 else "better"
+
+
+def _noise_text(r):
+    if r["p"] is None:
+        return TOLERANCE_ONLY
+    bits = []
+    if r.get("se") is not None and r["old"]:
+        bits.append(f"±{stats.Z95 * r['se'] / abs(r['old']) * 100:.1f}%")
+    bits.append(f"p {r['p']:.2g}")
+    return " ".join(bits)
 
 
 def _change_pct(old, new):
@@ -169,7 +363,7 @@ def _change_pct(old, new):
 
 def _row(component, metric, old, new, change, verdict):
     return {"component": component, "metric": metric, "old": old, "new": new, "change_pct": change,
-            "verdict": verdict}
+            "p": None, "se": None, "basis": None, "noise": "", "verdict": verdict}
 
 
 def _status(d):
