@@ -13,7 +13,7 @@ import dataclasses
 
 from ..config import Stage, default_workers
 from ..result import result_from_outcome
-from .capacity_limits import FLOW_DEFAULTS
+from .capacity_limits import SEARCH_FLOW
 from ._base import Scenario, report_cpu
 
 NORMAL = 4
@@ -47,7 +47,9 @@ class Recovery(Scenario):
         """
         target = session.target
         if target.ref is None and "stage_cpu_ms" not in target.flow_params:
-            target = dataclasses.replace(target, flow_params={**FLOW_DEFAULTS, **target.flow_params})
+            # No stage deadlines here either: past capacity they fail nearly every overload operation, and
+            # those still finishing after the step down would be counted against the recovery.
+            target = dataclasses.replace(target, flow_params={**SEARCH_FLOW, **target.flow_params})
         overload = session.thresholds.max_concurrent_operations
         workers = default_workers()
         slots = -(-overload // workers)
