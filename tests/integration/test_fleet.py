@@ -21,7 +21,7 @@ import pytest
 from _helpers import ROOT, TESTS, XSD
 from _helpers import run_main as _main
 from _reaping import check_and_reap, cmdline
-from loadgen.errors import ExitCode
+from loadgen.errors import ExitCode, UsageError
 from loadgen.config import ResourceThresholds
 from loadgen.measure.stats import Histogram
 
@@ -106,7 +106,9 @@ def test_fleet_run_merges_histograms_exactly_and_compares(cluster, tmp_path):
     xmlschema = pytest.importorskip("xmlschema")
     xmlschema.XMLSchema(XSD).validate(str(out / "junit.xml"))
     with contextlib.redirect_stdout(io.StringIO()):
-        assert compare_command(str(out), str(out / "shards" / "0"), "1000") == 0
+        assert compare_command(str(out), str(out / "shards" / "0"), "1000", force=True) == 0
+    with pytest.raises(UsageError, match="the runs differ, shards"):  # a shard ran half the load
+        compare_command(str(out), str(out / "shards" / "0"), "1000")
 
 
 def test_unreachable_scheduler_is_a_usage_error_within_the_timeout():
