@@ -124,23 +124,30 @@ class Plan:
 
 def load(path):
     """Read and check ``path``; returns a :class:`Plan` or raises :class:`UsageError`."""
+    from .streams import MAX_PLAN_BYTES, read_bounded
+
+    def _one_line(e):  # errors are one line
+        text = str(e).strip().splitlines()
+        return text[0] if text else type(e).__name__
+
     shown = str(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except IsADirectoryError:
-        raise UsageError(f"{shown}: is a directory, not a plan file") from None
-    except OSError as e:
-        raise UsageError(f"{shown}: cannot read: {e.strerror or e}") from None
+    raw = read_bounded(path, MAX_PLAN_BYTES, "plan file")  # a regular file only, at most 64 MiB
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise UsageError(f"{shown}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"{shown}: TOML syntax error: {e}") from None
+        raise UsageError(f"{shown}: TOML syntax error: {_one_line(e)}") from None
     except RecursionError:
         raise UsageError(f"{shown}: TOML syntax error: nested too deeply") from None
-    return from_dict(data, shown, base_dir=os.path.dirname(os.path.abspath(path)))
+    except ValueError as e:  # an integer beyond Python's digit limit
+        raise UsageError(f"{shown}: not a usable plan: {_one_line(e)}") from None
+    try:
+        return from_dict(data, shown, base_dir=os.path.dirname(os.path.abspath(path)))
+    except RecursionError:
+        raise UsageError(f"{shown}: not a usable plan: nested too deeply") from None
+    except OverflowError as e:  # a number too large for its key's check
+        raise UsageError(f"{shown}: not a usable plan: a number too large ({_one_line(e)})") from None
 
 
 def from_dict(data, shown="plan", base_dir=None):

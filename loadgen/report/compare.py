@@ -50,6 +50,7 @@ import os
 from ..config import check_number
 from ..errors import ExitCode, UsageError
 from ..measure import noise as stats
+from ..streams import MAX_REPORT_BYTES, load_json
 from .build import SCHEMA_VERSION, SUITE_BASENAME
 
 REPORT_NAMES = ("report.json", SUITE_BASENAME + ".json")
@@ -128,29 +129,40 @@ def find_report(path):
             raise UsageError(f"{path}: no report.json or {SUITE_BASENAME}.json in this run directory "
                              "(rebuild it with `loadgen report`)")
         return max(found, key=os.path.getmtime)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise UsageError(f"{path}: no such file or directory")
     return path
 
 
 def load_report(path):
-    """``(file, report dict)``; one-line :class:`UsageError` for anything unusable."""
+    """``(file, report dict)``; one-line :class:`UsageError` for anything unusable.
+
+    The file is read with :func:`~loadgen.streams.load_json`: a regular file of at most
+    :data:`~loadgen.streams.MAX_REPORT_BYTES` (a FIFO or ``/dev/zero`` is refused unread), JSON
+    without NaN/Infinity, overlong integers or deep nesting. Its shape is checked where
+    the comparison reads it: ``metadata`` an object, ``detailed_metrics`` a list of objects
+    whose ``test_name`` is text and whose ``performance_metrics``, ``latency_ms`` and
+    ``noise`` are objects when present.
+    """
     file = find_report(path)
-    try:
-        with open(file, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{file}: cannot read: {getattr(e, 'strerror', None) or e}") from None
-    if not text.strip():
-        raise UsageError(f"{file}: empty file, not a loadgen report")
-    try:
-        report = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{file}: not valid JSON (truncated?): {e.msg} at line {e.lineno}") from None
+    report = load_json(file, MAX_REPORT_BYTES, "loadgen report")
     if not isinstance(report, dict) or "schema_version" not in report or not isinstance(report.get("metadata"), dict):
         raise UsageError(f"{file}: not a loadgen report (no schema_version/metadata)")
     if not isinstance(report.get("detailed_metrics"), list):
         raise UsageError(f"{file}: not a loadgen report (no detailed_metrics list)")
+    for i, d in enumerate(report["detailed_metrics"]):
+        where = f"{file}: not a loadgen report (detailed_metrics[{i}]"
+        if not isinstance(d, dict):
+            raise UsageError(f"{where} is not an object)")
+        if not isinstance(d.get("test_name"), str):
+            raise UsageError(f"{where}.test_name is not text)")
+        for key in ("performance_metrics", "latency_ms", "noise"):
+            if d.get(key) is not None and not isinstance(d[key], dict):
+                raise UsageError(f"{where}.{key} is not an object)")
+    md = report["metadata"]
+    for key in ("system_info", "run"):
+        if md.get(key) is not None and not isinstance(md[key], dict):
+            raise UsageError(f"{file}: not a loadgen report (metadata.{key} is not an object)")
     return file, report
 
 
@@ -267,11 +279,11 @@ def metric_test(key, va, vb, a, b):
     when a side has no noise data), the standard error of the difference (None when the test has
     none to show) and a word on the method."""
     na, nb = (a.get("noise") or {}).get(key), (b.get("noise") or {}).get(key)
-    if key == "capacity":
-        return _capacity_test(va, vb, a, b)
-    if not isinstance(na, dict) or not isinstance(nb, dict):
+    if key != "capacity" and (not isinstance(na, dict) or not isinstance(nb, dict)):
         return None, None, None
     try:
+        if key == "capacity":
+            return _capacity_test(va, vb, a, b)
         if key == "throughput":
             p = stats.welch_p(va, na["sd"], na["n"], vb, nb["sd"], nb["n"])
             se = stats.combined_se(na["sd"] / math.sqrt(na["n"]), nb["sd"] / math.sqrt(nb["n"]))
@@ -288,7 +300,7 @@ def metric_test(key, va, vb, a, b):
         if key == "recovery_time_seconds":
             se = stats.combined_se(stats.resolution_se(na["resolution_s"]), stats.resolution_se(nb["resolution_s"]))
             return stats.z_p(vb - va, se), se, "resolution"
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError):
         return None, None, None  # noise data of another shape: judged by the tolerance alone
     return None, None, None
 
@@ -376,7 +388,7 @@ def _pm(d, key, default=None):
 
 
 def _success_rate(d):
-    ok, bad = d.get("successful_operations") or 0, d.get("failed_operations") or 0
+    ok, bad = _number(d.get("successful_operations")) or 0, _number(d.get("failed_operations")) or 0
     return ok / (ok + bad) if ok + bad else None
 
 

@@ -7,7 +7,9 @@ when a page is written, so runs and ``--help`` never pay for it.
 
 Sections: summary, components, criteria, accounting, safety breaches, the
 fleet's per-machine table (``fleet.py``), charts, notable events,
-recommendations, thresholds. Every value is HTML-escaped. The closing
+recommendations, thresholds. Every value is HTML-escaped, and cleaned of the
+characters HTML cannot carry (control characters, lone surrogates,
+noncharacters: replaced by U+FFFD), names included. The closing
 script records how many chart images decoded in
 ``<body data-charts-ok="N/M">`` — a check that headless browsers (and the
 tests) can read back.
@@ -19,14 +21,17 @@ import base64
 import datetime as _dt
 import html
 import json
+import logging
 import os
 
+from ..errors import UsageError
 from ..streams import EVENTS, TIMESERIES, atomic_write, read_jsonl
 from .charts import build_charts
 from .fleet import render_fleet_html
-from .fmt import fmt_number
+from .fmt import clean_text, fmt_number
 
 HTML_FILE = "report.html"
+log = logging.getLogger("loadgen.report")
 
 MAX_EVENT_ROWS = 200  # the events table; a pathological run may log thousands
 NOTABLE_EVENTS = ("breach", "threshold_exceeded", "worker_crash", "worker_killed", "timeout", "stop", "monitor_lost", "monitor_error",
@@ -47,9 +52,10 @@ def write_html(run_dir, report):
 
 
 def _read_stream(path):
+    """The stream's records (objects only: a line of another JSON type is not a record); [] if unreadable."""
     try:
-        return read_jsonl(path)
-    except (OSError, ValueError):
+        return [r for r in read_jsonl(path) if isinstance(r, dict)]  # bounded, regular files only
+    except (OSError, ValueError, UsageError):
         return []
 
 
@@ -58,7 +64,11 @@ def _read_stream(path):
 
 def render_html(report, timeseries=(), events=()):
     """The page (str) for a report dict and its run's stream records."""
-    charts = build_charts(report, list(timeseries), list(events))
+    try:
+        charts, no_charts = build_charts(*_chart_safe((report, list(timeseries), list(events)))), None
+    except Exception as e:  # noqa: BLE001 - streams of another shape (`loadgen report` reads any file): a page, no charts
+        log.warning("report.html: no charts: %s: %s", type(e).__name__, e)
+        charts, no_charts = [], f"The charts could not be drawn from this run's streams ({type(e).__name__}: {e})."
     md = report.get("metadata") or {}
     ex = report.get("executive_summary") or {}
     kind = md.get("kind") or "run"
@@ -82,6 +92,8 @@ def render_html(report, timeseries=(), events=()):
     if report.get("fleet"):  # a fleet run (loadgen/fleet/): the per-machine table
         parts.append(render_fleet_html(report, _table, _e))
     parts.append("<section id='charts'><h2>Charts</h2>")
+    if no_charts:
+        parts.append(f"<p class='note'>{_e(no_charts)}</p>")
     for chart in charts:
         parts.append(_figure(chart))
     parts.append("</section>")
@@ -92,7 +104,27 @@ def render_html(report, timeseries=(), events=()):
                  f"{_e(md.get('timestamp', ''))} · run directory <code>{_e(md.get('run_dir') or '')}</code></footer>")
     parts.append(_SCRIPT)
     parts.append("</body></html>\n")
-    return "\n".join(parts)
+    return clean_text("\n".join(parts))  # _e cleans each value; this catches any text that missed it
+
+
+_CHART_TEXT = str.maketrans({"$": "\\$", "\t": " ", "\r": " "})  # no glyph for tab or CR in the charts' font
+
+
+def _chart_safe(obj):
+    """``obj`` with every string (keys too) cleaned for matplotlib: the characters HTML cannot carry
+    replaced (a lone surrogate crashes the font renderer, a control character has no glyph), tab and
+    CR made spaces, and ``$`` escaped (a pair would be parsed as mathtext). Applied alike to the
+    report and the streams, so the names the charts match between them still match. Nesting is
+    bounded: the streams are read with ``streams.MAX_JSON_DEPTH``."""
+    if isinstance(obj, str):
+        return clean_text(obj).translate(_CHART_TEXT)
+    if isinstance(obj, dict):
+        return {_chart_safe(k) if isinstance(k, str) else k: _chart_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_chart_safe(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_chart_safe(v) for v in obj)
+    return obj
 
 
 _HEAD = """<!DOCTYPE html>
@@ -242,7 +274,7 @@ def _table(head, rows, status_col=None):
 
 
 def _e(v):
-    return html.escape(str(v), quote=True)
+    return html.escape(clean_text(v), quote=True)
 
 
 def _when(t):

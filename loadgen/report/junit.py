@@ -7,6 +7,10 @@ how the run itself ended: a stop by an unexpected safety breach, a signal
 or a usage error is an ``<error>``, another non-zero stop (restart limit,
 master killed) a ``<failure>``.
 
+Every name, message, property and text is cleaned of the characters XML 1.0
+cannot carry (control characters, lone surrogates, noncharacters: replaced by
+U+FFFD), so the document is well-formed whatever the report holds.
+
 The document follows the Ant/Jenkins JUnit shape that Jenkins' ``junit``
 step and GitLab's ``artifacts:reports:junit`` both read: every
 ``testsuite`` carries ``name tests failures errors skipped time timestamp
@@ -26,14 +30,13 @@ import xml.etree.ElementTree as ET
 from ..errors import ExitCode
 from ..streams import atomic_write
 from .fleet import fleet_junit_suite
+from .fmt import clean_text
 
 JUNIT_FILE = "junit.xml"
 
 # Exit codes (DESIGN §10) that are errors of the run rather than failed criteria.
 _ERROR_TYPES = {ExitCode.USAGE: "UsageError", ExitCode.BREACH: "ThresholdBreached", ExitCode.SIGINT: "Interrupted",
                 ExitCode.SIGTERM: "Terminated"}
-# XML 1.0 forbids most control characters, even escaped; error messages may carry them.
-_ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def write_junit(run_dir, report):
@@ -69,6 +72,7 @@ def render_junit(report):
             totals[key] += int(suite.get(key))
     for key, value in totals.items():
         root.set(key, f"{value:.3f}" if key == "time" else str(value))
+    _clean_tree(root)
     ET.indent(root, space="  ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
@@ -196,4 +200,17 @@ def _ident(text):
 
 
 def _clean(text):
-    return _ILLEGAL_XML.sub("\ufffd", str(text))
+    return clean_text(text)
+
+
+def _clean_tree(root):
+    """Every attribute and text of the document through :func:`~loadgen.report.fmt.clean_text`: XML 1.0
+    forbids most control characters even escaped, and names, messages, tracebacks and properties
+    (the fleet's suite included) may carry them."""
+    for el in root.iter():
+        for key in list(el.attrib):
+            el.set(key, clean_text(el.attrib[key]))
+        if el.text is not None:
+            el.text = clean_text(el.text)
+        if el.tail is not None:
+            el.tail = clean_text(el.tail)

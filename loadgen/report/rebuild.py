@@ -34,17 +34,26 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 
-from ..errors import ExitCode, UsageError
-from ..streams import COMPONENT_EVENT, EVENTS, SCENARIO_EVENT, TIMESERIES, read_jsonl
+from ..errors import ExitCode, OutputError, UsageError
+from ..streams import (COMPONENT_EVENT, EVENTS, MAX_REPORT_BYTES, SCENARIO_EVENT, TIMESERIES, dumps, json_safe, load_json,
+                       read_jsonl)
 from . import write_reports
 from .build import SUITE_BASENAME, build_report
 
 log = logging.getLogger("loadgen.rebuild")
 
 KILLED_REASON = "master killed (rebuilt from streams)"
+# Fields the rebuild keys on: text when present (a timeseries row's phase always); checked with the line.
+_TEXT_KEYS = {EVENTS: ("type", "phase", "name"), TIMESERIES: ("phase",)}
+_REQUIRED_TEXT = {EVENTS: (), TIMESERIES: ("phase",)}
+# Errors of a record whose deeper fields (a component's result, a phase's accounting) have another shape
+# than loadgen writes: the streams are input, so these are a usage error naming the run, not a crash.
+_SHAPE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError)
 BASELINE_PHASE = "baseline"  # a reference measurement, not the component's result
 # Knots of a second's quantile function: (cumulative share, percentile key).
 _MASS = ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p999"), (1.0, "max"))
+MAX_DRAWS_PER_SECOND = 1000  # draws of one second's quantile function (weighted beyond)
+MAX_OPS_PER_SECOND = 10**9  # a second's count in the streams, at most (a larger one is corrupt)
 
 
 # ====================================================================== command
@@ -55,14 +64,37 @@ def rebuild_command(run_dir):
 
     The run's own exit code is in the rebuilt report (``exit_code``); this
     command's is 0 once the reports are written. :class:`UsageError` for a
-    missing directory, missing or unreadable streams.
+    missing directory, missing or unreadable streams. The streams are read,
+    never appended to; each report file is replaced atomically (a symlink at
+    its path is replaced, not followed).
     """
-    report = rebuild(run_dir)
-    paths = write_reports(run_dir, report)
+    try:
+        report = rebuild(run_dir)
+        _renders(report)  # before any report file is replaced
+    except _SHAPE_ERRORS as e:  # a record whose fields are of another shape than loadgen writes
+        log.debug("rebuild of %s failed", run_dir, exc_info=True)
+        raise UsageError(f"{run_dir}: cannot rebuild from these streams: a record has fields of another shape "
+                         f"than loadgen writes ({type(e).__name__}: {_one_line(e)})") from None
+    try:
+        paths = write_reports(run_dir, report)
+    except OSError as e:
+        raise OutputError(f"cannot write the reports in {run_dir}: {e.strerror or e}") from None
     names = ", ".join(os.path.basename(p) for p in paths.values())
     print(f"loadgen: rebuilt {names} in {run_dir} from its streams "
           f"({len(report['detailed_metrics'])} component(s), run exit code {report['exit_code']})")
     return ExitCode.OK
+
+
+def _renders(report):
+    """Render the report as :func:`~loadgen.report.write_reports` will (JSON, summary, JUnit; not the page,
+    whose failure is not fatal) without writing anything: a component recorded with fields of another
+    shape than loadgen writes fails here, before a file is replaced, as one of :data:`_SHAPE_ERRORS`."""
+    from .junit import render_junit
+    from .text import render_summary
+
+    data = json.loads(dumps(json_safe(report)))
+    render_summary(data)
+    render_junit(data)
 
 
 def rebuild(run_dir):
@@ -95,22 +127,34 @@ def rebuild(run_dir):
 
 
 def load_streams(run_dir):
-    """``(events, timeseries rows)`` of a run directory, each sorted by ``t``; :class:`UsageError` if unusable."""
+    """``(events, timeseries rows)`` of a run directory, each sorted by ``t``; :class:`UsageError` if unusable.
+
+    Each stream is read with :func:`~loadgen.streams.read_jsonl` (a regular file of at most
+    :data:`~loadgen.streams.MAX_REPORT_BYTES`, strict JSON per line; a FIFO or device is refused
+    unread); a bad line is named by its number.
+    """
     if not os.path.isdir(run_dir):
         raise UsageError(f"{run_dir}: no such run directory")
     out = []
     for name in (EVENTS, TIMESERIES):
         path = os.path.join(run_dir, name)
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):
             raise UsageError(f"{run_dir}: no {name}; not a loadgen run directory (or its streams were removed)")
         try:
-            records = read_jsonl(path)
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path}: line {_bad_line(path)} is not JSON ({e.msg}); only a torn last line "
-                             "is tolerated") from None
-        out.append([r for r in records if isinstance(r, dict) and _is_num(r.get("t"))])
+            records = read_jsonl(path, MAX_REPORT_BYTES, f"loadgen {name}", numbered=True)
+        except UsageError as e:
+            raise UsageError(f"{e}; only a torn last line is tolerated" if "not valid JSON" in str(e) else str(e)) \
+                from None
+        kept = []
+        for line, r in records:
+            if not isinstance(r, dict) or not _is_num(r.get("t")):
+                continue  # not a record of ours: left out, as ever
+            for key in _TEXT_KEYS[name]:
+                if not (isinstance(r.get(key), str) or (r.get(key) is None and key not in _REQUIRED_TEXT[name])):
+                    raise UsageError(f"{path}: line {line}: {key!r} is {_shown(r.get(key))}, not text; "
+                                     "not a record loadgen writes")
+            kept.append(r)
+        out.append(kept)
     events, rows = out
     if not any(e.get("type") == "phase" for e in events):
         raise UsageError(f"{run_dir}: {EVENTS} records no phase; nothing to rebuild")
@@ -230,11 +274,10 @@ def _guess_kind(run_dir, groups):
     if os.path.exists(os.path.join(run_dir, SUITE_BASENAME + ".json")):
         return "suite"
     try:
-        with open(os.path.join(run_dir, "report.json"), encoding="utf-8") as f:
-            kind = json.load(f)["metadata"]["kind"]
+        kind = load_json(os.path.join(run_dir, "report.json"), MAX_REPORT_BYTES, "loadgen report")["metadata"]["kind"]
         if isinstance(kind, str) and kind:
             return kind
-    except (OSError, ValueError, KeyError, TypeError):
+    except (UsageError, KeyError, TypeError):
         pass
     return groups[0].name if len(groups) == 1 else "rebuilt"
 
@@ -403,16 +446,20 @@ def _approximate_latency(rows):
 
     Each second's ``n`` operations are drawn from its quantile function,
     interpolated linearly through its p50, p90, p99, p99.9 and max (the
-    lower half is put at p50: the streams do not say how fast it was).
+    lower half is put at p50: the streams do not say how fast it was). At
+    most :data:`MAX_DRAWS_PER_SECOND` draws a second, each weighted by its
+    share of ``n`` (every operation its own draw below that), and ``n`` is
+    at most :data:`MAX_OPS_PER_SECOND`: a corrupt count costs no memory.
     """
     import numpy as np
 
-    from ..measure.stats import Histogram
+    from ..measure.stats import Histogram, Sparse, _indices
 
-    chunks = []
+    values, weights = [], []
     for r in rows:
-        lat = r.get("latency_ms") or {}
-        n = int(_f(r.get("succeeded"))) + int(_f(r.get("failed")))
+        lat = r.get("latency_ms")
+        lat = lat if isinstance(lat, dict) else {}
+        n = min(int(_f(r.get("succeeded"))) + int(_f(r.get("failed"))), MAX_OPS_PER_SECOND)
         if n <= 0 or not _is_num(lat.get("p50")):
             continue
         qs, vs, last = [0.0], [float(lat["p50"])], float(lat["p50"])
@@ -420,24 +467,30 @@ def _approximate_latency(rows):
             last = max(last, float(lat[key])) if _is_num(lat.get(key)) else last
             qs.append(share)
             vs.append(last)
-        at = (np.arange(n) + 0.5) / n
-        chunks.append(np.rint(np.interp(at, qs, vs) * 1000).astype(np.int64))
+        k = min(n, MAX_DRAWS_PER_SECOND)
+        at = (np.arange(k) + 0.5) / k
+        values.append(np.rint(np.clip(np.interp(at, qs, vs), 0.0, 1e13) * 1000).astype(np.int64))
+        w = np.full(k, n // k, dtype=np.int64)
+        w[: n % k] += 1
+        weights.append(w)
     h = Histogram()
-    if chunks:
-        h.record_many(np.concatenate(chunks))
+    if values:
+        v, index = _indices(h._h, np.concatenate(values))
+        uniq, inverse = np.unique(index, return_inverse=True)
+        counts = np.zeros(len(uniq), dtype=np.int64)
+        np.add.at(counts, inverse, np.concatenate(weights))
+        h.add_sparse(Sparse(uniq, counts, int(v.min()), int(v.max())))
     return h
 
 
-def _bad_line(path):
-    """The number of the first line of ``path`` that is not JSON (for the error message)."""
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            try:
-                if line.strip():
-                    json.loads(line)
-            except json.JSONDecodeError:
-                return i
-    return "?"
+def _shown(v):
+    text = json.dumps(v)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def _one_line(e):
+    text = str(e).strip().splitlines()
+    return (text[0] if text else "")[:200]
 
 
 def _is_num(v):

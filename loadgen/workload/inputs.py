@@ -11,8 +11,8 @@ the dead one stopped.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
-import json
 import os
 
 from ..errors import UsageError
@@ -21,37 +21,46 @@ MODES = ("cycle", "once")
 
 
 def load_records(path):
-    """All records of ``path`` (list). Raises :class:`UsageError` naming the file and line."""
-    if not os.path.isfile(path):
-        raise UsageError(f"{path!r}: no such file")
+    """All records of ``path`` (list). Raises :class:`UsageError` naming the file and line.
+
+    The file is read with :func:`~loadgen.streams.read_bounded`: a regular file of at most
+    :data:`~loadgen.streams.MAX_PLAN_BYTES` (64 MiB; a FIFO or a device is refused unread).
+    """
+    from ..streams import MAX_PLAN_BYTES, parse_json, read_bounded
+
     ext = os.path.splitext(path)[1].lower()
+    if ext not in (".csv", ".jsonl", ".ndjson", ".json"):
+        if not os.path.lexists(path):
+            raise UsageError(f"{path!r}: no such file")
+        raise UsageError(f"{path!r}: expected a .jsonl or .csv file")
+    if not os.path.lexists(path):
+        raise UsageError(f"{path!r}: no such file")
+    raw = read_bounded(path, MAX_PLAN_BYTES, "--inputs file")
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            if ext == ".csv":
-                reader = csv.DictReader(f)
-                if not reader.fieldnames:
-                    raise UsageError(f"{path!r}: empty CSV (no header line)")
-                records = []
-                for row in reader:
-                    if None in row or any(v is None for v in row.values()):
-                        raise UsageError(f"{path!r} line {reader.line_num}: expected "
-                                         f"{len(reader.fieldnames)} fields")
-                    records.append(row)
-            elif ext in (".jsonl", ".ndjson", ".json"):
-                records = []
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise UsageError(f"{path!r} line {n}: not JSON ({e.msg})") from None
-            else:
-                raise UsageError(f"{path!r}: expected a .jsonl or .csv file")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UsageError(f"{path!r}: not UTF-8 text ({e.reason})") from None
-    except OSError as e:
-        raise UsageError(f"{path!r}: cannot read: {e.strerror}") from None
+    del raw
+    f = io.StringIO(text, newline="")  # lines split as open(..., newline="") splits them
+    if ext == ".csv":
+        reader = csv.DictReader(f)
+        records = []
+        try:
+            if not reader.fieldnames:
+                raise UsageError(f"{path!r}: empty CSV (no header line)")
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):
+                    raise UsageError(f"{path!r} line {reader.line_num}: expected "
+                                     f"{len(reader.fieldnames)} fields")
+                records.append(row)
+        except csv.Error as e:
+            raise UsageError(f"{path!r} line {reader.line_num}: not CSV ({e})") from None
+    else:
+        records = []
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            records.append(parse_json(line, f"{path!r} line {n}", strict=False))  # UsageError naming the line
     if not records:
         raise UsageError(f"{path!r}: no records")
     return records
