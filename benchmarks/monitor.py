@@ -12,6 +12,9 @@
     bound rate × (interval + 60 ms).
 (c) the monitor's own CPU, % of one core, at 10 Hz with N idle watched
     processes (target ≤ 2 %), from its CPU times over --cpu-seconds.
+(d) as (a), the grower in a run cgroup (``engine.contain``) whose memory
+    alarm the kernel raises (cgroup v1 memory): crossing→dead at 100 ms and
+    1 s sampling, target ≤ 25 ms whatever the interval.
 
 Timings are wall-clock on a shared machine: read the medians, not the maxima.
 """
@@ -44,14 +47,16 @@ SLACK_S = 0.060  # the latency target's allowance on top of one interval
 CEILING_MB = 1500  # a grower that is never stopped stops itself here
 
 
-def grower(rate_mb_s, limit_mb, crossed_at, crossed_rss_at, peak_mb, ready):
+def grower(rate_mb_s, limit_mb, crossed_at, crossed_rss_at, peak_mb, ready, cgroup=None):
     """Grow private memory at ``rate_mb_s`` in 10 ms steps; log the limit crossings.
 
     ``crossed_at``: when the monitor's measure (PSS at start + RSS growth)
     passed the limit; ``crossed_rss_at``: when plain RSS did (what a bare
-    psutil watcher compares).
+    psutil watcher compares). ``cgroup``: a run cgroup to join first.
     """
     os.setpgid(0, 0)
+    if cgroup is not None:
+        cgroup.join()
     step_s = 0.01
     chunk = max(1, int(rate_mb_s * step_s * MB))
     pss0 = _procfs.read_pss_mb(os.getpid())
@@ -60,16 +65,18 @@ def grower(rate_mb_s, limit_mb, crossed_at, crossed_rss_at, peak_mb, ready):
     hold = []
     start = time.monotonic()
     k = 0
-    while len(hold) * chunk < CEILING_MB * MB:
-        hold.append(b"\x01" * chunk)
-        rss = _procfs.read_stat(os.getpid()).rss_pages * _procfs.PAGE_SIZE / MB
-        mem = pss0 + (rss - rss0)
-        peak_mb.value = mem
-        now = time.time()
-        if mem > limit_mb and crossed_at.value == 0.0:
-            crossed_at.value = now
-        if rss > limit_mb and crossed_rss_at.value == 0.0:
-            crossed_rss_at.value = now
+    piece = min(chunk, MB)  # log the crossing to within a MB (2 ms at 500 MB/s)
+    while len(hold) * piece < CEILING_MB * MB:
+        for _ in range(max(1, chunk // piece)):
+            hold.append(b"\x01" * piece)
+            rss = _procfs.read_stat(os.getpid()).rss_pages * _procfs.PAGE_SIZE / MB
+            mem = pss0 + (rss - rss0)
+            peak_mb.value = mem
+            now = time.time()
+            if mem > limit_mb and crossed_at.value == 0.0:
+                crossed_at.value = now
+            if rss > limit_mb and crossed_rss_at.value == 0.0:
+                crossed_rss_at.value = now
         k += 1
         delay = start + k * step_s - time.monotonic()
         if delay > 0:
@@ -81,21 +88,24 @@ def idle():
     time.sleep(3600)
 
 
-def start_grower(ctx, rate_mb_s, limit_mb, phase_s):
+def start_grower(ctx, rate_mb_s, limit_mb, phase_s, cgroup=None):
     """Start a grower after a random delay in [0, phase_s), so that the limit
     is crossed at a random point of the sampling period (trials started back
     to back would otherwise all cross at the same phase)."""
     time.sleep(random.uniform(0.0, phase_s))
     crossed, crossed_rss, peak, ready = ctx.Value("d", 0.0), ctx.Value("d", 0.0), ctx.Value("d", 0.0), ctx.Event()
-    p = ctx.Process(target=grower, args=(rate_mb_s, limit_mb, crossed, crossed_rss, peak, ready), daemon=True)
+    p = ctx.Process(target=grower, args=(rate_mb_s, limit_mb, crossed, crossed_rss, peak, ready, cgroup),
+                    daemon=True)
     p.start()
     ready.wait(10)
     return p, crossed, crossed_rss, peak
 
 
-def monitor_trial(ctx, mon, rate_mb_s, limit_mb):
-    """One grower under the monitor → (latency_s, detect_s, kill_s, overshoot_mb) or None."""
-    p, crossed, _, peak = start_grower(ctx, rate_mb_s, limit_mb, mon.interval_s)
+def monitor_trial(ctx, mon, rate_mb_s, limit_mb, cgroup=None, early_ok=False):
+    """One grower under the monitor → (latency_s, detect_s, kill_s, overshoot_mb) or None.
+    ``early_ok``: a breach before the grower's own measure crossed (they differ by < 1 MB) counts,
+    from the detection (latency = kill + free)."""
+    p, crossed, _, peak = start_grower(ctx, rate_mb_s, limit_mb, mon.interval_s, cgroup)
     try:
         mon.watch(p.pid, psutil.Process(p.pid).create_time(), pgid=p.pid, role="worker")
         end = time.monotonic() + 20
@@ -104,7 +114,9 @@ def monitor_trial(ctx, mon, rate_mb_s, limit_mb):
                 if isinstance(msg, Breach):
                     p.join(2)
                     if crossed.value == 0.0:
-                        return None
+                        if not early_ok:
+                            return None
+                        crossed.value = msg.detected_at
                     return (msg.pool_dead_at - crossed.value, msg.detected_at - crossed.value,
                             msg.pool_dead_at - msg.detected_at, peak.value - limit_mb)
         return None
@@ -165,6 +177,69 @@ def bench_latency(ctx, trials, rate_mb_s=500.0):
                   f"  (monitor/psutil = {med / statistics.median(base):.2f})")
         results[interval] = (lat, base)
     return results
+
+
+def bench_alarm(ctx, trials, rate_mb_s=500.0):
+    """(d) as (a), the grower in a run cgroup whose memory alarm the kernel raises (cgroup v1 memory)."""
+    from loadgen.engine.contain import ContainSpec, make_cgroup
+
+    cgroup = make_cgroup(f"bench-{os.getpid()}")
+    probe = cgroup.memory_alarm(1.0) if cgroup is not None else None
+    if probe is None:
+        print("(d) kernel memory alarm: not available here (needs a v1 memory cgroup loadgen may create)")
+        if cgroup is not None:
+            cgroup.remove()
+        return None
+    os.close(probe)
+    print(f"(d) breach → pool dead with the kernel's memory alarm ({cgroup.kind}, memory in {cgroup.memory_dir}), "
+          f"limit {LIMIT_MB:.0f} MB, growth {rate_mb_s:.0f} MB/s, {trials} trials")
+    results = {}
+    try:
+        for interval in (0.1, 1.0):
+            mon = SystemResourceMonitor(ResourceThresholds(max_memory_mb=LIMIT_MB, max_cpu_percent=100), interval)
+            mon.start(ctx)
+            try:
+                mon.contain(ContainSpec(cgroup=cgroup))
+                mon.receive(0.3)
+                runs = [r for r in (monitor_trial(ctx, mon, rate_mb_s, LIMIT_MB, cgroup, early_ok=True)
+                                    for _ in range(trials)) if r]
+            finally:
+                mon.stop()
+            lat = [r[0] for r in runs]
+            med = statistics.median(lat)
+            print(f"  interval {interval * 1e3:.0f} ms: monitor  crossing→dead {fmt_ms(lat)}"
+                  f"  [target ≤ 25 ms: {'OK' if med <= 0.025 else 'MISSED'}]")
+            print(f"                  detection {fmt_ms([r[1] for r in runs])} (< 0: before the grower's own measure); "
+                  f"kill+free {fmt_ms([r[2] for r in runs])}")
+            results[interval] = lat
+        floor = [kernel_free_s(LIMIT_MB) for _ in range(5)]
+        print(f"  the kernel's own floor: SIGKILL → zombie of a process holding {LIMIT_MB:.0f} MB {fmt_ms(floor)}")
+    finally:
+        cgroup.kill()
+        cgroup.remove()
+    return results
+
+
+def kernel_free_s(mb):
+    """Seconds from SIGKILL to zombie for a forked child holding ``mb`` MB: the kernel frees its pages
+    before the process counts as dead, a floor no monitor goes under."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        hold = [b"\x01" * MB for _ in range(int(mb))]  # noqa: F841 - held until killed
+        os.write(w, b"x")
+        time.sleep(60)
+        os._exit(0)
+    os.read(r, 1)
+    os.close(r)
+    os.close(w)
+    t = time.perf_counter()
+    os.kill(pid, signal.SIGKILL)
+    while not _procfs.is_dead_stat(_procfs.read_stat(pid)):
+        pass
+    took = time.perf_counter() - t
+    os.waitpid(pid, 0)
+    return took
 
 
 def bench_overshoot(ctx, trials):
@@ -254,7 +329,7 @@ def main(argv=None):
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--watched", type=int, default=50)
     ap.add_argument("--cpu-seconds", type=float, default=10.0)
-    ap.add_argument("--only", choices=["latency", "overshoot", "cpu"])
+    ap.add_argument("--only", choices=["latency", "overshoot", "cpu", "alarm"])
     args = ap.parse_args(argv)
     ctx = mp.get_context("fork")
     # The monitor logs every breach as a warning; the trials make dozens.
@@ -262,6 +337,8 @@ def main(argv=None):
     print(f"{psutil.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, python {sys.version.split()[0]}")
     if args.only in (None, "latency"):
         bench_latency(ctx, args.trials)
+    if args.only in (None, "alarm"):
+        bench_alarm(ctx, args.trials)
     if args.only in (None, "overshoot"):
         bench_overshoot(ctx, max(3, args.trials // 3))
     if args.only in (None, "cpu"):

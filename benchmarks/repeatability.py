@@ -92,7 +92,7 @@ def cotenant(tmp):
     print(f"   suite exit {code} in {secs:.0f} s; breaches {len(report['breaches'])}; "
           f"resource_exhaustion_detected {report.get('resource_exhaustion_detected')}; "
           f"{len(busy)} recommendation(s) say the CPU was saturated")
-    print(f"   components: " + ", ".join(f"{c['component_name']} {c['status']}" for c in report["component_results"]))
+    print("   components: " + ", ".join(f"{c['component_name']} {c['status']}" for c in report["component_results"]))
 
 
 def main():

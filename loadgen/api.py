@@ -70,12 +70,17 @@ class Session:
     baselines: dict = field(default_factory=dict)  # (concurrency, seconds) → RunOutcome, shared in a suite
     gate: object = None  # engine.signals.SignalGate of the whole command (None: each phase handles its own)
     aborted: str | None = None  # why an abort_on_fail criterion stopped a phase (see loadgen.abort)
+    contained: list = field(default_factory=list)  # every phase's containment (shared with derived sessions)
 
     @classmethod
     def open(cls, settings, *, name, progress=None, gate=None, write=True, shard_of=1):
         """Check ``settings`` (target imported, inputs read, thresholds built), then make the run
         directory (``settings["out"]``, else ``loadgen-results/<UTC time>-<name>``; none when not
-        ``write``). Raises :class:`UsageError` naming the setting's origin before anything is written."""
+        ``write``). Raises :class:`UsageError` naming the setting's origin before anything is written.
+
+        The one place a command opens its run directory (``streams.prepare_run_dir``): one that
+        already holds a run's streams is refused (exit 2); the phases and scenarios of this
+        command (a suite, a plan) then all write into it."""
         from .streams import default_run_dir, prepare_run_dir
 
         session = cls.configured(settings, progress=progress, gate=gate, shard_of=shard_of)
@@ -88,8 +93,9 @@ class Session:
         """A session for ``settings`` without a run directory; see :meth:`open`. ``shard_of``: the
         number of fleet shards the load is split over (the safety cap applies to each one's share)."""
         thresholds = opts.thresholds_of(settings)
-        if shard_of == 1:
+        if shard_of == 1:  # a fleet's shards check their own machines
             opts.check_in_flight(settings, thresholds)
+            opts.check_room(settings, thresholds)
         return cls(settings=settings, target=target_of(settings), thresholds=thresholds,
                    profile=opts.value(settings, "profile"), sample_interval_s=opts.value(settings, "sample_interval"),
                    stop_file=settings.get("stop_file"), start_method=settings.get("start_method"), **fields)
@@ -100,7 +106,8 @@ class Session:
         Baselines are not shared: targets differ."""
         return dataclasses.replace(type(self).configured(settings), run_dir=self.run_dir, progress=self.progress,
                                    gate=self.gate, sample_interval_s=self.sample_interval_s,
-                                   stop_file=self.stop_file, start_method=self.start_method)
+                                   stop_file=self.stop_file, start_method=self.start_method,
+                                   contained=self.contained)
 
     @property
     def load(self):
@@ -135,6 +142,7 @@ class Session:
         runner = Runner(plan, thresholds or self.thresholds, run_dir=self.run_dir, progress=self.progress,
                         phase=phase, stressors=stressors, on_second=on_second, gate=self.gate)
         outcome = runner.run()
+        self.contained.append({"phase": phase, **outcome.containment, "accounting_anomalies": len(outcome.anomalies)})
         if outcome.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
             self.interrupted = outcome.exit_code
         return outcome
@@ -263,6 +271,10 @@ def _run_and_report(scs, session, kind, command, started):
                           seed=session.target.seed,
                           run=run_info(session.settings, profile=session.profile, target=session.target,
                                        entries=[(sc.name, sc.settings) for sc in scs if hasattr(sc, "settings")]))
+    if session.contained:  # every phase, baselines included (the results hold their main phase's)
+        from .report.build import containment_summary
+
+        report["containment"] = containment_summary(session.contained)
     if session.interrupted is not None:
         report["exit_code"] = session.interrupted
     try:

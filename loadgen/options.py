@@ -32,6 +32,7 @@ belonged to another callable).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import re
@@ -489,8 +490,17 @@ def from_api(kwargs, command=RUN, what="run"):
     layer = Layer()
     for key, raw in kwargs.items():
         option = BY_KEY.get(key)
-        if option is None or option.key.startswith("thresholds.") or (option.flag and command not in option.commands):
-            raise TypeError(f"{what}() got an unexpected keyword argument {key!r}" + did_you_mean(key, BY_KEY))
+        if option is not None and option.key.startswith("thresholds."):
+            field = option.key.split(".", 1)[1]
+            raise TypeError(f"{what}() got an unexpected keyword argument {key!r}: a threshold is given as "
+                            f"thresholds=ResourceThresholds({field}=...)")
+        if option is None or (option.flag and command not in option.commands):
+            known = {k: k for k in BY_KEY if not k.startswith("thresholds.")}
+            known.update({k.split(".", 1)[1]: f"thresholds=ResourceThresholds({k.split('.', 1)[1]}=...)"
+                          for k in BY_KEY if k.startswith("thresholds.")})
+            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6) if isinstance(key, str) else []
+            hint = f" (did you mean {known[close[0]]}?)" if close else ""
+            raise TypeError(f"{what}() got an unexpected keyword argument {key!r}" + hint)
         if raw is None or (option.action == "append" and not raw and not isinstance(raw, dict)):
             continue
         layer.put(key, option.check(raw, key, False), key)
@@ -522,6 +532,25 @@ def check_in_flight(layer, thresholds):
                              f"max_concurrent_operations = {cap}; raise it with --max-concurrent-operations "
                              f"(LOADGEN_MAX_CONCURRENT_OPERATIONS, or max_concurrent_operations in a plan's "
                              f"[thresholds]) to run more")
+
+
+def check_room(layer, thresholds):
+    """:class:`UsageError` when the workers, slots or rate ``layer`` asks for do not fit this machine
+    now (``engine.room``: the rule), before anything is written. Slots and workers not given are
+    derived as a run derives them (``RunPlan.validated``)."""
+    from .config import default_workers
+    from .engine import room
+
+    cap = thresholds.max_concurrent_operations
+    rate = layer.get("rate")
+    if rate is not None:
+        peak, workers = cap, layer.get("workers") or default_workers()
+    else:
+        peak = max([layer.get("concurrency") or 1] + [math.ceil(s.target) for s in layer.get("stages") or ()])
+        peak = min(peak, cap)
+        workers = layer.get("workers") or min(default_workers(), peak)
+    slots = layer.get("slots") or max(1, math.ceil(peak / workers))
+    room.check(workers, slots, rate)
 
 
 def no_unknown(table, known, where):

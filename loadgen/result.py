@@ -50,6 +50,10 @@ class StressTestResult:
     key_metric: tuple = ("success_rate", None)  # (name, value) shown in COMPONENT RESULTS
     # What `loadgen compare` needs to judge each metric's noise (see noise_of); {} in older reports.
     noise: dict = field(default_factory=dict)
+    # How the run's processes were contained and what it ended at its end (contain.Containment.to_dict)
+    containment: dict = field(default_factory=dict)
+    # accounting_anomaly events: a forked copy of a worker wrote its counters (the counts were clamped)
+    accounting_anomalies: list = field(default_factory=list)
 
     @property
     def success_rate(self):
@@ -182,6 +186,9 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
         messages.insert(0, f"stopped: {outcome.stop_reason}")
     for c in outcome.crashes[:5]:
         messages.append(f"worker {c['worker']} died with {c['exit']} ({c['hint']})")
+    for a in outcome.anomalies[:5]:
+        messages.append(f"accounting: worker {a['worker']}'s counters show {a['excess']} more operations ended "
+                        f"than started (a forked copy wrote them); counts clamped")
     return StressTestResult(
         test_name=name,
         success=passed and outcome.exit_code == ExitCode.OK,
@@ -216,4 +223,6 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
         tracebacks=dict(list(outcome.tracebacks.items())[:20]),
         key_metric=(key_metric, metrics.get(key_metric)),
         noise=noise_of(outcome, recovery_time_seconds),
+        containment=dict(outcome.containment),
+        accounting_anomalies=list(outcome.anomalies),
     )

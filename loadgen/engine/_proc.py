@@ -87,6 +87,21 @@ def set_pdeathsig(sig=signal.SIGKILL):
     return _prctl(_PR_SET_PDEATHSIG, int(sig))
 
 
+_PR_SET_CHILD_SUBREAPER, _PR_GET_CHILD_SUBREAPER = 36, 37
+
+
+def set_child_subreaper(on=True):
+    """Make this process the *child subreaper* of its descendants (``on``) or stop being one: an
+    orphaned descendant is then reparented to it instead of init. Returns what the flag was before
+    (False off Linux or when prctl fails, and then nothing changed)."""
+    if not _IS_LINUX:
+        return False
+    before = ctypes.c_int(0)
+    _prctl(_PR_GET_CHILD_SUBREAPER, ctypes.addressof(before))
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1 if on else 0)
+    return bool(before.value)
+
+
 def set_title(text):
     """Name this process for ``ps``/``top`` (e.g. ``loadgen: monitor``).
 
@@ -405,6 +420,71 @@ def trim_heap():
             _malloc_trim = False
     if _malloc_trim:
         _malloc_trim(0)
+
+
+def open_fds():
+    """This process's open file descriptors: fd → (st_dev, st_ino), the identity :func:`close_fds` checks."""
+    out = {}
+    try:
+        fds = [int(x) for x in os.listdir("/proc/self/fd")]
+    except OSError:  # pragma: no cover - no /proc
+        return out
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+        except OSError:  # the listing's own fd, closed by now
+            continue
+        out[fd] = (st.st_dev, st.st_ino)
+    return out
+
+
+def close_fds(fds):
+    """Close the fds of ``fds`` (from :func:`open_fds`) that still name the same file: one closed
+    and reused since is left alone. Never raises."""
+    for fd, ident in fds.items():
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == ident:
+                os.close(fd)
+        except OSError:
+            pass
+
+
+_PROT_READ, _PROT_WRITE = 1, 2
+_MAP_PRIVATE, _MAP_FIXED, _MAP_ANONYMOUS = 0x02, 0x10, 0x20
+
+
+def privatize(view):
+    """Make the memory under ``view`` (a writable buffer over shared memory) private to this process,
+    content kept: its pages are replaced by anonymous private ones (``mmap MAP_FIXED``). What this
+    process writes there afterwards no other process sees. Linux only; returns False when it could not.
+
+    For a forked copy of a worker: its writes to the shared counters must not reach the master."""
+    if not _IS_LINUX:
+        return False
+    import mmap
+
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    n = view.nbytes
+    if n == 0:
+        return True
+    buf = (ctypes.c_char * n).from_buffer(view)
+    addr = ctypes.addressof(buf)
+    del buf
+    page = mmap.PAGESIZE
+    start = addr & ~(page - 1)
+    length = ((addr + n + page - 1) & ~(page - 1)) - start
+    saved = ctypes.string_at(start, length)
+    fn = _libc.mmap
+    fn.restype = ctypes.c_void_p
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+    got = fn(start, length, _PROT_READ | _PROT_WRITE, _MAP_PRIVATE | _MAP_FIXED | _MAP_ANONYMOUS, -1, 0)
+    if got != start:
+        return False
+    ctypes.memmove(start, saved, length)
+    return True
 
 
 def own_create_time():

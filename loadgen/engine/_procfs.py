@@ -52,7 +52,7 @@ class StatInfo(NamedTuple):
     ``cpu_ticks``: utime + stime in clock ticks (:data:`CLOCK_TICKS` per second).
     ``rss_pages``: resident pages (:data:`PAGE_SIZE` bytes each).
     ``start_ticks``: start time in clock ticks after boot (the identity).
-    ``num_threads``, ``pgid``: as named.
+    ``num_threads``, ``pgid``, ``ppid``: as named.
     """
 
     state: str
@@ -61,6 +61,7 @@ class StatInfo(NamedTuple):
     start_ticks: int
     num_threads: int
     pgid: int
+    ppid: int
 
 
 def read_stat(pid):
@@ -129,7 +130,28 @@ def _parse_stat(data):
         start_ticks=int(rest[19]),
         num_threads=int(rest[17]),
         pgid=int(rest[2]),
+        ppid=int(rest[1]),
     )
+
+
+def process_table():
+    """Every process of the machine: pid → :class:`StatInfo` (one ``/proc/PID/stat`` read each,
+    ≈ 8 µs: a few ms for a few hundred processes). Processes that vanish meanwhile are left out."""
+    table = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:  # pragma: no cover - no /proc
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            st = read_stat(name)
+        except (OSError, ValueError, IndexError):
+            continue
+        if st is not None:
+            table[int(name)] = st
+    return table
 
 
 def read_pss_mb(pid):

@@ -31,17 +31,24 @@ class FaultHandling:
             self.pool.kill(h)
         self.out.peak_in_flight = max(self.out.peak_in_flight, self.pool.in_flight())
 
-    def _worker_gone(self, h):
+    def _worker_gone(self, h, join_s=1.0):
         """Worker ``h`` died or exited: its operations accounted, then a clean exit, a start-up error,
-        a kill during a stop or a crash (named, and the worker replaced up to ``max_restarts``)."""
-        h.process.join(1.0)
+        a kill during a stop or a crash (named, and the worker replaced up to ``max_restarts``).
+        Blocks at most ``join_s`` for its exit status (0 for a worker that will not die: it is
+        retired as it is, see :meth:`_force_retire`)."""
+        h.process.join(join_s)
         exitcode = h.process.exitcode
         try:  # batches it sent before dying are still in the pipe
             while not h.conn.closed and h.conn.poll():
                 self._dispatch(h.conn.recv(), h)
         except (EOFError, OSError):
             pass
-        acc = h.final_accounting(self.plan.slots)
+        acc, anomaly = h.final_accounting(self.plan.slots)
+        if anomaly is not None:
+            record = self.events.emit("accounting_anomaly", **anomaly,
+                                      reason="more operations ended than started: a forked copy of the "
+                                             "worker wrote its counters; counts clamped")
+            self.out.anomalies.append(record)
         self.retired.merge(acc)
         unstarted = max(0, h.quota_given - acc.dispatched)
         self.pool.inputs_used[h.index] = self.pool.inputs_used.get(h.index, 0) + acc.dispatched
@@ -65,6 +72,22 @@ class FaultHandling:
                                  reason=self.stopping[0] if self.stopping else "breach")
         else:
             self._crashed(h, exitcode, acc, unstarted)
+
+    def _retire_dead(self):
+        """Retire every worker found dead by its exit status, whatever its sentinel says (a copy it
+        forked may hold the sentinel and pipe open for good)."""
+        for h in self.pool.dead():
+            self._worker_gone(h)
+
+    def _force_retire(self, why):
+        """Retire the workers still there after SIGKILL and ``TIMING.kill_wait_s`` (uninterruptible
+        sleep): their operations count as crashed and the run ends without waiting for them."""
+        for h in list(self.pool.handles.values()):
+            self.events.emit("worker_unkillable", worker=h.index, pid=h.pid, reason=why,
+                             waited_s=TIMING.kill_wait_s)
+            log.error("worker %d (pid %d) still alive %.1f s after SIGKILL: retired as it is", h.index, h.pid,
+                      TIMING.kill_wait_s)
+            self._worker_gone(h, join_s=0)
 
     def _crashed(self, h, exitcode, acc, unstarted):
         crash = WorkerCrashed(h.index, h.pid, exitcode, acc.crashed + acc.timed_out)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from ..config import DEFAULT_MAX_LATENESS_S, DEFAULT_SAMPLE_INTERVAL_S, TIMING, check_int, check_number, default_workers
 from ..errors import UsageError
 from ..workload.targets import TargetSpec
+from . import room
 from .messages import WorkOrder
 
 log = logging.getLogger("loadgen.runner")
@@ -81,6 +82,7 @@ class RunPlan:
             peak = thresholds.max_concurrent_operations
             workers = self.workers or default_workers()
             slots = self.slots or max(1, peak // workers)
+            room.check(workers, slots, self.rate)
             return replace(self, duration_s=duration, workers=workers, slots=slots)
         peak = max([self.concurrency] + [math.ceil(s.target) for s in self.stages])
         if peak > thresholds.max_concurrent_operations:
@@ -89,6 +91,7 @@ class RunPlan:
         peak = min(peak, thresholds.max_concurrent_operations)
         workers = self.workers or min(default_workers(), peak)
         slots = self.slots or max(1, math.ceil(peak / workers))
+        room.check(workers, slots)
         return replace(self, duration_s=duration, workers=workers, slots=slots)
 
     def to_dict(self):

@@ -2,7 +2,7 @@
 
 Master ⇄ worker: :class:`WorkOrder`, :class:`Stop` down; :class:`Ready`,
 :class:`ResultBatch`, :class:`WorkerExit`, :class:`WorkerError` up.
-Master ⇄ monitor: :class:`Watch`, :class:`Unwatch`, :class:`Stop` down;
+Master ⇄ monitor: :class:`Watch`, :class:`Unwatch`, :class:`Contain`, :class:`Stop` down;
 :class:`Sample`, :class:`Breach`, :class:`Exceeded`, :class:`MonitorError` up.
 
 Receivers dispatch on the type with one handler each and log anything
@@ -124,6 +124,14 @@ class Unwatch:
     """Master → monitor, when it retires a worker or stops a stressor: stop watching ``pid``."""
 
     pid: int
+
+
+@dataclass(frozen=True)
+class Contain:
+    """Master → monitor, once: how the run's processes are contained (``contain.ContainSpec``), so
+    that the monitor can end them all if the master dies."""
+
+    spec: object
 
 
 # ---------------------------------------------------------------- monitor → master

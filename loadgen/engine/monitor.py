@@ -29,9 +29,12 @@ re-reads the master's /proc entry (pid + start time). Either way the
 monitor kills the pool and exits. A closed pipe is not relied on: forked
 children inherit the master's end of it.
 
-Roles ``worker`` and ``stressor`` (``thresholds.POOL_ROLES``) are the pool: their
-memory is the pool's memory and they are killed on a breach. Any other
-role is sampled and reported, never counted nor signalled.
+Roles ``worker``, ``stressor`` and ``descendant`` (``thresholds.POOL_ROLES``) are
+the pool: their memory is the pool's memory and they are killed on a breach.
+Descendants — what the pool's operations started, however detached — are
+found by the monitor itself (the run's cgroup, or a ``/proc`` scan: see
+``contain``), and, if the master dies, ended by it. Any other role is
+sampled and reported, never counted nor signalled.
 
 This module is the process (:class:`Monitor`, :func:`monitor_main`) and the
 master's handle on it (:class:`SystemResourceMonitor`). The rest lives in:
@@ -61,7 +64,7 @@ import traceback
 from . import _proc, _procfs
 from ..config import TIMING, ResourceThresholds
 from ..errors import UsageError
-from .messages import Breach, Exceeded, MonitorError, Sample, Stop, Unwatch, Watch
+from .messages import Breach, Contain, Exceeded, MonitorError, Sample, Stop, Unwatch, Watch
 from .sampler import Sampler
 from .thresholds import GROWTH_ROLES, ThresholdEvaluator, kills
 
@@ -72,6 +75,21 @@ MIN_INTERVAL_S = 0.01
 # Samples kept while the master does not read its pipe; older ones are dropped (a Breach never
 # is) so the monitor never blocks on a send.
 MAX_PENDING_SAMPLES = 50
+
+# The memory alarm (a run cgroup with a v1 memory controller): the kernel signals the monitor when the
+# cgroup's memory passes this share of max_memory_mb; from then on, until it drops below, the monitor
+# looks at the pool's memory (one RSS read per process) every ALARM_LOOK_MS and samples at once when
+# it is past the limit — detection within milliseconds, not up to an interval.
+ALARM_FRACTION = 0.5
+ALARM_LOOK_MS = 2
+
+# Descendants of the pool (processes its operations started) watched at once: each costs a reader
+# (an fd) and PSS reads; the rest are still ended at the end of the run (``contain``).
+MAX_DESCENDANTS = 200
+
+# After the master's pipe closed without Stop, how long the monitor looks for its death (a killed
+# master's fds close a moment before it is gone) before it takes the close as a plain goodbye.
+MASTER_EXIT_WAIT_S = 1.0
 
 # The kernel sends this to the monitor when the master dies (PR_SET_PDEATHSIG).
 # Not SIGKILL: the monitor must outlive the master long enough to kill the pool.
@@ -107,7 +125,15 @@ class Monitor:
         self._exceeding = set()  # report-only metrics over their limit now (reported once per episode)
         self._wake_fd = wake_fd
         self._outbox = collections.deque()
-        self._handlers = {Watch: self._on_watch, Unwatch: self._on_unwatch, Stop: self._on_stop}
+        self._handlers = {Watch: self._on_watch, Unwatch: self._on_unwatch, Stop: self._on_stop,
+                          Contain: self._on_contain}
+        self.contain = None  # contain.ContainSpec once the master sent it
+        self.tracker = None  # contain.Tracker: descendants seen (no cgroup)
+        self._next_discover = 0.0
+        self._poller = None
+        self._alarm_fd = None  # eventfd the kernel signals when the cgroup's memory crosses the alarm
+        self._alarm_threshold_mb = None
+        self._alarmed = False  # the cgroup's memory is above the alarm threshold: look often
         self._master = None  # (pid, start ticks or None if already gone, StatReader)
         self._master_is_parent = False
         if master_pid is not None:
@@ -164,6 +190,14 @@ class Monitor:
     def _on_stop(self, msg):
         self.stopping = True
 
+    def _on_contain(self, msg):
+        from .contain import Tracker
+
+        self.contain = msg.spec
+        if msg.spec.cgroup is None and self._master is not None:
+            self.tracker = Tracker(self._master[0], msg.spec.exclude)
+        self._arm_alarm()
+
     def _drop(self, w, why):
         self.sampler.remove(w)
         if w.role in GROWTH_ROLES:
@@ -181,6 +215,7 @@ class Monitor:
         """
         self.check_master()
         now_mono = time.monotonic()
+        self._discover(now_mono)
         t = time.time()
         pool_mem, pool_rss, pool_cpu, procs = self.sampler.sample_processes(now_mono)
         cpu, per_cpu, avail, swap, io = self.sampler.sample_system(now_mono)
@@ -207,6 +242,43 @@ class Monitor:
                 self.send(Exceeded(metric=metric, value=value, limit=limit, t=t))
         self._exceeding = {c[0] for c in reported}
         return sample
+
+    def _discover(self, now_mono):
+        """Watch the processes the pool started — the cgroup's members, or the master's descendants
+        (:class:`~.contain.Tracker`) — as role ``descendant``: their memory and CPU count in the
+        pool's, and a breach kills them with it. Every :data:`~.contain.SCAN_S`; only those older
+        than that (a fork that ends at once is not worth a reader), at most :data:`MAX_DESCENDANTS`."""
+        from .contain import SCAN_S
+
+        spec = self.contain
+        if spec is None:
+            return
+        if spec.cgroup is not None:
+            if now_mono < self._next_discover:
+                return
+            self._next_discover = now_mono + SCAN_S
+            found = {pid: _procfs.read_stat(pid) for pid in spec.cgroup.pids()}
+        else:
+            found = self.tracker.scan(now_mono) if self.tracker is not None else None
+            if found is None:
+                return
+        skip = set(spec.exclude) | {os.getpid(), self._master[0] if self._master else 0}
+        room = MAX_DESCENDANTS - sum(1 for w in self.watched.values() if w.role == "descendant")
+        now_ticks = time.clock_gettime(time.CLOCK_BOOTTIME) * _procfs.CLOCK_TICKS
+        bt = None
+        for pid, st in found.items():
+            if room <= 0:
+                break
+            if pid in self.watched or pid in skip or _procfs.is_dead_stat(st):
+                continue
+            if now_ticks - st.start_ticks < SCAN_S * _procfs.CLOCK_TICKS:
+                continue  # younger than a scan: next time, if it lives
+            bt = bt if bt is not None else _proc.boot_time()
+            w = self.sampler.watch(Watch(pid=pid, create_time=_proc.start_ticks_to_create_time(st.start_ticks, bt),
+                                         pgid=None, role="descendant"))
+            if w is not None:
+                room -= 1
+                log.debug("monitor: watching pid %d, started by the pool", pid)
 
     def kill_pool(self):
         """Kill every pool process (and its group): TERM, grace, KILL. Blocks until dead.
@@ -255,13 +327,27 @@ class Monitor:
         return not _procfs.is_dead_stat(st) and st.start_ticks == ticks
 
     def check_master(self):
-        """Raise :class:`_MasterGone` after killing the pool if the master is dead."""
+        """Raise :class:`_MasterGone` after killing the pool, and everything the run started, if the
+        master is dead."""
         if not self.master_alive():
             log.warning("monitor: the master (pid %s) is gone: killing the pool and exiting",
                         self._master[0] if self._master else "?")
             if self.sampler.pool():
                 self.kill_pool()
+            self.sweep()
             raise _MasterGone()
+
+    def sweep(self):
+        """End every process the run started (the master is gone, nobody else will): the cgroup's
+        members, or every descendant the monitor has seen. Bounded (``contain.SWEEP_S``)."""
+        spec = self.contain
+        if spec is None:
+            return
+        if spec.cgroup is not None:
+            spec.cgroup.kill()
+            spec.cgroup.remove()
+        elif self.tracker is not None:
+            self.tracker.sweep()
 
     # -- sending
 
@@ -330,8 +416,13 @@ class Monitor:
                 return
             try:
                 msg = self.conn.recv()
-            except EOFError:
-                self.check_master()
+            except (EOFError, OSError):
+                # A killed master's fds close before the kernel reparents its children, so the
+                # end of the pipe may come first: give its death a moment to show.
+                deadline = time.monotonic() + MASTER_EXIT_WAIT_S
+                while time.monotonic() < deadline:
+                    self.check_master()
+                    time.sleep(0.005)
                 log.warning("monitor: the master closed the pipe without Stop; exiting")
                 self.stopping = True
                 return
@@ -348,7 +439,7 @@ class Monitor:
         """
         # One poll object for the whole run: connection.wait() would build
         # and tear down a selector on every pass.
-        poller = select.poll()
+        poller = self._poller = select.poll()
         conn_fd = self.conn.fileno()
         poller.register(conn_fd, select.POLLIN)
         if self._wake_fd is not None:
@@ -357,6 +448,9 @@ class Monitor:
         try:
             while not self.stopping:
                 now = time.monotonic()
+                if (self._alarmed and self._armed and now < next_tick
+                        and self.sampler.pool_memory_now() > self.thresholds.max_memory_mb):
+                    next_tick = now  # the alarm is on and the pool is past the limit: sample (and breach) now
                 if now >= next_tick:
                     self.tick()
                     next_tick += self.interval_s
@@ -370,18 +464,49 @@ class Monitor:
                 # poll() takes whole ms: round up, or the loop would spin
                 # through the last fraction of a millisecond before a tick.
                 timeout_ms = max(0, math.ceil((next_tick - time.monotonic()) * 1e3))
+                if self._alarmed:
+                    timeout_ms = min(timeout_ms, ALARM_LOOK_MS)
                 for fd, _ in poller.poll(timeout_ms):
                     if fd == conn_fd:
                         self._receive()  # POLLHUP too: recv() then reports EOF
+                    elif fd == self._alarm_fd:
+                        self._on_alarm()
                     else:
                         self._drain_wake_fd()
                         self.check_master()
         except _MasterGone:
             return
 
+    def _arm_alarm(self):
+        """Ask the kernel to tell the monitor when the run cgroup's memory passes
+        :data:`ALARM_FRACTION` of the limit (``RunCgroup.memory_alarm``; cgroup v1 only)."""
+        cgroup = self.contain.cgroup if self.contain is not None else None
+        if cgroup is None or self._alarm_fd is not None:
+            return
+        self._alarm_threshold_mb = ALARM_FRACTION * self.thresholds.max_memory_mb
+        self._alarm_fd = cgroup.memory_alarm(self._alarm_threshold_mb)
+        if self._alarm_fd is not None:
+            if self._poller is not None:
+                self._poller.register(self._alarm_fd, select.POLLIN)
+            self._on_alarm()  # the usage may be past the threshold already
+            log.debug("monitor: memory alarm at %.0f MB of the run's cgroup", self._alarm_threshold_mb)
+
+    def _on_alarm(self):
+        """The cgroup's memory crossed the alarm threshold (either way): look at the pool every
+        :data:`ALARM_LOOK_MS` while it is above, at the interval again once it is below."""
+        try:
+            os.read(self._alarm_fd, 8)
+        except (BlockingIOError, OSError):
+            pass
+        used = self.contain.cgroup.memory_mb()
+        self._alarmed = used is not None and used >= self._alarm_threshold_mb
+
     def close(self):
-        """Close every /proc file the monitor holds (watched processes, machine, master)."""
+        """Close every /proc file the monitor holds (watched processes, machine, master) and the alarm."""
         self.sampler.close()
+        if self._alarm_fd is not None:
+            os.close(self._alarm_fd)
+            self._alarm_fd = None
         if self._master is not None and self._master[2] is not None:
             self._master[2].close()
 
@@ -501,6 +626,11 @@ class SystemResourceMonitor:
     def unwatch(self, pid):
         """Ask the monitor to stop watching ``pid`` (it ended cleanly). Non-blocking."""
         self._send(Unwatch(pid=pid))
+
+    def contain(self, spec):
+        """Tell the monitor how the run is contained (``contain.ContainSpec``): if the master dies,
+        it ends everything the run started. Non-blocking."""
+        self._send(Contain(spec=spec))
 
     def _send(self, msg):
         """Send to the monitor; a no-op once it is gone (the master stops the run on its own)."""

@@ -45,6 +45,8 @@ class RunOutcome:
     breaches: list = field(default_factory=list)
     exceeded: list = field(default_factory=list)  # report-only thresholds passed (threshold_exceeded events)
     crashes: list = field(default_factory=list)
+    anomalies: list = field(default_factory=list)  # accounting_anomaly events: counters a forked copy wrote
+    containment: dict = field(default_factory=dict)  # contain.Containment.to_dict(): mechanism, strays ended
     stop_reason: str = ""
     exit_code: int = ExitCode.OK
     peak_in_flight: int = 0

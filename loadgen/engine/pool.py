@@ -45,10 +45,14 @@ class ProcessRegistry:
     def __init__(self, ctx):
         self.ctx = ctx
         self.procs = []  # (role, process)
+        self.cgroup = None  # contain.RunCgroup the children join first (None: none)
 
     def start(self, target, args, name, role="worker"):
         """Start ``target(*args)`` in a daemon child called ``name`` and register it under ``role``
-        (``worker``, ``stressor``); returns the started process at once, without waiting for it."""
+        (``worker``, ``stressor``); returns the started process at once, without waiting for it.
+        With a :attr:`cgroup`, the child joins it before it runs anything."""
+        if self.cgroup is not None:
+            target, args = _joined, (self.cgroup, target, args)
         proc = self.ctx.Process(target=target, args=args, name=name, daemon=True)
         proc.start()
         self.procs.append((role, proc))
@@ -75,6 +79,12 @@ class ProcessRegistry:
             except (ValueError, AttributeError):
                 pass
         self.procs = [rp for rp in self.procs if rp not in procs]
+
+
+def _joined(cgroup, target, args):
+    """A child's body in a contained run: join the run's cgroup, then run ``target(*args)``."""
+    cgroup.join()
+    return target(*args)
 
 
 @dataclass
@@ -108,12 +118,24 @@ class WorkerHandle:
 
     def final_accounting(self, slots):
         """What became of every operation this worker started (its shared counters outlive it): those
-        still in flight count as timed out (as many as its timed-out slots) or crashed."""
+        still in flight count as timed out (as many as its timed-out slots) or crashed.
+
+        Returns ``(accounting, anomaly)``. ``anomaly`` is None, or a dict when more operations ended
+        than started: only a copy of the worker forked by an operation outside Python's ``os.fork``
+        (whose copies loadgen cuts off from the counters) can write that. The accounting is then
+        clamped (nothing in flight, dispatched = ended) so that no count is impossible, and the
+        anomaly says by how much the counters were written to."""
         started, succ, fail, dropped, rejected = self.totals(slots)
+        anomaly = None
+        if succ + fail > started or min(started, succ, fail, dropped, rejected) < 0:
+            anomaly = {"worker": self.index, "pid": self.pid, "started": started, "ended": succ + fail,
+                       "excess": succ + fail - started}
+            succ, fail, dropped, rejected = (max(0, x) for x in (succ, fail, dropped, rejected))
+            started = max(started, succ + fail)
         in_flight = started - succ - fail
         timed_out = min(len(self.timed_out_slots), in_flight)
         return Accounting(dispatched=started, succeeded=succ, failed=fail, timed_out=timed_out,
-                          crashed=in_flight - timed_out, dropped=dropped, rejected=rejected)
+                          crashed=in_flight - timed_out, dropped=dropped, rejected=rejected), anomaly
 
 
 class Pool:
@@ -159,9 +181,14 @@ class Pool:
     def _live_pgid(self):
         return self.pgid if self.pgid is not None and _group_exists(self.pgid) else None
 
-    def start(self):
-        """Start all ``size`` workers (:meth:`start_worker`); returns at once, before any is ready."""
+    def start(self, interrupted=None):
+        """Start all ``size`` workers (:meth:`start_worker`); returns at once, before any is ready.
+        ``interrupted()`` (optional) is asked before each start: once it is true no more are started
+        (a signal during a large pool's start is acted on at once)."""
         for i in range(self.size):
+            if interrupted is not None and interrupted():
+                log.info("pool start interrupted after %d of %d workers", i, self.size)
+                return
             self.start_worker(i)
 
     def by_conn(self, conn):
@@ -193,24 +220,33 @@ class Pool:
                 self.send(h, msg)
 
     def kill(self, handle, sig=signal.SIGKILL):
-        """Send ``sig`` (default SIGKILL) to one worker's pid, without :func:`_proc.kill_verified`'s
-        identity check; a pid already gone is ignored. Non-blocking: the death shows on the worker's
-        sentinel."""
+        """Send ``sig`` (default SIGKILL) to one worker, if it is not reaped yet. Non-blocking: the
+        death shows on its sentinel (or to :meth:`Runner._retire_dead`).
+
+        No identity check is needed: the worker is our child, and a child's pid cannot be handed to
+        another process before its parent reaps it — which ``is_alive()`` does when it finds it dead,
+        so the signal goes to the worker or nowhere."""
+        if not handle.process.is_alive():
+            return
         try:
             os.kill(handle.pid, sig)
         except ProcessLookupError:
             pass
 
     def kill_group(self, sig=signal.SIGKILL):
-        """Signal the whole pool, and whatever its operations started."""
-        if self.pgid is not None and self.pgid != os.getpgid(0):
+        """Signal the whole pool, and whatever its operations started in its process group.
+
+        The group is signalled only while one of our unreaped workers is in it: that keeps its id
+        from being reused (pid_max may be 32768, and a forking target goes through pids fast)."""
+        pgid = self.pgid
+        if pgid is not None and pgid != os.getpgid(0) and any(
+                h.process.is_alive() and _pgid_of(h.pid) == pgid for h in self.handles.values()):
             try:
-                os.killpg(self.pgid, sig)
+                os.killpg(pgid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
         for h in self.handles.values():
-            if h.process.is_alive():
-                self.kill(h, sig)
+            self.kill(h, sig)
 
     def retire(self, handle):
         """Forget a dead worker (after its accounting has been read)."""
@@ -227,12 +263,17 @@ class Pool:
             pass
 
     def in_flight(self):
-        """Operations running now, over every worker (from the shared counters)."""
+        """Operations running now, over every worker (from the shared counters; never below 0)."""
         total = 0
         for h in self.handles.values():
             started, succ, fail = h.totals(self.slots)[:3]
-            total += started - succ - fail
+            total += max(0, started - succ - fail)
         return total
+
+    def dead(self):
+        """Handles whose process has ended (reaped by this call), whether or not its sentinel said
+        so: a stray copy of a worker may hold the sentinel open long after the worker died."""
+        return [h for h in list(self.handles.values()) if not h.process.is_alive()]
 
     def overdue(self, timeout_s):
         """``(handle, slots)`` of the live workers with an operation running longer than ``timeout_s``
@@ -248,6 +289,13 @@ class Pool:
             if late:
                 out.append((h, late))
         return out
+
+
+def _pgid_of(pid):
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _group_exists(pgid):

@@ -43,6 +43,7 @@ from ..config import TIMING, ResourceThresholds
 from ..errors import ExitCode, ThresholdBreached, describe_exitcode
 from ..measure.stats import Accounting, Histogram
 from ..streams import EVENTS, TIMESERIES, EventLog, JsonLines
+from .contain import Containment
 from .faults import FaultHandling
 from .load import LoadModel
 from .messages import Breach, Exceeded, MonitorError, Ready, ResultBatch, Sample, Stop, WorkerError, WorkerExit
@@ -64,11 +65,13 @@ class Runner(FaultHandling):
     ``pool_factory(ctx, registry, template)`` and ``monitor_factory(thresholds, interval_s)`` make
     the pool and the monitor handle (default: the real ones); ``stressors`` run beside the pool;
     ``on_second(runner, record)`` sees every per-second record (scenarios watch the run with it);
-    ``gate``: the command's :class:`SignalGate` (None: the Runner installs its own).
+    ``gate``: the command's :class:`SignalGate` (None: the Runner installs its own);
+    ``containment_factory()``: the run's :class:`~loadgen.engine.contain.Containment`.
     """
 
     def __init__(self, plan, thresholds=None, run_dir=None, progress=None, registry=None, phase=None,
-                 stressors=(), on_second=None, gate=None, pool_factory=Pool, monitor_factory=SystemResourceMonitor):
+                 stressors=(), on_second=None, gate=None, pool_factory=Pool, monitor_factory=SystemResourceMonitor,
+                 containment_factory=Containment):
         self.thresholds = thresholds or ResourceThresholds()
         self.plan = plan.validated(self.thresholds)
         self.phase = phase or plan.name
@@ -81,10 +84,12 @@ class Runner(FaultHandling):
         self.ctx = get_context(self.plan.start_method)
         self.registry = registry or ProcessRegistry(self.ctx)
         self.pool_factory, self.monitor_factory = pool_factory, monitor_factory
+        self.contain = containment_factory()
         self.pool = self.monitor = self.load = self.events = self.timeseries = None
         self.retired = Accounting()  # what the workers that left did: the run's accounting
         self.stopping = None  # (reason, exit_code) once a stop began
         self.stop_deadline = None
+        self._kill_deadline = None  # once the pool was killed during a stop: when to stop waiting for it
         self._stop_request = None
         self._own_gate = gate is None
         self.gate = gate or SignalGate()
@@ -103,6 +108,8 @@ class Runner(FaultHandling):
         try:
             self.out.started_at = time.time()
             self.events.emit("phase", name="start", plan=self.plan.to_dict(), thresholds=self.thresholds.to_dict())
+            self.contain.start()
+            self.registry.cgroup = self.contain.cgroup
             self._start_monitor()
             self.stressors.start(self.registry, self.monitor, self.events.emit)
             self._start_pool()
@@ -131,6 +138,7 @@ class Runner(FaultHandling):
         self.monitor = self.monitor_factory(self.thresholds, interval_s=self.plan.sample_interval_s)
         self.monitor.start(self.ctx)
         self.registry.adopt(self.monitor.process, "monitor")
+        self.monitor.contain(self.contain.spec(self.monitor.process.pid))
         self._last_sample_at = time.monotonic()
 
     def _start_pool(self):
@@ -144,8 +152,9 @@ class Runner(FaultHandling):
             bounded=p.operations is not None, schedule=self.load.schedule, stride=p.workers, workers=p.workers,
             max_lateness_s=p.max_lateness_s, breaker=p.breaker))
         self.load.attach(self.pool)
-        self.pool.start()
-        self.events.emit("phase", name="pool_start", workers=p.workers, slots=p.slots, pgid=self.pool.pgid)
+        self.pool.start(interrupted=lambda: bool(self.gate.received))
+        self.events.emit("phase", name="pool_start", workers=p.workers, slots=p.slots, pgid=self.pool.pgid,
+                         started=len(self.pool.handles), containment=self.contain.mechanism)
 
     # ================================================================== the loop
 
@@ -163,12 +172,15 @@ class Runner(FaultHandling):
                 self._ready(obj)
             if held and self.stopping is None:
                 self.load.maybe_start()
+            self._retire_dead()
+            self.contain.reap()
             now = time.monotonic()
             if self.stopping is None:
                 self._check_stop(now, hard_end)
             elif len(self.gate.received) > 1:
-                self.events.emit("stop", reason="second signal: killing the pool now")
-                self.pool.kill_group()
+                self._kill_pool("second signal: killing the pool now", now)
+            elif now >= hard_end:
+                self._kill_pool("max_execution_time_seconds reached while stopping: killing the pool", now)
             self._check_timeouts()
             self._check_monitor(now)
             self._write_seconds(final=False)
@@ -177,10 +189,18 @@ class Runner(FaultHandling):
                     self.out.load_ended_at = time.time()
                     return
                 if self.stop_deadline is not None and now >= self.stop_deadline:
-                    self.events.emit("stop", reason="drain grace exceeded: killing the pool",
-                                     grace_s=self.plan.stop_grace_s)
-                    self.pool.kill_group()
-                    self.stop_deadline = None
+                    self._kill_pool("drain grace exceeded: killing the pool", now, grace_s=self.plan.stop_grace_s)
+                if self._kill_deadline is not None and now >= self._kill_deadline:
+                    self._force_retire("alive after SIGKILL")
+
+    def _kill_pool(self, reason, now, **fields):
+        """SIGKILL the pool (again, on every call); the first call logs ``reason`` and starts the
+        ``TIMING.kill_wait_s`` after which the workers still there are retired as they are."""
+        if self._kill_deadline is None:
+            self.events.emit("stop", reason=reason, **fields)
+            self._kill_deadline = now + TIMING.kill_wait_s
+        self.stop_deadline = None
+        self.pool.kill_group()
 
     def _check_stop(self, now, hard_end):
         """Begin a stop if anything asks for one (in this order), else apply the load."""
@@ -323,6 +343,19 @@ class Runner(FaultHandling):
             if self.monitor is not None:
                 self.monitor.stop(timeout_s=TIMING.monitor_stop_s)
             self.registry.stop_all(TIMING.kill_grace_s)
+            self._sweep()
+
+    def _sweep(self):
+        """End whatever the run's processes left behind (see ``contain``); the outcome says how."""
+        try:
+            found = self.contain.sweep(spare=[p.pid for _, p in self.registry.procs])
+            if found:
+                self.events.emit("strays_ended", mechanism=self.contain.mechanism, count=len(found),
+                                 pids=sorted(found)[:50])
+        finally:
+            self.contain.close()
+            self.registry.cgroup = None
+            self.out.containment = self.contain.to_dict()
 
     def _finish(self):
         out = self.out

@@ -80,7 +80,7 @@ class Sampler:
         """
         ticks = _proc.identify(msg.pid, msg.create_time)
         if ticks is None:
-            log.warning(
+            (log.debug if msg.role == "descendant" else log.warning)(
                 "monitor: not watching pid %d (%s): no live process with create time %.3f — "
                 "it exited, or the pid belongs to another process now", msg.pid, msg.role, msg.create_time)
             return None
@@ -170,6 +170,20 @@ class Sampler:
             w.memory_mb = mem
             procs[w.pid] = (w.rss_mb, w.cpu_percent)
         return pool_mem, pool_rss, pool_cpu, procs
+
+    def pool_memory_now(self):
+        """The pool's memory as :meth:`sample_processes` would count it, from one RSS read of each pool
+        process (≈ 4 µs each) and nothing else: the monitor's quick look while the memory alarm is on.
+        Changes no state."""
+        page_mb = _procfs.PAGE_SIZE / _MB
+        total = 0.0
+        for w in self.watched.values():
+            if not w.in_pool:
+                continue
+            st = w.reader.read()
+            if not _procfs.is_dead_stat(st):
+                total += max(0.0, w.pss_mb + (st.rss_pages * page_mb - w.pss_rss_mb))
+        return total
 
     def sample_system(self, now_mono):
         """The machine: ``(cpu_percent, per_cpu, available_mb, swap_used_mb, io)``.

@@ -18,7 +18,7 @@ from ..measure.trend import SlopeEstimator, best_step_sse, linear_fit
 # Roles of watched processes. The pool (workers and stressors) is what the memory limit
 # counts and what a breach kills; any other role is sampled and reported, never counted
 # nor signalled.
-POOL_ROLES = frozenset({"worker", "stressor"})
+POOL_ROLES = frozenset({"worker", "stressor", "descendant"})  # descendant: a process the pool started
 GROWTH_ROLES = frozenset({"worker"})  # whose memory the growth-rate guard follows
 
 # Breach metrics, as they appear in Breach.metric and events.jsonl.

@@ -83,7 +83,9 @@ def worker_main(spec, conn, shm):
     if spec.blas_threads is not None:
         _proc.limit_blas(spec.blas_threads)
     _proc.limit_arenas()
+    inherited = {fd: ident for fd, ident in _proc.open_fds().items() if fd > 2}
     worker = Worker(spec, conn, shm)
+    os.register_at_fork(after_in_child=lambda: worker.forked_copy(inherited))
     code = worker.run()
     try:
         conn.close()
@@ -97,9 +99,13 @@ def worker_main(spec, conn, shm):
 
 def _redirect_output(path):
     """Send the target's prints to a log file, never to the master's terminal or pipe:
-    a reader that stops reading must not block a worker, and the streams stay clean."""
+    a reader that stops reading must not block a worker, and the streams stay clean.
+    The log is opened as the run's streams are (``streams.open_stream``): no symlink
+    followed, a regular file only, 0644 at most; else the prints go to /dev/null."""
+    from ..streams import open_stream
+
     try:
-        fd = os.open(path or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = open_stream(path or os.devnull)
     except OSError:
         fd = os.open(os.devnull, os.O_WRONLY)
     sys.stdout.flush()
@@ -152,6 +158,13 @@ class Worker:
         self.op = None
         self.feed = None  # iterator of input records (None: operations get None)
         self.threads = []
+        self.forked = False  # True in a copy an operation forked (see forked_copy)
+        # Copies that came back into a slot loop write their pid here and exit; the main thread
+        # reaps them (else every operation that forks would leave a zombie holding a pid).
+        self._copies_r, self._copies_w = os.pipe()
+        os.set_blocking(self._copies_r, False)
+        os.set_blocking(self._copies_w, False)
+        self._copies = set()
         self._arrival_lock = threading.Lock()
         self._next_arrival = None  # open model: this worker's next arrival k (arrival n = k·stride + index)
 
@@ -182,7 +195,7 @@ class Worker:
         self.conn.send(Ready(spec.index, os.getpid(), _proc.own_create_time()))
         for i in range(spec.slots):
             body = closed_slot if spec.schedule is None else open_slot
-            t = threading.Thread(target=body, args=(self, i), name=f"slot-{i}", daemon=True)
+            t = threading.Thread(target=self._slot, args=(body, i), name=f"slot-{i}", daemon=True)
             t.start()
             self.threads.append(t)
         next_flush = int(time.time()) + 1
@@ -203,6 +216,7 @@ class Worker:
                         sys.stderr.write(f"loadgen worker {spec.index}: unknown message {msg!r}\n")
             except (EOFError, OSError):
                 return 1  # the master is gone; nothing to report to
+            self._reap_copies()
             now = time.time()
             if now >= next_flush:
                 self._flush(next_flush - 1)
@@ -213,6 +227,46 @@ class Worker:
         self._flush(int(time.time()))
         self.conn.send(WorkerExit(spec.index, "stopped" if self.stopping else INPUTS_EXHAUSTED))
         return 0
+
+    def _slot(self, body, i):
+        body(self, i)
+        if self.forked:
+            # A copy an operation forked came back into the slot loop, which left at once
+            # (``stopping``): the copy ends here, it runs nothing of loadgen's.
+            try:
+                os.write(self._copies_w, os.getpid().to_bytes(4, "little"))
+            except OSError:
+                pass  # pipe full: the master reaps it after the worker is gone
+            os._exit(0)
+
+    def _reap_copies(self):
+        """Reap the copies that announced their exit (:meth:`_slot`). Non-blocking."""
+        try:
+            data = os.read(self._copies_r, 4096)
+        except (BlockingIOError, OSError):
+            data = b""
+        for k in range(0, len(data) - 3, 4):
+            self._copies.add(int.from_bytes(data[k:k + 4], "little"))
+        for pid in list(self._copies):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    continue  # announced, not exited yet
+            except ChildProcessError:
+                pass
+            self._copies.discard(pid)
+
+    def forked_copy(self, inherited_fds):
+        """Run in the child of every ``os.fork()`` an operation makes (``os.register_at_fork``).
+
+        The copy must not pass for the worker: it would hold the worker's pipe and sentinel open (the
+        master could not see the worker die) and bump the worker's shared counters (more operations
+        ending than started). So the fds the worker inherited are closed, the counters' pages are
+        remapped private to the copy (what it writes stays its own), and the slot loop is told to
+        stop: a copy that returns into it exits. The target's own code in the copy runs on."""
+        self.forked = True
+        self.stopping = True
+        _proc.close_fds(inherited_fds)
+        _proc.privatize(self.counters)
 
     def _count_unclaimed_arrivals(self):
         """Open model, at stop: arrivals that fell due but no slot ever took are dropped, not lost."""

@@ -124,9 +124,23 @@ def build_report(results, *, kind, started_at, ended_at, thresholds, run_dir=Non
         "accounting": acc.to_dict(),
         "latency_ms": {k: v for k, v in latency.summary_ms().items() if k != "count"},
         "breaches": breaches,
+        "containment": containment_summary(results),
         "resource_exhaustion_detected": any(r.resource_exhaustion_detected for r in results),
         "exit_code": exit_code,
     }
+
+
+def containment_summary(phases):
+    """The report's ``containment``: the mechanism the runs used (a list if they differed), the
+    strays their ends had to end, the accounting anomalies (counters a forked copy wrote).
+    ``phases``: dicts with ``mechanism``, ``strays_ended``, ``accounting_anomalies`` (a count), or
+    component results (their main phase's)."""
+    rows = [p if isinstance(p, dict) else {**p.containment, "accounting_anomalies": len(p.accounting_anomalies)}
+            for p in phases]
+    mechanisms = sorted({r["mechanism"] for r in rows if r.get("mechanism")})
+    return {"mechanism": mechanisms[0] if len(mechanisms) == 1 else mechanisms,
+            "strays_ended": sum(r.get("strays_ended", 0) for r in rows),
+            "accounting_anomalies": sum(r.get("accounting_anomalies", 0) for r in rows)}
 
 
 def _first_failure(r):

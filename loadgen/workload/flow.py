@@ -287,15 +287,40 @@ def touch_memory(memory_mb):
 # ------------------------------------------------------------------ parameters
 
 
+# Upper bounds of the flow's sizes: no stage pass waits or computes longer than an hour (a load
+# test's operation, not a batch job), and no stage holds more memory than the machine has.
+MAX_STAGE_MS = 3_600_000.0
+MAX_IO_SIGMA = 5.0  # lognormal: at 5 the p99 wait is already 10^5 × the median
+MAX_STYLE_LOOPS = 100
+
+
+def machine_mb():
+    """This machine's memory, MB: the bound of every memory size of the flow."""
+    import psutil
+
+    return psutil.virtual_memory().total / 2**20
+
+
 def _number(value, what, *, hi=math.inf, expected="a number ≥ 0"):
     return check_number(value, what, 0.0, hi, low_open=False, expected=expected)
 
 
+def _ms(value, what, expected=None):
+    return _number(value, what, hi=MAX_STAGE_MS, expected=expected or f"ms ≥ 0 and ≤ {MAX_STAGE_MS:.0f} (an hour)")
+
+
+def _mb(value, what, expected=None):
+    hi = machine_mb()
+    return _number(value, what, hi=hi, expected=expected or f"MB ≥ 0 and ≤ {hi:.0f} (this machine's memory)")
+
+
 def _seconds(value, what):
-    """``0.1``, ``"0.1"``, or a duration such as ``"100ms"`` → seconds ≥ 0."""
+    """``0.1``, ``"0.1"``, or a duration such as ``"100ms"`` → seconds ≥ 0, at most an hour."""
     if isinstance(value, str) and value.strip() and value.strip()[-1].isalpha():
-        return parse_duration(value, what)
-    return _number(value, what, expected="seconds ≥ 0 (e.g. 0.1 or 100ms)")
+        s = parse_duration(value, what)
+    else:
+        s = _number(value, what, expected="seconds ≥ 0 (e.g. 0.1 or 100ms)")
+    return _number(s, what, hi=MAX_STAGE_MS / 1000, expected="seconds ≥ 0 and ≤ 3600 (an hour)")
 
 
 def _probability(value, what):
@@ -310,8 +335,10 @@ def _per_stage(value, what, unit):
     """A number for every stage, or ``{stage: number}`` / ``"stage:n,stage:n"``.
 
     Returns ``{stage: float}`` holding only the stages given (a plain number
-    gives all six). Unknown stage names are a :class:`UsageError`.
+    gives all six). Unknown stage names are a :class:`UsageError`; so is a
+    number past its unit's bound (:data:`MAX_STAGE_MS`, :func:`machine_mb`).
     """
+    check = _ms if unit == "ms" else _mb
     expected = f"{unit} ≥ 0, or STAGE:{unit},… with STAGE one of {', '.join(STAGES)}"
     if isinstance(value, str) and ":" in value:
         pairs = {}
@@ -328,10 +355,10 @@ def _per_stage(value, what, unit):
         for stage, number in value.items():
             if stage not in STAGES:
                 raise UsageError(f"{what}: unknown stage {stage!r} (stages: {', '.join(STAGES)})")
-            out[stage] = _number(number, f"{what} {stage}", expected=f"{unit} ≥ 0")
+            out[stage] = check(number, f"{what} {stage}")
         return out
     x = _number(value, what, expected=expected)
-    return dict.fromkeys(STAGES, x)
+    return dict.fromkeys(STAGES, check(x, what))
 
 
 def _is_word(value, *words):
@@ -353,7 +380,7 @@ def _timeouts(value, what):
         if number is None or _is_word(number, "none"):
             return None
         ms = _number(number, where, expected=expected)
-        return ms or None
+        return _ms(ms, where) or None
 
     if isinstance(value, str) and ":" in value:
         pairs = {}
@@ -469,12 +496,12 @@ _COERCE = {
     "stage_cpu_ms": lambda v, w: _per_stage(v, w, "ms"),
     "stage_memory_mb": lambda v, w: _per_stage(v, w, "MB"),
     "stage_io_ms": lambda v, w: _per_stage(v, w, "ms"),
-    "io_sigma": _number,
+    "io_sigma": lambda v, w: _number(v, w, hi=MAX_IO_SIGMA, expected=f"a number ≥ 0 and ≤ {MAX_IO_SIGMA:g}"),
     "stage_timeout_ms": _timeouts,
     "timeout_factor": _factor,
     "style_loop_probability": _probability,
-    "max_style_loops": _count,
-    "leak_mb_per_op": _number,
+    "max_style_loops": lambda v, w: check_int(v, w, 0, MAX_STYLE_LOOPS),
+    "leak_mb_per_op": _mb,
     "seed": _seed,
 }
 

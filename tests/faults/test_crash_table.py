@@ -24,9 +24,13 @@ CRASHES = [
 @pytest.mark.parametrize("how,crashed,timed_out,failed,words", CRASHES, ids=[c[0] for c in CRASHES])
 def test_crash_table(tmp_path, start_method, how, crashed, timed_out, failed, words):
     marker = str(tmp_path / "marker")
-    # One slot per worker: the faulting operation is the only one in flight in its worker.
+    # One slot per worker: the faulting operation is the only one in flight in its worker. Only the
+    # hang case needs an op timeout inside the run; the others get one longer than the run, so that a
+    # 5 ms operation delayed by a loaded machine (a spawn replacement importing numpy on 2 busy cores)
+    # cannot be counted as timed out.
+    op_timeout_s = 0.8 if how == "hang" else 30.0
     out = Runner(plan("_targets:fault_once", start_method, concurrency=2, workers=2, slots=1,
-                      duration_s=2.5, op_timeout_s=0.8, kwargs={"how": how, "marker": marker, "ms": 5}),
+                      duration_s=2.5, op_timeout_s=op_timeout_s, kwargs={"how": how, "marker": marker, "ms": 5}),
                  run_dir=str(tmp_path)).run()
     acc = out.accounting
     assert acc.adds_up(), acc

@@ -86,3 +86,23 @@ def test_second_sigint_kills_at_once_and_streams_stay_valid(cli, tmp_path):
     assert acc["crashed"] >= 1  # killed in flight, counted, not lost
     assert acc["dispatched"] == acc["succeeded"] + acc["failed"] + acc["timed_out"] + acc["crashed"]
     assert wait_for(lambda: not cli.survivors(), timeout=2.0)
+
+
+def test_sigterm_during_a_large_pools_start_is_acted_on_within_a_second(cli, tmp_path, monkeypatch):
+    # 300 spawned workers take many seconds to start on two cores: the signal lands mid-start.
+    monkeypatch.setenv("LOADGEN_START_METHOD", "spawn")
+    p = cli.start("run", "sustained_load", "--workers", "300", "--concurrency", "300", "--max-concurrent-operations",
+                  "300", "--duration", "60s", "--max-cpu-percent", "100", "--quiet", "--out", "out")
+    events = tmp_path / "out" / "events.jsonl"
+    assert wait_for(lambda: events.exists() and '"start"' in events.read_text(), timeout=30)
+    time.sleep(0.5)
+    sent = time.time()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    ev = _valid_jsonl(events)
+    pool = next(e for e in ev if e.get("name") == "pool_start")
+    stop = next(e for e in ev if e.get("name") == "stop")
+    assert pool["started"] < 300  # no more workers were started after the signal
+    assert stop["t"] - sent < 1.0
+    assert (tmp_path / "out" / "report.json").exists()

@@ -7,6 +7,7 @@ which kills and reaps whatever is left, whatever happens.
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import multiprocess as mp
@@ -336,3 +337,34 @@ def test_cpu_above_limit_is_reported_once_and_the_pool_keeps_running_by_default(
     assert not [m for m in msgs if isinstance(m, Breach)]
     assert len(exceeded) == 1 and exceeded[0].metric == METRIC_CPU and exceeded[0].value > limit
     assert all(p.is_alive() for p in procs)
+
+
+EATER = ("import os, time\n"
+         "hold = []\n"
+         "for _ in range(40):\n"
+         "    hold.append(b'\\x01' * (20 * 2**20))\n"
+         "    time.sleep(0.1)\n"
+         "time.sleep(60)\n")
+
+
+def test_a_detached_descendant_counts_in_the_pool_and_dies_on_a_breach(reaper):
+    """What the pool starts, in a session of its own, is found by the monitor's scan (no cgroup
+    here: the subreaper mechanism's), counted in the pool's memory and killed on the breach."""
+    from loadgen.engine.contain import ContainSpec
+
+    fork = mp.get_context("fork")
+    mon = start_monitor(reaper, fork, max_memory_mb=300)
+    mon.contain(ContainSpec(cgroup=None))
+    worker = fork.Process(target=sleeper, daemon=True)
+    worker.start()
+    reaper.add(worker)
+    mon.watch(worker.pid, psutil.Process(worker.pid).create_time(), role="worker")
+    eater = reaper.add(subprocess.Popen([sys.executable, "-c", EATER], start_new_session=True))
+    msgs = collect(mon, lambda m: isinstance(m, Breach), 30)
+    breach = msgs[-1]
+    assert isinstance(breach, Breach), msgs[-3:]
+    assert eater.pid in breach.killed_pids and worker.pid in breach.killed_pids
+    counted = [m for m in msgs if isinstance(m, Sample) and eater.pid in m.processes]
+    assert counted, "the descendant never showed in a sample"
+    assert eater.wait(2) is not None
+    assert mon.stop() == 0

@@ -22,6 +22,7 @@ from loadgen.engine.load import RunPlan
 from loadgen.engine.messages import Breach, Ready, ResultBatch, Sample, Stop, WorkerExit, WorkOrder
 from loadgen.engine.pool import Pool, WorkerHandle
 from loadgen.engine.runner import Runner
+from loadgen.engine.contain import NoContainment
 from loadgen.engine.counters import SLOT_FIELDS, STARTED, SUCCEEDED
 from loadgen.errors import ExitCode
 from loadgen.measure.stats import Sparse
@@ -165,6 +166,9 @@ class FakeMonitor:
     def unwatch(self, pid):
         self.watched.pop(pid, None)
 
+    def contain(self, spec):
+        self.contained = spec
+
     def stop(self, timeout_s=2.0):
         self._stop.set()
         self.process.die(0)
@@ -179,7 +183,8 @@ def run(plan, behaviour=lambda index, generation: {}, during=None, thresholds=FR
         made["pool"] = FakePool(ctx, registry, template, behaviour)
         return made["pool"]
 
-    runner = Runner(plan, thresholds, pool_factory=pool_factory, monitor_factory=FakeMonitor)
+    runner = Runner(plan, thresholds, pool_factory=pool_factory, monitor_factory=FakeMonitor,
+                    containment_factory=NoContainment)
     if during is not None:
         def drive():
             while "pool" not in made:

@@ -1,0 +1,108 @@
+"""How much this machine can hold: the upper bounds of ``--workers``, ``--slots`` and ``--rate``.
+
+A run asks for ``workers`` processes with ``slots`` threads each. Before anything starts, the plan is
+checked against the room the machine has *now* (:func:`check`); a plan that does not fit is refused
+with exit 2, naming the flag and the rule:
+
+* processes: ``workers`` ≤ min(pid room, task room, memory room), where
+  pid room = half the pids still free (``/proc/sys/kernel/pid_max`` − tasks running now: threads
+  take pids too; the other half is left to the target and the rest of the machine), task room =
+  half of what ``RLIMIT_NPROC`` still allows (when it is set and applies), and memory room =
+  ``MemAvailable`` ÷ :data:`WORKER_MB`;
+* threads: ``workers × slots`` ≤ min(pid room, thread room, task room, MemAvailable ÷
+  :data:`THREAD_KB`), thread room = half of ``/proc/sys/kernel/threads-max`` − tasks now;
+* rate: ``--rate`` ≤ cores × :data:`STARTS_PER_CORE` (one start per microsecond per core: no Python
+  operation starts faster, so beyond it every arrival would be dropped).
+
+Linux; elsewhere (no ``/proc``) only the rate is checked.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+
+from ..errors import UsageError
+
+WORKER_MB = 50  # an idle worker: ≈ 30 MB resident with numpy (spawn), less under fork; room for its work
+THREAD_KB = 256  # a slot thread: its stack's touched pages, its frames and its share of the lists
+STARTS_PER_CORE = 1_000_000
+
+
+def _read_int(path):
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _tasks_now():
+    """Tasks (threads) on the machine now, from ``/proc/loadavg``'s running/total."""
+    try:
+        with open("/proc/loadavg") as f:
+            return int(f.read().split()[3].split("/")[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _available_mb():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def limits():
+    """``{"processes": (n, why), "threads": (n, why)}``: the room now (an entry is absent when it
+    cannot be read)."""
+    tasks = _tasks_now()
+    pid_max = _read_int("/proc/sys/kernel/pid_max")
+    threads_max = _read_int("/proc/sys/kernel/threads-max")
+    avail = _available_mb()
+    procs, threads = [], []
+    if pid_max and tasks is not None:
+        room = max(0, (pid_max - tasks) // 2)
+        procs.append((room, f"half the free pids (pid_max {pid_max} − {tasks} tasks) = {room}"))
+        threads.append(procs[-1])
+    if threads_max and tasks is not None:
+        room = max(0, (threads_max - tasks) // 2)
+        threads.append((room, f"half the free threads (threads-max {threads_max} − {tasks} tasks) = {room}"))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    if soft != resource.RLIM_INFINITY and os.geteuid() != 0 and tasks is not None:
+        room = max(0, (soft - tasks) // 2)
+        procs.append((room, f"half of what RLIMIT_NPROC {soft} leaves = {room}"))
+        threads.append(procs[-1])
+    if avail is not None:
+        procs.append((avail // WORKER_MB, f"available memory {avail} MB ÷ {WORKER_MB} MB a worker = "
+                                          f"{avail // WORKER_MB}"))
+        threads.append((avail * 1024 // THREAD_KB, f"available memory {avail} MB ÷ {THREAD_KB} KB a thread = "
+                                                   f"{avail * 1024 // THREAD_KB}"))
+    out = {}
+    if procs:
+        out["processes"] = min(procs)
+    if threads:
+        out["threads"] = min(threads)
+    return out
+
+
+def check(workers, slots, rate=None, *, room=None):
+    """Refuse (:class:`UsageError`, exit 2) a plan this machine has no room for (see the module)."""
+    room = limits() if room is None else room
+    if "processes" in room and workers > room["processes"][0]:
+        n, why = room["processes"]
+        raise UsageError(f"--workers {workers}: this machine has room for {n} worker processes now "
+                         f"({why}); ask for fewer")
+    if "threads" in room and workers * slots > room["threads"][0]:
+        n, why = room["threads"]
+        raise UsageError(f"--slots {slots} × --workers {workers} = {workers * slots} threads: this machine has "
+                         f"room for {n} now ({why}); lower --slots, --concurrency or --workers")
+    if rate is not None:
+        cap = (os.cpu_count() or 1) * STARTS_PER_CORE
+        if rate > cap:
+            raise UsageError(f"--rate {rate:g}: above {cap:g} starts per second ({os.cpu_count()} cores × "
+                             f"{STARTS_PER_CORE:g}: no operation starts in under a microsecond)")
