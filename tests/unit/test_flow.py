@@ -17,6 +17,7 @@ import pytest
 
 from loadgen.workload import flow as flow_mod
 from loadgen.errors import UsageError
+from loadgen.engine._proc import trim_heap
 from loadgen.workload.flow import (
     FLOW_PARAMS,
     STAGES,
@@ -202,6 +203,7 @@ def test_burn_cpu_reports_what_it_used(cpu_ms):
 
 
 def test_touch_memory_makes_every_page_resident():
+    trim_heap()  # freed but resident heap pages (earlier tests) would hide new ones
     before = rss()
     ws = touch_memory(48)
     grown = rss() - before
@@ -213,6 +215,7 @@ def test_touch_memory_makes_every_page_resident():
 def test_stage_working_set_is_resident_during_the_stage_and_released_after():
     flow = MockAIWritingFlowV2(processing_time_base=0, failure_rate=0, style_loop_probability=0, stage_cpu_ms=0,
                                stage_memory_mb={"research": 96}, stage_io_ms={"research": 300}, io_sigma=0)
+    trim_heap()  # freed but resident heap pages (earlier tests) would hide new ones
     before = rss()
     peak = before
     worker = threading.Thread(target=flow.kickoff)
@@ -227,6 +230,7 @@ def test_stage_working_set_is_resident_during_the_stage_and_released_after():
 
 def test_leak_retains_memory_per_operation():
     flow = idle_flow(leak_mb_per_op=8, failure_rate=0.5, seed=1)
+    trim_heap()  # freed but resident heap pages (earlier tests) would hide new ones
     before = rss()
     for _ in range(6):
         flow.kickoff()  # failed kickoffs leak too
