@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -19,6 +20,18 @@ def noop(inputs=None):
 
 def sleep_ms(inputs=None, ms=10):
     time.sleep(ms / 1000)
+
+
+GATE_PLACES, GATE_MS = 4, 30
+_gate = threading.BoundedSemaphore(GATE_PLACES)
+
+
+def gated(inputs=None):
+    """A server with exactly ``GATE_PLACES`` places (per process): an operation holds one for ``GATE_MS``
+    ms, and past that many in flight operations queue for a place. In one worker its throughput levels
+    off at GATE_PLACES / GATE_MS by construction."""
+    with _gate:
+        time.sleep(GATE_MS / 1000)
 
 
 def fail_always(inputs=None):
