@@ -39,7 +39,7 @@ import psutil  # noqa: E402
 from loadgen.engine import _procfs  # noqa: E402
 from loadgen.config import ResourceThresholds  # noqa: E402
 from loadgen.engine.messages import Breach, Sample  # noqa: E402
-from loadgen.engine.monitor import SystemResourceMonitor  # noqa: E402
+from loadgen.engine.monitor_handle import SystemResourceMonitor  # noqa: E402
 
 MB = 1024 * 1024
 LIMIT_MB = 200.0

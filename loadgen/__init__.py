@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "ResourceThresholds": ("loadgen.config", "ResourceThresholds"),
     "MockAIWritingFlowV2": ("loadgen.workload.flow", "MockAIWritingFlowV2"),
-    "SystemResourceMonitor": ("loadgen.engine.monitor", "SystemResourceMonitor"),
+    "SystemResourceMonitor": ("loadgen.engine.monitor_handle", "SystemResourceMonitor"),
     "StressTestResult": ("loadgen.result", "StressTestResult"),
     "HeavyLoadStressTester": ("loadgen.api", "HeavyLoadStressTester"),
     "run": ("loadgen.api", "run"),

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+from _targets import _first  # the once-per-run marker
+
 # A detached child that clears its PDEATHSIG, leads a new session and ignores SIGTERM.
 _STUBBORN = (
     "import ctypes, os, signal, sys, time\n"
@@ -32,14 +34,6 @@ def start_ticks(pid):
 def record(pidfile, pid):
     with open(pidfile, "a") as f:
         f.write(f"{pid} {start_ticks(pid)}\n")
-
-
-def _first(marker):
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        return True
-    except FileExistsError:
-        return False
 
 
 def popen_setsid(pidfile):

@@ -434,6 +434,7 @@ class ContainSpec:
 
     @property
     def mechanism(self):
+        """The cgroup's kind, or ``subreaper``."""
         return self.cgroup.kind if self.cgroup is not None else SUBREAPER
 
 
@@ -538,20 +539,23 @@ class NoContainment(Containment):
     """Containment that does nothing (the Runner's unit tests drive fake pools in threads)."""
 
     def start(self):
+        """Nothing to hold: no subreaper flag, no cgroup."""
         return self
 
     @property
     def mechanism(self):
+        """``none``."""
         return "none"
 
     def sweep(self, spare=()):
+        """Nothing swept."""
         return {}
 
     def reap(self):
-        pass
+        """Nothing adopted."""
 
     def close(self):
-        pass
+        """Nothing to give back."""
 
 
 def reap_adopted(foreign=()):

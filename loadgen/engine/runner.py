@@ -47,7 +47,7 @@ from .contain import Containment
 from .faults import FaultHandling
 from .load import LoadModel
 from .messages import Breach, Exceeded, MonitorError, Ready, ResultBatch, Sample, Stop, WorkerError, WorkerExit
-from .monitor import SystemResourceMonitor
+from .monitor_handle import SystemResourceMonitor
 from .outcome import RunOutcome, Seconds
 from .pool import Pool, ProcessRegistry, get_context
 from .signals import SignalGate

@@ -16,7 +16,7 @@ import pytest
 
 from loadgen.config import ResourceThresholds
 from loadgen.engine.messages import Breach, Exceeded, Sample
-from loadgen.engine.monitor import SystemResourceMonitor
+from loadgen.engine.monitor_handle import SystemResourceMonitor
 from loadgen.engine.thresholds import METRIC_CPU, METRIC_MEMORY
 
 MB = 1024 * 1024
