@@ -146,7 +146,9 @@ class Sample:
     the pool's CPU (100 = one core). ``cpu_percent``: machine-wide 0–100;
     ``per_cpu``: per core. ``available_mb``, ``swap_used_mb``: system memory.
     ``processes``: pid → (rss_mb, cpu_percent). ``io``: disk and network
-    counters and load average.
+    counters and load average. ``cgroup_memory_mb``, ``cgroup_cpu_percent``:
+    the run cgroup's own figures (everything in it, page cache included; CPU
+    on cgroup v2 only), None without one.
     """
 
     t: float
@@ -160,6 +162,8 @@ class Sample:
     processes: dict = field(default_factory=dict)
     io: dict = field(default_factory=dict)
     growth_mb_per_s: Optional[float] = None
+    cgroup_memory_mb: Optional[float] = None
+    cgroup_cpu_percent: Optional[float] = None
 
 
 @dataclass(frozen=True)

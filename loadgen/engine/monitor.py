@@ -131,6 +131,7 @@ class Monitor:
         self._poller = None
         self._alarm_fd = None  # eventfd the kernel signals when the cgroup's memory crosses the alarm
         self._alarm_threshold_mb = None
+        self._cgroup_cpu = None  # (monotonic s, CPU s) of the run cgroup at the last tick
         self._alarmed = False  # the cgroup's memory is above the alarm threshold: look often
         self._master = None  # (pid, start ticks or None if already gone, StatReader)
         self._master_is_parent = False
@@ -223,7 +224,7 @@ class Monitor:
         sample = Sample(
             t=t, pool_memory_mb=pool_mem, pool_rss_mb=pool_rss, pool_cpu_percent=pool_cpu,
             cpu_percent=cpu, per_cpu=per_cpu, available_mb=avail, swap_used_mb=swap,
-            processes=procs, io=io, growth_mb_per_s=growth,
+            processes=procs, io=io, growth_mb_per_s=growth, **self._cgroup_usage(now_mono),
         )
         crossings = self.evaluator.crossings(sample)
         self.send(sample)
@@ -240,6 +241,18 @@ class Monitor:
                 self.send(Exceeded(metric=metric, value=value, limit=limit, t=t))
         self._exceeding = {c[0] for c in reported}
         return sample
+
+    def _cgroup_usage(self, now_mono):
+        """The run cgroup's memory (MB) and CPU (% of one core since the last tick), as Sample fields."""
+        cgroup = self.contain.cgroup if self.contain is not None else None
+        if cgroup is None:
+            return {}
+        mem, cpu_s = cgroup.usage()
+        last, self._cgroup_cpu = self._cgroup_cpu, (now_mono, cpu_s)
+        pct = None
+        if cpu_s is not None and last is not None and last[1] is not None and now_mono > last[0]:
+            pct = round(max(0.0, cpu_s - last[1]) / (now_mono - last[0]) * 100, 1)
+        return {"cgroup_memory_mb": None if mem is None else round(mem, 1), "cgroup_cpu_percent": pct}
 
     def _discover(self, now_mono):
         """Watch the processes the pool started — the cgroup's members, or the master's descendants

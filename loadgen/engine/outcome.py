@@ -53,6 +53,7 @@ class RunOutcome:
     peak_memory_mb: float = 0.0
     peak_rss_mb: float = 0.0
     peak_cpu_percent: float = 0.0
+    peak_cgroup_memory_mb: float | None = None  # the run cgroup's memory (page cache included), when there is one
     # Everything kept per second is bounded: the streams on disk keep it all.
     memory_series: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SERIES_KEPT))
     rss_series: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SERIES_KEPT))
@@ -108,7 +109,7 @@ class Second:
     """What one wall-clock second gathered from the batches and samples that fell in it."""
 
     __slots__ = ("started", "succeeded", "failed", "dropped", "rejected", "latency", "response", "errors", "reported",
-                 "cpu", "memory_mb", "rss_mb", "available_mb", "in_flight")
+                 "cpu", "memory_mb", "rss_mb", "available_mb", "in_flight", "cgroup_memory_mb")
 
     def __init__(self):
         self.started = self.succeeded = self.failed = self.dropped = self.rejected = self.errors = self.in_flight = 0
@@ -118,6 +119,7 @@ class Second:
         self.cpu = []
         self.memory_mb = self.rss_mb = 0.0
         self.available_mb = None
+        self.cgroup_memory_mb = None
 
 
 class Seconds:
@@ -184,6 +186,9 @@ class Seconds:
         sec.memory_mb = max(sec.memory_mb, s.pool_memory_mb)
         sec.rss_mb = max(sec.rss_mb, s.pool_rss_mb)
         sec.available_mb = s.available_mb
+        if s.cgroup_memory_mb is not None:
+            sec.cgroup_memory_mb = max(sec.cgroup_memory_mb or 0.0, s.cgroup_memory_mb)
+            out.peak_cgroup_memory_mb = max(out.peak_cgroup_memory_mb or 0.0, s.cgroup_memory_mb)
         for series, value in ((out.memory_series, s.pool_memory_mb), (out.rss_series, s.pool_rss_mb)):
             if not series or series[-1][0] != second:
                 series.append((second, value))
@@ -213,6 +218,8 @@ class Seconds:
         lat = sec.latency.summary_ms()
         done = sec.succeeded + sec.failed
         extra = {}
+        if sec.cgroup_memory_mb is not None:
+            extra["cgroup_memory_mb"] = round(sec.cgroup_memory_mb, 1)
         if self.open_model:
             resp = sec.response.summary_ms()
             extra["response_ms"] = {k: resp[k] for k in PERCENTILE_KEYS}

@@ -356,6 +356,8 @@ class Runner(FaultHandling):
             self.contain.close()
             self.registry.cgroup = None
             self.out.containment = self.contain.to_dict()
+            if self.out.peak_cgroup_memory_mb is not None:
+                self.out.containment["cgroup_peak_memory_mb"] = round(self.out.peak_cgroup_memory_mb, 1)
 
     def _finish(self):
         out = self.out

@@ -132,15 +132,20 @@ def build_report(results, *, kind, started_at, ended_at, thresholds, run_dir=Non
 
 def containment_summary(phases):
     """The report's ``containment``: the mechanism the runs used (a list if they differed), the
-    strays their ends had to end, the accounting anomalies (counters a forked copy wrote).
+    strays their ends had to end, the accounting anomalies (counters a forked copy wrote), and — with a
+    run cgroup that has memory — the most the kernel charged it (``cgroup_peak_memory_mb``).
     ``phases``: dicts with ``mechanism``, ``strays_ended``, ``accounting_anomalies`` (a count), or
     component results (their main phase's)."""
     rows = [p if isinstance(p, dict) else {**p.containment, "accounting_anomalies": len(p.accounting_anomalies)}
             for p in phases]
     mechanisms = sorted({r["mechanism"] for r in rows if r.get("mechanism")})
-    return {"mechanism": mechanisms[0] if len(mechanisms) == 1 else mechanisms,
-            "strays_ended": sum(r.get("strays_ended", 0) for r in rows),
-            "accounting_anomalies": sum(r.get("accounting_anomalies", 0) for r in rows)}
+    out = {"mechanism": mechanisms[0] if len(mechanisms) == 1 else mechanisms,
+           "strays_ended": sum(r.get("strays_ended", 0) for r in rows),
+           "accounting_anomalies": sum(r.get("accounting_anomalies", 0) for r in rows)}
+    peaks = [r["cgroup_peak_memory_mb"] for r in rows if r.get("cgroup_peak_memory_mb") is not None]
+    if peaks:  # what the kernel charged the run's cgroup (page cache included): beside the pool's PSS
+        out["cgroup_peak_memory_mb"] = max(peaks)
+    return out
 
 
 def _first_failure(r):

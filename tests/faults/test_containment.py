@@ -72,6 +72,11 @@ def test_no_escapee_survives_the_run(cli, tmp_path, monkeypatch, ending, start_m
         used = report["containment"]["mechanism"]
         assert used == "subreaper" if mechanism == "subreaper" else used in ("subreaper", "cgroup2",
                                                                                "cgroup2-freeze", "cgroup1-freezer")
+        if used.startswith("cgroup") and os.path.isdir("/sys/fs/cgroup/memory"):
+            # The kernel's own figure for everything in the run's cgroup, escapees included.
+            assert report["containment"]["cgroup_peak_memory_mb"] > 0
+            seconds = [json.loads(x) for x in open(tmp_path / "out" / "timeseries.jsonl")]
+            assert any((r.get("cgroup_memory_mb") or 0) > 0 for r in seconds)
         escapees = {int(x) for x in (tmp_path / "pids").read_text().split()[::2]}
         killed = {pid for b in report["breaches"] for pid in b["killed_pids"]}
         # Ended at the end, or — a breach — with the pool: the monitor watches what the pool started.
