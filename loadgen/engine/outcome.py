@@ -105,6 +105,17 @@ class RunOutcome:
             self.stop_reason = "finished"
 
 
+def _kept(histograms, key):
+    """The histogram kept under ``key``, made on first use. Not ``setdefault(key, Histogram())``: that
+    builds a full histogram (184 KiB of counters, freed only by the cyclic GC: the package's encoder
+    refers back to it) for every batch and every flow stage — megabytes of garbage a second, whose
+    heap churn crept the master's RSS in flow-shaped soaks."""
+    h = histograms.get(key)
+    if h is None:
+        h = histograms[key] = Histogram()
+    return h
+
+
 class Second:
     """What one wall-clock second gathered from the batches and samples that fell in it."""
 
@@ -157,14 +168,14 @@ class Seconds:
             out.latency.add_sparse(b.latency)
         if out.plan.segment_s and b.latency is not None and out.load_started_at:
             seg = int(max(0.0, b.second + 0.5 - out.load_started_at) // out.plan.segment_s)
-            out.segments.setdefault(seg, Histogram()).add_sparse(b.response or b.latency)
+            _kept(out.segments, seg).add_sparse(b.response or b.latency)
         if b.response is not None:
             sec.response.add(b.response)
             out.response.add_sparse(b.response)
         if b.lateness is not None:
             out.lateness.add_sparse(b.lateness)
         for name, sparse in b.stages.items():
-            out.stages.setdefault(name, Histogram()).add_sparse(sparse)
+            _kept(out.stages, name).add_sparse(sparse)
         if b.errors:
             sec.errors += sum(b.errors.values())
             out.errors.update(b.errors)

@@ -199,7 +199,9 @@ def merge_component(rows):
     hists = {}
     for r in rs:
         for name, payload in (r.histograms or {}).items():
-            hists.setdefault(name, Histogram()).merge(Histogram.from_payload(payload))
+            if name not in hists:
+                hists[name] = Histogram()
+            hists[name].merge(Histogram.from_payload(payload))
     lat = hists.get("latency", Histogram()).summary_ms()
     throughput = sum(r.throughput_ops_per_sec for r in rs)
     metrics = core_metrics(acc, lat, throughput=throughput, peak_memory_mb=max(r.peak_memory_mb for r in rs),
