@@ -538,18 +538,12 @@ def check_room(layer, thresholds):
     """:class:`UsageError` when the workers, slots or rate ``layer`` asks for do not fit this machine
     now (``engine.room``: the rule), before anything is written. Slots and workers not given are
     derived as a run derives them (``RunPlan.validated``)."""
-    from .config import default_workers
     from .engine import room
+    from .engine.load import pool_shape
 
-    cap = thresholds.max_concurrent_operations
     rate = layer.get("rate")
-    if rate is not None:
-        peak, workers = cap, layer.get("workers") or default_workers()
-    else:
-        peak = max([layer.get("concurrency") or 1] + [math.ceil(s.target) for s in layer.get("stages") or ()])
-        peak = min(peak, cap)
-        workers = layer.get("workers") or min(default_workers(), peak)
-    slots = layer.get("slots") or max(1, math.ceil(peak / workers))
+    workers, slots = pool_shape(layer.get("concurrency"), layer.get("stages"), rate, layer.get("workers"),
+                                layer.get("slots"), thresholds.max_concurrent_operations)
     room.check(workers, slots, rate)
 
 

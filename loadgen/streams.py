@@ -270,7 +270,7 @@ def read_jsonl(path, limit=MAX_REPORT_BYTES, what="stream", numbered=False):
         try:
             record = parse_json(line, f"{path}: line {i + 1}")
             out.append((i + 1, record) if numbered else record)
-        except _NotJson:
+        except NotJson:
             if i >= len(lines) - 2:  # only the last line may be torn
                 continue
             raise
@@ -290,7 +290,7 @@ class BadJson(UsageError, ValueError):
     a ``ValueError``, as ``json.loads`` used to raise."""
 
 
-class _NotJson(BadJson):
+class NotJson(BadJson):
     """Text that does not parse as JSON at all (a torn line is one)."""
 
 
@@ -337,7 +337,7 @@ def read_bounded(path, limit, what="file"):
         os.close(fd)
 
 
-def load_json(path, limit=MAX_REPORT_BYTES, what="report", strict=True):
+def load_json(path, limit=MAX_REPORT_BYTES, what="report"):
     """The JSON document in ``path``: :func:`read_bounded` then :func:`parse_json`; :class:`UsageError`
     (one line naming the file and, when known, the line) for anything unusable, an empty file included."""
     data = read_bounded(path, limit, what)
@@ -375,7 +375,7 @@ def parse_json(text, where, strict=True, document=False):
             value = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         at = f" at line {e.lineno}" if document else ""
-        raise _NotJson(f"{where}: {what}: {e.msg}{at}") from None
+        raise NotJson(f"{where}: {what}: {e.msg}{at}") from None
     except RecursionError:
         raise BadJson(f"{where}: not usable JSON: nested too deeply") from None
     except ValueError as e:  # the int digit limit (Python ≥ 3.11), or ours

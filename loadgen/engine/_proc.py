@@ -423,7 +423,7 @@ def trim_heap():
 
 
 def open_fds():
-    """This process's open file descriptors: fd → (st_dev, st_ino), the identity :func:`close_fds` checks."""
+    """This process's open file descriptors: fd → (st_dev, st_ino), the identity :func:`release_fds` checks."""
     out = {}
     try:
         fds = [int(x) for x in os.listdir("/proc/self/fd")]
@@ -438,16 +438,25 @@ def open_fds():
     return out
 
 
-def close_fds(fds):
-    """Close the fds of ``fds`` (from :func:`open_fds`) that still name the same file: one closed
-    and reused since is left alone. Never raises."""
-    for fd, ident in fds.items():
-        try:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) == ident:
-                os.close(fd)
-        except OSError:
-            pass
+def release_fds(fds):
+    """Let go of the files behind the fds of ``fds`` (from :func:`open_fds`) that still name the same
+    file (one closed and reused since is left alone): each is pointed at ``/dev/null`` (``dup2``), so
+    the file is released but the number stays taken — an object that still holds the number writes
+    nowhere, never into a file opened later under it. Never raises."""
+    try:
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        for fd, ident in fds.items():
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == ident and fd != null:
+                    os.dup2(null, fd, inheritable=False)
+            except OSError:
+                pass
+    finally:
+        os.close(null)
 
 
 _PROT_READ, _PROT_WRITE = 1, 2

@@ -107,7 +107,9 @@ def _orphans_of(seen, table):
     for pid, st in table.items():
         if _procfs.is_dead_stat(st):
             continue
-        if seen.get(pid) == st.start_ticks or st.ppid in seen:
+        parent = table.get(st.ppid)
+        # A child counts by its parent only if that parent is the very process seen (not a reused pid).
+        if seen.get(pid) == st.start_ticks or (parent is not None and seen.get(st.ppid) == parent.start_ticks):
             out[pid] = st
             seen.setdefault(pid, st.start_ticks)
     return out
@@ -118,13 +120,14 @@ def kill_rounds(find, timeout_s, *, polite_s=0.0, reap=None):
     SIGTERM first if ``polite_s`` (waiting that long for it), then SIGKILL each round. ``reap()`` is
     called between rounds (zombies of ours). Returns ``{pid: start ticks}`` of every process signalled.
     Each signal goes through the pid + start ticks check (:func:`_proc._signal_ticks`)."""
-    signalled = {}
+    signalled, refused = {}, set()
     deadline = time.monotonic() + timeout_s
     sig = signal.SIGTERM if polite_s > 0 else signal.SIGKILL
     while True:
         if reap is not None:
             reap()
-        live = {pid: st for pid, st in find(_procfs.process_table()).items() if not _procfs.is_dead_stat(st)}
+        live = {pid: st for pid, st in find(_procfs.process_table()).items()
+                if not _procfs.is_dead_stat(st) and pid not in refused}
         if not live:
             return signalled
         if time.monotonic() >= deadline:
@@ -132,8 +135,12 @@ def kill_rounds(find, timeout_s, *, polite_s=0.0, reap=None):
                       sorted(live)[:20])
             return signalled
         for pid, st in live.items():
-            if _proc._signal_ticks(pid, st.start_ticks, sig):
-                signalled[pid] = st.start_ticks
+            try:
+                if _proc._signal_ticks(pid, st.start_ticks, sig):
+                    signalled[pid] = st.start_ticks
+            except PermissionError:  # e.g. an operation ran ``sudo``: not ours to signal; the rest still are
+                refused.add(pid)
+                log.warning("containment: not allowed to signal pid %d: left alone", pid)
         if sig == signal.SIGTERM:
             _wait_gone(live, polite_s)
             sig = signal.SIGKILL
@@ -220,6 +227,32 @@ def _own_cgroup_dirs():
     return v2, freezer, memory
 
 
+def pids_room():
+    """``(free, where)``: the fewest tasks the ``pids`` controller still allows this process's cgroup
+    and its ancestors (``pids.max`` − ``pids.current``: a container's ``--pids-limit``, systemd's
+    ``TasksMax``), or None where no such limit is set or readable."""
+    own = _own_paths()
+    best = None
+    for fstype, mount, root, controllers in _mounts():
+        key = "" if fstype == "cgroup2" else "pids" if "pids" in controllers else None
+        if key is None or key not in own:
+            continue
+        d = _own_dir(mount, root, own[key])
+        while d and os.path.normpath(d).startswith(os.path.normpath(mount)):
+            try:
+                limit = _read(os.path.join(d, "pids.max")).strip()
+                if limit != "max":
+                    free = int(limit) - int(_read(os.path.join(d, "pids.current")))
+                    if best is None or free < best[0]:
+                        best = (free, d)
+            except (OSError, ValueError):
+                pass
+            if os.path.normpath(d) == os.path.normpath(mount):
+                break
+            d = os.path.dirname(d)
+    return best
+
+
 @dataclass(frozen=True)
 class RunCgroup:
     """A run's cgroup, picklable (the workers and the monitor get it).
@@ -278,21 +311,24 @@ class RunCgroup:
         v1 = self.kind == "cgroup1-freezer"
         state = os.path.join(self.kill_dir, "freezer.state" if v1 else "cgroup.freeze")
         _write(state, "FROZEN" if v1 else "1")
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            if (_read(state).strip() == "FROZEN") if v1 else ("frozen 1" in _read(
-                    os.path.join(self.kill_dir, "cgroup.events"))):
-                break
-            time.sleep(0.002)
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)  # members cannot be reaped (nor pids reused) while frozen
-            except ProcessLookupError:
-                pass
-        _write(state, "THAWED" if v1 else "0")
+        try:
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                if (_read(state).strip() == "FROZEN") if v1 else ("frozen 1" in _read(
+                        os.path.join(self.kill_dir, "cgroup.events"))):
+                    break
+                time.sleep(0.002)
+            for pid in self.pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)  # members cannot be reaped (nor pids reused) while frozen
+                except OSError:  # gone, or not ours to signal: the others still are
+                    pass
+        finally:  # never leave the cgroup frozen: its members would stay so, and it could not be removed
+            _write(state, "THAWED" if v1 else "0")
 
     def remove(self):
-        """Remove the run's directories (they must be empty). Never raises."""
+        """Remove the run's directories (they must be empty). True when none is left. Never raises."""
+        gone = True
         for d in self.dirs:
             for attempt in range(50):
                 try:
@@ -301,10 +337,12 @@ class RunCgroup:
                 except FileNotFoundError:
                     break
                 except OSError as e:
-                    if e.errno != errno.EBUSY:
+                    if e.errno != errno.EBUSY or attempt == 49:
                         log.debug("containment: rmdir %s: %s", d, e)
+                        gone = False
                         break
                     time.sleep(0.01)  # the last member's exit is still being accounted
+        return gone
 
     def memory_alarm(self, threshold_mb):
         """A non-blocking eventfd the kernel makes readable whenever the cgroup's memory usage crosses
@@ -386,8 +424,7 @@ def make_cgroup(tag):
         if d is not None:
             kind, kill_dir = "cgroup1-freezer", d
     if kill_dir is None:
-        for d in made:
-            os.rmdir(d)
+        RunCgroup(kind="", kill_dir="", dirs=tuple(made)).remove()
         return None
     memory_dir = kill_dir if os.path.exists(os.path.join(kill_dir, "memory.current")) else mkdir(memory)
     return RunCgroup(kind=kind, kill_dir=kill_dir, dirs=tuple(made), memory_dir=memory_dir)
@@ -411,10 +448,14 @@ def sweep_stale():
                 continue  # its master still runs
             d = os.path.join(parent, name)
             kind = ("cgroup2" if os.path.exists(os.path.join(d, "cgroup.kill")) else
-                    "cgroup1-freezer" if os.path.exists(os.path.join(d, "freezer.state")) else "cgroup2-freeze")
-            stale = RunCgroup(kind=kind, kill_dir=d, dirs=(d,))
-            n = stale.kill(timeout_s=1.0)
-            stale.remove()
+                    "cgroup2-freeze" if os.path.exists(os.path.join(d, "cgroup.freeze")) else
+                    "cgroup1-freezer" if os.path.exists(os.path.join(d, "freezer.state")) else None)
+            stale = RunCgroup(kind=kind or "", kill_dir=d, dirs=(d,))
+            # A v1 memory directory cannot kill: its members are in the run's freezer or v2 cgroup too,
+            # which this loop kills; it is only removed.
+            n = stale.kill(timeout_s=1.0) if kind else 0
+            if not stale.remove():
+                continue
             removed += 1
             log.warning("containment: removed the cgroup %s of a run whose master is gone (%d processes ended)",
                         d, n)
@@ -479,7 +520,9 @@ class Containment:
             sweep_stale()
             _seq += 1
             st = _procfs.read_stat(me)
-            self.cgroup = make_cgroup(f"{me}-{st.start_ticks if st else 0}-{_seq}")
+            # Named by the master's pid and start ticks, so that another run's sweep_stale can tell it
+            # is alive; without them (no /proc stat) no cgroup: the subreaper sweep does the job.
+            self.cgroup = make_cgroup(f"{me}-{st.start_ticks}-{_seq}") if st is not None else None
         log.debug("containment: %s", self.mechanism)
         return self
 
@@ -490,7 +533,8 @@ class Containment:
 
     def spec(self, monitor_pid=None):
         """The :class:`ContainSpec` for the monitor."""
-        return ContainSpec(cgroup=self.cgroup, exclude=tuple(sorted(self._excluded() | {monitor_pid or 0})))
+        return ContainSpec(cgroup=self.cgroup,
+                           exclude=tuple(sorted(self._excluded() | ({monitor_pid} if monitor_pid else set()))))
 
     def _excluded(self):
         out = set(self._foreign)
@@ -504,16 +548,16 @@ class Containment:
         one of the master's own children (a ``Process`` reaps those). Non-blocking."""
         reap_adopted(self._foreign)
 
-    def sweep(self, spare=()):
+    def sweep(self):
         """End everything the run started that is still alive, then reap it: the cgroup, exactly, then
-        every descendant of the master outside ``spare`` (pids whose subtrees are spared) and the
-        children it had before. Blocks until none is left or :data:`SWEEP_S`."""
+        every descendant of the master but the children it had before (and the resource tracker).
+        Blocks until none is left or :data:`SWEEP_S`."""
         if not self._started:
             return {}
         if self.cgroup is not None:
             self.cgroup_members += self.cgroup.kill()
         me = os.getpid()
-        exclude = self._excluded() | set(spare)
+        exclude = self._excluded()
         found = kill_rounds(lambda table: descendants(me, exclude, table), SWEEP_S,
                             polite_s=TIMING.kill_grace_s, reap=self.reap)
         self.reap()
@@ -547,7 +591,7 @@ class NoContainment(Containment):
         """``none``."""
         return "none"
 
-    def sweep(self, spare=()):
+    def sweep(self):
         """Nothing swept."""
         return {}
 
@@ -577,8 +621,10 @@ def reap_adopted(foreign=()):
 
 
 def _owned_children():
-    """Pids of the children a ``multiprocess``/``multiprocessing`` Process or a ``subprocess.Popen`` of
-    this process still has to reap."""
+    """Pids of the children a ``multiprocess``/``multiprocessing`` Process of this process still has to
+    reap, and of the ``subprocess.Popen`` objects dropped unwaited (``subprocess._active``). A live
+    ``Popen`` is not listed anywhere: loadgen's master starts none, but a program that calls
+    ``loadgen.api`` and starts one in another thread during a run may find its exit status taken."""
     import sys
 
     pids = set()

@@ -12,6 +12,7 @@ signal, a hint) and the worker replaced, up to ``plan.max_restarts``.
 from __future__ import annotations
 
 import logging
+import os
 
 from ..config import TIMING
 from ..errors import ExitCode, WorkerCrashed, describe_exitcode
@@ -39,6 +40,9 @@ class FaultHandling:
         h.process.join(join_s)
         exitcode = h.process.exitcode
         try:  # batches it sent before dying are still in the pipe
+            # Non-blocking: a worker killed mid-send leaves half a message, and a copy of it may hold the
+            # write end open for good — recv() must not wait for the rest.
+            os.set_blocking(h.conn.fileno(), False)
             while not h.conn.closed and h.conn.poll():
                 self._dispatch(h.conn.recv(), h)
         except (EOFError, OSError):
@@ -46,8 +50,8 @@ class FaultHandling:
         acc, anomaly = h.final_accounting(self.plan.slots)
         if anomaly is not None:
             record = self.events.emit("accounting_anomaly", **anomaly,
-                                      reason="more operations ended than started: a forked copy of the "
-                                             "worker wrote its counters; counts clamped")
+                                      reason="impossible counters (more operations ended than started, or "
+                                             "below zero): a forked copy of the worker wrote them; counts clamped")
             self.out.anomalies.append(record)
         self.retired.merge(acc)
         unstarted = max(0, h.quota_given - acc.dispatched)
@@ -79,14 +83,13 @@ class FaultHandling:
         for h in self.pool.dead():
             self._worker_gone(h)
 
-    def _force_retire(self, why):
-        """Retire the workers still there after SIGKILL and ``TIMING.kill_wait_s`` (uninterruptible
-        sleep): their operations count as crashed and the run ends without waiting for them."""
+    def _force_retire(self, why, waited_s=TIMING.kill_wait_s):
+        """Retire the workers still there ``waited_s`` after SIGKILL (uninterruptible sleep): their
+        operations count as crashed and the run ends without waiting for them."""
         for h in list(self.pool.handles.values()):
-            self.events.emit("worker_unkillable", worker=h.index, pid=h.pid, reason=why,
-                             waited_s=TIMING.kill_wait_s)
+            self.events.emit("worker_unkillable", worker=h.index, pid=h.pid, reason=why, waited_s=waited_s)
             log.error("worker %d (pid %d) still alive %.1f s after SIGKILL: retired as it is", h.index, h.pid,
-                      TIMING.kill_wait_s)
+                      waited_s)
             self._worker_gone(h, join_s=0)
 
     def _crashed(self, h, exitcode, acc, unstarted):

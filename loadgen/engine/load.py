@@ -27,6 +27,18 @@ log = logging.getLogger("loadgen.runner")
 MAX_RESTARTS = 10  # workers a run replaces before it gives up (exit 1)
 
 
+def pool_shape(concurrency, stages, rate, workers, slots, cap):
+    """``(workers, slots)`` of a run: those given, else derived. Closed model: enough slots for the
+    peak concurrency (its stages included, at most ``cap``) over at most :func:`default_workers`
+    workers. Open model: in flight is bounded by the slots, ``cap`` of them over the workers."""
+    if rate is not None:
+        workers = workers or default_workers()
+        return workers, slots or max(1, cap // workers)
+    peak = min(max([concurrency or 1] + [math.ceil(s.target) for s in stages or ()]), cap)
+    workers = workers or min(default_workers(), peak)
+    return workers, slots or max(1, math.ceil(peak / workers))
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """One run of one load model. Validated by :meth:`validated`.
@@ -78,20 +90,14 @@ class RunPlan:
             duration = sum(s.duration_s for s in self.stages)
         if duration is None and self.operations is None:
             raise UsageError("a run needs --duration, --operations or --stages to end")
-        if self.rate is not None:  # open model: in flight is bounded by the slots
-            peak = thresholds.max_concurrent_operations
-            workers = self.workers or default_workers()
-            slots = self.slots or max(1, peak // workers)
-            room.check(workers, slots, self.rate)
-            return replace(self, duration_s=duration, workers=workers, slots=slots)
-        peak = max([self.concurrency] + [math.ceil(s.target) for s in self.stages])
-        if peak > thresholds.max_concurrent_operations:
-            log.warning("concurrency %d capped at max_concurrent_operations=%d", peak,
-                        thresholds.max_concurrent_operations)
-        peak = min(peak, thresholds.max_concurrent_operations)
-        workers = self.workers or min(default_workers(), peak)
-        slots = self.slots or max(1, math.ceil(peak / workers))
-        room.check(workers, slots)
+        if self.rate is None:
+            peak = max([self.concurrency] + [math.ceil(s.target) for s in self.stages])
+            if peak > thresholds.max_concurrent_operations:
+                log.warning("concurrency %d capped at max_concurrent_operations=%d", peak,
+                            thresholds.max_concurrent_operations)
+        workers, slots = pool_shape(self.concurrency, self.stages, self.rate, self.workers, self.slots,
+                                    thresholds.max_concurrent_operations)
+        room.check(workers, slots, self.rate)
         return replace(self, duration_s=duration, workers=workers, slots=slots)
 
     def to_dict(self):

@@ -64,6 +64,7 @@ import traceback
 
 from . import _proc, _procfs
 from ..config import TIMING, ResourceThresholds
+from .contain import SCAN_S, Tracker
 from .messages import Breach, Contain, Exceeded, MonitorError, Sample, Stop, Unwatch, Watch
 from .sampler import Sampler
 from .thresholds import GROWTH_ROLES, ThresholdEvaluator, kills
@@ -80,6 +81,7 @@ MAX_PENDING_SAMPLES = 50
 # it is past the limit — detection within milliseconds, not up to an interval.
 ALARM_FRACTION = 0.5
 ALARM_LOOK_MS = 2
+ALARM_LOOK_COST = 20  # a look at most every this many times its own duration: ≤ 5 % of a core
 
 # Descendants of the pool (processes its operations started) watched at once: each costs a reader
 # (an fd) and PSS reads; the rest are still ended at the end of the run (``contain``).
@@ -133,6 +135,8 @@ class Monitor:
         self._alarm_threshold_mb = None
         self._cgroup_cpu = None  # (monotonic s, CPU s) of the run cgroup at the last tick
         self._alarmed = False  # the cgroup's memory is above the alarm threshold: look often
+        self._look_every_s = ALARM_LOOK_MS / 1e3  # how often the quick look runs while alarmed
+        self._next_look = 0.0
         self._master = None  # (pid, start ticks or None if already gone, StatReader)
         self._master_is_parent = False
         if master_pid is not None:
@@ -190,8 +194,6 @@ class Monitor:
         self.stopping = True
 
     def _on_contain(self, msg):
-        from .contain import Tracker
-
         self.contain = msg.spec
         if msg.spec.cgroup is None and self._master is not None:
             self.tracker = Tracker(self._master[0], msg.spec.exclude)
@@ -259,8 +261,6 @@ class Monitor:
         (:class:`~.contain.Tracker`) — as role ``descendant``: their memory and CPU count in the
         pool's, and a breach kills them with it. Every :data:`~.contain.SCAN_S`; only those older
         than that (a fork that ends at once is not worth a reader), at most :data:`MAX_DESCENDANTS`."""
-        from .contain import SCAN_S
-
         spec = self.contain
         if spec is None:
             return
@@ -459,8 +459,7 @@ class Monitor:
         try:
             while not self.stopping:
                 now = time.monotonic()
-                if (self._alarmed and self._armed and now < next_tick
-                        and self.sampler.pool_memory_now() > self.thresholds.max_memory_mb):
+                if self._alarmed and self._armed and now < next_tick and now >= self._next_look and self._look():
                     next_tick = now  # the alarm is on and the pool is past the limit: sample (and breach) now
                 if now >= next_tick:
                     self.tick()
@@ -476,7 +475,7 @@ class Monitor:
                 # through the last fraction of a millisecond before a tick.
                 timeout_ms = max(0, math.ceil((next_tick - time.monotonic()) * 1e3))
                 if self._alarmed:
-                    timeout_ms = min(timeout_ms, ALARM_LOOK_MS)
+                    timeout_ms = min(timeout_ms, math.ceil(self._look_every_s * 1e3))
                 for fd, _ in poller.poll(timeout_ms):
                     if fd == conn_fd:
                         self._receive()  # POLLHUP too: recv() then reports EOF
@@ -501,6 +500,17 @@ class Monitor:
                 self._poller.register(self._alarm_fd, select.POLLIN)
             self._on_alarm()  # the usage may be past the threshold already
             log.debug("monitor: memory alarm at %.0f MB of the run's cgroup", self._alarm_threshold_mb)
+
+    def _look(self):
+        """One quick look at the pool's memory while the alarm is on: True if it is past the limit.
+        Paced so that looking costs at most 1/:data:`ALARM_LOOK_COST` of a core whatever the pool's size
+        (every ALARM_LOOK_MS for a few workers; less often for hundreds of descendants)."""
+        start = time.monotonic()
+        over = self.sampler.pool_memory_now() > self.thresholds.max_memory_mb
+        now = time.monotonic()
+        self._look_every_s = max(ALARM_LOOK_MS / 1e3, ALARM_LOOK_COST * (now - start))
+        self._next_look = now + self._look_every_s
+        return over
 
     def _on_alarm(self):
         """The cgroup's memory crossed the alarm threshold (either way): look at the pool every

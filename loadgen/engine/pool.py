@@ -82,8 +82,11 @@ class ProcessRegistry:
 
 
 def _joined(cgroup, target, args):
-    """A child's body in a contained run: join the run's cgroup, then run ``target(*args)``."""
-    cgroup.join()
+    """A child's body in a contained run: join the run's cgroup, then run ``target(*args)``. A child
+    that could not join (said in workers.log) is still ended by the master's sweep, not by the
+    monitor's if the master is killed."""
+    if not cgroup.join():
+        log.warning("pid %d could not join the run's cgroup %s", os.getpid(), cgroup.kill_dir)
     return target(*args)
 
 
@@ -259,8 +262,10 @@ class Pool:
             pass
         try:
             handle.process.close()
-        except ValueError:
-            pass
+        except ValueError:  # still alive (unkillable: force-retired): the exit handler must not join it
+            from multiprocess import process as mp_process
+
+            mp_process._children.discard(handle.process)
 
     def in_flight(self):
         """Operations running now, over every worker (from the shared counters; never below 0)."""

@@ -7,7 +7,8 @@ with exit 2, naming the flag and the rule:
 * processes: ``workers`` ≤ min(pid room, task room, memory room), where
   pid room = half the pids still free (``/proc/sys/kernel/pid_max`` − tasks running now: threads
   take pids too; the other half is left to the target and the rest of the machine), task room =
-  half of what ``RLIMIT_NPROC`` still allows (when it is set and applies), and memory room =
+  half of what ``RLIMIT_NPROC`` still allows this user's tasks (when it is set and applies) and
+  half of what the ``pids`` cgroup controller still allows (``pids.max``), and memory room =
   ``MemAvailable`` ÷ :data:`WORKER_MB`;
 * threads: ``workers × slots`` ≤ min(pid room, thread room, task room, MemAvailable ÷
   :data:`THREAD_KB`), thread room = half of ``/proc/sys/kernel/threads-max`` − tasks now;
@@ -23,6 +24,7 @@ import os
 import resource
 
 from ..errors import UsageError
+from .contain import pids_room
 
 WORKER_MB = 50  # an idle worker: ≈ 30 MB resident with numpy (spawn), less under fork; room for its work
 THREAD_KB = 256  # a slot thread: its stack's touched pages, its frames and its share of the lists
@@ -57,6 +59,24 @@ def _available_mb():
     return None
 
 
+def _user_tasks():
+    """Tasks (threads) of this real user now, from /proc/PID/status; None without /proc."""
+    uid, n = os.getuid(), 0
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid:
+                n += int(fields["Threads"])
+        except (OSError, KeyError, ValueError, IndexError):
+            continue
+    return n
+
+
 def limits():
     """``{"processes": (n, why), "threads": (n, why)}``: the room now (an entry is absent when it
     cannot be read)."""
@@ -73,9 +93,15 @@ def limits():
         room = max(0, (threads_max - tasks) // 2)
         threads.append((room, f"half the free threads (threads-max {threads_max} − {tasks} tasks) = {room}"))
     soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
-    if soft != resource.RLIM_INFINITY and os.geteuid() != 0 and tasks is not None:
-        room = max(0, (soft - tasks) // 2)
-        procs.append((room, f"half of what RLIMIT_NPROC {soft} leaves = {room}"))
+    mine = _user_tasks() if soft != resource.RLIM_INFINITY and os.geteuid() != 0 else None
+    if mine is not None:  # the limit counts this user's tasks, not the machine's
+        room = max(0, (soft - mine) // 2)
+        procs.append((room, f"half of what RLIMIT_NPROC {soft} leaves to this user's {mine} tasks = {room}"))
+        threads.append(procs[-1])
+    cgroup = pids_room()
+    if cgroup is not None:
+        room = max(0, cgroup[0] // 2)
+        procs.append((room, f"half of the {cgroup[0]} tasks pids.max still allows in {cgroup[1]} = {room}"))
         threads.append(procs[-1])
     if avail is not None:
         procs.append((avail // WORKER_MB, f"available memory {avail} MB ÷ {WORKER_MB} MB a worker = "

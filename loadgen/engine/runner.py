@@ -329,8 +329,8 @@ class Runner(FaultHandling):
         self.stop_deadline = time.monotonic() + self.plan.stop_grace_s
 
     def _teardown(self):
-        self.out.stressors.extend(self.stressors.stop(self.monitor))
         try:
+            self.out.stressors.extend(self.stressors.stop(self.monitor))
             if self.pool is not None:
                 self.pool.kill_group()
                 deadline = time.monotonic() + TIMING.teardown_s
@@ -339,6 +339,8 @@ class Runner(FaultHandling):
                         h.process.join(0.05)
                         if not h.process.is_alive():
                             self._worker_gone(h)
+                if self.pool.handles:  # unkillable (uninterruptible sleep): accounted, not waited for
+                    self._force_retire("still alive at teardown", waited_s=TIMING.teardown_s)
         finally:
             if self.monitor is not None:
                 self.monitor.stop(timeout_s=TIMING.monitor_stop_s)
@@ -348,7 +350,7 @@ class Runner(FaultHandling):
     def _sweep(self):
         """End whatever the run's processes left behind (see ``contain``); the outcome says how."""
         try:
-            found = self.contain.sweep(spare=[p.pid for _, p in self.registry.procs])
+            found = self.contain.sweep()
             if found:
                 self.events.emit("strays_ended", mechanism=self.contain.mechanism, count=len(found),
                                  pids=sorted(found)[:50])

@@ -15,9 +15,9 @@ import math
 from ..config import TIMING, ResourceThresholds
 from ..measure.trend import SlopeEstimator, best_step_sse, linear_fit
 
-# Roles of watched processes. The pool (workers and stressors) is what the memory limit
-# counts and what a breach kills; any other role is sampled and reported, never counted
-# nor signalled.
+# Roles of watched processes. The pool (workers, stressors and the processes they started) is
+# what the memory limit counts and what a breach kills; any other role is sampled and reported,
+# never counted nor signalled.
 POOL_ROLES = frozenset({"worker", "stressor", "descendant"})  # descendant: a process the pool started
 GROWTH_ROLES = frozenset({"worker"})  # whose memory the growth-rate guard follows
 

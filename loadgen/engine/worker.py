@@ -229,15 +229,17 @@ class Worker:
         return 0
 
     def _slot(self, body, i):
-        body(self, i)
-        if self.forked:
-            # A copy an operation forked came back into the slot loop, which left at once
-            # (``stopping``): the copy ends here, it runs nothing of loadgen's.
-            try:
-                os.write(self._copies_w, os.getpid().to_bytes(4, "little"))
-            except OSError:
-                pass  # pipe full: the master reaps it after the worker is gone
-            os._exit(0)
+        try:
+            body(self, i)
+        finally:
+            if self.forked:
+                # A copy an operation forked came back into the slot loop, which left at once
+                # (``stopping``), or raised out of it: the copy ends here, it runs nothing of loadgen's.
+                try:
+                    os.write(self._copies_w, os.getpid().to_bytes(4, "little"))
+                except OSError:
+                    pass  # pipe full: the master reaps it after the worker is gone
+                os._exit(0)
 
     def _reap_copies(self):
         """Reap the copies that announced their exit (:meth:`_slot`). Non-blocking."""
@@ -260,12 +262,12 @@ class Worker:
 
         The copy must not pass for the worker: it would hold the worker's pipe and sentinel open (the
         master could not see the worker die) and bump the worker's shared counters (more operations
-        ending than started). So the fds the worker inherited are closed, the counters' pages are
-        remapped private to the copy (what it writes stays its own), and the slot loop is told to
+        ending than started). So the fds the worker inherited are released (pointed at /dev/null), the
+        counters' pages are remapped private to the copy (what it writes stays its own), and the slot loop is told to
         stop: a copy that returns into it exits. The target's own code in the copy runs on."""
         self.forked = True
         self.stopping = True
-        _proc.close_fds(inherited_fds)
+        _proc.release_fds(inherited_fds)
         _proc.privatize(self.counters)
 
     def _count_unclaimed_arrivals(self):

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields
 
 from ..errors import ExitCode, OutputError, UsageError
 from ..streams import (COMPONENT_EVENT, EVENTS, MAX_REPORT_BYTES, SCENARIO_EVENT, TIMESERIES, dumps, json_safe, load_json,
-                       read_jsonl)
+                       NotJson, read_jsonl)
 from . import write_reports
 from .build import SUITE_BASENAME, build_report
 
@@ -142,9 +142,8 @@ def load_streams(run_dir):
             raise UsageError(f"{run_dir}: no {name}; not a loadgen run directory (or its streams were removed)")
         try:
             records = read_jsonl(path, MAX_REPORT_BYTES, f"loadgen {name}", numbered=True)
-        except UsageError as e:
-            raise UsageError(f"{e}; only a torn last line is tolerated" if "not valid JSON" in str(e) else str(e)) \
-                from None
+        except NotJson as e:
+            raise UsageError(f"{e}; only a torn last line is tolerated") from None
         kept = []
         for line, r in records:
             if not isinstance(r, dict) or not _is_num(r.get("t")):

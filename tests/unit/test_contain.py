@@ -112,3 +112,42 @@ def test_pdeath_signal_of_the_monitor_is_not_sigkill():
     from loadgen.engine import monitor
 
     assert monitor._PDEATH_SIGNAL != signal.SIGKILL  # it must live long enough to sweep
+
+
+def test_a_process_we_may_not_signal_does_not_stop_the_sweep_of_the_others(monkeypatch):
+    """An operation that ran ``sudo`` leaves a process the sweep may not signal: it is left alone and
+    logged, and every other one is still ended."""
+    import subprocess
+    import sys
+
+    from loadgen.engine import _proc
+
+    refused, killable = (subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2))
+    real = _proc._signal_ticks
+
+    def signal_ticks(pid, ticks, sig):
+        if pid == refused.pid:
+            raise PermissionError(1, "Operation not permitted")
+        return real(pid, ticks, sig)
+
+    monkeypatch.setattr(_proc, "_signal_ticks", signal_ticks)
+    try:
+        ours = (refused.pid, killable.pid)
+        found = contain.kill_rounds(lambda table: {p: table[p] for p in ours if p in table}, 3.0,
+                                    reap=lambda: [p.poll() for p in (refused, killable)])
+        assert set(found) == {killable.pid}
+        assert killable.wait(2) == -signal.SIGKILL
+        assert refused.poll() is None  # left alone, not signalled
+    finally:
+        refused.kill()
+        refused.wait()
+
+
+def test_the_orphans_of_a_reused_parent_pid_are_not_taken():
+    """A child counts by its parent only if the parent is the very process seen: pid 30 was seen
+    with start ticks 100, and now a stranger with ticks 999 holds pid 30 — its child 31 is not ours."""
+    seen = {30: 100}
+    table = {30: st(1, ticks=999), 31: st(30, ticks=1000)}
+    assert contain._orphans_of(seen, table) == {}
+    table = {30: st(1, ticks=100), 31: st(30, ticks=1000)}
+    assert set(contain._orphans_of(dict(seen), table)) == {30, 31}
