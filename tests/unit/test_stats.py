@@ -135,3 +135,29 @@ def test_batches_add_into_kept_histograms_without_building_one_per_batch(monkeyp
                                       stages={s: part for s in stages}))
     assert len(built) == len(out.stages) + len(out.segments) == len(stages) + 1
     assert out.stages["research"].count == 400
+
+
+@given(st.lists(st.one_of(st.tuples(st.just("add"), st.integers(0, 10**6), st.floats(-1e6, 1e6)),
+                          st.tuples(st.just("max"), st.integers(0, 10**6), st.floats(-1e6, 1e6))), max_size=200),
+       st.integers(1, 9))
+@settings(max_examples=100, deadline=None)
+def test_series_keeps_what_a_bounded_deque_of_pairs_keeps(ops, maxlen):
+    """The outcome's memory series (two float arrays) answers as ``deque(maxlen)`` of pairs does."""
+    import collections
+
+    from loadgen.engine.outcome import Series
+
+    s, d = Series(maxlen), collections.deque(maxlen=maxlen)
+    for op, t, v in ops:
+        if op == "max" and d:
+            d[-1] = (d[-1][0], max(d[-1][1], v))
+            s[-1] = (s[-1][0], max(s[-1][1], v))
+        else:
+            d.append((float(t), v))
+            s.append((t, v))
+        assert len(s) == len(d) and bool(s) == bool(d)
+    assert list(s) == list(d)
+    if d:
+        assert s[0] == d[0] and s[-1] == d[-1]
+    with pytest.raises(IndexError):
+        s[len(d)]
