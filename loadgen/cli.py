@@ -14,7 +14,7 @@ import time
 
 from . import options as opts
 
-COMMON_HELP = "Durations take seconds or 500ms, 10s, 5m, 1h."
+COMMON_HELP = "Durations take seconds or 500ms, 10s, 5m, 1h, 1m30s."
 
 
 class _Parser(argparse.ArgumentParser):

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from .errors import UsageError
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")  # one part of 1h15m30s
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_UNIT_ORDER = ("h", "m", "s", "ms")
 MAX_SECONDS = 1e12  # a duration past this is a typo, and float() of a huge integer overflows
 
 
@@ -123,8 +125,22 @@ def did_you_mean(word, known):
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _compound_seconds(text):
+    """Seconds of a compound duration such as ``1m30s`` or ``1h15m`` (units from the largest down,
+    each at most once), or None when ``text`` is not one."""
+    text, pos, total, rank = text.strip(), 0, 0.0, -1
+    for m in _DURATION_PART_RE.finditer(text):
+        unit_rank = _UNIT_ORDER.index(m.group(2))
+        if m.start() != pos or unit_rank <= rank:
+            return None
+        total += float(m.group(1)) * _UNIT_S[m.group(2)]
+        pos, rank = m.end(), unit_rank
+    return total if pos and pos == len(text) else None
+
+
 def parse_duration(text, what="duration"):
-    """Parse ``500ms``, ``10s``, ``5m``, ``1h`` or plain seconds into seconds (float).
+    """Parse ``500ms``, ``10s``, ``5m``, ``1h``, compound ``1m30s`` / ``1h15m`` or plain seconds into
+    seconds (float).
 
     Raises :class:`UsageError` naming ``what`` for anything else, zero and
     negative values included.
@@ -138,9 +154,9 @@ def parse_duration(text, what="duration"):
         seconds = float(text)
     else:
         m = _DURATION_RE.match(text)
-        if not m:
-            raise UsageError(f"{what}: {text!r} is not a duration (use e.g. 500ms, 10s, 5m, 1h)")
-        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2)] if m else _compound_seconds(text)
+        if seconds is None:
+            raise UsageError(f"{what}: {text!r} is not a duration (use e.g. 500ms, 10s, 5m, 1h, 1m30s)")
     if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_SECONDS:
         raise UsageError(f"{what}: must be greater than zero, got {text!r}")
     return seconds

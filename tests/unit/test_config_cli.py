@@ -9,12 +9,14 @@ from loadgen.engine.load import split, stage_target
 
 
 @pytest.mark.parametrize("text,seconds", [("500ms", 0.5), ("10s", 10), ("5m", 300), ("1h", 3600), ("2.5", 2.5),
-                                          (" 3s ", 3), (7, 7.0)])
+                                          (" 3s ", 3), (7, 7.0), ("1m30s", 90), ("1h15m", 4500),
+                                          ("1h2m3s500ms", 3723.5), ("2m0.5s", 120.5)])
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "10x", "-1s", "0", "0ms", "1e3", "s", "nan", "inf"])
+@pytest.mark.parametrize("bad", ["", "abc", "10x", "-1s", "0", "0ms", "1e3", "s", "nan", "inf", "30s1m", "1m1m",
+                                 "1m30", "1m 30s", "0m0s", "1h-5m"])
 def test_parse_duration_rejects(bad):
     with pytest.raises(UsageError):
         parse_duration(bad)
