@@ -14,7 +14,7 @@ Which metrics can be judged early, and how:
 
 * **On the data so far** — ``success_rate``, ``error_rate`` (succeeded,
   failed, timed out and crashed operations so far) and the latency
-  percentiles ``p50_ms`` … ``p999_ms`` (the run's cumulative histogram),
+  percentiles ``p50_ms`` … ``p9999_ms`` and ``mean_ms`` (the run's cumulative histogram),
   once at least :data:`MIN_OPERATIONS` operations completed. As in k6's
   ``abortOnFail`` this is a verdict on the evidence so far, not a proof that
   the end value would fail too.
@@ -34,12 +34,13 @@ from __future__ import annotations
 import logging
 
 from .errors import ExitCode, UsageError
+from .measure import PERCENTILES
 
 log = logging.getLogger("loadgen.abort")
 
 MIN_OPERATIONS = 20  # completed operations before a rate or percentile is judged: one failure is no verdict
 
-SO_FAR = {"success_rate", "error_rate", "p50_ms", "p90_ms", "p99_ms", "p999_ms"}
+SO_FAR = {"success_rate", "error_rate", "mean_ms"} | {f"{k}_ms" for k, _ in PERCENTILES}
 MONOTONIC = {"max_ms", "crashed", "timed_out", "dropped", "breaches", "operations", "peak_memory_mb",
              "peak_cpu_percent"}
 UPPER_BOUND_OPS = {"<", "<=", "=="}  # a never-decreasing value can lose these for good
@@ -128,5 +129,5 @@ class EarlyJudge:
             m["success_rate"] = self.succeeded / asked
             m["error_rate"] = (asked - self.succeeded) / asked
         if (lat.get("count") or 0) >= self.min_operations:
-            m.update(p50_ms=lat["p50"], p90_ms=lat["p90"], p99_ms=lat["p99"], p999_ms=lat["p999"])
+            m.update({f"{k}_ms": lat[k] for k, _ in PERCENTILES}, mean_ms=lat["mean"])
         return m

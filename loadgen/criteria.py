@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .measure import STAT_ALIASES
 
 METRICS = {
     "success_rate": "succeeded ÷ completed operations (open model: ÷ completed + dropped arrivals; 0–1)",
@@ -21,9 +22,13 @@ METRICS = {
     "operations": "operations completed",
     "p50_ms": "median latency (ms)",
     "p90_ms": "90th percentile latency (ms)",
+    "p95_ms": "95th percentile latency (ms)",
     "p99_ms": "99th percentile latency (ms)",
-    "p999_ms": "99.9th percentile latency (ms)",
+    "p999_ms": "99.9th percentile latency (ms; also p99.9_ms)",
+    "p9999_ms": "99.99th percentile latency (ms; also p99.99_ms)",
+    "min_ms": "fastest operation (ms)",
     "max_ms": "slowest operation (ms)",
+    "mean_ms": "mean latency (ms)",
     "peak_memory_mb": "the pool's peak memory, PSS (MB)",
     "peak_cpu_percent": "machine CPU, peak (0–100)",
     "memory_growth_mb": "pool memory at the end minus at the start (MB)",
@@ -50,7 +55,7 @@ METRICS = {
 }
 
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
-_EXPR = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
+_EXPR = re.compile(r"^\s*([a-z_][a-z0-9_.]*)\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,9 @@ class Criterion:
         if not m:
             raise UsageError(f"criterion {text!r}: expected METRIC OP NUMBER, e.g. 'p99_ms < 500'")
         metric, op, number, pct = m.groups()
+        stat = metric[:-3] if metric.endswith("_ms") else None
+        if stat in STAT_ALIASES:  # p99.9_ms → p999_ms
+            metric = STAT_ALIASES[stat] + "_ms"
         if metric not in METRICS:
             raise UsageError(f"criterion {text!r}: unknown metric {metric!r} (known: {', '.join(sorted(METRICS))})")
         limit = float(number) / (100.0 if pct else 1.0)

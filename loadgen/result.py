@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .errors import ExitCode
+from .measure import STATISTICS
 
 
 @dataclass
@@ -86,8 +87,7 @@ def core_metrics(acc, lat, *, throughput, peak_memory_mb, peak_cpu_percent, brea
         "dropped_rate": acc.dropped / arrivals if arrivals else 0.0,
         "throughput": throughput,
         "operations": done,
-        "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "p999_ms": lat["p999"],
-        "max_ms": lat["max"],
+        **{f"{k}_ms": lat.get(k) for k in STATISTICS},
         "peak_memory_mb": peak_memory_mb,
         "peak_cpu_percent": peak_cpu_percent,
         "crashed": acc.crashed, "timed_out": acc.timed_out, "dropped": acc.dropped,
@@ -139,7 +139,7 @@ def noise_of(outcome, recovery_time_seconds=None):
     """What a comparison needs to judge the noise of each metric of ``outcome`` (``StressTestResult.noise``):
 
     * ``throughput``: ``{n, mean, sd}`` of the per-second completed counts over :func:`load_seconds`;
-    * ``p50_ms``, ``p90_ms``, ``p99_ms``: ``{n, ci95: [lo, hi]}``, the percentile's 95 % interval from the
+    * ``p50_ms``, ``p90_ms``, ``p95_ms``, ``p99_ms``: ``{n, ci95: [lo, hi]}``, the percentile's 95 % interval from the
       latency histogram (order statistics, :func:`loadgen.measure.noise.percentile_interval`);
     * ``success_rate``: ``{successes, trials}`` (trials: the arrivals in the open model, as ``core_metrics``);
     * ``peak_memory_mb``: ``{n, sd}`` of the per-second pool memory over the same seconds (its noise scale);

@@ -63,7 +63,7 @@ def percentile_interval(hist, q, z=Z95):
     return [round(hist.value_at((rank - 0.25) / n * 100.0) / 1000.0, 3) for rank in rank_interval(n, q, z)]
 
 
-def percentile_noise(hist, keys=(("p50_ms", 0.5), ("p90_ms", 0.9), ("p99_ms", 0.99))):
+def percentile_noise(hist, keys=(("p50_ms", 0.5), ("p90_ms", 0.9), ("p95_ms", 0.95), ("p99_ms", 0.99))):
     """``{p50_ms: {n, ci95: [lo, hi]}, …}`` of ``hist`` (µs); {} when empty."""
     n = hist.count
     if not n:

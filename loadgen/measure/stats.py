@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from . import PERCENTILES, STATISTICS  # declared once, in the light package module
+
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
 SIGNIFICANT_DIGITS = 3
-PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
 
 
 def _indices(h, values_us):
@@ -82,7 +83,7 @@ class SecondHistogram:
             self.parts.append(sparse)
 
     def summary_ms(self):
-        """``{p50, p90, p99, p999, max}`` in ms (None when empty), as :meth:`Histogram.summary_ms`."""
+        """``{p50, p90, p95, p99, p999, p9999, max}`` in ms (None when empty), as :meth:`Histogram.summary_ms`."""
         keys = [k for k, _ in PERCENTILES] + ["max"]
         if not self.parts:
             return dict.fromkeys(keys)
@@ -200,11 +201,13 @@ class Histogram:
         return mean, math.sqrt(var)
 
     def summary_ms(self):
-        """``{p50, p90, p99, p999, max, mean, count}`` in milliseconds (count as int)."""
+        """``{p50, p90, p95, p99, p999, p9999, min, max, mean, count}`` in milliseconds (count as int;
+        :data:`STATISTICS`)."""
         if not self.count:
-            return {k: None for k, _ in PERCENTILES} | {"max": None, "mean": None, "count": 0}
+            return dict.fromkeys(STATISTICS) | {"count": 0}
         cumsum = np.cumsum(self._counts)
         out = {k: round(self.value_at(p, cumsum) / 1000, 3) for k, p in PERCENTILES}
+        out["min"] = round(self._h.get_min_value() / 1000, 3)
         out["max"] = round(self._h.get_max_value() / 1000, 3)
         out["mean"] = round(self.mean_us() / 1000, 3)
         out["count"] = self.count

@@ -14,7 +14,7 @@ keeps (``detailed_metrics[].noise``, see :func:`loadgen.result.noise_of`):
 
 * throughput: Welch's t-test, from the per-second completed counts' sd and n;
 * success rate: the two-proportion z-test on its successes and trials;
-* p50, p99: a z-test, standard errors from the 95 % intervals' half-widths ÷ 1.96;
+* p50, p95, p99: a z-test, standard errors from the 95 % intervals' half-widths ÷ 1.96;
 * peak memory: a z-test, the per-second pool memory's sd as each peak's error;
 * capacity: a z-test, from ``capacity_low``/``capacity_high`` (a 95 % interval) when
   the report has them, else from the search's bracket (the highest concurrency that
@@ -66,6 +66,7 @@ METRICS = (
     ("success rate", lambda d: _pm(d, "success_rate", _success_rate(d)), +1, "success_rate"),
     ("throughput ops/s", lambda d: d.get("throughput_ops_per_sec"), +1, "throughput"),
     ("p50 ms", lambda d: (d.get("latency_ms") or {}).get("p50"), -1, "p50_ms"),
+    ("p95 ms", lambda d: (d.get("latency_ms") or {}).get("p95"), -1, "p95_ms"),
     ("p99 ms", lambda d: (d.get("latency_ms") or {}).get("p99"), -1, "p99_ms"),
     ("peak memory MB", lambda d: d.get("peak_memory_mb"), -1, "peak_memory_mb"),
     ("capacity", lambda d: _pm(d, "max_capacity"), +1, "capacity"),
@@ -73,7 +74,7 @@ METRICS = (
     ("recovery rate", lambda d: _pm(d, "recovery_rate"), +1, None),
 )
 # A capacity search's figures of the step it ended on: shown, never judged.
-SEARCH_STEP_METRICS = ("success rate", "throughput ops/s", "p50 ms", "p99 ms", "peak memory MB")
+SEARCH_STEP_METRICS = ("success rate", "throughput ops/s", "p50 ms", "p95 ms", "p99 ms", "peak memory MB")
 
 
 def compare_command(baseline, current, tolerance="10", alpha=None, force=False):
@@ -291,7 +292,7 @@ def metric_test(key, va, vb, a, b):
         if key == "success_rate":
             ta, tb = na["trials"], nb["trials"]
             return stats.proportions_p(va * ta, ta, vb * tb, tb), None, "2 proportions"
-        if key in ("p50_ms", "p90_ms", "p99_ms"):
+        if key in ("p50_ms", "p90_ms", "p95_ms", "p99_ms"):
             se = stats.combined_se(stats.interval_se(*na["ci95"]), stats.interval_se(*nb["ci95"]))
             return stats.z_p(vb - va, se), se, "interval"
         if key == "peak_memory_mb":

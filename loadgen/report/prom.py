@@ -18,6 +18,7 @@ import math
 import os
 
 from ..errors import UsageError
+from ..measure import STATISTICS
 from ..streams import atomic_write
 
 _MB = 1024 * 1024
@@ -29,6 +30,7 @@ METRICS = {
     "loadgen_throughput_ops_per_second": "Completed operations per second of applied load.",
     "loadgen_latency_p50_seconds": "Median operation latency.",
     "loadgen_latency_p99_seconds": "99th percentile operation latency.",
+    "loadgen_latency_seconds": "Operation latency statistic (label stat: p50 p90 p95 p99 p999 p9999 min max mean).",
     "loadgen_capacity_concurrency": "Highest sustainable concurrency found by a capacity search.",
     "loadgen_peak_memory_bytes": "Peak memory of the worker pool (PSS) during the component's run.",
     "loadgen_breaches_total": "Safety-threshold breaches during the component's run.",
@@ -68,6 +70,9 @@ def render(report):
         samples["loadgen_throughput_ops_per_second"].append((labels, d.get("throughput_ops_per_sec")))
         samples["loadgen_latency_p50_seconds"].append((labels, _seconds(lat.get("p50"))))
         samples["loadgen_latency_p99_seconds"].append((labels, _seconds(lat.get("p99"))))
+        for stat in STATISTICS:
+            if lat.get(stat) is not None:
+                samples["loadgen_latency_seconds"].append(({**labels, "stat": stat}, _seconds(lat[stat])))
         samples["loadgen_capacity_concurrency"].append((labels, pm.get("max_capacity")))
         peak = d.get("peak_memory_mb")
         samples["loadgen_peak_memory_bytes"].append((labels, None if peak is None else float(peak) * _MB))

@@ -33,3 +33,33 @@ def test_every_scenarios_default_criteria_parse():
 
     for name in scenarios.names():
         assert parse_all(scenarios.get(name).criteria), name
+
+
+def test_every_latency_statistic_is_a_criterion_on_a_real_histogram():
+    """p50 p90 p95 p99 p99.9 p99.99 min max mean: criteria name them (``p99.9_ms`` is ``p999_ms``), and
+    the metrics of a run carry each, from its HDR histogram."""
+    import random
+
+    from loadgen.measure import STATISTICS
+    from loadgen.measure.stats import Accounting, Histogram
+    from loadgen.result import core_metrics
+
+    rng = random.Random(3)
+    values = [rng.randint(1_000, 100_000) for _ in range(20_000)]  # 1–100 ms, in µs
+    h = Histogram()
+    h.record_many(values)
+    m = core_metrics(Accounting(dispatched=20_000, succeeded=20_000), h.summary_ms(), throughput=1.0,
+                     peak_memory_mb=1.0, peak_cpu_percent=1.0, breaches=0)
+    ordered = sorted(values)
+    assert m["min_ms"] == pytest.approx(ordered[0] / 1000, rel=1e-3)
+    assert m["p95_ms"] == pytest.approx(ordered[int(0.95 * len(ordered)) - 1] / 1000, rel=2e-3)
+    assert m["mean_ms"] == pytest.approx(sum(values) / len(values) / 1000, rel=2e-3)
+    assert m["min_ms"] < m["p50_ms"] < m["p90_ms"] < m["p95_ms"] < m["p99_ms"] <= m["p999_ms"] <= m["p9999_ms"] \
+        <= m["max_ms"]
+    for stat in STATISTICS:
+        c = Criterion.parse(f"{stat}_ms <= {m[f'{stat}_ms']}")
+        assert c.evaluate(m) == (True, m[f"{stat}_ms"])
+    assert Criterion.parse("p99.9_ms < 1").metric == "p999_ms"
+    assert Criterion.parse("p99.99_ms < 1").metric == "p9999_ms"
+    with pytest.raises(UsageError, match="unknown metric 'p97_ms'"):
+        Criterion.parse("p97_ms < 1")

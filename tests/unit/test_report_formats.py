@@ -189,3 +189,16 @@ def test_github_actions_example_runs_the_suite_weekly_and_on_demand():
     assert any("loadgen suite" in s.get("run", "") for s in steps)
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
     assert upload.get("if") == "always()"
+
+
+def test_prom_carries_every_latency_statistic_with_a_stat_label():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from loadgen.measure import STATISTICS
+    from loadgen.report.prom import render
+
+    lat = {k: float(i + 1) for i, k in enumerate(STATISTICS)}
+    text = render({"metadata": {"kind": "run"}, "detailed_metrics": [{"test_name": "c", "latency_ms": lat}]})
+    fam = {f.name: f for f in text_string_to_metric_families(text)}["loadgen_latency_seconds"]
+    got = {s.labels["stat"]: s.value for s in fam.samples}
+    assert got == {k: v / 1000 for k, v in lat.items()}
