@@ -35,6 +35,7 @@ import os
 from dataclasses import dataclass, field, fields
 
 from ..errors import ExitCode, OutputError, UsageError
+from ..measure import STATISTICS
 from ..streams import (COMPONENT_EVENT, EVENTS, MAX_REPORT_BYTES, SCENARIO_EVENT, TIMESERIES, dumps, json_safe, load_json,
                        NotJson, read_jsonl)
 from . import write_reports
@@ -397,7 +398,7 @@ def _metrics(m, lat, throughput):
         "success_rate": acc.success_rate if done else None,
         "error_rate": (done - acc.succeeded) / done if done else None,
         "throughput": throughput, "operations": done,
-        "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "p999_ms": lat["p999"], "max_ms": lat["max"],
+        **{f"{k}_ms": lat.get(k) for k in STATISTICS},
         "peak_memory_mb": peaks["memory"], "peak_cpu_percent": peaks["cpu"],
         "memory_growth_mb": (memory_series[-1][1] - memory_series[0][1]) if len(memory_series) >= 2 else 0.0,
         "crashed": acc.crashed, "timed_out": acc.timed_out, "dropped": acc.dropped, "breaches": len(m.breaches),
