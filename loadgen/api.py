@@ -181,10 +181,9 @@ def target_of(settings):
     if spec.factory and spec.ref is None:
         raise UsageError(f"{settings.origin('target_factory')}: target_factory needs a target = \"MOD:FACTORY\" "
                          "(the factory builds the operation once per worker)")
-    if spec.inputs is not None:
-        _named(settings.origin("inputs"), load_records, spec.inputs)
+    records = _named(settings.origin("inputs"), load_records, spec.inputs) if spec.inputs is not None else None
     _named(settings.origin("target" if spec.ref is not None else "flow_params"), check_target,
-           dataclasses.replace(spec, inputs=None))
+           dataclasses.replace(spec, inputs=None), records)
     return spec
 
 

@@ -39,8 +39,9 @@ def build_parser():
     r = sub.add_parser("run", help="run one scenario, or a plan (--config)",
                        description="Run one scenario, or the scenarios of a TOML plan. Every flag also "
                        "reads LOADGEN_<FLAG> from the environment (flag > environment > plan). " + COMMON_HELP)
-    r.add_argument("scenario", nargs="?", help="scenario name (see `loadgen list`); with --config, run only "
-                   "the plan's scenario with this label or name")
+    r.add_argument("scenario", nargs="?", help="scenario name (see `loadgen list`), or `load`: exactly the load "
+                   "asked, no baseline (the default with --target); with --config, run only the plan's scenario "
+                   "with this label or name")
     r.add_argument("--config", metavar="PLAN.toml", help="run the scenarios of a TOML plan (see `loadgen "
                    "validate`); the flags given here override it")
     add_options(r, opts.RUN)
@@ -253,7 +254,12 @@ def _command(args, command):
     settings = opts.merge(opts.from_env(os.environ), opts.from_flags(vars(args)))
     config = getattr(args, "config", None)
     if args.command == "run" and not config and args.scenario is None:
-        raise UsageError("run: give a SCENARIO (see `loadgen list`) or --config PLAN.toml")
+        if not settings.get("target"):
+            raise UsageError("run: give a SCENARIO (see `loadgen list`), a --target MOD:fn (exactly that load, "
+                             "no baseline) or --config PLAN.toml")
+        from .scenarios import LOAD
+
+        args.scenario = LOAD
     logging.basicConfig(level=getattr(logging, opts.value(settings, "log_level")),
                         format="loadgen %(levelname)s %(name)s: %(message)s")
     progress = Progress(enabled=None if not opts.value(settings, "quiet") else False)

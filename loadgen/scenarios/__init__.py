@@ -23,6 +23,9 @@ _MODULES = {
     "recovery": "recovery",
     "circuit_breaker": "circuit_breaker",
 }
+# Run by name only, never by the suite: exactly the load asked (``run --target`` without a scenario).
+_PLAIN = {"load": "load"}
+LOAD = "load"
 
 
 def names():
@@ -31,8 +34,10 @@ def names():
 
 
 def get(name):
-    """The scenario class called ``name``; :class:`UsageError` for an unknown one."""
-    if name not in _MODULES:
-        raise UsageError(f"unknown scenario {name!r} (known: {', '.join(_MODULES)})")
-    module = importlib.import_module(f"{__name__}.{_MODULES[name]}")
+    """The scenario class called ``name`` (a suite scenario, or ``load``); :class:`UsageError` for an
+    unknown one."""
+    modules = _MODULES | _PLAIN
+    if name not in modules:
+        raise UsageError(f"unknown scenario {name!r} (known: {', '.join(modules)})")
+    module = importlib.import_module(f"{__name__}.{modules[name]}")
     return module.SCENARIO

@@ -73,18 +73,62 @@ def resolve(ref):
     return obj
 
 
-def check_target(spec):
-    """Fail early, in the master, for a target that cannot work."""
-    if spec.inputs is not None:
+def check_target(spec, records=None):
+    """Fail early, in the master, for a target that cannot work — one that cannot take the first
+    ``--inputs`` record included (:func:`input_style`), not 30,000 failed operations later.
+    ``records``: the inputs already read (else read from ``spec.inputs``)."""
+    if records is None and spec.inputs is not None:
         from .inputs import MODES, load_records
 
         if spec.inputs_mode not in MODES:
             raise TargetError(f"inputs_mode: {spec.inputs_mode!r} is not one of {', '.join(MODES)}")
-        load_records(spec.inputs)
+        records = load_records(spec.inputs)
     if spec.ref is None:
         _build_flow(spec.flow_params, spec.seed)
-    else:
-        resolve(spec.ref)
+        return
+    fn = resolve(spec.ref)
+    if records and not spec.factory:  # a factory's operation exists only in the workers
+        _check_binding(spec.ref, fn, dict(spec.kwargs), records[0])
+
+
+def input_style(fn, kwargs=()):
+    """How an ``--inputs`` record reaches ``fn``: ``"keywords"`` — ``fn(**record)`` — when ``fn`` has two
+    or more required parameters that ``kwargs`` (the ``--target-arg`` names) does not supply, or a
+    required keyword-only one (``def op(user, amount)``, ``def op(*, user)``); else ``"dict"``, the
+    record as one positional argument (``def op(record)``, ``def op(inputs=None)``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return "dict"
+    required = [p for p in params if p.default is p.empty and p.name not in kwargs
+                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if any(p.kind == p.KEYWORD_ONLY for p in required) or len(required) >= 2:
+        return "keywords"
+    return "dict"
+
+
+def _check_binding(ref, fn, kwargs, record):
+    """:class:`TargetError` (exit 2, one line) when ``record`` cannot be passed to ``fn`` as
+    :func:`input_style` says: what is missing or unexpected, the record's keys, the rule."""
+    style = input_style(fn, kwargs)
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        if style == "keywords":
+            if not isinstance(record, dict):
+                raise TypeError(f"the record is a {type(record).__name__}, not an object with named fields")
+            sig.bind(**record, **kwargs)
+        else:
+            sig.bind(record, **kwargs)
+    except TypeError as e:
+        why = "it takes no argument, so the records would never reach it" if not sig.parameters else e
+        keys = ", ".join(map(str, record)) if isinstance(record, dict) else type(record).__name__
+        how = "as keywords (**record)" if style == "keywords" else "as one argument (a dict)"
+        raise TargetError(f"--target {ref}{sig}: the first --inputs record ({keys}) cannot be passed {how}: {why}. "
+                          "A record reaches the target as one dict when it takes one argument "
+                          "(def op(record)), as keywords when it names two or more (def op(user, amount))") from None
 
 
 def build_operation(spec, worker_index):
@@ -105,6 +149,7 @@ def build_operation(spec, worker_index):
         kwargs = {}
         if not callable(fn):
             raise TargetError(f"factory {spec.ref!r} returned a {type(fn).__name__}, not a callable")
+    keywords = spec.inputs is not None and input_style(fn, kwargs) == "keywords"
     if inspect.iscoroutinefunction(fn):
         import asyncio
         import threading
@@ -115,9 +160,13 @@ def build_operation(spec, worker_index):
             loop = getattr(local, "loop", None)
             if loop is None:
                 loop = local.loop = asyncio.new_event_loop()
+            if keywords:
+                return loop.run_until_complete(fn(**inputs, **kwargs))
             return loop.run_until_complete(fn(inputs, **kwargs) if _takes_input(fn) else fn(**kwargs))
 
         return call_async
+    if keywords:
+        return lambda inputs: fn(**inputs, **kwargs)
     if _takes_input(fn):
         return (lambda inputs: fn(inputs, **kwargs)) if kwargs else fn
     return (lambda inputs: fn(**kwargs)) if kwargs else (lambda inputs: fn())

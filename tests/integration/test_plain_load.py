@@ -1,0 +1,41 @@
+"""``run --target MOD:fn`` without a scenario: exactly the load asked, and records as the target asks."""
+
+import json
+
+from loadgen.streams import read_jsonl
+
+
+def test_run_with_only_a_target_runs_one_phase_and_only_the_criteria_given(cli, tmp_path):
+    code, out, err = cli.run("run", "--target", "_targets:sleep_ms", "--concurrency", "3", "--duration", "2s",
+                             "--criterion", "p95_ms < 1000", "--out", "r", "--quiet")
+    assert code == 0, err
+    events = read_jsonl(str(tmp_path / "r" / "events.jsonl"))
+    starts = [e for e in events if e.get("type") == "phase" and e.get("name") == "start"]
+    assert [s["plan"]["name"] for s in starts] == ["load"]  # no baseline phase
+    assert starts[0]["plan"]["concurrency"] == 3
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    (d,) = report["detailed_metrics"]
+    assert [c["criterion"] for c in d["criteria"]] == ["p95_ms < 1000"]
+    assert d["criteria"][0]["passed"] and d["latency_ms"]["p95"] >= 10  # a 10 ms sleep
+
+
+def test_records_reach_a_keyword_target_as_keywords_and_a_mismatch_is_exit_2(cli, tmp_path):
+    recs = tmp_path / "recs.jsonl"
+    recs.write_text("".join(json.dumps({"user": f"u{i}", "amount": i}) + "\n" for i in range(5)))
+    seen = tmp_path / "seen.jsonl"
+    code, out, err = cli.run("run", "--target", "_targets:pay", "--target-arg", f"path={seen}", "--inputs",
+                             str(recs), "--inputs-mode", "once", "--duration", "5s", "--out", "r", "--quiet")
+    assert code == 0, err
+    got = sorted(json.loads(x)["user"] for x in seen.read_text().splitlines())
+    assert got == [f"u{i}" for i in range(5)]
+    recs.write_text(json.dumps({"user": "u"}) + "\n")
+    code, out, err = cli.run("run", "--target", "_targets:pay", "--inputs", str(recs), "--duration", "2s",
+                             "--out", "r2", "--quiet")
+    assert code == 2
+    assert "missing a required argument: 'amount'" in err and "Traceback" not in err
+    assert not (tmp_path / "r2").exists()  # refused before anything ran
+
+
+def test_run_without_scenario_or_target_says_what_to_give(cli):
+    code, out, err = cli.run("run", "--duration", "1s")
+    assert code == 2 and "--target MOD:fn" in err
