@@ -181,7 +181,8 @@ def bench_latency(ctx, trials, rate_mb_s=500.0):
 
 def bench_alarm(ctx, trials, rate_mb_s=500.0):
     """(d) as (a), the grower in a run cgroup whose memory alarm the kernel raises (cgroup v1 memory)."""
-    from loadgen.engine.contain import ContainSpec, make_cgroup
+    from loadgen.engine.cgroup import make_cgroup
+    from loadgen.engine.contain import ContainSpec
 
     cgroup = make_cgroup(f"bench-{os.getpid()}")
     probe = cgroup.memory_alarm(1.0) if cgroup is not None else None

@@ -350,7 +350,7 @@ class Monitor:
 
     def sweep(self):
         """End every process the run started (the master is gone, nobody else will): the cgroup's
-        members, or every descendant the monitor has seen. Bounded (``contain.SWEEP_S``)."""
+        members, or every descendant the monitor has seen. Bounded (``cgroup.SWEEP_S``)."""
         spec = self.contain
         if spec is None:
             return

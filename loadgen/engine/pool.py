@@ -45,7 +45,7 @@ class ProcessRegistry:
     def __init__(self, ctx):
         self.ctx = ctx
         self.procs = []  # (role, process)
-        self.cgroup = None  # contain.RunCgroup the children join first (None: none)
+        self.cgroup = None  # cgroup.RunCgroup the children join first (None: none)
 
     def start(self, target, args, name, role="worker"):
         """Start ``target(*args)`` in a daemon child called ``name`` and register it under ``role``

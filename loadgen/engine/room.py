@@ -24,7 +24,7 @@ import os
 import resource
 
 from ..errors import UsageError
-from .contain import pids_room
+from .cgroup import pids_room
 
 WORKER_MB = 50  # an idle worker: ≈ 30 MB resident with numpy (spawn), less under fork; room for its work
 THREAD_KB = 256  # a slot thread: its stack's touched pages, its frames and its share of the lists

@@ -16,7 +16,7 @@ import pytest
 
 import _escapes
 from _helpers import wait_for
-from loadgen.engine import contain
+from loadgen.engine import cgroup, contain
 
 CASES = len(_escapes.CASES)
 ENDINGS = ["normal", "breach", "sigterm", "sigkill"]
@@ -84,7 +84,7 @@ def test_no_escapee_survives_the_run(cli, tmp_path, monkeypatch, ending, start_m
         acc = report["accounting"]
         assert acc["dispatched"] == acc["succeeded"] + acc["failed"] + acc["timed_out"] + acc["crashed"]
     # No run cgroup is left behind.
-    for parent in contain._own_cgroup_dirs():
+    for parent in cgroup.own_cgroup_dirs():
         if parent and os.path.isdir(parent):
             assert not [n for n in os.listdir(parent) if n.startswith(f"loadgen-{p.pid}-")]
 
