@@ -147,3 +147,10 @@ def kill_survivors(pidfile):
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def keep_escaping(inputs=None, pidfile="", ms=20):
+    """Every operation detaches a new ``sleep`` (double fork + ``setsid``): some are always younger
+    than the monitor's last scan when the master is killed."""
+    double_fork(pidfile)
+    time.sleep(ms / 1000)

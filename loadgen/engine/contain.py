@@ -43,6 +43,10 @@ from .cgroup import SWEEP_S, RunCgroup, make_cgroup, sweep_stale
 log = logging.getLogger("loadgen.contain")
 
 SCAN_S = 0.5  # the monitor's /proc scan for descendants (subreaper mechanism only)
+# The run's mark in the environment of every process it starts (inherited by what they start, unless an
+# operation scrubs its environment): ``<master pid>-<its start ticks>``. The monitor's sweep after the
+# master's death finds by it what was born after its last scan (:func:`marked`).
+MARK_ENV = "LOADGEN_RUN"
 
 SUBREAPER = "subreaper"
 
@@ -91,10 +95,45 @@ class Tracker:
             self.seen[pid] = st.start_ticks
         return live
 
-    def sweep(self, timeout_s=SWEEP_S):
+    def sweep(self, timeout_s=SWEEP_S, mark=None):
         """SIGKILL every process seen that is still itself, then whatever those left behind (their
-        children, found by parent pid), until none is left or ``timeout_s``. Returns the pids killed."""
-        return kill_rounds(lambda table: _orphans_of(self.seen, table), timeout_s)
+        children, found by parent pid) and — with ``mark`` — every process of this user born since the
+        master that carries the run's mark (:func:`marked`: those born after the last scan), until none
+        is left or ``timeout_s``. Returns the pids killed."""
+        def find(table):
+            found = _orphans_of(self.seen, table)
+            if mark:
+                found.update(marked(table, mark, self.exclude))
+            return found
+
+        return kill_rounds(find, timeout_s)
+
+
+def run_mark(pid=None):
+    """The mark of the run whose master is ``pid`` (default: this process): ``<pid>-<start ticks>``, or
+    None without /proc."""
+    pid = pid or os.getpid()
+    st = _procfs.read_stat(pid)
+    return None if st is None else f"{pid}-{st.start_ticks}"
+
+
+def marked(table, mark, exclude=()):
+    """Live processes of ``table`` whose environment holds ``MARK_ENV=mark``: only those born since
+    the master (its start ticks are in the mark) and readable by this user are read."""
+    needle = f"{MARK_ENV}={mark}".encode()
+    since = int(mark.rsplit("-", 1)[1])
+    me, out = os.getpid(), {}
+    for pid, st in table.items():
+        if pid == me or pid in exclude or st.start_ticks < since or _procfs.is_dead_stat(st):
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+        except OSError:  # gone, or not ours to read
+            continue
+        if needle in env.split(b"\0"):
+            out[pid] = st
+    return out
 
 
 def _orphans_of(seen, table):
@@ -162,6 +201,7 @@ class ContainSpec:
 
     cgroup: RunCgroup | None = None
     exclude: tuple = ()
+    mark: str | None = None  # MARK_ENV's value in the run's processes
 
     @property
     def mechanism(self):
@@ -198,6 +238,8 @@ class Containment:
     _previous_subreaper: bool | None = None
     _foreign: set = field(default_factory=set)  # children the master had before: not the run's
     _started: bool = False
+    mark: str | None = None  # MARK_ENV's value while the run lasts (the master's environment, inherited)
+    _previous_mark: str | None = None
 
     def start(self):
         """Become a child subreaper, remember the children that are not the run's, make the cgroup."""
@@ -206,6 +248,10 @@ class Containment:
         self._previous_subreaper = _proc.set_child_subreaper(True)
         me = os.getpid()
         self._foreign = {pid for pid, st in _procfs.process_table().items() if st.ppid == me}
+        self.mark = run_mark(me)
+        if self.mark:
+            self._previous_mark = os.environ.get(MARK_ENV)
+            os.environ[MARK_ENV] = self.mark
         if self.cgroups:
             sweep_stale()
             _seq += 1
@@ -223,7 +269,7 @@ class Containment:
 
     def spec(self, monitor_pid=None):
         """The :class:`ContainSpec` for the monitor."""
-        return ContainSpec(cgroup=self.cgroup,
+        return ContainSpec(cgroup=self.cgroup, mark=self.mark,
                            exclude=tuple(sorted(self._excluded() | ({monitor_pid} if monitor_pid else set()))))
 
     def _excluded(self):
@@ -263,6 +309,12 @@ class Containment:
         if self._previous_subreaper is not None:
             _proc.set_child_subreaper(self._previous_subreaper)
             self._previous_subreaper = None
+        if self.mark and os.environ.get(MARK_ENV) == self.mark:
+            if self._previous_mark is None:
+                os.environ.pop(MARK_ENV, None)
+            else:
+                os.environ[MARK_ENV] = self._previous_mark
+            self.mark = None
 
     def to_dict(self):
         """What ``report.json`` says of the run's containment."""

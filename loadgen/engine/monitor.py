@@ -358,7 +358,7 @@ class Monitor:
             spec.cgroup.kill()
             spec.cgroup.remove()
         elif self.tracker is not None:
-            self.tracker.sweep()
+            self.tracker.sweep(mark=spec.mark)
 
     # -- sending
 

@@ -116,3 +116,25 @@ def test_a_fork_without_exec_that_holds_the_workers_fds_does_not_hang_the_run(cl
     assert time.monotonic() - started < 3 + 5 + 5 + 5
     assert not _escapes.survivors(str(tmp_path / "pids"))
     assert (tmp_path / "out" / "report.json").exists()
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_escapees_born_just_before_the_masters_sigkill_do_not_survive(cli, tmp_path, monkeypatch, mechanism):
+    """A detached process every 20 ms: when the master is SIGKILLed, the youngest were born after the
+    monitor's last look (subreaper mode scans every 0.5 s). They carry the run's mark in their
+    environment, which the monitor's sweep reads."""
+    monkeypatch.setenv("LOADGEN_CONTAINMENT", mechanism)
+    pidfile = str(tmp_path / "pids")
+    p = cli.start("run", "sustained_load", "--target", "_escapes:keep_escaping", "--target-arg", f"pidfile={pidfile}",
+                  "--workers", "1", "--concurrency", "1", "--duration", "60s", "--max-cpu-percent", "100",
+                  "--quiet", "--out", "out")
+    try:
+        assert wait_for(lambda: _recorded(tmp_path) >= 30, timeout=30), "the escapes did not happen"
+        p.kill()
+        p.communicate(timeout=60)
+        exited = time.monotonic()
+        gone = wait_for(lambda: not _escapes.survivors(pidfile), timeout=2.0, step=0.05)
+        assert gone, f"alive 2 s after the master was killed: {_escapes.survivors(pidfile)} of {_recorded(tmp_path)}"
+        assert time.monotonic() - exited < 2.5
+    finally:
+        _escapes.kill_survivors(pidfile)

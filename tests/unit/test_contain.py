@@ -151,3 +151,34 @@ def test_the_orphans_of_a_reused_parent_pid_are_not_taken():
     assert contain._orphans_of(seen, table) == {}
     table = {30: st(1, ticks=100), 31: st(30, ticks=1000)}
     assert set(contain._orphans_of(dict(seen), table)) == {30, 31}
+
+
+def test_a_run_marks_what_it_starts_in_their_environment_and_the_mark_is_found(monkeypatch):
+    """While a run lasts the master's environment holds the run's mark (inherited by everything the run
+    starts); a child carrying it is found by :func:`contain.marked`, one without it is not; the mark
+    goes with the run."""
+    import os
+    import subprocess
+    import sys
+
+    from loadgen.engine import _procfs
+
+    monkeypatch.delenv(contain.MARK_ENV, raising=False)
+    c = contain.Containment(cgroups=False).start()
+    try:
+        assert os.environ[contain.MARK_ENV] == c.mark == contain.run_mark()
+        assert c.spec().mark == c.mark
+        code = "import time; time.sleep(30)"
+        marked_child = subprocess.Popen([sys.executable, "-c", code])
+        clean_env = {k: v for k, v in os.environ.items() if k != contain.MARK_ENV}
+        scrubbed = subprocess.Popen([sys.executable, "-c", code], env=clean_env)
+        try:
+            found = contain.marked(_procfs.process_table(), c.mark)
+            assert marked_child.pid in found and scrubbed.pid not in found
+        finally:
+            for p in (marked_child, scrubbed):
+                p.kill()
+                p.wait()
+    finally:
+        c.close()
+    assert contain.MARK_ENV not in os.environ
