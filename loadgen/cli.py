@@ -146,15 +146,16 @@ def _list():
     from tabulate import tabulate
 
     rows = []
-    for name in scenarios.names():
+    for name in scenarios.names() + [scenarios.LOAD]:
         sc = scenarios.get(name)
-        rows.append([name, sc.summary, "; ".join(sc.criteria)])
-    print(tabulate(rows, headers=["scenario", "what it does", "default criteria"]))
+        rows.append([name, sc.summary, "; ".join(sc.criteria) or "(only --criterion)"])
+    # Wrapped to fit 100 columns (a terminal, a CI log).
+    print(tabulate(rows, headers=["scenario", "what it does", "default criteria"], maxcolwidths=[15, 50, 25]))
     print()
     print(tabulate([[k, t, d, h] for k, (t, d, h) in FLOW_PARAMS.items()],
-                   headers=["--flow-param", "type", "default", "meaning"]))
+                   headers=["--flow-param", "type", "default", "meaning"], maxcolwidths=[22, 10, 16, 40]))
     print()
-    print(tabulate(sorted(METRICS.items()), headers=["criterion metric", "meaning"]))
+    print(tabulate(sorted(METRICS.items()), headers=["criterion metric", "meaning"], maxcolwidths=[22, 74]))
     return ExitCode.OK
 
 
@@ -171,6 +172,10 @@ def _print_outcome(rep, quiet):
         print(f"operations {acc['dispatched']} (ok {acc['succeeded']}, failed {acc['failed']}, timed out "
               f"{acc['timed_out']}, crashed {acc['crashed']}, dropped {acc['dropped']}); p50 {lat.get('p50')} ms, "
               f"p99 {lat.get('p99')} ms")
+        from .report.text import error_lines
+
+        for line in error_lines(r, n=3, width=100):
+            print(f"  error {line}")
     print(f"loadgen: {ex['passed_components']}/{ex['total_components']} passed, exit {rep.exit_code}; "
           f"reports in {rep.run_dir}")
 
@@ -219,6 +224,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("loadgen: interrupted", file=sys.stderr)
         return ExitCode.SIGINT
+    except BrokenPipeError:  # `loadgen list | head`: the reader left; nothing to say, as other tools
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except OSError:
+            pass
+        return 128 + 13  # SIGPIPE's code, as a shell reports a tool killed by it
     except Exception as e:  # noqa: BLE001 - a bug: one line here, the traceback on request
         logging.getLogger("loadgen").debug("internal error", exc_info=True)
         print(f"loadgen: internal error: {type(e).__name__}: {e} (run with --log-level DEBUG for the traceback)",

@@ -9,6 +9,33 @@ from __future__ import annotations
 from .fleet import render_fleet_text
 
 
+TOP_ERRORS = 5  # error kinds listed per component, most frequent first
+
+
+def top_errors(detail, n=TOP_ERRORS):
+    """``[(error key, count, first message)]`` of a ``detailed_metrics`` entry, most frequent first: the
+    message is the last line of the first traceback kept for the key (the exception and its text), or
+    the key itself when none was kept."""
+    errors = detail.get("errors") or {}
+    tracebacks = detail.get("tracebacks") or {}
+    out = []
+    for key, count in sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:n]:
+        tbs = tracebacks.get(key) or []
+        lines = [x for x in (tbs[0].splitlines() if tbs else []) if x.strip()]
+        out.append((key, count, lines[-1].strip() if lines else key))
+    return out
+
+
+def error_lines(report, n=TOP_ERRORS, width=160):
+    """One line per top error of every component: ``component: count × message`` (cut to ``width``)."""
+    out = []
+    for d in report.get("detailed_metrics") or []:
+        for key, count, message in top_errors(d, n):
+            line = f"{d.get('test_name')}: {count} × {message}"
+            out.append(line if len(line) <= width else line[:width - 1] + "…")
+    return out
+
+
 def render_summary(report):
     """``summary.txt`` (str): the seed's human summary of a report dict, with tabulate tables."""
     from tabulate import tabulate
@@ -22,7 +49,8 @@ def render_summary(report):
              f"Duration: {md['duration_seconds']:.2f} seconds",
              f"System: {si['cpu_count']} CPUs, {si['total_memory_gb']:.1f}GB RAM", "",
              "EXECUTIVE SUMMARY", "================",
-             f"Overall Success Rate: {ex['overall_success_rate'] * 100:.1f}%",
+             f"Overall Success Rate: {ex['overall_success_rate'] * 100:.1f}% of the components passed"
+             + _operations_rate(report),
              f"Components Passed: {ex['passed_components']}/{ex['total_components']}",
              f"Total Operations: {ex['total_operations_executed']}", "",
              "COMPONENT RESULTS", "================"]
@@ -45,6 +73,9 @@ def render_summary(report):
             crit.append([d["test_name"], c["criterion"], "—" if v is None else f"{v:.4g}", "pass" if c["passed"] else "FAIL"])
     if crit:
         lines += ["", tabulate(crit, headers=["component", "criterion", "measured", "result"])]
+    errors = error_lines(report)
+    if errors:
+        lines += ["", "ERRORS (most frequent first, with the first message)", "=" * 52] + errors
     acc = report["accounting"]
     lines += ["", "Accounting: " + ", ".join(f"{k} {v}" for k, v in acc.items())]
     for b in report["breaches"]:
@@ -84,3 +115,10 @@ def _key_text(c):
                 return f"{label}: —"
             return f"{label}: {v * 100:.1f}%" if k.endswith("rate") else f"{label}: {v:.4g}"
     return ""
+
+
+def _operations_rate(report):
+    """``; operations succeeded: 60.1%`` from the report's accounting (empty without operations)."""
+    acc = report.get("accounting") or {}
+    done = sum(acc.get(k, 0) for k in ("succeeded", "failed", "timed_out", "crashed"))
+    return f"; operations succeeded: {acc.get('succeeded', 0) / done:.1%}" if done else ""

@@ -39,3 +39,12 @@ def test_records_reach_a_keyword_target_as_keywords_and_a_mismatch_is_exit_2(cli
 def test_run_without_scenario_or_target_says_what_to_give(cli):
     code, out, err = cli.run("run", "--duration", "1s")
     assert code == 2 and "--target MOD:fn" in err
+
+
+def test_errors_are_in_plain_sight_on_the_console_and_in_the_summary(cli, tmp_path):
+    code, out, err = cli.run("run", "--target", "_targets:fail_always", "--duration", "1s", "--out", "r")
+    assert code == 0, err  # no criterion given: the load ran as asked
+    assert "error load: " in out and "× ValueError: this operation always fails" in out
+    text = (tmp_path / "r" / "summary.txt").read_text()
+    assert "ERRORS (most frequent first" in text and "ValueError: this operation always fails" in text
+    assert "of the components passed; operations succeeded: 0.0%" in text

@@ -202,3 +202,24 @@ def test_prom_carries_every_latency_statistic_with_a_stat_label():
     fam = {f.name: f for f in text_string_to_metric_families(text)}["loadgen_latency_seconds"]
     got = {s.labels["stat"]: s.value for s in fam.samples}
     assert got == {k: v / 1000 for k, v in lat.items()}
+
+
+def test_summary_lists_the_top_errors_with_their_first_message_and_the_operations_rate():
+    from loadgen.report.text import error_lines, top_errors
+
+    tb = 'Traceback (most recent call last):\n  File "t.py", line 5, in op\nValueError: bad amount -3\n'
+    detail = {"test_name": "load", "errors": {"KeyError": 5, "ValueError": 40, "OSError": 5},
+              "tracebacks": {"ValueError": [tb]}}
+    assert top_errors(detail) == [("ValueError", 40, "ValueError: bad amount -3"), ("KeyError", 5, "KeyError"),
+                                  ("OSError", 5, "OSError")]
+    assert top_errors(detail, n=1) == [("ValueError", 40, "ValueError: bad amount -3")]
+    long = {"test_name": "x", "errors": {"E": 1}, "tracebacks": {"E": ["E: " + "y" * 500]}}
+    assert len(error_lines({"detailed_metrics": [long]}, width=100)[0]) == 100
+
+
+def test_list_fits_100_columns(capsys):
+    from loadgen.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "load" in out and max(len(line) for line in out.splitlines()) <= 100
