@@ -106,16 +106,35 @@ def add_options(parser, command):
 
 
 class Progress:
-    """A live status line on a terminal; silent otherwise (only the final summary)."""
+    """Progress while a run goes: on a terminal a live status line (``stream``, stderr), rewritten every
+    second; otherwise (CI logs, a pipe) a plain line on ``plain`` (stdout) every ``interval`` seconds,
+    so a long run is not silent in a Jenkins or GitHub Actions log. ``enabled=False`` (``--quiet``):
+    nothing."""
 
-    def __init__(self, stream=sys.stderr, enabled=None):
+    def __init__(self, stream=sys.stderr, enabled=None, interval=10.0, plain=None):
         self.stream = stream
-        self.enabled = stream.isatty() if enabled is None else enabled
+        self.live = stream.isatty() if enabled is None else enabled
+        self.plain = (plain or sys.stdout) if enabled is None and not self.live else None
+        self.interval = interval
+        self.enabled = self.live or self.plain is not None
         self.started = time.time()
+        self._next_plain = self.started + interval
 
     def __call__(self, runner, rec):
         if not self.enabled:
             return
+        if not self.live:
+            now = time.time()
+            if now >= self._next_plain:
+                self._next_plain = now + self.interval
+                self.plain.write(time.strftime("%H:%M:%S ", time.localtime(now)) + self._line(runner, rec) + "\n")
+                self.plain.flush()
+            return
+        self.stream.write("\r\x1b[2K" + self._line(runner, rec))
+        self.stream.flush()
+
+    def _line(self, runner, rec):
+        """The status of one written second (phase, throughput, success, p99, in flight, CPU, memory)."""
         lat = rec.get("latency_ms") or {}
         p99 = lat.get("p99")
         sr = rec.get("success_rate")
@@ -127,12 +146,11 @@ class Progress:
         line = (f"[{rec.get('phase', '')}] ops/s {rec['throughput']:>7}  ok {'—' if sr is None else f'{sr:6.1%}'}"
                 f"  p99 {'—' if p99 is None else f'{p99:8.1f}ms'}  in flight {rec['in_flight']:>3}"
                 f"  CPU {rec['cpu_percent'] or 0:5.1f}%  pool {rec['pool_memory_mb']:7.1f}MB{left}")
-        self.stream.write("\r\x1b[2K" + line)
-        self.stream.flush()
+        return line
 
     def done(self):
-        """Clear the status line before the final summary prints; a no-op when disabled."""
-        if self.enabled:
+        """Clear the status line before the final summary prints; a no-op when disabled or plain."""
+        if self.live:
             self.stream.write("\r\x1b[2K")
             self.stream.flush()
 
@@ -273,7 +291,8 @@ def _command(args, command):
         args.scenario = LOAD
     logging.basicConfig(level=getattr(logging, opts.value(settings, "log_level")),
                         format="loadgen %(levelname)s %(name)s: %(message)s")
-    progress = Progress(enabled=None if not opts.value(settings, "quiet") else False)
+    progress = Progress(enabled=None if not opts.value(settings, "quiet") else False,
+                        interval=opts.value(settings, "progress_interval"))
     if config and settings.get("cluster"):
         raise UsageError("--cluster with --config: not supported yet; give the plan as flags")
     if config:

@@ -348,6 +348,8 @@ OPTIONS = (
       level=None),
     O("log_level", _choice(LOG_LEVELS), "how much loadgen logs", "--log-level", default="WARNING", choices=LOG_LEVELS,
       level=None),
+    O("progress_interval", _duration, "when stdout is not a terminal (CI, a pipe), print a plain progress line this "
+      "often (--quiet: never)", "--progress-interval", metavar="D", default=10.0, level=None),
     # -- safety (ResourceThresholds fields)
     _threshold("max_memory_mb", "--max-memory-mb", "pool memory limit, PSS (MB)"),
     _threshold("max_cpu_percent", "--max-cpu-percent", "machine CPU above it for 3 s is reported (kills with --kill-on cpu; 100 = off)"),
@@ -390,7 +392,7 @@ PLAN_KEYS = {o.key: o.check for o in OPTIONS if o.level == "plan"}
 #: Settings that travel to every phase of a run as the load model (RunPlan fields).
 LOAD_KEYS = tuple(o.key for o in OPTIONS if o.plan_field)
 FLEET_KEYS = tuple(o.key for o in OPTIONS if o.group == "fleet")
-PRESENTATION_KEYS = ("quiet", "log_level", "prom_textfile")
+PRESENTATION_KEYS = ("quiet", "log_level", "prom_textfile", "progress_interval")
 
 
 def value(layer, key):

@@ -48,3 +48,13 @@ def test_errors_are_in_plain_sight_on_the_console_and_in_the_summary(cli, tmp_pa
     text = (tmp_path / "r" / "summary.txt").read_text()
     assert "ERRORS (most frequent first" in text and "ValueError: this operation always fails" in text
     assert "of the components passed; operations succeeded: 0.0%" in text
+
+
+def test_a_piped_run_prints_plain_progress_lines_and_quiet_prints_none(cli, tmp_path):
+    args = ["run", "--target", "_targets:sleep_ms", "--duration", "3.5s", "--progress-interval", "1s"]
+    code, out, err = cli.run(*args, "--out", "a")
+    assert code == 0, err
+    lines = [x for x in out.splitlines() if "[load] ops/s" in x]
+    assert len(lines) >= 2 and "\r" not in out and "\x1b" not in out  # plain lines, no terminal codes
+    code, out, err = cli.run(*args, "--out", "b", "--quiet")
+    assert code == 0 and "ops/s" not in out and "ops/s" not in err
