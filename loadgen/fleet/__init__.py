@@ -51,7 +51,8 @@ def run_fleet(kind, names, settings, *, progress=None, command=None):
         settings = opts.mark_abort(settings, scenarios.get(names[0]).criteria)
     own = progress is None
     if own:
-        progress = FleetProgress(enabled=None if not opts.value(settings, "quiet") else False)
+        progress = FleetProgress(enabled=None if not opts.value(settings, "quiet") else False,
+                                 interval=opts.value(settings, "progress_interval"))
     try:
         return FleetMaster(kind, names, settings, progress=progress, command=command).run()
     finally:
