@@ -293,6 +293,10 @@ def _command(args, command):
                         format="loadgen %(levelname)s %(name)s: %(message)s")
     progress = Progress(enabled=None if not opts.value(settings, "quiet") else False,
                         interval=opts.value(settings, "progress_interval"))
+    if settings.get("metrics_port"):
+        from .live import LiveMetrics
+
+        progress = LiveMetrics(then=progress).serve(settings.get("metrics_port"))
     if config and settings.get("cluster"):
         raise UsageError("--cluster with --config: not supported yet; give the plan as flags")
     if config:

@@ -348,6 +348,9 @@ OPTIONS = (
       level=None),
     O("log_level", _choice(LOG_LEVELS), "how much loadgen logs", "--log-level", default="WARNING", choices=LOG_LEVELS,
       level=None),
+    O("metrics_port", lambda value, where, strict: check_int(value, where, 1, 65535, strict=strict),
+      "serve live Prometheus metrics on 127.0.0.1:PORT during the run (needs prometheus_client: "
+      "pip install 'loadgen[metrics]')", "--metrics-port", metavar="PORT", level=None),
     O("progress_interval", _duration, "when stdout is not a terminal (CI, a pipe), print a plain progress line this "
       "often (--quiet: never)", "--progress-interval", metavar="D", default=10.0, level=None),
     # -- safety (ResourceThresholds fields)
@@ -392,7 +395,7 @@ PLAN_KEYS = {o.key: o.check for o in OPTIONS if o.level == "plan"}
 #: Settings that travel to every phase of a run as the load model (RunPlan fields).
 LOAD_KEYS = tuple(o.key for o in OPTIONS if o.plan_field)
 FLEET_KEYS = tuple(o.key for o in OPTIONS if o.group == "fleet")
-PRESENTATION_KEYS = ("quiet", "log_level", "prom_textfile", "progress_interval")
+PRESENTATION_KEYS = ("quiet", "log_level", "prom_textfile", "progress_interval", "metrics_port")
 
 
 def value(layer, key):

@@ -173,6 +173,13 @@ class Histogram:
         value = self._h.get_value_from_index(index)
         return self._h.get_highest_equivalent_value(value) if percentile else value
 
+    def counts_at_most(self, bounds_us):
+        """How many values are at most each of ``bounds_us`` (µs, ascending), at the histogram's
+        resolution (a bound's own bucket counts whole): the cumulative counts of Prometheus ``le``
+        buckets."""
+        cumsum = np.cumsum(self._counts)
+        return [int(cumsum[min(self._h._counts_index_for(int(b)), len(cumsum) - 1)]) for b in bounds_us]
+
     def mean_us(self):
         """Mean (µs), HDR convention (each bucket at its median equivalent value).
 

@@ -58,3 +58,57 @@ def test_a_piped_run_prints_plain_progress_lines_and_quiet_prints_none(cli, tmp_
     assert len(lines) >= 2 and "\r" not in out and "\x1b" not in out  # plain lines, no terminal codes
     code, out, err = cli.run(*args, "--out", "b", "--quiet")
     assert code == 0 and "ops/s" not in out and "ops/s" not in err
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_port_serves_live_prometheus_metrics_during_the_run(cli, tmp_path):
+    import time
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = _free_port()
+    p = cli.start("run", "--target", "_targets:sleep_ms", "--concurrency", "2", "--duration", "4s",
+                  "--metrics-port", str(port), "--out", "r", "--quiet")
+    fams, deadline = {}, time.monotonic() + 15
+    while time.monotonic() < deadline and "loadgen_operations_succeeded" not in fams:
+        time.sleep(0.3)
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            continue
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    ok = {s.name: s.value for s in fams["loadgen_operations_succeeded"].samples}
+    assert ok["loadgen_operations_succeeded_total"] > 0
+    hist = {s.labels.get("le"): s.value for s in fams["loadgen_latency_seconds"].samples
+            if s.name.endswith("_bucket")}
+    assert hist["0.005"] == 0 < hist["0.025"] == hist["+Inf"]  # a 10 ms sleep: all between 5 and 25 ms
+    assert {s.labels["name"] for s in fams["loadgen_threshold"].samples} >= {"max_memory_mb"}
+    # The run is over: nothing listens on the port any more (SO_REUSEADDR: the scrape's TIME_WAIT aside).
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+
+
+def test_metrics_port_taken_is_exit_2_before_anything_runs(cli, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code, out, err = cli.run("run", "--target", "_targets:sleep_ms", "--duration", "1s", "--metrics-port",
+                                 str(port), "--out", "r")
+    assert code == 2 and f"--metrics-port {port}" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
