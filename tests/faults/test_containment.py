@@ -41,6 +41,15 @@ def _recorded(tmp_path):
         return 0
 
 
+def _none_alive_2_s_after_the_master(p, pidfile):
+    """Wait for the master ``p`` to exit, then for every escapee in ``pidfile`` to be gone: within 2 s."""
+    out, err = p.communicate(timeout=60)
+    exited = time.monotonic()
+    gone = wait_for(lambda: not _escapes.survivors(pidfile), timeout=2.0, step=0.05)
+    assert gone, f"alive 2 s after the master exited: {_escapes.survivors(pidfile)}; {err[-2000:]}"
+    assert time.monotonic() - exited < 2.5
+
+
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 @pytest.mark.parametrize("ending", ENDINGS)
@@ -58,11 +67,7 @@ def test_no_escapee_survives_the_run(cli, tmp_path, monkeypatch, ending, start_m
         elif ending == "sigkill":
             time.sleep(contain.SCAN_S * 2)  # the monitor has seen them (subreaper: its scan)
             p.kill()
-        out, err = p.communicate(timeout=60)
-        exited = time.monotonic()
-        gone = wait_for(lambda: not _escapes.survivors(pidfile), timeout=2.0, step=0.05)
-        assert gone, f"alive 2 s after the master exited: {_escapes.survivors(pidfile)}; {err[-2000:]}"
-        assert time.monotonic() - exited < 2.5
+        _none_alive_2_s_after_the_master(p, pidfile)
     finally:
         _escapes.kill_survivors(pidfile)
     code = p.returncode
@@ -131,10 +136,6 @@ def test_escapees_born_just_before_the_masters_sigkill_do_not_survive(cli, tmp_p
     try:
         assert wait_for(lambda: _recorded(tmp_path) >= 30, timeout=30), "the escapes did not happen"
         p.kill()
-        p.communicate(timeout=60)
-        exited = time.monotonic()
-        gone = wait_for(lambda: not _escapes.survivors(pidfile), timeout=2.0, step=0.05)
-        assert gone, f"alive 2 s after the master was killed: {_escapes.survivors(pidfile)} of {_recorded(tmp_path)}"
-        assert time.monotonic() - exited < 2.5
+        _none_alive_2_s_after_the_master(p, pidfile)
     finally:
         _escapes.kill_survivors(pidfile)
