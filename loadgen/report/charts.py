@@ -92,6 +92,10 @@ class _Timeline:
         self.rows = [merged[t] for t in self.seconds]
         self.x = [t + 0.5 - self.t0 for t in self.seconds]  # a record covers [t, t + 1)
         self.phases = _phase_spans(events, rows)
+        for _, _, end in self.phases:  # a second a phase ended inside: its counts cover part of it
+            t = math.floor(end)
+            if t in merged and end > t:
+                merged[t]["partial"] = True
         # A suite is shaded and labelled by scenario; a single scenario by phase.
         self.spans = _scenario_spans(events, self.phases) if len({e.get("name") for e in events
                                                                     if e.get("type") == "scenario"}) > 1 else []
@@ -211,25 +215,40 @@ def _throughput_chart(Figure, tl):
         _no_data(ax)
     else:
         tl.decorate(ax, label_phases=True)
-        x, ok = tl.series(lambda r: r["throughput"] - r["failed"])
+        whole = lambda r: not r.get("partial")  # noqa: E731 - a phase's last, partial second would read as a collapse
+        x, ok = tl.series(lambda r: r["throughput"] - r["failed"] if whole(r) else None)
         ax.plot(x, ok, color="#1f6feb", lw=1.6, label="succeeded / s")
-        x, bad = tl.series(lambda r: r["failed"])
+        x, bad = tl.series(lambda r: r["failed"] if whole(r) else None)
         ax.bar(x, bad, width=0.8, color="#d1242f", alpha=0.75, label="failed / s")
+        # Dropped arrivals and breaker rejections on their own axis: thousands of fast rejections a second
+        # would flatten the completed operations near zero.
+        other = None
         for key, colour in (("dropped", "#9a6700"), ("rejected", "#8c959f")):
-            x, y = tl.series(lambda r, k=key: r[k] or None)
+            x, y = tl.series(lambda r, k=key: (r[k] or None) if whole(r) else None)
             if y:
-                ax.bar(x, y, width=0.5, color=colour, alpha=0.7, label=f"{key} / s")
+                other = other or ax.twinx()
+                other.bar(x, y, width=0.5, color=colour, alpha=0.5, label=f"{key} / s (right)")
+        if other is not None:
+            other.set_ylim(bottom=0)
+            other.tick_params(axis="y", labelsize=7, colors="#57606a")
         crashes = [e for e in tl.events if e.get("type") == "worker_crash" and isinstance(e.get("t"), (int, float))]
         if crashes:
             ax.plot([tl.rel(e["t"]) for e in crashes], [0] * len(crashes), "v", color="#8250df", ms=8,
                     label="worker crash", clip_on=False)
         ax.set_ylim(bottom=0)
         ax.set_ylabel("operations / s")
-        ax.legend(**_LEGEND)
+        handles, labels = ax.get_legend_handles_labels()
+        legend = _LEGEND
+        if other is not None:  # past the right axis' tick labels
+            h2, l2 = other.get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
+            legend = {**_LEGEND, "bbox_to_anchor": (1.075, 1.0), "fontsize": 7}
+        ax.legend(handles, labels, **legend)
     _title(fig, "Throughput and errors")
     return ("Throughput and errors over time",
-            "Completed operations per second (succeeded line, failed bars; dropped and breaker-rejected calls "
-            "when any); phases shaded, worker crashes marked.",
+            "Completed operations per second (succeeded line, failed bars; dropped and breaker-rejected calls, "
+            "when any, on the right axis); phases shaded, worker crashes marked; each phase's last, partial "
+            "second is left out.",
             _png(fig, top_in=LABELLED_TOP_IN if tl.rows else None))
 
 
@@ -295,7 +314,7 @@ def _cpu_chart(Figure, tl, report):
         ax.set_ylabel("CPU %")
         ax.legend(**_LEGEND)
     _title(fig, "Machine CPU")
-    return ("Pool CPU over time", "Machine CPU (mean of the second's samples), the CPU threshold (dashed) and breaches "
+    return ("Machine CPU over time", "Machine CPU (mean of the second's samples), the CPU threshold (dashed) and breaches "
             "(red: detected, dotted: pool dead).", _png(fig))
 
 
@@ -312,15 +331,18 @@ def _memory_chart(Figure, tl, report):
         if yr:
             ax.plot(xr, yr, color="#8c959f", lw=1.0, ls="-.", label="pool RSS")
         limit = th.get("max_memory_mb")
-        if isinstance(limit, (int, float)):
+        top = max(y + (yr or [0]))
+        if isinstance(limit, (int, float)) and limit <= 3 * top:
             ax.axhline(limit, color="#bf8700", ls="--", lw=1.2, label=f"limit {limit:g} MB")
+        elif isinstance(limit, (int, float)):  # drawing it would flatten the use into a line at the bottom
+            ax.plot([], [], color="#bf8700", ls="--", lw=1.2, label=f"limit {limit:g} MB (above)")
         _mark_breaches(ax, tl, {"memory_mb"})
         ax.set_ylim(bottom=0)
         ax.set_ylabel("MB")
         ax.legend(**_LEGEND)
     _title(fig, "Pool memory")
-    return ("Pool memory over time", "Peak PSS and RSS of the worker pool per second, the memory threshold (dashed) "
-            "and breaches.", _png(fig))
+    return ("Pool memory over time", "Peak PSS and RSS of the worker pool per second, the memory threshold (dashed; "
+            "named only when it is more than 3× the peak, so the use stays readable) and breaches.", _png(fig))
 
 
 def _capacity_chart(Figure, d):

@@ -236,14 +236,21 @@ def _events_section(events):
                or (e.get("type") == "phase" and e.get("name") in ("stop", "end"))]
     if not notable:
         return ""
+    # In time order (the streams interleave phases and the journal), each detail as "key value" text.
+    notable.sort(key=lambda e: e.get("t") if isinstance(e.get("t"), (int, float)) else float("inf"))
     rows = []
     for e in notable[:MAX_EVENT_ROWS]:
         extra = {k: v for k, v in e.items() if k not in ("t", "type", "phase", "plan", "thresholds")}
-        rows.append([_when(e.get("t")), e.get("phase", ""), e.get("type"),
-                     json.dumps(extra, default=str)[:300]])
+        rows.append([_when(e.get("t")), e.get("phase", ""), e.get("type"), _details(extra)[:300]])
     more = len(notable) - MAX_EVENT_ROWS
     tail = f"<p>… and {more} more in <code>events.jsonl</code>.</p>" if more > 0 else ""
     return "<section id='events'><h2>Events</h2>" + _table(["time (UTC)", "phase", "type", "details"], rows) + tail + "</section>"
+
+
+def _details(fields):
+    """``key value · key value`` of an event's fields (nested values as compact JSON)."""
+    return " · ".join(f"{k.replace('_', ' ')} {v if isinstance(v, (str, int, float)) else json.dumps(v, default=str)}"
+                      for k, v in fields.items() if v is not None)
 
 
 def _thresholds_section(report):

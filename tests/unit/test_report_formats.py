@@ -223,3 +223,28 @@ def test_list_fits_100_columns(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "load" in out and max(len(line) for line in out.splitlines()) <= 100
+
+
+def test_charts_and_events_read_right():
+    """A phase's last, partial second is not drawn as a collapse; a memory limit far above the use is
+    named, not drawn; the CPU chart says machine CPU; the events table is in time order, in words."""
+    from loadgen.report.charts import _Timeline
+
+    events = [{"t": 100.0, "type": "phase", "name": "start", "phase": "load"},
+              {"t": 105.4, "type": "phase", "name": "end", "phase": "load", "exit_code": 0},
+              {"t": 103.0, "type": "worker_crash", "worker": 1, "exit": "SIGKILL", "phase": "load"},
+              {"t": 101.0, "type": "breaker", "state": "open", "reason": "3 failures", "phase": "load"}]
+    rows = [{"t": 100 + i, "phase": "load", "throughput": 100 if i < 5 else 30, "failed": 0, "rejected": 2000,
+             "latency_ms": {"p99": 5}, "cpu_percent": 50.0, "pool_memory_mb": 30.0, "pool_rss_mb": 60.0}
+            for i in range(6)]
+    tl = _Timeline(make_report([]), rows, events)
+    assert [r.get("partial", False) for r in tl.rows] == [False] * 5 + [True]
+    rep = make_report([])
+    rep["thresholds"] = {"max_memory_mb": 1024, "max_cpu_percent": 90}
+    titles = [c[0] for c in report_html.build_charts(rep, rows, events)]
+    assert "Machine CPU over time" in titles and "Pool CPU over time" not in titles
+    page = report_html.render_html(rep, rows, events)
+    section = page[page.index("<section id='events'>"):]
+    order = [section.index(f"<td>{t}</td>") for t in ("breaker", "worker_crash", "phase")]
+    assert order == sorted(order)  # 101 s, 103 s, 105.4 s: not the streams' order
+    assert "state open · reason 3 failures" in section and '{"' not in section
