@@ -47,6 +47,9 @@ def build_charts(report, timeseries, events):
     tl = _Timeline(report, timeseries, events)
     charts = [_throughput_chart(Figure, tl), _latency_chart(Figure, tl), _cpu_chart(Figure, tl, report),
               _memory_chart(Figure, tl, report)]
+    chart = _distribution_chart(Figure, report)
+    if chart:
+        charts.append(chart)
     for d in report.get("detailed_metrics") or []:
         chart = _capacity_chart(Figure, d)
         if chart:
@@ -343,6 +346,51 @@ def _memory_chart(Figure, tl, report):
     _title(fig, "Pool memory")
     return ("Pool memory over time", "Peak PSS and RSS of the worker pool per second, the memory threshold (dashed; "
             "named only when it is more than 3× the peak, so the use stays readable) and breaches.", _png(fig))
+
+
+# The percentiles of the latency distribution chart: 0 to 99.999 on a "nines" axis (x = 1 / (1 − p)).
+_DISTRIBUTION_PERCENTILES = tuple(100 * (1 - 10 ** (-k / 8)) for k in range(0, 41))
+MAX_DISTRIBUTION_LINES = 12
+
+
+def _distribution_chart(Figure, report):
+    """The latency distribution of each component from its merged HDR histogram, as HdrHistogram plots
+    it: latency against percentile on a log "nines" axis (50 %, 90 %, 99 %, 99.9 % … equally spaced),
+    where the tail is as visible as the median. None without histograms."""
+    from ..measure.stats import Histogram
+
+    lines = []
+    for d in report.get("detailed_metrics") or []:
+        payload = (d.get("histograms") or {}).get("latency")
+        if not payload or not isinstance(payload, str):
+            continue
+        try:
+            h = Histogram.from_payload(payload)
+        except Exception:  # noqa: BLE001 - a damaged payload loses its line, not the page
+            continue
+        if h.count:
+            lines.append((str(d.get("test_name")), h))
+    if not lines:
+        return None
+    fig, ax = _new_figure(Figure)
+    for name, h in lines[:MAX_DISTRIBUTION_LINES]:
+        ps = [p for p in _DISTRIBUTION_PERCENTILES if h.count * (1 - p / 100) >= 0.5] or [0.0]
+        ax.plot([1 / (1 - p / 100) for p in ps], [h.value_at(p) / 1000 for p in ps], lw=1.4,
+                label=f"{name} (n={h.count})")
+    ax.set_xscale("log")
+    ticks = [1, 2, 10, 100, 1_000, 10_000, 100_000]
+    ax.set_xticks(ticks, ["0 %", "50 %", "90 %", "99 %", "99.9 %", "99.99 %", "99.999 %"])
+    ax.set_xlim(1, max(2.0, max(1 / (1 - p / 100) for p in _DISTRIBUTION_PERCENTILES
+                                 if any(h.count * (1 - p / 100) >= 0.5 for _, h in lines))))
+    ax.set_yscale("log")
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("latency, ms")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(**_LEGEND)
+    ax.set_title("Latency distribution", fontsize=11, loc="left")
+    return ("Latency distribution", "Latency at each percentile from each component's merged HDR histogram (every "
+            "operation, all workers), on a log axis of nines so the tail reads as well as the median; a line "
+            "stops where fewer than one operation in two lies beyond.", _png(fig, timeline=False))
 
 
 def _capacity_chart(Figure, d):

@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 
+from loadgen.measure.stats import Histogram
 from loadgen.report import html as report_html
 from loadgen.report import build_report
 from loadgen.result import StressTestResult
@@ -59,9 +60,12 @@ def rich_run():
     t0 = 1_700_000_000
     steps = [{"concurrency": n, "throughput": 10 * n / (1 + 0.04 * (n - 1) + 0.002 * n * (n - 1)),
               "p99_ms": 100 + 8 * n, "success_rate": 1.0} for n in (1, 2, 4, 8, 12, 16, 24)]
+    latency = Histogram()
+    latency.record_many([100_000 + 37 * i % 90_000 for i in range(600)])
     capacity = component("capacity_limits", performance_metrics={
         "success_rate": 0.97, "max_capacity": 16, "capacity_steps": steps,
-        "usl": {"sigma": 0.04, "kappa": 0.002, "lambda": 10.0, "peak_concurrency": 21.9}})
+        "usl": {"sigma": 0.04, "kappa": 0.002, "lambda": 10.0, "peak_concurrency": 21.9}},
+        histograms={"latency": latency.to_payload()})
     stages = {s: {"p50": 10.0 * (i + 1), "p90": 18.0 * (i + 1), "p99": 30.0 * (i + 1)}
               for i, s in enumerate(("input_validation", "research", "audience_align", "draft_generation",
                                      "style_validation", "quality_check"))}
@@ -94,8 +98,8 @@ def test_every_chart_decodes_in_chromium(tmp_path):
     page = tmp_path / "report.html"
     page.write_text(report_html.render_html(report, rows, events), encoding="utf-8")
     decoded, total = charts_ok(page, tmp_path)
-    # 4 timelines + capacity + breakers + the stages of memory_pressure
-    assert total == 7
+    # 4 timelines + the latency distribution + capacity + breakers + the stages of memory_pressure
+    assert total == 8
     assert decoded == total
 
 

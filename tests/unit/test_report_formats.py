@@ -248,3 +248,16 @@ def test_charts_and_events_read_right():
     order = [section.index(f"<td>{t}</td>") for t in ("breaker", "worker_crash", "phase")]
     assert order == sorted(order)  # 101 s, 103 s, 105.4 s: not the streams' order
     assert "state open · reason 3 failures" in section and '{"' not in section
+
+
+def test_html_has_a_latency_distribution_from_the_hdr_histograms():
+    from loadgen.measure.stats import Histogram
+
+    h = Histogram()
+    h.record_many(list(range(1_000, 101_000, 10)))
+    rep = make_report([result()])
+    rep["detailed_metrics"][0]["histograms"] = {"latency": h.to_payload()}
+    charts = report_html.build_charts(rep, [], [])
+    assert "Latency distribution" in [c[0] for c in charts]
+    rep["detailed_metrics"][0]["histograms"] = {"latency": "not a payload"}  # damaged: no chart, no crash
+    assert "Latency distribution" not in [c[0] for c in report_html.build_charts(rep, [], [])]
