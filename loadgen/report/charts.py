@@ -57,8 +57,11 @@ def build_charts(report, timeseries, events):
     chart = _breaker_chart(Figure, tl, events)
     if chart:
         charts.append(chart)
+    # One latency scale for every component's stage chart: a suite's components compare at a glance.
+    top = max([_num(v.get("p99"), 0) for d in report.get("detailed_metrics") or []
+               for v in (d.get("stage_latency_ms") or {}).values() if isinstance(v, dict)] + [0])
     for d in report.get("detailed_metrics") or []:
-        chart = _stage_chart(Figure, d)
+        chart = _stage_chart(Figure, d, top * 1.05 or None)
         if chart:
             charts.append(chart)
     return charts
@@ -78,7 +81,14 @@ class _Timeline:
         merged = {}
         for r in rows:
             m = merged.setdefault(r["t"], {"throughput": 0, "failed": 0, "dropped": 0, "rejected": 0, "in_flight": 0,
-                                           "latency": {}, "cpu": None, "memory": None, "rss": None})
+                                           "latency": {}, "response": {}, "target_rate": None, "cpu": None,
+                                           "memory": None, "rss": None})
+            if isinstance(r.get("response_ms"), dict):  # open model: response time, and the asked rate
+                for k, v in r["response_ms"].items():
+                    if v is not None:
+                        m["response"][k] = max(m["response"].get(k, 0.0), float(v))
+                if _num(r.get("target")) is not None:
+                    m["target_rate"] = (m["target_rate"] or 0) + r["target"]
             m["throughput"] += _num(r.get("throughput"), 0)
             m["failed"] += _num(r.get("failed"), 0)
             m["dropped"] += _num(r.get("dropped"), 0)
@@ -221,6 +231,9 @@ def _throughput_chart(Figure, tl):
         whole = lambda r: not r.get("partial")  # noqa: E731 - a phase's last, partial second would read as a collapse
         x, ok = tl.series(lambda r: r["throughput"] - r["failed"] if whole(r) else None)
         ax.plot(x, ok, color="#1f6feb", lw=1.6, label="succeeded / s")
+        x, asked = tl.series(lambda r: r["target_rate"] if whole(r) else None)
+        if asked:  # the open model's target: what was asked, beside what was done
+            ax.plot(x, asked, color="#57606a", lw=1.2, ls="--", label="target arrivals / s")
         x, bad = tl.series(lambda r: r["failed"] if whole(r) else None)
         ax.bar(x, bad, width=0.8, color="#d1242f", alpha=0.75, label="failed / s")
         # Dropped arrivals and breaker rejections on their own axis: thousands of fast rejections a second
@@ -250,8 +263,8 @@ def _throughput_chart(Figure, tl):
     _title(fig, "Throughput and errors")
     return ("Throughput and errors over time",
             "Completed operations per second (succeeded line, failed bars; dropped and breaker-rejected calls, "
-            "when any, on the right axis); phases shaded, worker crashes marked; each phase's last, partial "
-            "second is left out.",
+            "when any, on the right axis; an open-model run's target rate dashed); phases shaded, worker "
+            "crashes marked; each phase's last, partial second is left out.",
             _png(fig, top_in=LABELLED_TOP_IN if tl.rows else None))
 
 
@@ -261,17 +274,25 @@ def _latency_chart(Figure, tl):
         _no_data(ax, "no latency was recorded")
     else:
         tl.decorate(ax)
+        open_model = any(r["response"] for r in tl.rows)
         for key, colour in (("p50", "#1f6feb"), ("p90", "#2da44e"), ("p99", "#bf8700"), ("max", "#d1242f")):
             x, y = tl.series(lambda r, k=key: r["latency"].get(k))
             if y:
-                ax.plot(x, y, lw=1.4, color=colour, label=key, marker="." if len(y) < 30 else None)
-        values = [v for r in tl.rows for v in r["latency"].values() if v and v > 0]
+                ax.plot(x, y, lw=1.4, color=colour, label=f"service {key}" if open_model else key,
+                        marker="." if len(y) < 30 else None)
+        for key, colour in (("p50", "#1f6feb"), ("p99", "#bf8700")):  # open model: from the intended start
+            x, y = tl.series(lambda r, k=key: r["response"].get(k))
+            if y:
+                ax.plot(x, y, lw=1.2, ls="--", color=colour, label=f"response {key}")
+        values = [v for r in tl.rows for d in (r["latency"], r["response"]) for v in d.values() if v and v > 0]
         if values and max(values) / max(min(values), 1e-9) > 50:
             ax.set_yscale("log")
         ax.set_ylabel("latency (ms)")
         ax.legend(**_LEGEND)
     _title(fig, "Latency percentiles")
-    return ("Latency percentiles over time", "Per-second p50, p90, p99 and max of operation latency (ms).", _png(fig))
+    return ("Latency percentiles over time", "Per-second p50, p90, p99 and max of operation latency (ms); in an "
+            "open-model run also the response time (dashed: from each arrival's intended start, so a stall that "
+            "delays starts shows, which service time hides).", _png(fig))
 
 
 def _breaches(tl, metrics=None):
@@ -480,7 +501,7 @@ def _breaker_chart(Figure, tl, events):
             _png(fig))
 
 
-def _stage_chart(Figure, d):
+def _stage_chart(Figure, d, xmax=None):
     stages = {k: v for k, v in (d.get("stage_latency_ms") or {}).items() if isinstance(v, dict) and v.get("p50") is not None}
     if not stages:
         return None
@@ -493,10 +514,13 @@ def _stage_chart(Figure, d):
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.invert_yaxis()  # the pipeline reads top to bottom
     ax.set_xlabel("latency (ms)")
+    if xmax:
+        ax.set_xlim(0, xmax)
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(**_LEGEND)
     ax.set_title(f"Per-stage latency — {d.get('test_name')}", fontsize=11, loc="left")
-    return (f"Per-stage latency of {d.get('test_name')}", "p50, p90 and p99 of each stage of the flow (ms).",
+    return (f"Per-stage latency of {d.get('test_name')}", "p50, p90 and p99 of each stage of the flow (ms), on one "
+            "scale for every component.",
             _png(fig, timeline=False))
 
 

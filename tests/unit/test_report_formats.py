@@ -261,3 +261,14 @@ def test_html_has_a_latency_distribution_from_the_hdr_histograms():
     assert "Latency distribution" in [c[0] for c in charts]
     rep["detailed_metrics"][0]["histograms"] = {"latency": "not a payload"}  # damaged: no chart, no crash
     assert "Latency distribution" not in [c[0] for c in report_html.build_charts(rep, [], [])]
+
+
+def test_open_model_seconds_carry_the_response_time_and_the_target_rate():
+    from loadgen.report.charts import _Timeline
+
+    rows = [{"t": 100 + i, "phase": "a", "throughput": 140, "failed": 0, "target": 150.0,
+             "latency_ms": {"p50": 5.0, "p99": 6.0}, "response_ms": {"p50": 5.5, "p99": 30.0}} for i in range(3)]
+    rows.append({"t": 101, "phase": "b", "throughput": 10, "failed": 0, "target": 4, "latency_ms": {"p50": 1.0}})
+    tl = _Timeline(make_report([]), rows, [])
+    assert [r["target_rate"] for r in tl.rows] == [150.0, 150.0, 150.0]  # a closed phase's target is not a rate
+    assert tl.rows[0]["response"]["p99"] == 30.0 and tl.rows[1]["latency"]["p50"] == 5.0
