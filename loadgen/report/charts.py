@@ -32,7 +32,7 @@ FIG_SIZE_IN = (9.0, 3.2)
 FIG_DPI = 100
 BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
 PHASE_COLOURS = ("#eef3fb", "#fbf3e8")
-MAX_SPAN_LABELS = 40
+LABEL_GAP = 0.09  # the least distance between two span names along the top, as a share of the axis
 TIMELINE_MARGINS = {"left": 0.08, "right": 0.79}
 TIMELINE_TOP_IN, TIMELINE_BOTTOM_IN = 0.45, 0.55  # title above, time axis below
 LABELLED_TOP_IN = 1.05  # the throughput chart also names the phases or scenarios along its top
@@ -138,9 +138,17 @@ class _Timeline:
             ax.axvspan(self.rel(start), self.rel(end), color=PHASE_COLOURS[i % 2], zorder=0, lw=0)
             mids.append((self.rel(start) + self.rel(end)) / 2)
             names.append(name)
-        if label_phases and names and len(names) <= MAX_SPAN_LABELS:
+        if label_phases and names:
+            # Names that would overlap their left neighbour are left out (the shading still shows the span).
+            gap = LABEL_GAP * (self.xlim[1] - self.xlim[0])
+            kept, last = [], None
+            for mid, name in sorted(zip(mids, names)):
+                if last is None or mid - last >= gap:
+                    kept.append((mid, name))
+                    last = mid
             top = ax.secondary_xaxis("top")
-            top.set_xticks(mids, names, rotation=25, ha="left", fontsize=7, color="#4a5466")
+            top.set_xticks([m for m, _ in kept], [n for _, n in kept], rotation=25, ha="left", fontsize=7,
+                           color="#4a5466")
             top.tick_params(length=0, pad=1)
         ax.set_xlim(*self.xlim)
         ax.set_xlabel("seconds since the run started")
