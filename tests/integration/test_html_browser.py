@@ -31,14 +31,18 @@ def chromium():
 
 
 def charts_ok(page_path, tmp_path):
-    """The page's ``data-charts-ok`` as (decoded, total), as headless Chromium saw it."""
+    """The page's ``data-charts-ok`` as (decoded, total), as headless Chromium saw it; fails the test if
+    the page wrote anything to its console (an error, an uncaught exception, a log line)."""
     cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--enable-logging=stderr", "--v=0",
            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
            "--disable-extensions", f"--user-data-dir={tmp_path / 'chromium-profile'}",
            "--virtual-time-budget=5000", "--dump-dom", "file://" + os.path.abspath(page_path)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=DUMP_TIMEOUT_S, stdin=subprocess.DEVNULL)
     m = re.search(r'data-charts-ok="(\d+)/(\d+)"', p.stdout)
     assert m, f"no data-charts-ok in the DOM (exit {p.returncode}); stderr tail: {p.stderr[-800:]}"
+    console = [line for line in p.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, f"the page logged to its console: {console[:5]}"
     return int(m.group(1)), int(m.group(2))
 
 
@@ -101,6 +105,9 @@ def test_every_chart_decodes_in_chromium(tmp_path):
     # 4 timelines + the latency distribution + capacity + breakers + the stages of memory_pressure
     assert total == 8
     assert decoded == total
+    html = page.read_text(encoding="utf-8")
+    for title in ("Latency distribution", "Machine CPU over time", "Breaker state over time"):
+        assert title in html, title
 
 
 def test_a_killed_run_page_still_decodes(tmp_path):
