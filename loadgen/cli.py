@@ -296,6 +296,9 @@ def _command(args, command):
     if settings.get("metrics_port"):
         from .live import LiveMetrics
 
+        if settings.get("cluster"):
+            raise UsageError("--metrics-port with --cluster: not supported yet (the fleet master serves no live "
+                             "metrics); use it on single-machine runs")
         progress = LiveMetrics(then=progress).serve(settings.get("metrics_port"))
     if config and settings.get("cluster"):
         raise UsageError("--cluster with --config: not supported yet; give the plan as flags")
