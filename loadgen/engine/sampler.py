@@ -50,6 +50,11 @@ class _Watched:
         """True for a pool role (counted in the pool's memory, killed on a breach)."""
         return self.role in POOL_ROLES
 
+    def memory_at(self, rss_mb):
+        """The monitor's measure of this process's memory at ``rss_mb`` of RSS: its last PSS plus the
+        RSS growth since that PSS was read (MB, never below 0)."""
+        return max(0.0, self.pss_mb + (rss_mb - self.pss_rss_mb))
+
 
 class Sampler:
     """The watched processes and the machine, read once per tick.
@@ -161,7 +166,7 @@ class Sampler:
         pool_mem = pool_rss = pool_cpu = 0.0
         procs = {}
         for w in self.watched.values():
-            mem = max(0.0, w.pss_mb + (w.rss_mb - w.pss_rss_mb))
+            mem = w.memory_at(w.rss_mb)
             if w.in_pool:
                 # Keep the growth series continuous: what a member gains is growth.
                 pool_mem += mem
@@ -182,7 +187,7 @@ class Sampler:
                 continue
             st = w.reader.read()
             if not _procfs.is_dead_stat(st):
-                total += max(0.0, w.pss_mb + (st.rss_pages * page_mb - w.pss_rss_mb))
+                total += w.memory_at(st.rss_pages * page_mb)
         return total
 
     def sample_system(self, now_mono):
