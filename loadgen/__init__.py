@@ -5,6 +5,11 @@ Public API (the seed's names)::
     from loadgen import (HeavyLoadStressTester, ResourceThresholds, MockAIWritingFlowV2,
                          SystemResourceMonitor, StressTestResult, run)
 
+and, inside an operation, named measurements and checks (``loadgen.named``)::
+
+    with loadgen.measure("llm_call"): ...
+    loadgen.check(ok, "has_title")
+
 Imports are lazy so that ``python -m loadgen --help`` stays fast.
 """
 
@@ -18,6 +23,8 @@ _LAZY = {
     "HeavyLoadStressTester": ("loadgen.api", "HeavyLoadStressTester"),
     "run": ("loadgen.api", "run"),
     "run_suite": ("loadgen.api", "run_suite"),
+    "measure": ("loadgen.named", "measure"),
+    "check": ("loadgen.named", "check"),
 }
 
 __all__ = sorted(_LAZY)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 
 from .errors import ExitCode, UsageError
-from .measure import PERCENTILES
+from .analysis import PERCENTILES
 
 log = logging.getLogger("loadgen.abort")
 

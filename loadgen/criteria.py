@@ -3,6 +3,11 @@
 A criterion names one metric of a run (see :data:`METRICS`), a comparison
 and a number. Unknown metrics and malformed expressions are usage errors
 raised before anything runs — never a silent pass.
+
+A metric may select what it measures (see :data:`SELECTORS`): a named measurement,
+``p95_ms{measure=llm_call} < 800``, or a check, ``checks{name=has_title} > 0.99``
+(``checks`` alone: every check's passes ÷ all). A name the run never recorded fails
+the criterion, as any metric the run did not produce.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .measure import STAT_ALIASES
+from .analysis import STAT_ALIASES, STATISTICS
 
 METRICS = {
     "success_rate": "succeeded ÷ completed operations (open model: ÷ completed + dropped arrivals; 0–1)",
@@ -54,8 +59,16 @@ METRICS = {
     "leak_detected": "1 when the leak verdict says leak",
 }
 
+# selector label → the metrics it can select (``METRIC{label=name}``)
+SELECTORS = {
+    "measure": tuple(f"{k}_ms" for k in STATISTICS) + ("count",),
+    "name": ("checks",),
+}
+METRICS["checks"] = "loadgen.check passes ÷ all checks (0–1); checks{name=NAME}: one check's"
+METRICS["count"] = "count{measure=NAME}: how many times a loadgen.measure block ran"
+
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
-_EXPR = re.compile(r"^\s*([a-z_][a-z0-9_.]*)\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
+_EXPR = re.compile(r"^\s*([a-z_][a-z0-9_.]*)\s*(?:\{\s*([a-z_]+)\s*=\s*([^{}]*?)\s*\})?\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -81,11 +94,23 @@ class Criterion:
         m = _EXPR.match(str(text))
         if not m:
             raise UsageError(f"criterion {text!r}: expected METRIC OP NUMBER, e.g. 'p99_ms < 500'")
-        metric, op, number, pct = m.groups()
+        metric, label, name, op, number, pct = m.groups()
         stat = metric[:-3] if metric.endswith("_ms") else None
         if stat in STAT_ALIASES:  # p99.9_ms → p999_ms
             metric = STAT_ALIASES[stat] + "_ms"
-        if metric not in METRICS:
+        if label is not None:
+            if label not in SELECTORS:
+                raise UsageError(f"criterion {text!r}: unknown selector {{{label}=…}} "
+                                 f"(known: {', '.join(f'{{{k}=NAME}}' for k in SELECTORS)})")
+            if metric not in SELECTORS[label]:
+                raise UsageError(f"criterion {text!r}: {metric} cannot select {{{label}=…}} "
+                                 f"(it selects {', '.join(SELECTORS[label])})")
+            if not name:
+                raise UsageError(f"criterion {text!r}: {{{label}=}} names nothing")
+            metric = f"{metric}{{{label}={name}}}"
+        elif metric == "count":
+            raise UsageError(f"criterion {text!r}: count needs {{measure=NAME}}")
+        elif metric not in METRICS:
             raise UsageError(f"criterion {text!r}: unknown metric {metric!r} (known: {', '.join(sorted(METRICS))})")
         limit = float(number) / (100.0 if pct else 1.0)
         if not math.isfinite(limit):

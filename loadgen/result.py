@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .errors import ExitCode
-from .measure import STATISTICS
+from .named import MEASURE_PREFIX, checks_summary, named_metrics
+from .analysis import STATISTICS
 
 
 @dataclass
@@ -38,7 +39,8 @@ class StressTestResult:
     service_time_ms: dict = field(default_factory=dict)  # start → end
     response_time_ms: dict | None = None  # open model: intended start → end
     start_lateness_ms: dict | None = None  # open model: intended start → actual start
-    stage_latency_ms: dict = field(default_factory=dict)
+    measures_ms: dict = field(default_factory=dict)  # loadgen.measure name → summary (the flow's stages)
+    checks: dict = field(default_factory=dict)  # loadgen.check name → {passes, fails, rate}
     breaches: list = field(default_factory=list)
     thresholds_exceeded: list = field(default_factory=list)  # report-only thresholds passed (threshold_exceeded)
     resource_exhaustion_detected: bool = False  # the seed's flag: a threshold was breached or exceeded
@@ -140,13 +142,13 @@ def noise_of(outcome, recovery_time_seconds=None):
 
     * ``throughput``: ``{n, mean, sd}`` of the per-second completed counts over :func:`load_seconds`;
     * ``p50_ms``, ``p90_ms``, ``p95_ms``, ``p99_ms``: ``{n, ci95: [lo, hi]}``, the percentile's 95 % interval from the
-      latency histogram (order statistics, :func:`loadgen.measure.noise.percentile_interval`);
+      latency histogram (order statistics, :func:`loadgen.analysis.noise.percentile_interval`);
     * ``success_rate``: ``{successes, trials}`` (trials: the arrivals in the open model, as ``core_metrics``);
     * ``peak_memory_mb``: ``{n, sd}`` of the per-second pool memory over the same seconds (its noise scale);
     * ``recovery_time_seconds``: ``{resolution_s: 1.0}`` (recovery is detected on whole seconds).
 
     A metric without enough data (fewer than two loaded seconds, no latency) is left out."""
-    from .measure.noise import percentile_noise, series_noise
+    from .analysis.noise import percentile_noise, series_noise
 
     out = {}
     seconds = load_seconds(outcome)
@@ -178,7 +180,8 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
     """Build the component result of a scenario whose main measurement is ``outcome``."""
     metrics = metrics_of(outcome)
     metrics.update(extra_metrics or {})
-    passed, rows = evaluate(criteria, metrics)
+    measures_ms = {k: h.summary_ms() for k, h in sorted(outcome.measures.items())}
+    passed, rows = evaluate(criteria, metrics | named_metrics(measures_ms, outcome.checks))
     acc = outcome.accounting
     errors = outcome.errors.to_dict()
     messages = [f"{k} ×{n}" for k, n in list(errors.items())[:10]]
@@ -210,7 +213,8 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
         service_time_ms=outcome.latency.summary_ms(),
         response_time_ms=outcome.response.summary_ms() if outcome.response is not None else None,
         start_lateness_ms=outcome.lateness.summary_ms() if outcome.lateness is not None else None,
-        stage_latency_ms={k: h.summary_ms() for k, h in outcome.stages.items()},
+        measures_ms=measures_ms,
+        checks=checks_summary(outcome.checks),
         breaches=list(outcome.breaches),
         thresholds_exceeded=list(outcome.exceeded),
         resource_exhaustion_detected=bool(outcome.breaches or outcome.exceeded),
@@ -218,7 +222,7 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
         exit_code=outcome.exit_code,
         leak=dict(outcome.leak or {}),
         histograms={"latency": outcome.latency_hist.to_payload(), "service": outcome.latency.to_payload(),
-                    **{f"stage:{k}": h.to_payload() for k, h in outcome.stages.items()}},
+                    **{f"{MEASURE_PREFIX}{k}": h.to_payload() for k, h in outcome.measures.items()}},
         errors=errors,
         tracebacks=dict(list(outcome.tracebacks.items())[:20]),
         key_metric=(key_metric, metrics.get(key_metric)),

@@ -141,3 +141,13 @@ def pay(user, amount, path=""):
     """Takes a record's fields as keywords; appends them to ``path``."""
     with open(path, "a") as f:
         f.write(json.dumps({"user": user, "amount": amount}) + "\n")
+
+
+def measured(inputs=None, ms=2):
+    """A named measurement around a ``ms`` sleep, a check that always passes and one that never does."""
+    import loadgen
+
+    with loadgen.measure("nap"):
+        time.sleep(ms / 1000)
+    loadgen.check(True, "always")
+    loadgen.check(False, "never")

@@ -64,8 +64,8 @@ class ResultBatch:
     ``started`` / ``succeeded`` / ``failed`` / ``dropped``: counts in this batch.
     ``latency``: the non-empty buckets of the service-time HDR histogram,
     microseconds (``stats.Sparse``, None when nothing completed); ``response``
-    likewise for response time (open model), else None. ``stages``: stage
-    name → Sparse.
+    likewise for response time (open model), else None. ``measures``: name of a
+    ``loadgen.measure`` → Sparse; ``checks``: name of a ``loadgen.check`` → [passes, fails].
     ``errors``: error key → count. ``tracebacks``: error key → tracebacks first
     seen in this batch (the first few of each key, over the worker's life).
     ``in_flight``: operations running at the end of the batch.
@@ -80,7 +80,8 @@ class ResultBatch:
     in_flight: int
     latency: object
     response: object = None
-    stages: dict = field(default_factory=dict)
+    measures: dict = field(default_factory=dict)
+    checks: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)
     tracebacks: dict = field(default_factory=dict)
     lateness: object = None  # open model: start-time lateness (µs), stats.Sparse

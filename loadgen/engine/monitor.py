@@ -43,8 +43,8 @@ master's handle on it (:class:`~.monitor_handle.SystemResourceMonitor`) is
 * ``engine.sampler`` — what a tick reads: the watched processes (PSS paced
   by :data:`~.sampler.PSS_CPU_BUDGET`) and the machine;
 * ``engine.thresholds`` — ``ThresholdEvaluator``, ``METRIC_*``, the roles;
-* ``measure.trend`` — the fits (``linear_fit``, ``SlopeEstimator``);
-* ``measure.leak`` — the report's leak verdict (``LeakDetector``, ``leak_verdict``);
+* ``analysis.trend`` — the fits (``linear_fit``, ``SlopeEstimator``);
+* ``analysis.leak`` — the report's leak verdict (``LeakDetector``, ``leak_verdict``);
 * ``engine._procfs`` — the /proc readers (``read_stat``, ``StatReader``,
   ``read_pss_mb``, ``SystemReader``, ``read_io``);
 * ``engine._proc`` — process identity and the verified kill (``kill_ticks``).

@@ -14,10 +14,11 @@ import collections
 from array import array
 from dataclasses import dataclass, field
 
+from .. import named
 from ..config import TIMING, ResourceThresholds
 from ..errors import ExitCode
-from ..measure.leak import leak_verdict
-from ..measure.stats import Accounting, CappedCounter, Histogram, SecondHistogram
+from ..analysis.leak import leak_verdict
+from ..analysis.stats import Accounting, CappedCounter, Histogram, SecondHistogram
 from .load import RunPlan
 from .worker import TRACEBACKS_PER_KEY
 
@@ -84,7 +85,8 @@ class RunOutcome:
     latency: Histogram = field(default_factory=Histogram)  # service time: start → end
     response: Histogram | None = None  # open model: intended start → end (coordinated omission corrected)
     lateness: Histogram | None = None  # open model: intended start → actual start
-    stages: dict = field(default_factory=dict)  # flow stage → Histogram
+    measures: dict = field(default_factory=dict)  # loadgen.measure name → Histogram (the flow's stages among them)
+    checks: dict = field(default_factory=dict)  # loadgen.check name → [passes, fails]
     errors: CappedCounter = field(default_factory=lambda: CappedCounter(MAX_ERROR_KEYS))
     tracebacks: dict = field(default_factory=dict)
     breaches: list = field(default_factory=list)
@@ -153,7 +155,7 @@ class RunOutcome:
 def _kept(histograms, key):
     """The histogram kept under ``key``, made on first use. Not ``setdefault(key, Histogram())``: that
     builds a full histogram (184 KiB of counters, freed only by the cyclic GC: the package's encoder
-    refers back to it) for every batch and every flow stage — megabytes of garbage a second, whose
+    refers back to it) for every batch and every named measurement — megabytes of garbage a second, whose
     heap churn crept the master's RSS in flow-shaped soaks."""
     h = histograms.get(key)
     if h is None:
@@ -165,7 +167,7 @@ class Second:
     """What one wall-clock second gathered from the batches and samples that fell in it."""
 
     __slots__ = ("started", "succeeded", "failed", "dropped", "rejected", "latency", "response", "errors", "reported",
-                 "cpu", "memory_mb", "rss_mb", "available_mb", "in_flight", "cgroup_memory_mb")
+                 "cpu", "memory_mb", "rss_mb", "available_mb", "in_flight", "cgroup_memory_mb", "checks")
 
     def __init__(self):
         self.started = self.succeeded = self.failed = self.dropped = self.rejected = self.errors = self.in_flight = 0
@@ -176,6 +178,7 @@ class Second:
         self.memory_mb = self.rss_mb = 0.0
         self.available_mb = None
         self.cgroup_memory_mb = None
+        self.checks = {}  # loadgen.check name → [passes, fails] (a killed run's report rebuilds them)
 
 
 class Seconds:
@@ -219,8 +222,11 @@ class Seconds:
             out.response.add_sparse(b.response)
         if b.lateness is not None:
             out.lateness.add_sparse(b.lateness)
-        for name, sparse in b.stages.items():
-            _kept(out.stages, name).add_sparse(sparse)
+        for name, sparse in b.measures.items():
+            _kept(out.measures, named.kept_name(out.measures, name)).add_sparse(sparse)
+        if b.checks:
+            named.add_checks(out.checks, b.checks)
+            named.add_checks(sec.checks, b.checks)
         if b.errors:
             sec.errors += sum(b.errors.values())
             out.errors.update(b.errors)
@@ -276,6 +282,8 @@ class Seconds:
         extra = {}
         if sec.cgroup_memory_mb is not None:
             extra["cgroup_memory_mb"] = round(sec.cgroup_memory_mb, 1)
+        if sec.checks:
+            extra["checks"] = sec.checks
         if self.open_model:
             resp = sec.response.summary_ms()
             extra["response_ms"] = {k: resp[k] for k in PERCENTILE_KEYS}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from . import _proc
 from ..config import TIMING
 from ..errors import UsageError
-from ..measure.stats import Accounting
+from ..analysis.stats import Accounting
 from .counters import SLOT_FIELDS, START_NS, slot_totals
 from .worker import worker_main
 

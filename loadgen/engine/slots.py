@@ -34,7 +34,7 @@ def closed_slot(w, i):
     c = w.counters
     base = i * SLOT_FIELDS
     op = w.op
-    latencies, stage_timings, errors = w.latencies, w.stage_timings, w.errors
+    latencies, errors = w.latencies, w.errors
     breaker = w.breaker
     feed = w.feed
     record = None
@@ -78,9 +78,6 @@ def closed_slot(w, i):
             os._exit(code)  # the in-flight operation is counted as crashed by the master
         t1 = clock()
         latencies.append(t1 - t0)
-        timings = getattr(result, "stage_timings_us", None)
-        if timings:
-            stage_timings.append(timings)
         key = classify(result)
         c[base + START_NS] = 0
         if key is None:
@@ -108,7 +105,7 @@ def open_slot(w, i):
     base = i * SLOT_FIELDS
     op = w.op
     latencies, responses, lateness = w.latencies, w.responses, w.lateness
-    stage_timings, errors = w.stage_timings, w.errors
+    errors = w.errors
     mono = time.monotonic_ns
     time_of = spec.schedule.time_of
     start_ns, stride, index = w.schedule_start_ns, spec.stride, spec.index
@@ -149,9 +146,6 @@ def open_slot(w, i):
         latencies.append(t1 - t0)
         responses.append(t1 - min(t0, due))
         lateness.append(max(0, t0 - due))
-        timings = getattr(result, "stage_timings_us", None)
-        if timings:
-            stage_timings.append(timings)
         c[base + START_NS] = 0
         if key is None:
             c[base + SUCCEEDED] += 1

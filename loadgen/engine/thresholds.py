@@ -5,7 +5,7 @@ acts on the ``(metric, value, limit)`` crossings it returns: it kills the
 pool for those that :func:`kills` says kill, and reports the others. The metric
 names (``METRIC_*``) are those of ``Breach.metric`` and ``events.jsonl``;
 ``POOL_ROLES``/``GROWTH_ROLES`` say whose memory the limits count.
-The growth guard's fits are ``measure.trend``'s.
+The growth guard's fits are ``analysis.trend``'s.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from ..config import TIMING, ResourceThresholds
-from ..measure.trend import SlopeEstimator, best_step_sse, linear_fit
+from ..analysis.trend import SlopeEstimator, best_step_sse, linear_fit
 
 # Roles of watched processes. The pool (workers, stressors and the processes they started) is
 # what the memory limit counts and what a breach kills; any other role is sampled and reported,

@@ -28,6 +28,7 @@ from . import _proc
 from .counters import DROPPED, slot_totals
 from .messages import Ready, ResultBatch, Stop, WorkerError, WorkerExit, WorkOrder
 from .slots import closed_slot, open_slot
+from .. import named
 from ..config import TIMING
 from ..workload.targets import TargetSpec, build_operation
 
@@ -128,7 +129,7 @@ class Worker:
 
     The load the master set (``active`` slots, ``quota``, the open model's
     schedule start) is guarded by ``wake``; the slots append latencies (ns),
-    stage timings and errors to lists the main thread drains once a second, and
+    and errors (and ``loadgen.named`` its measurements and checks) to lists the main thread drains once a second, and
     bump the shared ``counters``.
     """
 
@@ -142,7 +143,6 @@ class Worker:
         self.stopping = False
         self.wake = threading.Condition()
         self.latencies = []  # ns, appended by slots
-        self.stage_timings = []  # dicts stage -> µs, appended by slots
         self.errors = []  # (key, traceback or None)
         self.tracebacks = {}  # error key → how many of its tracebacks were shipped
         self._last = [0, 0, 0, 0, 0]  # started, succeeded, failed, dropped, rejected at the previous batch
@@ -192,6 +192,7 @@ class Worker:
         except BaseException as e:  # noqa: BLE001 - reported to the master, not lost
             self.conn.send(WorkerError(spec.index, type(e).__name__, str(e), traceback.format_exc()))
             return 3
+        named.collect()
         self.conn.send(Ready(spec.index, os.getpid(), _proc.own_create_time()))
         for i in range(spec.slots):
             body = closed_slot if spec.schedule is None else open_slot
@@ -303,7 +304,7 @@ class Worker:
     def _flush(self, second):
         import numpy as np
 
-        from ..measure.stats import CappedCounter, Sparse
+        from ..analysis.stats import CappedCounter, Sparse
 
         def drain_hist(values):
             n = len(values)
@@ -314,17 +315,8 @@ class Worker:
         latency = drain_hist(self.latencies)
         response = drain_hist(self.responses) if self.spec.schedule is not None else None
         lateness = drain_hist(self.lateness) if self.spec.schedule is not None else None
-        n = len(self.stage_timings)
-        timings = self.stage_timings[:n]
-        del self.stage_timings[:n]
-        stages = {}
-        if timings:
-            per_stage = {}
-            for t in timings:
-                for name, us in t.items():
-                    per_stage.setdefault(name, []).append(us)
-            for name, values in per_stage.items():
-                stages[name] = Sparse.of(values)
+        timings, checks = named.drain()
+        measures = {name: Sparse.of(values) for name, values in timings.items()}
         n = len(self.errors)
         errs = self.errors[:n]
         del self.errors[:n]
@@ -344,7 +336,7 @@ class Worker:
             index=self.spec.index, second=second, started=delta[0], succeeded=delta[1], failed=delta[2],
             dropped=delta[3], rejected=delta[4], breaker=self._drain_breaker(),
             in_flight=totals[0] - totals[1] - totals[2], latency=latency, response=response, lateness=lateness,
-            stages=stages, errors=counts.to_dict(), tracebacks=new_tracebacks,
+            measures=measures, checks=checks, errors=counts.to_dict(), tracebacks=new_tracebacks,
         ))
 
     # ------------------------------------------------------------------ slots

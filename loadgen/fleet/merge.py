@@ -7,7 +7,7 @@ report's ``fleet`` key (the per-machine table).
 
 What merges exactly and what does not:
 
-* a component's latency, service and per-stage histograms are HDR
+* a component's latency, service and named-measurement histograms are HDR
   histograms: merged exactly (counts added), so the fleet's p99 is the p99
   of every operation of every shard;
 * accounting, error counts, throughput (shards run side by side) add up;
@@ -30,8 +30,9 @@ from dataclasses import dataclass
 
 from ..criteria import Criterion
 from ..errors import ExitCode
+from ..named import MEASURE_PREFIX, add_checks, checks_summary, named_metrics
 from ..result import StressTestResult, core_metrics, evaluate
-from ..measure.stats import Accounting, Histogram
+from ..analysis.stats import Accounting, Histogram
 
 
 # Scenario-specific metrics of a component, combined across shards (criteria.METRICS).
@@ -209,8 +210,12 @@ def merge_component(rows):
                            breaches=sum(len(r.breaches) for r in rs),
                            open_model=any(r.response_time_ms is not None for r in rs))
     metrics.update(_scenario_metrics(rs, set(metrics)))
+    measures_ms = {k[len(MEASURE_PREFIX):]: h.summary_ms() for k, h in sorted(hists.items()) if k.startswith(MEASURE_PREFIX)}
+    checks = {}
+    for r in rs:
+        add_checks(checks, {name: (c["passes"], c["fails"]) for name, c in (r.checks or {}).items()})
     criteria = [Criterion(c["metric"], c["op"], c["limit"]) for c in rs[0].criteria]
-    passed, crit_rows = evaluate(criteria, metrics)
+    passed, crit_rows = evaluate(criteria, metrics | named_metrics(measures_ms, checks))
     codes = [r.exit_code for r in rs]
     exit_code = ExitCode.worst(codes)
     messages, errors, tracebacks, stop_reason = _merged_words(rows)
@@ -242,7 +247,8 @@ def merge_component(rows):
         response_time_ms=lat if any(r.response_time_ms is not None for r in rs) else None,
         # Start lateness has no histogram in a result: the worst shard's percentiles (an upper bound).
         start_lateness_ms={k: _max([x.get(k) for x in lateness]) for k in lateness[0]} if lateness else None,
-        stage_latency_ms={k[len("stage:"):]: h.summary_ms() for k, h in hists.items() if k.startswith("stage:")},
+        measures_ms=measures_ms,
+        checks=checks_summary(checks),
         breaches=[dict(b, shard=label) for label, r in rows for b in r.breaches],
         thresholds_exceeded=[dict(e, shard=label) for label, r in rows for e in r.thresholds_exceeded],
         resource_exhaustion_detected=any(r.resource_exhaustion_detected for r in rs),
@@ -263,7 +269,7 @@ def merge_noise(rs, latency, acc, open_model):
     fewest seconds a shard measured; percentile intervals from the merged ``latency`` histogram; the
     success rate's counts from the merged accounting ``acc``; peak memory's from the worst machine (the
     fleet's peak is that machine's); recovery time's resolution."""
-    from ..measure.noise import percentile_noise
+    from ..analysis.noise import percentile_noise
 
     out = {}
     parts = [(r.noise or {}).get("throughput") for r in rs]

@@ -13,7 +13,7 @@ import platform
 
 from .. import __version__
 from ..errors import ExitCode
-from ..measure.stats import Accounting, Histogram
+from ..analysis.stats import Accounting, Histogram
 
 SCHEMA_VERSION = 1
 SUITE_NAME = "AI Writing Flow V2 Heavy Load Stress Testing Suite"

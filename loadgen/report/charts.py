@@ -13,7 +13,7 @@ Charts, from the run directory's streams and the report:
 * the capacity curve with its fitted model (components whose
   ``performance_metrics`` carry ``capacity_steps`` and ``usl``);
 * circuit-breaker state over time (``breaker`` events);
-* per-stage latency of the flow (``stage_latency_ms``).
+* named measurements (``measures_ms``: ``loadgen.measure`` blocks, the flow's stages among them).
 
 Every chart copes with missing data (a run killed before its first second
 was written): it says so instead of failing. The timelines share one x
@@ -57,11 +57,11 @@ def build_charts(report, timeseries, events):
     chart = _breaker_chart(Figure, tl, events)
     if chart:
         charts.append(chart)
-    # One latency scale for every component's stage chart: a suite's components compare at a glance.
+    # One latency scale for every component's measurement chart: a suite's components compare at a glance.
     top = max([_num(v.get("p99"), 0) for d in report.get("detailed_metrics") or []
-               for v in (d.get("stage_latency_ms") or {}).values() if isinstance(v, dict)] + [0])
+               for v in _measures(d).values() if isinstance(v, dict)] + [0])
     for d in report.get("detailed_metrics") or []:
-        chart = _stage_chart(Figure, d, top * 1.05 or None)
+        chart = _measures_chart(Figure, d, top * 1.05 or None)
         if chart:
             charts.append(chart)
     return charts
@@ -386,7 +386,7 @@ def _distribution_chart(Figure, report):
     """The latency distribution of each component from its merged HDR histogram, as HdrHistogram plots
     it: latency against percentile on a log "nines" axis (50 %, 90 %, 99 %, 99.9 % … equally spaced),
     where the tail is as visible as the median. None without histograms."""
-    from ..measure.stats import Histogram
+    from ..analysis.stats import Histogram
 
     lines = []
     for d in report.get("detailed_metrics") or []:
@@ -509,8 +509,14 @@ def _breaker_chart(Figure, tl, events):
             _png(fig))
 
 
-def _stage_chart(Figure, d, xmax=None):
-    stages = {k: v for k, v in (d.get("stage_latency_ms") or {}).items() if isinstance(v, dict) and v.get("p50") is not None}
+def _measures(d):
+    """A component's named measurements (``stage_latency_ms`` in a report written before them)."""
+    named = d.get("measures_ms") or d.get("stage_latency_ms")
+    return named if isinstance(named, dict) else {}
+
+
+def _measures_chart(Figure, d, xmax=None):
+    stages = {k: v for k, v in _measures(d).items() if isinstance(v, dict) and v.get("p50") is not None}
     if not stages:
         return None
     fig, ax = _new_figure(Figure)
@@ -526,9 +532,9 @@ def _stage_chart(Figure, d, xmax=None):
         ax.set_xlim(0, xmax)
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(**_LEGEND)
-    ax.set_title(f"Per-stage latency — {d.get('test_name')}", fontsize=11, loc="left")
-    return (f"Per-stage latency of {d.get('test_name')}", "p50, p90 and p99 of each stage of the flow (ms), on one "
-            "scale for every component.",
+    ax.set_title(f"Named measurements — {d.get('test_name')}", fontsize=11, loc="left")
+    return (f"Named measurements of {d.get('test_name')}", "p50, p90 and p99 of each loadgen.measure block — the "
+            "embedded flow's stages, in pipeline order — (ms), on one scale for every component.",
             _png(fig, timeline=False))
 
 

@@ -49,7 +49,7 @@ import os
 
 from ..config import check_number
 from ..errors import ExitCode, UsageError
-from ..measure import noise as stats
+from ..analysis import noise as stats
 from ..streams import MAX_REPORT_BYTES, load_json
 from .build import SCHEMA_VERSION, SUITE_BASENAME
 

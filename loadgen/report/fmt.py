@@ -1,5 +1,6 @@
 """Number formatting shared by ``report.html``'s page (html.py) and its charts (charts.py); the
-text clean-up shared by ``report.html`` and ``junit.xml`` (junit.py)."""
+text clean-up shared by ``report.html`` and ``junit.xml`` (junit.py); the named measurements' and
+checks' tables shared by ``summary.txt`` and ``report.html``."""
 
 from __future__ import annotations
 
@@ -33,3 +34,27 @@ def fmt_number(v):
     if not math.isfinite(f):
         return str(f)
     return f"{f:.4g}" if abs(f) < 1e5 else f"{f:.0f}"
+
+
+MEASURE_HEAD = ["component", "measurement", "count", "p50 ms", "p95 ms", "p99 ms", "max ms"]
+CHECK_HEAD = ["component", "check", "passes", "fails", "pass rate"]
+
+
+def named_tables(report):
+    """``(measurement rows, check rows)`` of every component's ``loadgen.measure`` and ``loadgen.check``
+    names (heads :data:`MEASURE_HEAD`, :data:`CHECK_HEAD`; numbers as text), for ``summary.txt`` and
+    ``report.html``. A report written before these existed falls back to its ``stage_latency_ms``."""
+    measures, checks = [], []
+    for d in report.get("detailed_metrics") or []:
+        name = d.get("test_name")
+        named = d.get("measures_ms") or d.get("stage_latency_ms") or {}
+        for m, s in (named.items() if isinstance(named, dict) else ()):
+            if isinstance(s, dict):
+                measures.append([name, m, fmt_number(s.get("count"))]
+                                + [fmt_number(s.get(k)) for k in ("p50", "p95", "p99", "max")])
+        for c, s in ((d.get("checks") or {}).items() if isinstance(d.get("checks"), dict) else ()):
+            if isinstance(s, dict):
+                rate = s.get("rate")
+                checks.append([name, c, fmt_number(s.get("passes")), fmt_number(s.get("fails")),
+                               "—" if not isinstance(rate, (int, float)) else f"{rate * 100:.2f} %"])
+    return measures, checks

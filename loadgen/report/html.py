@@ -28,7 +28,7 @@ from ..errors import UsageError
 from ..streams import EVENTS, TIMESERIES, atomic_write, read_jsonl
 from .charts import build_charts
 from .fleet import render_fleet_html
-from .fmt import clean_text, fmt_number
+from .fmt import CHECK_HEAD, MEASURE_HEAD, clean_text, fmt_number, named_tables
 
 HTML_FILE = "report.html"
 log = logging.getLogger("loadgen.report")
@@ -88,6 +88,7 @@ def render_html(report, timeseries=(), events=()):
     parts.append(_components_section(report))
     parts.append(_criteria_section(report))
     parts.append(_accounting_section(report))
+    parts.append(_named_section(report))
     parts.append(_breaches_section(report))
     if report.get("fleet"):  # a fleet run (loadgen/fleet/): the per-machine table
         parts.append(render_fleet_html(report, _table, _e))
@@ -207,6 +208,19 @@ def _criteria_section(report):
         return "<section id='criteria'><h2>Criteria</h2><p>No criteria were evaluated.</p></section>"
     return ("<section id='criteria'><h2>Criteria</h2>"
             + _table(["component", "criterion", "measured", "limit", "result"], rows, status_col=4) + "</section>")
+
+
+def _named_section(report):
+    measures, checks = named_tables(report)
+    out = ""
+    if measures:
+        out += ("<section id='measures'><h2>Named measurements</h2>"
+                "<p class='note'><code>loadgen.measure</code> blocks (the embedded flow's stages among them).</p>"
+                + _table(MEASURE_HEAD, measures) + "</section>")
+    if checks:
+        out += ("<section id='checks'><h2>Checks</h2><p class='note'><code>loadgen.check</code>: passes and "
+                "fails counted without failing the operation.</p>" + _table(CHECK_HEAD, checks) + "</section>")
+    return out
 
 
 def _accounting_section(report):

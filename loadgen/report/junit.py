@@ -149,6 +149,15 @@ def _properties(comp, report):
             yield f"latency_ms.{key}", _num(value)
     if comp.get("throughput_ops_per_sec") is not None:
         yield "throughput_ops_per_sec", _num(comp["throughput_ops_per_sec"])
+    measures = comp.get("measures_ms")
+    for name, s in (measures.items() if isinstance(measures, dict) else ()):
+        for key in ("count", "p50", "p95", "p99", "max"):
+            if isinstance(s, dict) and s.get(key) is not None:
+                yield f"measure.{name}.{key}" + ("" if key == "count" else "_ms"), _num(s[key])
+    checks = comp.get("checks")
+    for name, s in (checks.items() if isinstance(checks, dict) else ()):
+        if isinstance(s, dict):
+            yield f"check.{name}", f"{_num(s.get('passes'))} passed, {_num(s.get('fails'))} failed"
     if comp.get("peak_memory_mb") is not None:
         yield "peak_memory_mb", _num(comp["peak_memory_mb"])
     if (report.get("metadata") or {}).get("rebuilt_from_streams"):

@@ -18,7 +18,7 @@ import math
 import os
 
 from ..errors import UsageError
-from ..measure import STATISTICS
+from ..analysis import STATISTICS
 from ..streams import atomic_write
 
 _MB = 1024 * 1024
@@ -31,6 +31,9 @@ METRICS = {
     "loadgen_latency_p50_seconds": "Median operation latency.",
     "loadgen_latency_p99_seconds": "99th percentile operation latency.",
     "loadgen_latency_seconds": "Operation latency statistic (label stat: p50 p90 p95 p99 p999 p9999 min max mean).",
+    "loadgen_measure_seconds": "A loadgen.measure block's latency statistic (labels name, stat; stat count: how many).",
+    "loadgen_check_passes": "Passes of a loadgen.check (label name) in the component's run.",
+    "loadgen_check_fails": "Fails of a loadgen.check (label name) in the component's run.",
     "loadgen_capacity_concurrency": "Highest sustainable concurrency found by a capacity search.",
     "loadgen_peak_memory_bytes": "Peak memory of the worker pool (PSS) during the component's run.",
     "loadgen_breaches_total": "Safety-threshold breaches during the component's run.",
@@ -73,6 +76,14 @@ def render(report):
         for stat in STATISTICS:
             if lat.get(stat) is not None:
                 samples["loadgen_latency_seconds"].append(({**labels, "stat": stat}, _seconds(lat[stat])))
+        for name, summary in _dict(d.get("measures_ms")).items():
+            for stat, value in _dict(summary).items():
+                if stat in STATISTICS or stat == "count":
+                    samples["loadgen_measure_seconds"].append(
+                        ({**labels, "name": str(name), "stat": stat}, value if stat == "count" else _seconds(value)))
+        for name, counts in _dict(d.get("checks")).items():
+            for key in ("passes", "fails"):
+                samples[f"loadgen_check_{key}"].append(({**labels, "name": str(name)}, _dict(counts).get(key)))
         samples["loadgen_capacity_concurrency"].append((labels, pm.get("max_capacity")))
         peak = d.get("peak_memory_mb")
         samples["loadgen_peak_memory_bytes"].append((labels, None if peak is None else float(peak) * _MB))
@@ -91,6 +102,10 @@ def render(report):
         for labels, value in rows:
             lines.append(f"{name}{{{_labels(labels)}}} {_value(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _dict(v):
+    return v if isinstance(v, dict) else {}
 
 
 def _seconds(ms):

@@ -35,7 +35,8 @@ import os
 from dataclasses import dataclass, field, fields
 
 from ..errors import ExitCode, OutputError, UsageError
-from ..measure import STATISTICS
+from ..analysis import STATISTICS
+from ..named import add_checks, checks_summary, label, named_metrics
 from ..streams import (COMPONENT_EVENT, EVENTS, MAX_REPORT_BYTES, SCENARIO_EVENT, TIMESERIES, dumps, json_safe, load_json,
                        NotJson, read_jsonl)
 from . import write_reports
@@ -309,7 +310,7 @@ def _approximate_result(group):
     lat = m.latency.summary_ms()
     throughput = acc.completed / m.load_s if m.load_s > 0 else 0.0
     metrics = _metrics(m, lat, throughput)
-    passed, rows = evaluate(_criteria(group), metrics)
+    passed, rows = evaluate(_criteria(group), metrics | named_metrics({}, m.checks))
     key = (group.scenario or {}).get("key_metric") or "success_rate"
     messages = [f"stopped: {stop_reason}"] if exit_code else []
     messages += [f"worker {c.get('worker')} died with {c.get('exit')} ({c.get('hint')})" for c in m.crashes[:5]]
@@ -334,6 +335,7 @@ def _approximate_result(group):
         stop_reason=stop_reason,
         exit_code=exit_code,
         histograms={"latency": m.latency.to_payload()},
+        checks=checks_summary(m.checks),
         key_metric=(key, metrics.get(key)),
     )
 
@@ -348,12 +350,13 @@ class _Measured:
     memory_series: list = field(default_factory=list)  # [(t, pool MB)]
     breaches: list = field(default_factory=list)
     crashes: list = field(default_factory=list)
+    checks: dict = field(default_factory=dict)  # loadgen.check name → [passes, fails], from the seconds
     duration: float = 0.0  # s, phases end to end
     load_s: float = 0.0  # s, from each phase's pool_ready (else its start) to its end
 
 
 def _measure(main):
-    from ..measure.stats import Accounting, Histogram
+    from ..analysis.stats import Accounting, Histogram
 
     m = _Measured(Accounting(), Histogram())
     for p in main:
@@ -365,6 +368,10 @@ def _measure(main):
             m.peaks["in_flight"] = max(m.peaks["in_flight"], int(_f(r.get("in_flight"))))
             if _is_num(r.get("pool_memory_mb")):
                 m.memory_series.append((r["t"], r["pool_memory_mb"]))
+            checks = r.get("checks")
+            if isinstance(checks, dict):
+                add_checks(m.checks, {label(k): (int(_f(v[0])), int(_f(v[1]))) for k, v in checks.items()
+                                      if isinstance(v, list) and len(v) == 2})
         m.breaches += [{k: v for k, v in e.items() if k not in ("type",)} for e in p.all("breach")]
         m.crashes += p.all("worker_crash")
         m.duration += max(0.0, p.t_end - p.t_start)
@@ -420,7 +427,7 @@ def _criteria(group):
 
 def _phase_accounting(p):
     """Exact from the ``end`` event; else per-second sums, unfinished operations counted as crashed."""
-    from ..measure.stats import Accounting
+    from ..analysis.stats import Accounting
 
     names = {f.name for f in fields(Accounting)}
     if p.end is not None and isinstance(p.end.get("accounting"), dict):
@@ -453,7 +460,7 @@ def _approximate_latency(rows):
     """
     import numpy as np
 
-    from ..measure.stats import Histogram, Sparse, _indices
+    from ..analysis.stats import Histogram, Sparse, _indices
 
     values, weights = [], []
     for r in rows:

@@ -7,6 +7,7 @@ A fleet run's per-machine table comes from :mod:`.fleet`.
 from __future__ import annotations
 
 from .fleet import render_fleet_text
+from .fmt import CHECK_HEAD, MEASURE_HEAD, named_tables
 
 
 TOP_ERRORS = 5  # error kinds listed per component, most frequent first
@@ -73,6 +74,12 @@ def render_summary(report):
             crit.append([d["test_name"], c["criterion"], "—" if v is None else f"{v:.4g}", "pass" if c["passed"] else "FAIL"])
     if crit:
         lines += ["", tabulate(crit, headers=["component", "criterion", "measured", "result"])]
+    measures, checks = named_tables(report)
+    if measures:
+        lines += ["", "NAMED MEASUREMENTS (loadgen.measure; the flow's stages)", "=" * 55,
+                  tabulate(measures, headers=MEASURE_HEAD, disable_numparse=True)]
+    if checks:
+        lines += ["", "CHECKS (loadgen.check)", "=" * 22, tabulate(checks, headers=CHECK_HEAD, disable_numparse=True)]
     errors = error_lines(report)
     if errors:
         lines += ["", "ERRORS (most frequent first, with the first message)", "=" * 52] + errors

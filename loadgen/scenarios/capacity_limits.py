@@ -32,7 +32,7 @@ what runs out — pin the run to one core (``taskset -c 0``) or raise
 import dataclasses
 import math
 
-from ..measure import usl
+from ..analysis import usl
 from ..config import default_workers
 from ..result import result_from_outcome
 from ._base import Scenario

@@ -1,7 +1,7 @@
 """``sustained_load``: steady load for the profile's duration; leak verdict and p99 drift.
 
 The leak verdict comes from the monitor's memory series (least-squares
-slope with fit-quality guards, see ``measure.leak.LeakDetector``); p99 drift
+slope with fit-quality guards, see ``analysis.leak.LeakDetector``); p99 drift
 compares the last third of the run with the first, from exact per-third
 histograms.
 """

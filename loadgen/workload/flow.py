@@ -90,6 +90,7 @@ import numpy as np
 
 from ..config import check_int, check_number, parse_duration
 from ..errors import UsageError
+from ..named import measure
 
 __all__ = [
     "STAGES",
@@ -664,28 +665,30 @@ class MockAIWritingFlowV2:
     def _run_stage(self, stage, rng, timings_us):
         """One pass of ``stage``: working set, CPU, LLM wait; adds its wall µs.
 
-        Returns None, or the timeout reason when the pass overran the
-        stage's deadline. A wait that would end past the deadline is cut at
-        it (the client gives up); CPU already burned is not interruptible.
+        Each pass is a ``loadgen.measure`` of the stage's name (so a run's report shows each
+        stage's latency, a style loop's second pass as a sample of its own). Returns None, or
+        the timeout reason when the pass overran the stage's deadline. A wait that would end
+        past the deadline is cut at it (the client gives up); CPU already burned is not
+        interruptible.
         """
-        t0 = time.perf_counter_ns()
         deadline_ms = self.stage_timeout_ms[stage]
-        working_set = touch_memory(self.stage_memory_mb[stage])
-        burn_cpu(self.stage_cpu_ms[stage])
         cut = False
-        io_ms = self.stage_io_ms[stage]
-        if io_ms > 0:
-            sigma = self.io_sigma
-            # mu chosen so the *mean* wait is io_ms, not the median
-            wait_s = rng.lognormal(math.log(io_ms / 1000.0) - sigma * sigma / 2, sigma)
-            if deadline_ms is not None:
-                left_s = deadline_ms / 1000.0 - (time.perf_counter_ns() - t0) / 1e9
-                if wait_s > left_s:
-                    wait_s, cut = max(left_s, 0.0), True
-            if wait_s > 0:
-                time.sleep(wait_s)
-        del working_set  # released at stage end, not at kickoff end
-        wall_ns = time.perf_counter_ns() - t0
+        with measure(stage) as timed:
+            working_set = touch_memory(self.stage_memory_mb[stage])
+            burn_cpu(self.stage_cpu_ms[stage])
+            io_ms = self.stage_io_ms[stage]
+            if io_ms > 0:
+                sigma = self.io_sigma
+                # mu chosen so the *mean* wait is io_ms, not the median
+                wait_s = rng.lognormal(math.log(io_ms / 1000.0) - sigma * sigma / 2, sigma)
+                if deadline_ms is not None:
+                    left_s = deadline_ms / 1000.0 - (time.perf_counter_ns() - timed.t0_ns) / 1e9
+                    if wait_s > left_s:
+                        wait_s, cut = max(left_s, 0.0), True
+                if wait_s > 0:
+                    time.sleep(wait_s)
+            del working_set  # released at stage end, not at kickoff end
+        wall_ns = timed.ns
         timings_us[stage] = timings_us.get(stage, 0) + wall_ns // 1000
         if deadline_ms is not None and (cut or wall_ns > deadline_ms * 1e6):
             return timeout_reason(wall_ns / 1e6, deadline_ms)

@@ -42,7 +42,7 @@ def test_embedded_flow_failures_are_counted_by_stage(tmp_path):
     assert acc.adds_up() and acc.dispatched == 60 and 10 < acc.failed < 50
     assert sum(out.errors.to_dict().values()) == acc.failed
     assert all(":" in k for k in out.errors.to_dict())  # "stage: reason"
-    assert set(out.stages) >= {"input_validation", "research", "quality_check"}
+    assert set(out.measures) >= {"input_validation", "research", "quality_check"}
 
 
 def test_factory_that_fails_in_every_worker_is_a_usage_stop(tmp_path):

@@ -23,7 +23,7 @@ from _helpers import run_main as _main
 from _reaping import check_and_reap, cmdline
 from loadgen.errors import ExitCode, UsageError
 from loadgen.config import ResourceThresholds
-from loadgen.measure.stats import Histogram
+from loadgen.analysis.stats import Histogram
 
 SLEEP = os.path.join(TESTS, "_targets.py") + ":sleep_ms"
 

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from loadgen.measure.stats import Histogram
+from loadgen.analysis.stats import Histogram
 from loadgen.report import html as report_html
 from loadgen.report import build_report
 from loadgen.result import StressTestResult
@@ -76,7 +76,7 @@ def rich_run():
     breach = {"t": t0 + 17.2, "metric": "memory_mb", "value": 1100.0, "limit": 1024.0, "detected_at": t0 + 17.2,
               "pool_dead_at": t0 + 17.3}
     memory = component("memory_pressure", success=False, exit_code=3, stop_reason="threshold breached",
-                       breaches=[breach], stage_latency_ms=stages)
+                       breaches=[breach], measures_ms=stages)
     report = build_report([capacity, memory], kind="suite", started_at=t0, ended_at=t0 + 20,
                           thresholds={"max_memory_mb": 1024.0, "max_cpu_percent": 90.0})
     rows, events = [], []

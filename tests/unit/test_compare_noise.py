@@ -1,5 +1,5 @@
 """``loadgen compare`` judged against the runs' own noise, without processes: the noise a result keeps
-(``result.noise_of``, ``fleet.merge.merge_noise``), the statistics (``measure/noise.py``), noise-aware
+(``result.noise_of``, ``fleet.merge.merge_noise``), the statistics (``analysis/noise.py``), noise-aware
 verdicts with Holm–Bonferroni, capacity_limits' step figures never judged, and the refusal of runs that
 differ in load, target, profile or machine. Reports are built with ``build_report`` from synthetic
 ``RunOutcome``s and ``StressTestResult``s, or edited dicts.
@@ -17,8 +17,8 @@ from loadgen.config import ResourceThresholds, Stage
 from loadgen.engine.load import RunPlan
 from loadgen.engine.outcome import RunOutcome
 from loadgen.fleet.merge import merge_component
-from loadgen.measure import noise
-from loadgen.measure.stats import Accounting, Histogram
+from loadgen.analysis import noise
+from loadgen.analysis.stats import Accounting, Histogram
 from loadgen.options import Layer
 from loadgen.report import build_report, compare
 from loadgen.report.build import run_info

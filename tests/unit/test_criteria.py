@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from loadgen.criteria import Criterion, parse_all
@@ -40,8 +42,8 @@ def test_every_latency_statistic_is_a_criterion_on_a_real_histogram():
     the metrics of a run carry each, from its HDR histogram."""
     import random
 
-    from loadgen.measure import STATISTICS
-    from loadgen.measure.stats import Accounting, Histogram
+    from loadgen.analysis import STATISTICS
+    from loadgen.analysis.stats import Accounting, Histogram
     from loadgen.result import core_metrics
 
     rng = random.Random(3)
@@ -63,3 +65,29 @@ def test_every_latency_statistic_is_a_criterion_on_a_real_histogram():
     assert Criterion.parse("p99.99_ms < 1").metric == "p9999_ms"
     with pytest.raises(UsageError, match="unknown metric 'p97_ms'"):
         Criterion.parse("p97_ms < 1")
+
+
+@pytest.mark.parametrize("text, metric", [
+    ("p95_ms{measure=llm_call} < 800", "p95_ms{measure=llm_call}"),
+    ("p99.9_ms{ measure = a b } < 3", "p999_ms{measure=a b}"),
+    ("count{measure=x} >= 10", "count{measure=x}"),
+    ("checks{name=has_title} > 99%", "checks{name=has_title}"),
+    ("checks > 0.9", "checks"),
+])
+def test_selectors_name_a_measurement_or_a_check(text, metric):
+    c = Criterion.parse(text)
+    assert c.metric == metric
+    assert c.evaluate({metric: 1e9 if c.op in (">", ">=") else 0})[0]
+    assert c.evaluate({})[0] is False  # a name the run never recorded fails
+
+
+@pytest.mark.parametrize("text, says", [
+    ("success_rate{measure=x} > 1", "success_rate cannot select {measure=…}"),
+    ("p95_ms{zone=x} < 3", "unknown selector {zone=…}"),
+    ("count > 3", "count needs {measure=NAME}"),
+    ("p95_ms{measure=} < 3", "{measure=} names nothing"),
+    ("checks{measure=x} > 3", "checks cannot select {measure=…}"),
+])
+def test_bad_selectors_are_usage_errors(text, says):
+    with pytest.raises(UsageError, match=re.escape(says)):
+        Criterion.parse(text)

@@ -16,7 +16,7 @@ from loadgen.report import build_report, render_summary
 from loadgen.report.fleet import fleet_junit_suite, render_fleet_text
 from loadgen.result import StressTestResult
 from loadgen.engine.load import RunPlan
-from loadgen.measure.stats import Histogram
+from loadgen.analysis.stats import Histogram
 
 
 def test_share_splits_every_kind_of_load():
@@ -69,7 +69,7 @@ def _result(name, values_us, acc, criteria=(), breaches=(), code=0, peak_mb=50.0
         successful_operations=acc["succeeded"], failed_operations=acc["failed"], throughput_ops_per_sec=100.0,
         performance_metrics={"max_capacity": 40.0 if peak_mb < 60 else 30.0},
         criteria=[dict(c) for c in criteria], accounting=dict(acc), latency_ms=h.summary_ms(),
-        histograms={"latency": h.to_payload(), "service": h.to_payload(), "stage:draft": h.to_payload()},
+        histograms={"latency": h.to_payload(), "service": h.to_payload(), "measure:draft": h.to_payload()},
         breaches=list(breaches), exit_code=code, key_metric=("success_rate", 1.0))
 
 
@@ -88,7 +88,7 @@ def test_merged_component_is_the_union_of_the_shards():
     union.record_many(np.concatenate([a_vals, b_vals]))
     assert merged.latency_ms == union.summary_ms()
     assert Histogram.from_payload(merged.histograms["latency"]).count == 8000
-    assert merged.stage_latency_ms["draft"] == union.summary_ms()
+    assert merged.measures_ms["draft"] == union.summary_ms()
     assert merged.accounting["dispatched"] == 8000 and merged.accounting["dropped"] == 3
     assert (merged.successful_operations, merged.failed_operations) == (7890, 110)
     assert merged.throughput_ops_per_sec == 200.0
@@ -150,3 +150,15 @@ def test_bad_scheduler_address_is_a_usage_error(address):
     pytest.importorskip("distributed", reason="fleet mode needs Dask distributed (pip install '.[distributed]')")
     code, _, err = _main(["run", "concurrent_load", "--duration", "1s", "--cluster", address])
     assert code == 2 and "--cluster" in err
+
+
+def test_merged_checks_add_and_criteria_on_names_are_judged_on_the_union():
+    acc = {"dispatched": 10, "succeeded": 10, "failed": 0, "timed_out": 0, "crashed": 0, "dropped": 0}
+    crit = [{"criterion": "checks{name=ok} > 0.75", "metric": "checks{name=ok}", "op": ">", "limit": 0.75},
+            {"criterion": "count{measure=draft} == 3000", "metric": "count{measure=draft}", "op": "==", "limit": 3000}]
+    a, b = _result("c", [1000] * 1000, acc, crit), _result("c", [2000] * 2000, acc, crit)
+    a.checks = {"ok": {"passes": 9, "fails": 1, "rate": 0.9}}
+    b.checks = {"ok": {"passes": 6, "fails": 4, "rate": 0.6}, "other": {"passes": 1, "fails": 0, "rate": 1.0}}
+    merged = merge_component([("s0", a), ("s1", b)])
+    assert merged.checks == {"ok": {"passes": 15, "fails": 5, "rate": 0.75}, "other": {"passes": 1, "fails": 0, "rate": 1.0}}
+    assert [(c["value"], c["passed"]) for c in merged.criteria] == [(0.75, False), (3000, True)]

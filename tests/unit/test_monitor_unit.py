@@ -22,8 +22,8 @@ from loadgen.engine.thresholds import (
     ThresholdEvaluator,
     kills,
 )
-from loadgen.measure.leak import LeakDetector
-from loadgen.measure.trend import SlopeEstimator, best_step_sse, linear_fit
+from loadgen.analysis.leak import LeakDetector
+from loadgen.analysis.trend import SlopeEstimator, best_step_sse, linear_fit
 
 T0 = 1.79e9  # realistic UNIX times stress the arithmetic
 

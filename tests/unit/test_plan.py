@@ -326,7 +326,7 @@ def test_validate_a_missing_or_unreadable_plan(tmp_path, capsys):
 
 class FakeOut:
     def __init__(self):
-        from loadgen.measure.stats import Histogram
+        from loadgen.analysis.stats import Histogram
 
         self.latency_hist = Histogram()
         self.response = None  # a closed-model run

@@ -28,7 +28,7 @@ def result(name="concurrent_load", success=True, exit_code=0, criteria=None, bre
         criteria=criteria, accounting={"dispatched": 600, "succeeded": 570, "failed": 30, "timed_out": 0,
                                        "crashed": 0, "dropped": 0, "rejected": 0},
         latency_ms={"p50": 120.0, "p90": 200.0, "p99": p99, "p999": 300.0, "max": 320.0, "mean": 130.0, "count": 600},
-        stage_latency_ms=stages or {}, breaches=list(breaches), stop_reason=stop_reason, exit_code=exit_code)
+        measures_ms=stages or {}, breaches=list(breaches), stop_reason=stop_reason, exit_code=exit_code)
 
 
 def make_report(results, kind="concurrent_load", thresholds=None):
@@ -149,7 +149,7 @@ def test_html_draws_capacity_breaker_and_stage_charts(tmp_path):
     titles = [c[0] for c in charts]
     assert "Capacity curve of capacity_limits" in titles
     assert "Breaker state over time" in titles
-    assert "Per-stage latency of capacity_limits" in titles
+    assert "Named measurements of capacity_limits" in titles
     for _, _, png in charts:
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
 
@@ -194,7 +194,7 @@ def test_github_actions_example_runs_the_suite_weekly_and_on_demand():
 def test_prom_carries_every_latency_statistic_with_a_stat_label():
     from prometheus_client.parser import text_string_to_metric_families
 
-    from loadgen.measure import STATISTICS
+    from loadgen.analysis import STATISTICS
     from loadgen.report.prom import render
 
     lat = {k: float(i + 1) for i, k in enumerate(STATISTICS)}
@@ -251,7 +251,7 @@ def test_charts_and_events_read_right():
 
 
 def test_html_has_a_latency_distribution_from_the_hdr_histograms():
-    from loadgen.measure.stats import Histogram
+    from loadgen.analysis.stats import Histogram
 
     h = Histogram()
     h.record_many(list(range(1_000, 101_000, 10)))

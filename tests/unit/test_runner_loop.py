@@ -25,7 +25,7 @@ from loadgen.engine.runner import Runner
 from loadgen.engine.contain import NoContainment
 from loadgen.engine.counters import SLOT_FIELDS, STARTED, SUCCEEDED
 from loadgen.errors import ExitCode
-from loadgen.measure.stats import Sparse
+from loadgen.analysis.stats import Sparse
 
 TICK_S = 0.02
 FREE = ResourceThresholds(max_cpu_percent=100)

@@ -4,7 +4,7 @@ import pytest
 
 from hypothesis import given, settings, strategies as st
 
-from loadgen.measure.stats import Accounting, CappedCounter, Histogram
+from loadgen.analysis.stats import Accounting, CappedCounter, Histogram
 
 
 def test_bulk_record_matches_record_value():
@@ -87,7 +87,7 @@ def test_capped_counter_keeps_counts_in_other():
 @given(st.lists(st.lists(st.integers(min_value=0, max_value=10**8), min_size=1, max_size=300), min_size=1,
                 max_size=5))
 def test_sparse_parts_equal_the_full_histogram(parts):
-    from loadgen.measure.stats import SecondHistogram, Sparse
+    from loadgen.analysis.stats import SecondHistogram, Sparse
 
     full, added, second = Histogram(), Histogram(), SecondHistogram()
     for part in parts:
@@ -111,7 +111,7 @@ def test_batches_add_into_kept_histograms_without_building_one_per_batch(monkeyp
     from loadgen.engine import outcome as outcome_mod
     from loadgen.engine.load import RunPlan
     from loadgen.engine.messages import ResultBatch
-    from loadgen.measure.stats import Sparse
+    from loadgen.analysis.stats import Sparse
 
     built = []
 
@@ -132,9 +132,9 @@ def test_batches_add_into_kept_histograms_without_building_one_per_batch(monkeyp
         part = Sparse.of([1000 + i, 2000])
         seconds.add_batch(ResultBatch(index=i % 2, second=int(out.load_started_at) + i // 10, started=2,
                                       succeeded=2, failed=0, dropped=0, in_flight=0, latency=part,
-                                      stages={s: part for s in stages}))
-    assert len(built) == len(out.stages) + len(out.segments) == len(stages) + 1
-    assert out.stages["research"].count == 400
+                                      measures={s: part for s in stages}))
+    assert len(built) == len(out.measures) + len(out.segments) == len(stages) + 1
+    assert out.measures["research"].count == 400
 
 
 @given(st.lists(st.one_of(st.tuples(st.just("add"), st.integers(0, 10**6), st.floats(-1e6, 1e6)),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from loadgen.measure.usl import fit, usl
+from loadgen.analysis.usl import fit, usl
 
 
 @pytest.mark.parametrize("lam,sigma,kappa", [(100, 0.05, 0.002), (10, 0.2, 0.01), (50, 0.0, 0.0005)])

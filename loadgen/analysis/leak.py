@@ -3,7 +3,7 @@
 :class:`LeakDetector` judges one memory series (a significant, well-fitted,
 sustained slope — not a large working set, a single jump or the warm-up
 climb); :func:`leak_verdict` applies it to the pool's PSS and confirms a
-climb on its RSS. The fits are ``measure.trend``'s.
+climb on its RSS. The fits are ``analysis.trend``'s.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 * :class:`SlopeEstimator` — a line over a sliding time window, O(1) per point.
 
 Used by the monitor's growth guard (``engine.thresholds``) and by the leak
-verdict (``measure.leak``).
+verdict (``analysis.leak``).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def rank_interval(n, q, z=Z95):
 
 def percentile_interval(hist, q, z=Z95):
     """``[lo, hi]`` in ms: the 95 % confidence interval (``z``) of the ``q``-quantile (0 < q < 1) of
-    the samples in ``hist`` (a :class:`~loadgen.measure.stats.Histogram` of µs), read at the ranks of
+    the samples in ``hist`` (a :class:`~loadgen.analysis.stats.Histogram` of µs), read at the ranks of
     :func:`rank_interval` with the histogram's own convention (highest equivalent value, as its
     percentiles are reported, so the interval holds the reported percentile). None when empty.
 
