@@ -174,15 +174,18 @@ def target_of(settings):
     from .workload.inputs import load_records
     from .workload.targets import check_target
 
-    spec = TargetSpec(ref=settings.get("target"), flow_params=dict(settings.get("flow_params") or {}),
+    ref, mix = settings.get("target"), settings.get("ops") or ()
+    if isinstance(ref, tuple):  # a repeated --target: a mix
+        ref, mix = None, ref
+    spec = TargetSpec(ref=ref, flow_params=dict(settings.get("flow_params") or {}),
                       kwargs=dict(settings.get("target_args") or {}), seed=settings.get("seed"),
                       factory=bool(settings.get("target_factory")), inputs=settings.get("inputs"),
-                      inputs_mode=opts.value(settings, "inputs_mode"))
-    if spec.factory and spec.ref is None:
+                      inputs_mode=opts.value(settings, "inputs_mode"), mix=tuple(mix))
+    if spec.factory and spec.is_flow:
         raise UsageError(f"{settings.origin('target_factory')}: target_factory needs a target = \"MOD:FACTORY\" "
                          "(the factory builds the operation once per worker)")
     records = _named(settings.origin("inputs"), load_records, spec.inputs) if spec.inputs is not None else None
-    _named(settings.origin("target" if spec.ref is not None else "flow_params"), check_target,
+    _named(settings.origin("flow_params" if spec.is_flow else "ops" if settings.get("ops") else "target"), check_target,
            dataclasses.replace(spec, inputs=None), records)
     return spec
 

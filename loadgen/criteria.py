@@ -4,9 +4,9 @@ A criterion names one metric of a run (see :data:`METRICS`), a comparison
 and a number. Unknown metrics and malformed expressions are usage errors
 raised before anything runs — never a silent pass.
 
-A metric may select what it measures (see :data:`SELECTORS`): a named measurement,
-``p95_ms{measure=llm_call} < 800``, or a check, ``checks{name=has_title} > 0.99``
-(``checks`` alone: every check's passes ÷ all). A name the run never recorded fails
+A metric may select what it measures (see :data:`SELECTORS`): one op of a mix,
+``p95_ms{op=browse} < 200``; a named measurement, ``p95_ms{measure=llm_call} < 800``;
+or a check, ``checks{name=has_title} > 0.99`` (``checks`` alone: every check's passes ÷ all). A name the run never recorded fails
 the criterion, as any metric the run did not produce.
 """
 
@@ -63,6 +63,7 @@ METRICS = {
 SELECTORS = {
     "measure": tuple(f"{k}_ms" for k in STATISTICS) + ("count",),
     "name": ("checks",),
+    "op": tuple(f"{k}_ms" for k in STATISTICS) + ("success_rate", "error_rate", "operations", "throughput"),
 }
 METRICS["checks"] = "loadgen.check passes ÷ all checks (0–1); checks{name=NAME}: one check's"
 METRICS["count"] = "count{measure=NAME}: how many times a loadgen.measure block ran"

@@ -90,6 +90,33 @@ def _text(value, where, strict):
     return check_text(value, where)
 
 
+def _target(value, where, strict):
+    """One target (``MOD:fn``, a string), or a weighted mix — a tuple of ``workload.mix.MixOp`` — when
+    several are given (a repeated ``--target``, a list) or one carries a weight (``MOD:fn@9``)."""
+    from .workload.mix import parse_mix
+
+    items = [value] if isinstance(value, str) else value
+    if isinstance(items, (list, tuple)) and len(items) == 1 and isinstance(items[0], str) \
+            and not _weighted(items[0]):
+        return check_text(items[0], where)
+    if not isinstance(items, (list, tuple)):
+        raise UsageError(f"{where}: expected \"MOD:fn\" or a list of \"MOD:fn@WEIGHT\", got {show(value)}")
+    return parse_mix(list(items), where)
+
+
+def _weighted(ref):
+    head, at, tail = ref.rpartition("@")
+    return bool(at) and tail.strip().isdigit() and ":" in head
+
+
+def _ops(value, where, strict):
+    from .workload.mix import parse_mix
+
+    if not isinstance(value, (list, tuple)):
+        raise UsageError(f"{where}: expected an array of ops ([[scenario.ops]] tables: target, weight, name, args)")
+    return parse_mix(list(value), where)
+
+
 def _choice(choices):
     return lambda value, where, strict: check_choice(value, where, choices)
 
@@ -327,8 +354,10 @@ OPTIONS = (
     O("profile", _choice(PROFILES), "scales the scenario's phases", "--profile", default="ci",
       choices=PROFILES, group=RUN),
     # -- what runs
-    O("target", _text, "operation to run instead of the embedded flow (module:callable or "
-      "path/to/file.py:callable; sync or async)", "--target", metavar="MOD:CALLABLE"),
+    O("target", _target, "operation to run instead of the embedded flow (module:callable or "
+      "path/to/file.py:callable; sync or async); repeat with weights for a mix: --target a.py:login@1 "
+      "--target a.py:browse@9", "--target", metavar="MOD:CALLABLE[@WEIGHT]", action="append"),
+    O("ops", _ops, "a weighted mix of operations ([[scenario.ops]]: target, weight, name, args)"),
     O("target_factory", _bool, "--target names a factory called once per worker (with the --target-args) that "
       "returns the operation: clients and models load once, not per call", "--target-factory", default=False,
       action="store_true"),
@@ -441,8 +470,8 @@ def merge(lower, upper):
             out.pop(k, None)
     if "stages" in upper and "duration" not in upper:
         out.pop("duration", None)
-    if "target" in upper:
-        for k in TARGET_BOUND_KEYS:
+    if "target" in upper or "ops" in upper:
+        for k in TARGET_BOUND_KEYS + ("target", "ops"):
             out.pop(k, None)
     for k, v in upper.items():
         if k in TABLE_KEYS and isinstance(out.get(k), dict):

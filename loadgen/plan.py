@@ -104,7 +104,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10: the tomli backpor
     import tomli as tomllib
 
 ENTRY_ONLY_KEYS = {"name": lambda v, w, strict: check_text(v, w), "label": lambda v, w, strict: check_text(v, w)}
-TARGET_KEYS = ("target", "target_factory", "target_args", "flow_params", "inputs", "inputs_mode")
+TARGET_KEYS = ("target", "ops", "target_factory", "target_args", "flow_params", "inputs", "inputs_mode")
 PATH_KEYS = ("inputs", "out", "stop_file")  # relative to the plan file's folder
 
 
@@ -196,6 +196,8 @@ def _entries(scenarios, shown, base_dir):
 def _relative(key, value, base_dir):
     if key in PATH_KEYS:
         return os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))
+    if key in ("target", "ops") and isinstance(value, tuple):  # a mix: each op's file
+        return tuple(dataclasses.replace(op, ref=_relative("target", op.ref, base_dir)) for op in value)
     if key == "target":
         module, sep, attr = value.rpartition(":")
         if sep and (module.endswith(".py") or "/" in module):
@@ -206,9 +208,9 @@ def _relative(key, value, base_dir):
 def _check_scenario_name(name, where):
     from . import scenarios
 
-    if name not in scenarios.names():
-        raise UsageError(f"{where}: unknown scenario {name!r}{did_you_mean(name, scenarios.names())} "
-                         f"(known: {', '.join(scenarios.names())})")
+    known = scenarios.names() + [scenarios.LOAD]
+    if name not in known:
+        raise UsageError(f"{where}: unknown scenario {name!r}{did_you_mean(name, known)} (known: {', '.join(known)})")
 
 
 # ====================================================================== resolving

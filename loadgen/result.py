@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from .errors import ExitCode
 from .named import MEASURE_PREFIX, checks_summary, named_metrics
+from .workload.mix import OP_PREFIX, OpTally, op_metrics
 from .analysis import STATISTICS
 
 
@@ -41,6 +42,7 @@ class StressTestResult:
     start_lateness_ms: dict | None = None  # open model: intended start → actual start
     measures_ms: dict = field(default_factory=dict)  # loadgen.measure name → summary (the flow's stages)
     checks: dict = field(default_factory=dict)  # loadgen.check name → {passes, fails, rate}
+    ops: dict = field(default_factory=dict)  # a mix's op name → workload.mix.OpTally.summary()
     breaches: list = field(default_factory=list)
     thresholds_exceeded: list = field(default_factory=list)  # report-only thresholds passed (threshold_exceeded)
     resource_exhaustion_detected: bool = False  # the seed's flag: a threshold was breached or exceeded
@@ -181,7 +183,9 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
     metrics = metrics_of(outcome)
     metrics.update(extra_metrics or {})
     measures_ms = {k: h.summary_ms() for k, h in sorted(outcome.measures.items())}
-    passed, rows = evaluate(criteria, metrics | named_metrics(measures_ms, outcome.checks))
+    ops = {op.name: outcome.ops.get(op.name, OpTally()).summary(op, outcome.load_duration_s)
+           for op in outcome.plan.target.mix}
+    passed, rows = evaluate(criteria, metrics | named_metrics(measures_ms, outcome.checks) | op_metrics(ops))
     acc = outcome.accounting
     errors = outcome.errors.to_dict()
     messages = [f"{k} ×{n}" for k, n in list(errors.items())[:10]]
@@ -215,6 +219,7 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
         start_lateness_ms=outcome.lateness.summary_ms() if outcome.lateness is not None else None,
         measures_ms=measures_ms,
         checks=checks_summary(outcome.checks),
+        ops=ops,
         breaches=list(outcome.breaches),
         thresholds_exceeded=list(outcome.exceeded),
         resource_exhaustion_detected=bool(outcome.breaches or outcome.exceeded),
@@ -222,7 +227,8 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
         exit_code=outcome.exit_code,
         leak=dict(outcome.leak or {}),
         histograms={"latency": outcome.latency_hist.to_payload(), "service": outcome.latency.to_payload(),
-                    **{f"{MEASURE_PREFIX}{k}": h.to_payload() for k, h in outcome.measures.items()}},
+                    **{f"{MEASURE_PREFIX}{k}": h.to_payload() for k, h in outcome.measures.items()},
+                    **{f"{OP_PREFIX}{k}": t.latency.to_payload() for k, t in outcome.ops.items()}},
         errors=errors,
         tracebacks=dict(list(outcome.tracebacks.items())[:20]),
         key_metric=(key_metric, metrics.get(key_metric)),

@@ -151,3 +151,18 @@ def measured(inputs=None, ms=2):
         time.sleep(ms / 1000)
     loadgen.check(True, "always")
     loadgen.check(False, "never")
+
+
+def login(inputs=None):
+    time.sleep(0.004)
+
+
+def browse(inputs=None, fail_every=0):
+    """Fails one call in ``fail_every`` (per process; 0: never)."""
+    global _browsed
+    _browsed += 1
+    if fail_every and _browsed % fail_every == 0:
+        raise LookupError("page not found")
+
+
+_browsed = 0

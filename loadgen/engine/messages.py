@@ -82,6 +82,7 @@ class ResultBatch:
     response: object = None
     measures: dict = field(default_factory=dict)
     checks: dict = field(default_factory=dict)
+    ops: dict = field(default_factory=dict)  # a mix's op name → (Sparse latency, succeeded, failed, {error: n})
     errors: dict = field(default_factory=dict)
     tracebacks: dict = field(default_factory=dict)
     lateness: object = None  # open model: start-time lateness (µs), stats.Sparse

@@ -19,6 +19,7 @@ from ..config import TIMING, ResourceThresholds
 from ..errors import ExitCode
 from ..analysis.leak import leak_verdict
 from ..analysis.stats import Accounting, CappedCounter, Histogram, SecondHistogram
+from ..workload.mix import add_ops
 from .load import RunPlan
 from .worker import TRACEBACKS_PER_KEY
 
@@ -87,6 +88,7 @@ class RunOutcome:
     lateness: Histogram | None = None  # open model: intended start → actual start
     measures: dict = field(default_factory=dict)  # loadgen.measure name → Histogram (the flow's stages among them)
     checks: dict = field(default_factory=dict)  # loadgen.check name → [passes, fails]
+    ops: dict = field(default_factory=dict)  # a mix's op name → workload.mix.OpTally
     errors: CappedCounter = field(default_factory=lambda: CappedCounter(MAX_ERROR_KEYS))
     tracebacks: dict = field(default_factory=dict)
     breaches: list = field(default_factory=list)
@@ -227,6 +229,8 @@ class Seconds:
         if b.checks:
             named.add_checks(out.checks, b.checks)
             named.add_checks(sec.checks, b.checks)
+        if b.ops:
+            add_ops(out.ops, b.ops)
         if b.errors:
             sec.errors += sum(b.errors.values())
             out.errors.update(b.errors)

@@ -317,6 +317,12 @@ class Worker:
         lateness = drain_hist(self.lateness) if self.spec.schedule is not None else None
         timings, checks = named.drain()
         measures = {name: Sparse.of(values) for name, values in timings.items()}
+        ops = {}
+        if self.spec.target.mix:
+            from ..workload import mix
+
+            ops = {name: (Sparse.of(values), ok, bad, errors)
+                   for name, (values, ok, bad, errors) in mix.drain([op.name for op in self.spec.target.mix]).items()}
         n = len(self.errors)
         errs = self.errors[:n]
         del self.errors[:n]
@@ -336,7 +342,7 @@ class Worker:
             index=self.spec.index, second=second, started=delta[0], succeeded=delta[1], failed=delta[2],
             dropped=delta[3], rejected=delta[4], breaker=self._drain_breaker(),
             in_flight=totals[0] - totals[1] - totals[2], latency=latency, response=response, lateness=lateness,
-            measures=measures, checks=checks, errors=counts.to_dict(), tracebacks=new_tracebacks,
+            measures=measures, checks=checks, ops=ops, errors=counts.to_dict(), tracebacks=new_tracebacks,
         ))
 
     # ------------------------------------------------------------------ slots

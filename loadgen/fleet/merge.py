@@ -32,6 +32,7 @@ from ..criteria import Criterion
 from ..errors import ExitCode
 from ..named import MEASURE_PREFIX, add_checks, checks_summary, named_metrics
 from ..result import StressTestResult, core_metrics, evaluate
+from ..workload.mix import OP_PREFIX, merge_summaries, op_metrics
 from ..analysis.stats import Accounting, Histogram
 
 
@@ -214,8 +215,9 @@ def merge_component(rows):
     checks = {}
     for r in rs:
         add_checks(checks, {name: (c["passes"], c["fails"]) for name, c in (r.checks or {}).items()})
+    ops = merge_summaries([r.ops for r in rs], lambda name: hists.get(OP_PREFIX + name, Histogram()))
     criteria = [Criterion(c["metric"], c["op"], c["limit"]) for c in rs[0].criteria]
-    passed, crit_rows = evaluate(criteria, metrics | named_metrics(measures_ms, checks))
+    passed, crit_rows = evaluate(criteria, metrics | named_metrics(measures_ms, checks) | op_metrics(ops))
     codes = [r.exit_code for r in rs]
     exit_code = ExitCode.worst(codes)
     messages, errors, tracebacks, stop_reason = _merged_words(rows)
@@ -249,6 +251,7 @@ def merge_component(rows):
         start_lateness_ms={k: _max([x.get(k) for x in lateness]) for k in lateness[0]} if lateness else None,
         measures_ms=measures_ms,
         checks=checks_summary(checks),
+        ops=ops,
         breaches=[dict(b, shard=label) for label, r in rows for b in r.breaches],
         thresholds_exceeded=[dict(e, shard=label) for label, r in rows for e in r.thresholds_exceeded],
         resource_exhaustion_detected=any(r.resource_exhaustion_detected for r in rs),

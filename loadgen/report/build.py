@@ -52,13 +52,18 @@ def run_info(settings, *, profile=None, target=None, shards=None, entries=()):
         return json.loads(json.dumps(v, default=lambda o: list(o) if isinstance(o, (set, tuple)) else repr(o)))
 
     if target is not None:
-        ref, flow, args = target.ref, target.flow_params, target.kwargs
+        ref, flow, args, mix = target.ref, target.flow_params, target.kwargs, target.mix
     else:
         ref, flow, args = settings.get("target"), settings.get("flow_params"), settings.get("target_args")
+        mix = settings.get("ops") or ()
+        if isinstance(ref, tuple):
+            ref, mix = None, ref
     info = {
         "profile": profile or opts.value(settings, "profile"),
-        "target": {"ref": ref or "MockAIWritingFlowV2", "flow_params": plain(dict(flow or {})),
-                   "target_args": plain(dict(args or {}))},
+        "target": {"ref": ref or ("mix" if mix else "MockAIWritingFlowV2"), "flow_params": plain(dict(flow or {})),
+                   "target_args": plain(dict(args or {}))}
+        | ({"ops": [{"name": op.name, "target": op.ref, "weight": op.weight, "args": plain(op.args)} for op in mix]}
+           if mix else {}),
         "load": {k: plain(settings[k]) for k in opts.LOAD_KEYS if settings.get(k) is not None},
     }
     if shards is not None:

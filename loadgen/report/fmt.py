@@ -58,3 +58,30 @@ def named_tables(report):
                 checks.append([name, c, fmt_number(s.get("passes")), fmt_number(s.get("fails")),
                                "—" if not isinstance(rate, (int, float)) else f"{rate * 100:.2f} %"])
     return measures, checks
+
+
+OP_HEAD = ["component", "op", "weight", "ops", "share", "success", "ops/s", "p50 ms", "p95 ms", "p99 ms",
+           "most frequent error"]
+
+
+def op_table(report):
+    """The rows (head :data:`OP_HEAD`) of every component's mix of operations: one per op."""
+    rows = []
+    for d in report.get("detailed_metrics") or []:
+        ops = d.get("ops")
+        if not isinstance(ops, dict) or not ops:
+            continue
+        total = sum(o.get("operations") or 0 for o in ops.values() if isinstance(o, dict))
+        for name, o in ops.items():
+            if not isinstance(o, dict):
+                continue
+            lat = o.get("latency_ms") if isinstance(o.get("latency_ms"), dict) else {}
+            rate, n = o.get("success_rate"), o.get("operations") or 0
+            errors = o.get("errors") if isinstance(o.get("errors"), dict) else {}
+            top = next(iter(errors.items()), None)
+            rows.append([d.get("test_name"), name, fmt_number(o.get("weight")), str(n),
+                         f"{n / total * 100:.1f} %" if total else "—",
+                         "—" if not isinstance(rate, (int, float)) else f"{rate * 100:.1f} %",
+                         fmt_number(o.get("throughput"))] + [fmt_number(lat.get(k)) for k in ("p50", "p95", "p99")]
+                        + [f"{top[0]} ×{top[1]}" if top else ""])
+    return rows

@@ -28,7 +28,7 @@ from ..errors import UsageError
 from ..streams import EVENTS, TIMESERIES, atomic_write, read_jsonl
 from .charts import build_charts
 from .fleet import render_fleet_html
-from .fmt import CHECK_HEAD, MEASURE_HEAD, clean_text, fmt_number, named_tables
+from .fmt import CHECK_HEAD, MEASURE_HEAD, OP_HEAD, clean_text, fmt_number, named_tables, op_table
 
 HTML_FILE = "report.html"
 log = logging.getLogger("loadgen.report")
@@ -212,7 +212,12 @@ def _criteria_section(report):
 
 def _named_section(report):
     measures, checks = named_tables(report)
+    ops = op_table(report)
     out = ""
+    if ops:
+        out += ("<section id='ops'><h2>Operations of the mix</h2><p class='note'>Each op of a weighted mix: its "
+                "completed operations (timed out and crashed ones count in the totals only).</p>"
+                + _table(OP_HEAD, ops) + "</section>")
     if measures:
         out += ("<section id='measures'><h2>Named measurements</h2>"
                 "<p class='note'><code>loadgen.measure</code> blocks (the embedded flow's stages among them).</p>"

@@ -154,6 +154,14 @@ def _properties(comp, report):
         for key in ("count", "p50", "p95", "p99", "max"):
             if isinstance(s, dict) and s.get(key) is not None:
                 yield f"measure.{name}.{key}" + ("" if key == "count" else "_ms"), _num(s[key])
+    ops = comp.get("ops")
+    for name, o in (ops.items() if isinstance(ops, dict) else ()):
+        if isinstance(o, dict):
+            lat = o.get("latency_ms") if isinstance(o.get("latency_ms"), dict) else {}
+            for key, value in (("operations", o.get("operations")), ("success_rate", o.get("success_rate")),
+                               ("p95_ms", lat.get("p95")), ("p99_ms", lat.get("p99"))):
+                if value is not None:
+                    yield f"op.{name}.{key}", _num(value)
     checks = comp.get("checks")
     for name, s in (checks.items() if isinstance(checks, dict) else ()):
         if isinstance(s, dict):

@@ -34,6 +34,9 @@ METRICS = {
     "loadgen_measure_seconds": "A loadgen.measure block's latency statistic (labels name, stat; stat count: how many).",
     "loadgen_check_passes": "Passes of a loadgen.check (label name) in the component's run.",
     "loadgen_check_fails": "Fails of a loadgen.check (label name) in the component's run.",
+    "loadgen_op_operations": "Completed operations of one op of a mix (label op).",
+    "loadgen_op_success_rate": "Succeeded / completed operations of one op of a mix (label op; 0-1).",
+    "loadgen_op_latency_seconds": "Latency statistic of one op of a mix (labels op, stat).",
     "loadgen_capacity_concurrency": "Highest sustainable concurrency found by a capacity search.",
     "loadgen_peak_memory_bytes": "Peak memory of the worker pool (PSS) during the component's run.",
     "loadgen_breaches_total": "Safety-threshold breaches during the component's run.",
@@ -81,6 +84,13 @@ def render(report):
                 if stat in STATISTICS or stat == "count":
                     samples["loadgen_measure_seconds"].append(
                         ({**labels, "name": str(name), "stat": stat}, value if stat == "count" else _seconds(value)))
+        for name, o in _dict(d.get("ops")).items():
+            o, op = _dict(o), {**labels, "op": str(name)}
+            samples["loadgen_op_operations"].append((op, o.get("operations")))
+            samples["loadgen_op_success_rate"].append((op, o.get("success_rate")))
+            for stat, value in _dict(o.get("latency_ms")).items():
+                if stat in STATISTICS:
+                    samples["loadgen_op_latency_seconds"].append(({**op, "stat": stat}, _seconds(value)))
         for name, counts in _dict(d.get("checks")).items():
             for key in ("passes", "fails"):
                 samples[f"loadgen_check_{key}"].append(({**labels, "name": str(name)}, _dict(counts).get(key)))

@@ -7,7 +7,7 @@ A fleet run's per-machine table comes from :mod:`.fleet`.
 from __future__ import annotations
 
 from .fleet import render_fleet_text
-from .fmt import CHECK_HEAD, MEASURE_HEAD, named_tables
+from .fmt import CHECK_HEAD, MEASURE_HEAD, OP_HEAD, named_tables, op_table
 
 
 TOP_ERRORS = 5  # error kinds listed per component, most frequent first
@@ -74,6 +74,10 @@ def render_summary(report):
             crit.append([d["test_name"], c["criterion"], "—" if v is None else f"{v:.4g}", "pass" if c["passed"] else "FAIL"])
     if crit:
         lines += ["", tabulate(crit, headers=["component", "criterion", "measured", "result"])]
+    ops = op_table(report)
+    if ops:
+        lines += ["", "OPERATIONS OF THE MIX", "=" * 21, tabulate(ops, headers=OP_HEAD, disable_numparse=True),
+                  "(completed operations of each op; timed out and crashed ones count in the totals only)"]
     measures, checks = named_tables(report)
     if measures:
         lines += ["", "NAMED MEASUREMENTS (loadgen.measure; the flow's stages)", "=" * 55,

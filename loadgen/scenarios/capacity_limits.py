@@ -127,7 +127,7 @@ class _Search:
         self.ops, self.max_s = STEP_OPS[profile], session.settings.get("duration") or STEP_S[profile]
         self.ref_ops, self.ref_s = REFERENCE_OPS[profile], session.settings.get("duration") or REFERENCE_S[profile]
         target = session.target
-        if target.ref is None and "stage_cpu_ms" not in target.flow_params:
+        if target.is_flow and "stage_cpu_ms" not in target.flow_params:
             target = dataclasses.replace(target, flow_params={**SEARCH_FLOW, **target.flow_params})
         self.target = target
         self.cap = session.thresholds.max_concurrent_operations

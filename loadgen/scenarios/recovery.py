@@ -46,7 +46,7 @@ class Recovery(Scenario):
         if a stop came first.
         """
         target = session.target
-        if target.ref is None and "stage_cpu_ms" not in target.flow_params:
+        if target.is_flow and "stage_cpu_ms" not in target.flow_params:
             # No stage deadlines here either: past capacity they fail nearly every overload operation, and
             # those still finishing after the step down would be counted against the recovery.
             target = dataclasses.replace(target, flow_params={**SEARCH_FLOW, **target.flow_params})

@@ -21,7 +21,9 @@ from ..errors import TargetError
 class TargetSpec:
     """``ref``: ``package.module:callable`` or ``path/to/file.py:callable``;
     None means the embedded flow built from ``flow_params`` (strings from
-    ``--flow-param KEY=VALUE``, or typed values from the API)."""
+    ``--flow-param KEY=VALUE``, or typed values from the API) — unless ``mix``
+    names several ops (:class:`~loadgen.workload.mix.MixOp`), each picked by its
+    weight, each with ``kwargs`` under its own ``args``."""
 
     ref: str | None = None
     flow_params: dict = field(default_factory=dict)
@@ -30,11 +32,23 @@ class TargetSpec:
     factory: bool = False  # ref is called once per worker (with kwargs) and returns the operation
     inputs: str | None = None  # a .jsonl/.csv file: each operation gets the next record
     inputs_mode: str = "cycle"  # or "once": the run ends when the records run out
+    mix: tuple = ()  # MixOp, …: a weighted mix of operations (ref is None then)
 
     @property
     def label(self):
-        """What reports call the target: ``ref``, or ``MockAIWritingFlowV2`` for the embedded flow."""
+        """What reports call the target: ``ref``, the mix's ops, or ``MockAIWritingFlowV2`` for the embedded flow."""
+        if self.mix:
+            return "mix " + ", ".join(f"{op.ref}@{op.weight}" for op in self.mix)
         return self.ref or "MockAIWritingFlowV2"
+
+    @property
+    def is_flow(self):
+        """True for the embedded flow (no ref, no mix)."""
+        return self.ref is None and not self.mix
+
+    def op_kwargs(self, op):
+        """The keyword arguments of mix op ``op``: the run's ``kwargs`` under the op's own ``args``."""
+        return {**self.kwargs, **op.args}
 
 
 def resolve(ref):
@@ -83,12 +97,13 @@ def check_target(spec, records=None):
         if spec.inputs_mode not in MODES:
             raise TargetError(f"inputs_mode: {spec.inputs_mode!r} is not one of {', '.join(MODES)}")
         records = load_records(spec.inputs)
-    if spec.ref is None:
+    if spec.is_flow:
         _build_flow(spec.flow_params, spec.seed)
         return
-    fn = resolve(spec.ref)
-    if records and not spec.factory:  # a factory's operation exists only in the workers
-        _check_binding(spec.ref, fn, dict(spec.kwargs), records[0])
+    for ref, kwargs in ([(op.ref, spec.op_kwargs(op)) for op in spec.mix] or [(spec.ref, dict(spec.kwargs))]):
+        fn = resolve(ref)
+        if records and not spec.factory:  # a factory's operation exists only in the workers
+            _check_binding(ref, fn, kwargs, records[0])
 
 
 def input_style(fn, kwargs=()):
@@ -138,18 +153,27 @@ def build_operation(spec, worker_index):
     run's seed and the worker index so workers do not repeat each other.
     ``async def`` targets run on one event loop per calling thread.
     """
-    if spec.ref is None:
+    if spec.is_flow:
         seed = None if spec.seed is None else spec.seed * 1009 + worker_index
         return _build_flow(spec.flow_params, seed).kickoff
-    fn = resolve(spec.ref)
-    kwargs = dict(spec.kwargs)
-    if spec.factory:
+    if spec.mix:
+        from .mix import Mix
+
+        calls = [_call_of(op.ref, spec.op_kwargs(op), spec.factory, spec.inputs is not None) for op in spec.mix]
+        return Mix(calls, [op.weight for op in spec.mix], worker_index, outcome)
+    return _call_of(spec.ref, dict(spec.kwargs), spec.factory, spec.inputs is not None)
+
+
+def _call_of(ref, kwargs, factory, with_inputs):
+    """``call(inputs) -> result`` of one target ``ref`` (see :func:`build_operation`)."""
+    fn = resolve(ref)
+    if factory:
         # Per-worker setup: connection pools and models are built once, not per call.
         fn = fn(**kwargs)
         kwargs = {}
         if not callable(fn):
-            raise TargetError(f"factory {spec.ref!r} returned a {type(fn).__name__}, not a callable")
-    keywords = spec.inputs is not None and input_style(fn, kwargs) == "keywords"
+            raise TargetError(f"factory {ref!r} returned a {type(fn).__name__}, not a callable")
+    keywords = with_inputs and input_style(fn, kwargs) == "keywords"
     if inspect.iscoroutinefunction(fn):
         import asyncio
         import threading
