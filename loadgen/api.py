@@ -71,6 +71,7 @@ class Session:
     gate: object = None  # engine.signals.SignalGate of the whole command (None: each phase handles its own)
     aborted: str | None = None  # why an abort_on_fail criterion stopped a phase (see loadgen.abort)
     contained: list = field(default_factory=list)  # every phase's containment (shared with derived sessions)
+    phase_prefix: str = ""  # "LABEL: " before each phase's name: a parallel plan's entry (loadgen.parallel)
 
     @classmethod
     def open(cls, settings, *, name, progress=None, gate=None, write=True, shard_of=1):
@@ -107,7 +108,7 @@ class Session:
         return dataclasses.replace(type(self).configured(settings), run_dir=self.run_dir, progress=self.progress,
                                    gate=self.gate, sample_interval_s=self.sample_interval_s,
                                    stop_file=self.stop_file, start_method=self.start_method,
-                                   contained=self.contained)
+                                   contained=self.contained, phase_prefix=self.phase_prefix)
 
     @property
     def load(self):
@@ -136,6 +137,7 @@ class Session:
             from .abort import EarlyJudge
 
             on_second = EarlyJudge(self.abort_criteria, on_lost=self._abort, then=on_second)
+        phase = self.phase_prefix + phase
         plan = dataclasses.replace(plan, name=phase, target=plan.target or self.target,
                                    sample_interval_s=self.sample_interval_s, stop_file=self.stop_file,
                                    start_method=self.start_method or plan.start_method)
@@ -258,7 +260,11 @@ def _run_and_report(scs, session, kind, command, started):
     from .streams import note_component, note_scenario
 
     results = []
-    for sc in scs:
+    if session.settings.get("parallel") and len(scs) > 1:
+        from .parallel import run_parallel
+
+        results = run_parallel(scs, session, kind)
+    for sc in scs[len(results):]:
         if session.stopped:
             break
         note_scenario(session, sc, kind)  # lets `loadgen report` rebuild a killed run (report/rebuild.py)

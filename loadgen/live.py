@@ -27,6 +27,8 @@ class LiveMetrics:
     """A snapshot of the run for scrapes, updated by the master each second (:meth:`__call__`, a
     progress hook) and read by the server thread (:meth:`collect`). ``then``: the next hook."""
 
+    in_process_only = True  # a hook of this process: processes it forks (a parallel plan's entries) cannot feed it
+
     def __init__(self, then=None):
         self.then = then
         self._lock = threading.Lock()

@@ -401,6 +401,8 @@ OPTIONS = (
       "--prom-textfile", metavar="PATH", level=None),
     O("name", _text, "the plan's name: the report's kind is \"plan NAME\" (default: the file's name)",
       level="plan"),
+    O("parallel", _bool, "run the plan's scenarios at the same time, each with its own load model and processes "
+      "(k6's scenarios); one report", default=False, level="plan"),
     # -- fleet runs (loadgen.fleet)
     O("cluster", _text, "run as a fleet on this Dask scheduler (tcp://HOST:8786): one shard per worker offering "
       "the loadgen resource, the load split", "--cluster", metavar="ADDRESS", level=None, group="fleet"),

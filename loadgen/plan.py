@@ -296,6 +296,9 @@ def run_plan_file(path, upper=None, *, only=None, progress=None, command=None):
     from . import api
 
     prepared = prepare(load(path), upper, only=only)
+    if prepared.settings.get("parallel") and getattr(progress, "in_process_only", False):
+        raise UsageError(f"{path}: --metrics-port with a parallel plan: not supported yet (each entry runs in a "
+                         "process of its own); run it without --metrics-port, or with parallel = false")
     # The plan's own session: its run directory, thresholds and seed for the report; each entry
     # brings its own target (Entry.session_for), so none is checked here.
     shared = api.Session.open(prepared.settings.without(*TARGET_KEYS), name=prepared.plan.name, progress=progress)
