@@ -23,6 +23,7 @@ def _report(out):
     ("text_pipeline.toml", "text-search"),
     ("async_service.toml", "closed-32, open-200"),
     ("leaky_cache.toml", "sustained_load"),
+    ("shop.toml", "shoppers, buyers"),
 ])
 def test_every_example_plan_validates(cli, name, labels):
     code, out, err = cli.run("validate", _plan(name), timeout=60)
@@ -77,3 +78,16 @@ def test_leaky_flow_is_caught_by_sustained_load(cli, tmp_path):
     failed = [c["criterion"] for c in d["criteria"] if not c["passed"]]
     assert failed == ["leak_detected == 0"]
     assert not r["breaches"]  # the verdict caught it, not the growth-rate kill switch
+
+
+def test_shop_mix_and_checkouts_in_parallel(cli, tmp_path):
+    out = str(tmp_path / "run")
+    code, stdout, err = cli.run("run", "--config", _plan("shop.toml"), "--out", out, "--quiet", timeout=90)
+    assert code == 0, stdout + err
+    shoppers, buyers = _report(out)["detailed_metrics"]
+    ops = shoppers["ops"]
+    assert abs(ops["login"]["operations"] * 9 - ops["browse"]["operations"]) <= 9  # 1:9, within a sequence
+    assert set(ops["browse"]["errors"]) <= {"LookupError"} and not ops["login"]["errors"]
+    assert set(buyers["measures_ms"]) == {"cart", "payment"}
+    receipts = buyers["checks"]["has_receipt"]
+    assert receipts["passes"] + receipts["fails"] == buyers["accounting"]["succeeded"]

@@ -1,0 +1,121 @@
+"""Every ``python -m loadgen`` command in README.rst, as written there: each one parses (its flags and
+values are checked as the command line checks them), and each one that runs on this machine runs (the
+example plans: test_examples.py; a Dask cluster: test_fleet.py) —
+shortened (durations 1 s, the suite one scenario), its placeholders (``my_module:op``, ``RUN_DIR``,
+``plan.toml``, …) made real — and exits as a run that measured, never with a usage error. When the
+docs drift from the code, this fails."""
+
+import os
+import re
+import shlex
+
+import pytest
+
+from _helpers import ROOT
+
+README = os.path.join(ROOT, "README.rst")
+PLACEHOLDER_TARGETS = {"mypkg.client:call": "_targets:sleep_ms", "my_module:op": "_targets:sleep_ms"}
+NOT_HERE = ("--cluster", "cluster")  # a Dask cluster: parsed, run by the fleet tests instead
+
+
+def readme_commands():
+    """``(line, argv)`` of every loadgen command of the README: code-block lines and inline literals."""
+    text = open(README, encoding="utf-8").read()
+    found = []
+    for line in text.splitlines():
+        if line.startswith("   ") and "-m loadgen " in line and "``" not in line:
+            found.append(line.strip().split("&&")[-1].strip())
+    found += re.findall(r"``(python3? -m loadgen [^`]+)``", text)
+    out = {}
+    for cmd in found:
+        argv = shlex.split(cmd, comments=True)
+        argv = argv[argv.index("loadgen") + 1:]
+        argv = [a.split("|")[0] if "|" in a and not a.startswith(("tcp:", "p")) else a for a in argv]  # ci|standard
+        out.setdefault(tuple(argv), cmd)
+    return [(cmd, list(argv)) for argv, cmd in out.items()]
+
+
+COMMANDS = readme_commands()
+
+
+def test_the_readme_has_the_commands_this_test_knows():
+    verbs = {argv[0] for _, argv in COMMANDS if argv}
+    assert {"list", "run", "suite", "compare", "report", "validate", "cluster", "--help"} <= verbs
+    assert len(COMMANDS) >= 15
+
+
+@pytest.mark.parametrize("cmd, argv", COMMANDS, ids=[c for c, _ in COMMANDS])
+def test_every_readme_command_parses(cmd, argv):
+    from loadgen import cli, options as opts
+
+    if "--help" in argv:
+        return  # runs below
+    args = cli.build_parser().parse_args(_real(argv, "/tmp/x", {}))
+    if getattr(args, "command", None) in ("run", "suite"):
+        opts.from_flags(vars(args))  # every value checked as the command line checks it
+
+
+def _real(argv, tmp, made):
+    out = []
+    for a in argv:
+        a = PLACEHOLDER_TARGETS.get(a, a)
+        if a in ("BASELINE", "RUN_DIR"):
+            a = made.get("run_a", a)
+        elif a == "CURRENT":
+            a = made.get("run_b", a)
+        elif a == "plan.toml":
+            a = made.get("plan", a)
+        out.append(a)
+    return out
+
+
+def _shorten(argv, tmp, i):
+    """The command with a short duration, its own run directory and (a suite) one scenario."""
+    argv = list(argv)
+    if argv[0] not in ("run", "suite") or "--help" in argv:
+        return argv
+    if "--profile" in argv:  # standard and nightly run for minutes: what they run is the ci profile's, longer
+        argv[argv.index("--profile") + 1] = "ci"
+    if "--stages" in argv:
+        argv[argv.index("--stages") + 1] = "300ms:2,400ms:4,300ms:0"
+    elif "--config" not in argv and argv[0] == "run":
+        if "--duration" in argv:
+            argv[argv.index("--duration") + 1] = "1s"
+        else:
+            argv += ["--duration", "1s"]
+    if "--out" in argv:
+        argv[argv.index("--out") + 1] = os.path.join(tmp, f"out{i}")
+    else:
+        argv += ["--out", os.path.join(tmp, f"out{i}")]
+    if argv[0] == "suite":
+        argv += ["--only", "concurrent_load"]
+    return argv + ["--quiet", "--max-cpu-percent", "100"]
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs(cli, tmp_path):
+    tmp = str(tmp_path)
+    made = {}
+    # What the placeholders stand for: two runs to compare and rebuild, a plan.
+    for key in ("run_a", "run_b"):
+        code, out, err = cli.run("run", "--target", "_targets:sleep_ms", "--duration", "1s", "--out", key, "--quiet")
+        assert code == 0, err
+        made[key] = os.path.join(tmp, key)
+    (tmp_path / "plan.toml").write_text('[[scenario]]\nname = "load"\ntarget = "_targets:sleep_ms"\nduration = "1s"\n')
+    made["plan"] = str(tmp_path / "plan.toml")
+    ran = 0
+    for i, (cmd, argv) in enumerate(COMMANDS):
+        if any(a in NOT_HERE for a in argv) or any(a.startswith("--cluster") for a in argv):
+            continue
+        if any(a.startswith("examples/") and a.endswith(".toml") for a in argv):
+            continue  # test_examples.py runs every example plan
+        argv = _shorten(_real(argv, tmp, made), tmp, i)
+        argv = [os.path.join(ROOT, a) if a.startswith("examples/") else a for a in argv]
+        argv = [a.replace("examples/", os.path.join(ROOT, "examples") + "/") if ".py:" in a and not
+                os.path.isabs(a) else a for a in argv]
+        code, out, err = cli.run(*argv, timeout=120)
+        assert code in (0, 1), f"{cmd}\n  ran as: {' '.join(argv)}\n  exit {code}: {err.strip()[-500:]}"
+        if argv[0] == "compare":  # two runs of the same load: no regression
+            assert code == 0, out + err
+        ran += 1
+    assert ran >= 11, ran
