@@ -41,7 +41,7 @@ class SustainedLoad(Scenario):
             first, last = segs[min(segs)], segs[max(k for k in segs if k <= 2)]
             p_first, p_last = first.summary_ms()["p99"], last.summary_ms()["p99"]
             extra.update(p99_first_third_ms=p_first, p99_last_third_ms=p_last)
-            if p_first:
+            if p_first and p_last is not None:
                 extra["p99_drift"] = p_last / p_first
         leak = out.leak or {}
         extra["leak_window_s"] = leak.get("window_s")

@@ -111,6 +111,31 @@ def test_fleet_run_merges_histograms_exactly_and_compares(cluster, tmp_path):
         compare_command(str(out), str(out / "shards" / "0"), "1000")
 
 
+@pytest.mark.slow
+def test_fleet_merges_a_mix_named_measurements_and_checks_exactly(cluster, tmp_path):
+    out = tmp_path / "fleet"
+    targets = os.path.join(TESTS, "_targets.py")
+    code, stdout, err = _main(["run", "--target", f"{targets}:measured@1", "--target", f"{targets}:login@3",
+                               "--concurrency", "4", "--duration", "2s", "--workers", "1", "--max-cpu-percent", "100",
+                               "--criterion", "checks{name=always} == 1", "--criterion", "p50_ms{op=login} >= 4",
+                               "--out", str(out), "--cluster", cluster.scheduler_address, "--quiet"])
+    assert code == 0, err
+    (d,) = json.loads((out / "report.json").read_text())["detailed_metrics"]
+    shards = [json.loads((out / "shards" / str(i) / "report.json").read_text())["detailed_metrics"][0] for i in (0, 1)]
+    for name in ("always", "never"):
+        for key in ("passes", "fails"):
+            assert d["checks"][name][key] == sum(s["checks"][name][key] for s in shards)
+    assert d["checks"]["always"]["passes"] == d["checks"]["never"]["fails"] == d["ops"]["measured"]["operations"]
+    for op in ("measured", "login"):
+        assert d["ops"][op]["operations"] == sum(s["ops"][op]["operations"] for s in shards) > 0
+        union = Histogram()
+        for s in shards:
+            union.merge(Histogram.from_payload(s["histograms"][f"op:{op}"]))
+        assert d["ops"][op]["latency_ms"] == union.summary_ms()
+    assert d["measures_ms"]["nap"]["count"] == sum(s["measures_ms"]["nap"]["count"] for s in shards)
+    assert all(c["passed"] for c in d["criteria"])
+
+
 def test_unreachable_scheduler_is_a_usage_error_within_the_timeout():
     pytest.importorskip("distributed", reason="fleet mode needs Dask distributed (pip install '.[distributed]')")
     with socket.socket() as s:  # a port nobody listens on

@@ -133,7 +133,7 @@ def test_batches_add_into_kept_histograms_without_building_one_per_batch(monkeyp
         seconds.add_batch(ResultBatch(index=i % 2, second=int(out.load_started_at) + i // 10, started=2,
                                       succeeded=2, failed=0, dropped=0, in_flight=0, latency=part,
                                       measures={s: part for s in stages}))
-    assert len(built) == len(out.measures) + len(out.segments) == len(stages) + 1
+    assert len(built) == len(out.measures) + len(out.segments) == len(stages) + 3  # the 3 segments made up front
     assert out.measures["research"].count == 400
 
 
