@@ -26,3 +26,13 @@ def stall_every(inputs=None, period_s=10.0, stall_s=1.0, ms=1.0):
     if phase < stall_s:
         time.sleep(stall_s - phase)
     time.sleep(ms / 1000)
+
+
+async def asleep(inputs=None, ms=1000.0):
+    import asyncio
+
+    await asyncio.sleep(ms / 1000)
+
+
+async def anoop(inputs=None):
+    return None

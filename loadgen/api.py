@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from . import options as opts
 from .config import ResourceThresholds
 from .errors import ExitCode, UsageError
-from .workload.targets import TargetSpec
+from .workload.targets import TargetSpec, is_async
 
 
 @dataclass
@@ -94,10 +94,11 @@ class Session:
         """A session for ``settings`` without a run directory; see :meth:`open`. ``shard_of``: the
         number of fleet shards the load is split over (the safety cap applies to each one's share)."""
         thresholds = opts.thresholds_of(settings)
+        target = target_of(settings)
         if shard_of == 1:  # a fleet's shards check their own machines
             opts.check_in_flight(settings, thresholds)
-            opts.check_room(settings, thresholds)
-        return cls(settings=settings, target=target_of(settings), thresholds=thresholds,
+            opts.check_room(settings, thresholds, threads=not target.asynchronous)
+        return cls(settings=settings, target=target, thresholds=thresholds,
                    profile=opts.value(settings, "profile"), sample_interval_s=opts.value(settings, "sample_interval"),
                    stop_file=settings.get("stop_file"), start_method=settings.get("start_method"), **fields)
 
@@ -187,9 +188,9 @@ def target_of(settings):
         raise UsageError(f"{settings.origin('target_factory')}: target_factory needs a target = \"MOD:FACTORY\" "
                          "(the factory builds the operation once per worker)")
     records = _named(settings.origin("inputs"), load_records, spec.inputs) if spec.inputs is not None else None
-    _named(settings.origin("flow_params" if spec.is_flow else "ops" if settings.get("ops") else "target"), check_target,
-           dataclasses.replace(spec, inputs=None), records)
-    return spec
+    where = settings.origin("flow_params" if spec.is_flow else "ops" if settings.get("ops") else "target")
+    _named(where, check_target, dataclasses.replace(spec, inputs=None), records)
+    return dataclasses.replace(spec, asynchronous=_named(where, is_async, spec))
 
 
 def _named(where, fn, *args):

@@ -143,8 +143,8 @@ class Progress:
         if plan.duration_s:
             remaining = max(0.0, runner.out.started_at + plan.duration_s - time.time())
             left = f"  left {remaining:4.0f}s"
-        line = (f"[{rec.get('phase', '')}] ops/s {rec['throughput']:>7}  ok {'—' if sr is None else f'{sr:6.1%}'}"
-                f"  p99 {'—' if p99 is None else f'{p99:8.1f}ms'}  in flight {rec['in_flight']:>3}"
+        line = (f"[{rec.get('phase', '')}] ops/s {rec['throughput']:>9,}  ok {'—' if sr is None else f'{sr:6.1%}'}"
+                f"  p99 {'—' if p99 is None else f'{p99:8.1f}ms'}  in flight {rec['in_flight']:>6,}"
                 f"  CPU {rec['cpu_percent'] or 0:5.1f}%  pool {rec['pool_memory_mb']:7.1f}MB{left}")
         return line
 
@@ -187,8 +187,8 @@ def _print_outcome(rep, quiet):
             mark = "PASS" if c["status"] == "PASSED" else "FAIL"
             extra = f" — {c['error']}" if c.get("error") else ""
             print(f"{mark} {c['component_name']}{extra}")
-        print(f"operations {acc['dispatched']} (ok {acc['succeeded']}, failed {acc['failed']}, timed out "
-              f"{acc['timed_out']}, crashed {acc['crashed']}, dropped {acc['dropped']}); p50 {lat.get('p50')} ms, "
+        print(f"operations {acc['dispatched']:,} (ok {acc['succeeded']:,}, failed {acc['failed']:,}, timed out "
+              f"{acc['timed_out']:,}, crashed {acc['crashed']:,}, dropped {acc['dropped']:,}); p50 {lat.get('p50')} ms, "
               f"p99 {lat.get('p99')} ms")
         from .report.text import error_lines
 

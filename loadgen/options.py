@@ -570,17 +570,17 @@ def check_in_flight(layer, thresholds):
                              f"[thresholds]) to run more")
 
 
-def check_room(layer, thresholds):
+def check_room(layer, thresholds, threads=True):
     """:class:`UsageError` when the workers, slots or rate ``layer`` asks for do not fit this machine
     now (``engine.room``: the rule), before anything is written. Slots and workers not given are
-    derived as a run derives them (``RunPlan.validated``)."""
+    derived as a run derives them (``RunPlan.validated``). ``threads``: a sync target's slots."""
     from .engine import room
     from .engine.load import pool_shape
 
     rate = layer.get("rate")
     workers, slots = pool_shape(layer.get("concurrency"), layer.get("stages"), rate, layer.get("workers"),
-                                layer.get("slots"), thresholds.max_concurrent_operations)
-    room.check(workers, slots, rate)
+                                layer.get("slots"), thresholds.max_concurrent_operations, threads=threads)
+    room.check(workers, slots, rate, threads=threads)
 
 
 def no_unknown(table, known, where):

@@ -43,6 +43,8 @@ class StressTestResult:
     measures_ms: dict = field(default_factory=dict)  # loadgen.measure name → summary (the flow's stages)
     checks: dict = field(default_factory=dict)  # loadgen.check name → {passes, fails, rate}
     ops: dict = field(default_factory=dict)  # a mix's op name → workload.mix.OpTally.summary()
+    # async slots: operations that blocked the event loop ≥ engine.aslots.STALL_MS ({count, max_ms, total_ms})
+    loop_stalls: dict = field(default_factory=dict)
     breaches: list = field(default_factory=list)
     thresholds_exceeded: list = field(default_factory=list)  # report-only thresholds passed (threshold_exceeded)
     resource_exhaustion_detected: bool = False  # the seed's flag: a threshold was breached or exceeded
@@ -193,6 +195,10 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
         messages.insert(0, f"stopped: {outcome.stop_reason}")
     for c in outcome.crashes[:5]:
         messages.append(f"worker {c['worker']} died with {c['exit']} ({c['hint']})")
+    if outcome.loop_stalls:
+        st = outcome.loop_stalls
+        messages.append(f"loop stalls: {st['count']} (longest {st['max_ms']:g} ms): an operation blocked the event "
+                        "loop (time.sleep, CPU or blocking I/O in an async def target); every operation in flight waited")
     for a in outcome.anomalies[:5]:
         messages.append(f"accounting: worker {a['worker']}'s counters show {a['excess']} more operations ended "
                         f"than started (a forked copy wrote them); counts clamped")
@@ -220,6 +226,7 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
         measures_ms=measures_ms,
         checks=checks_summary(outcome.checks),
         ops=ops,
+        loop_stalls=dict(outcome.loop_stalls),
         breaches=list(outcome.breaches),
         thresholds_exceeded=list(outcome.exceeded),
         resource_exhaustion_detected=bool(outcome.breaches or outcome.exceeded),

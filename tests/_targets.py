@@ -166,3 +166,34 @@ def browse(inputs=None, fail_every=0):
 
 
 _browsed = 0
+
+
+async def asleep(inputs=None, ms=1000.0):
+    import asyncio
+
+    await asyncio.sleep(ms / 1000)
+
+
+async def ahang(inputs=None, ignore_cancel=False):
+    """Never returns; with ``ignore_cancel`` it swallows its cancellation and sleeps on (a hung client)."""
+    import asyncio
+
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            if not ignore_cancel:
+                raise
+
+
+async def ablock(inputs=None, ms=300.0):
+    """Blocks the event loop (a sync sleep in an async def): a loop stall."""
+    time.sleep(ms / 1000)
+
+
+async def afail(inputs=None):
+    raise ValueError("async failure")
+
+
+async def anoop(inputs=None):
+    return None

@@ -6,21 +6,49 @@ so ``started - succeeded - failed`` is exactly what was running when a
 worker died; ``START_NS`` (CLOCK_MONOTONIC, shared by all processes) lets
 the master see an operation that hangs past its timeout; ``DROPPED`` and
 ``REJECTED`` count open-model arrivals no slot could start in time and
-calls the circuit breaker refused. The master reads them after the worker
-is gone: the accounting survives any death.
+calls the circuit breaker refused. ``TIMED_OUT`` counts the failures that were
+an async slot cancelling an operation at its timeout (a subset of ``FAILED``, so
+``started - succeeded - failed`` stays what is running). The master reads them
+after the worker is gone: the accounting survives any death.
 """
 
-SLOT_FIELDS = 6
-STARTED, SUCCEEDED, FAILED, START_NS, DROPPED, REJECTED = range(SLOT_FIELDS)
+SLOT_FIELDS = 7
+STARTED, SUCCEEDED, FAILED, START_NS, DROPPED, REJECTED, TIMED_OUT = range(SLOT_FIELDS)
+
+
+VECTOR_SLOTS = 64  # from this many slots on, sums and scans are numpy's (async workers hold thousands)
 
 
 def slot_totals(counters, slots):
-    """[started, succeeded, failed, dropped, rejected] summed over a worker's slots (shared memory)."""
-    s = [0, 0, 0, 0, 0]
+    """[started, succeeded, failed, dropped, rejected, timed out] summed over a worker's slots (shared
+    memory); failed includes the timed out."""
+    if slots >= VECTOR_SLOTS:
+        t = _table(counters, slots).sum(axis=0)
+        return [int(t[STARTED]), int(t[SUCCEEDED]), int(t[FAILED]), int(t[DROPPED]), int(t[REJECTED]),
+                int(t[TIMED_OUT])]
+    s = [0, 0, 0, 0, 0, 0]
     for base in range(0, slots * SLOT_FIELDS, SLOT_FIELDS):
         s[0] += counters[base + STARTED]
         s[1] += counters[base + SUCCEEDED]
         s[2] += counters[base + FAILED]
         s[3] += counters[base + DROPPED]
         s[4] += counters[base + REJECTED]
+        s[5] += counters[base + TIMED_OUT]
     return s
+
+
+def running_since(counters, slots):
+    """slot → monotonic start time (ns) of the operation each busy slot is running."""
+    if slots >= VECTOR_SLOTS:
+        import numpy as np
+
+        starts = _table(counters, slots)[:, START_NS]
+        busy = np.flatnonzero(starts)
+        return dict(zip(busy.tolist(), starts[busy].tolist()))
+    return {i: counters[i * SLOT_FIELDS + START_NS] for i in range(slots) if counters[i * SLOT_FIELDS + START_NS]}
+
+
+def _table(counters, slots):
+    import numpy as np
+
+    return np.frombuffer(counters, dtype=np.int64, count=slots * SLOT_FIELDS).reshape(slots, SLOT_FIELDS)

@@ -21,22 +21,28 @@ from ..errors import UsageError
 from ..workload.targets import TargetSpec
 from . import room
 from .messages import WorkOrder
+from .room import MAX_THREAD_SLOTS
 
 log = logging.getLogger("loadgen.runner")
 
 MAX_RESTARTS = 10  # workers a run replaces before it gives up (exit 1)
 
 
-def pool_shape(concurrency, stages, rate, workers, slots, cap):
+def pool_shape(concurrency, stages, rate, workers, slots, cap, threads=True):
     """``(workers, slots)`` of a run: those given, else derived. Closed model: enough slots for the
     peak concurrency (its stages included, at most ``cap``) over at most :func:`default_workers`
-    workers. Open model: in flight is bounded by the slots, ``cap`` of them over the workers."""
+    workers. Open model: in flight is bounded by the slots, ``cap`` of them over the workers.
+    ``threads``: slots are threads (a sync target): derived workers then hold at most
+    :data:`~loadgen.engine.room.MAX_THREAD_SLOTS` each (more workers instead)."""
     if rate is not None:
+        peak = cap
         workers = workers or default_workers()
-        return workers, slots or max(1, cap // workers)
-    peak = min(max([concurrency or 1] + [math.ceil(s.target) for s in stages or ()]), cap)
-    workers = workers or min(default_workers(), peak)
-    return workers, slots or max(1, math.ceil(peak / workers))
+    else:
+        peak = min(max([concurrency or 1] + [math.ceil(s.target) for s in stages or ()]), cap)
+        workers = workers or min(default_workers(), peak)
+    if threads and not slots:
+        workers = max(workers, math.ceil(peak / MAX_THREAD_SLOTS))
+    return workers, slots or max(1, math.ceil(peak / workers) if rate is None else peak // workers)
 
 
 @dataclass(frozen=True)
@@ -95,9 +101,10 @@ class RunPlan:
             if peak > thresholds.max_concurrent_operations:
                 log.warning("concurrency %d capped at max_concurrent_operations=%d", peak,
                             thresholds.max_concurrent_operations)
+        threads = not self.target.asynchronous
         workers, slots = pool_shape(self.concurrency, self.stages, self.rate, self.workers, self.slots,
-                                    thresholds.max_concurrent_operations)
-        room.check(workers, slots, self.rate)
+                                    thresholds.max_concurrent_operations, threads=threads)
+        room.check(workers, slots, self.rate, threads=threads)
         return replace(self, duration_s=duration, workers=workers, slots=slots)
 
     def to_dict(self):

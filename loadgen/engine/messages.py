@@ -54,6 +54,7 @@ class Ready:
     index: int
     pid: int
     create_time: float
+    asynchronous: bool = False  # async slots: the worker cancels operations at their timeout itself
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class ResultBatch:
     lateness: object = None  # open model: start-time lateness (µs), stats.Sparse
     rejected: int = 0  # refused by the circuit breaker (never dispatched)
     breaker: tuple = ()  # breaker transitions: (UNIX time, from, to, reason)
+    stalls: tuple = ()  # async slots: each loop stall of the batch, ms late (engine.aslots)
 
 
 @dataclass(frozen=True)

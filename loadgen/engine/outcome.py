@@ -90,6 +90,7 @@ class RunOutcome:
     measures: dict = field(default_factory=dict)  # loadgen.measure name → Histogram (the flow's stages among them)
     checks: dict = field(default_factory=dict)  # loadgen.check name → [passes, fails]
     ops: dict = field(default_factory=dict)  # a mix's op name → workload.mix.OpTally
+    loop_stalls: dict = field(default_factory=dict)  # async slots: {count, max_ms, total_ms} (engine.aslots)
     errors: CappedCounter = field(default_factory=lambda: CappedCounter(MAX_ERROR_KEYS))
     tracebacks: dict = field(default_factory=dict)
     breaches: list = field(default_factory=list)
@@ -238,6 +239,12 @@ class Seconds:
             named.add_checks(sec.checks, b.checks)
         if b.ops:
             add_ops(out.ops, b.ops)
+        if b.stalls:
+            st = out.loop_stalls or {"count": 0, "max_ms": 0.0, "total_ms": 0.0}
+            st["count"] += len(b.stalls)
+            st["max_ms"] = round(max(st["max_ms"], *b.stalls), 1)
+            st["total_ms"] = round(st["total_ms"] + sum(b.stalls), 1)
+            out.loop_stalls = st
         if b.errors:
             sec.errors += sum(b.errors.values())
             out.errors.update(b.errors)

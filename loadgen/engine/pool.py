@@ -22,10 +22,12 @@ from . import _proc
 from ..config import TIMING
 from ..errors import UsageError
 from ..analysis.stats import Accounting
-from .counters import SLOT_FIELDS, START_NS, slot_totals
+from .counters import SLOT_FIELDS, running_since, slot_totals
 from .worker import worker_main
 
 log = logging.getLogger("loadgen.pool")
+
+CANCEL_GRACE_S = 2.0  # an async worker's operation may ignore its cancellation this long before the worker is replaced
 
 
 def get_context(start_method=None):
@@ -107,6 +109,7 @@ class WorkerHandle:
     said_goodbye: bool = False
     quota_given: int = 0
     timed_out_slots: set = field(default_factory=set)
+    cancels: bool = False  # an async worker: it cancels operations at their timeout itself (Ready.asynchronous)
     exit_reason: str | None = None
     error: object = None
 
@@ -116,8 +119,7 @@ class WorkerHandle:
 
     def running_since_ns(self, slots):
         """slot → monotonic start time (ns) of the operation it is running."""
-        c = self.counters
-        return {i: c[i * SLOT_FIELDS + START_NS] for i in range(slots) if c[i * SLOT_FIELDS + START_NS]}
+        return running_since(self.counters, slots)
 
     def final_accounting(self, slots):
         """What became of every operation this worker started (its shared counters outlive it): those
@@ -128,16 +130,17 @@ class WorkerHandle:
         (whose copies loadgen cuts off from the counters) can write that. The accounting is then
         clamped (nothing in flight, dispatched = ended) so that no count is impossible, and the
         anomaly says by how much the counters were written to."""
-        started, succ, fail, dropped, rejected = self.totals(slots)
+        started, succ, fail, dropped, rejected, cancelled = self.totals(slots)
         anomaly = None
-        if succ + fail > started or min(started, succ, fail, dropped, rejected) < 0:
+        if succ + fail > started or cancelled > fail or min(started, succ, fail, dropped, rejected, cancelled) < 0:
             anomaly = {"worker": self.index, "pid": self.pid, "started": started, "ended": succ + fail,
                        "excess": succ + fail - started}
-            succ, fail, dropped, rejected = (max(0, x) for x in (succ, fail, dropped, rejected))
+            succ, fail, dropped, rejected, cancelled = (max(0, x) for x in (succ, fail, dropped, rejected, cancelled))
+            cancelled = min(cancelled, fail)
             started = max(started, succ + fail)
         in_flight = started - succ - fail
         timed_out = min(len(self.timed_out_slots), in_flight)
-        return Accounting(dispatched=started, succeeded=succ, failed=fail, timed_out=timed_out,
+        return Accounting(dispatched=started, succeeded=succ, failed=fail - cancelled, timed_out=timed_out + cancelled,
                           crashed=in_flight - timed_out, dropped=dropped, rejected=rejected), anomaly
 
 
@@ -290,7 +293,10 @@ class Pool:
         for h in list(self.handles.values()):
             if h.timed_out_slots or not h.process.is_alive():
                 continue
-            late = [i for i, t in h.running_since_ns(self.slots).items() if now_ns - t > timeout_s * 1e9]
+            # An async worker cancels an operation at its timeout itself: it is replaced only when the
+            # operation ignores the cancellation for CANCEL_GRACE_S more.
+            limit_ns = (timeout_s + (CANCEL_GRACE_S if h.cancels else 0.0)) * 1e9
+            late = [i for i, t in h.running_since_ns(self.slots).items() if now_ns - t > limit_ns]
             if late:
                 out.append((h, late))
         return out

@@ -11,7 +11,9 @@ with exit 2, naming the flag and the rule:
   half of what the ``pids`` cgroup controller still allows (``pids.max``), and memory room =
   ``MemAvailable`` ÷ :data:`WORKER_MB`;
 * threads: ``workers × slots`` ≤ min(pid room, thread room, task room, MemAvailable ÷
-  :data:`THREAD_KB`), thread room = half of ``/proc/sys/kernel/threads-max`` − tasks now;
+  :data:`THREAD_KB`), thread room = half of ``/proc/sys/kernel/threads-max`` − tasks now; for an
+  async target the slots are coroutines: ``workers × slots`` ≤ MemAvailable ÷ :data:`COROUTINE_KB`;
+* thread slots: at most :data:`MAX_THREAD_SLOTS` a worker (derived shapes use more workers instead);
 * rate: ``--rate`` ≤ cores × :data:`STARTS_PER_CORE` (one start per microsecond per core: no Python
   operation starts faster, so beyond it every arrival would be dropped).
 
@@ -28,6 +30,8 @@ from .cgroup import pids_room
 
 WORKER_MB = 50  # an idle worker: ≈ 30 MB resident with numpy (spawn), less under fork; room for its work
 THREAD_KB = 256  # a slot thread: its stack's touched pages, its frames and its share of the lists
+MAX_THREAD_SLOTS = 1_000  # threads a worker runs for a sync target (an async one runs coroutines instead)
+COROUTINE_KB = 64  # an async slot: its coroutine, its operation's task and buffers (generous: a target's own state)
 STARTS_PER_CORE = 1_000_000
 
 
@@ -116,9 +120,21 @@ def limits():
     return out
 
 
-def check(workers, slots, rate=None, *, room=None):
-    """Refuse (:class:`UsageError`, exit 2) a plan this machine has no room for (see the module)."""
+def check(workers, slots, rate=None, *, room=None, threads=True):
+    """Refuse (:class:`UsageError`, exit 2) a plan this machine has no room for (see the module).
+    ``threads``: slots are threads (a sync target); else coroutines, bounded by memory only."""
     room = limits() if room is None else room
+    if not threads:
+        avail = _available_mb()
+        if avail is not None and workers * slots * COROUTINE_KB > avail * 1024:
+            raise UsageError(f"--slots {slots} × --workers {workers} = {workers * slots} async slots: this machine has "
+                             f"room for {avail * 1024 // COROUTINE_KB} now (available memory {avail} MB ÷ "
+                             f"{COROUTINE_KB} KB a coroutine and its operation); lower --slots or --concurrency")
+        room = {k: v for k, v in room.items() if k != "threads"}
+    elif slots > MAX_THREAD_SLOTS:
+        raise UsageError(f"--slots {slots}: a sync target runs one thread per slot, at most {MAX_THREAD_SLOTS} a "
+                         f"worker; give more --workers (each holds {MAX_THREAD_SLOTS}), or make the target "
+                         "async def (coroutine slots, thousands a worker)")
     if "processes" in room and workers > room["processes"][0]:
         n, why = room["processes"]
         raise UsageError(f"--workers {workers}: this machine has room for {n} worker processes now "

@@ -151,7 +151,7 @@ class Runner(FaultHandling):
             index=0, slots=p.slots, target=p.target, nice=p.nice, blas_threads=p.blas_threads,
             log_path=os.path.join(self.run_dir, WORKER_LOG) if self.run_dir else None,
             bounded=p.operations is not None, schedule=self.load.schedule, stride=p.workers, workers=p.workers,
-            max_lateness_s=p.max_lateness_s, breaker=p.breaker))
+            max_lateness_s=p.max_lateness_s, breaker=p.breaker, op_timeout_s=p.op_timeout_s))
         self.load.attach(self.pool)
         self.pool.start(interrupted=lambda: bool(self.gate.received))
         self.events.emit("phase", name="pool_start", workers=p.workers, slots=p.slots, pgid=self.pool.pgid,
@@ -298,7 +298,7 @@ class Runner(FaultHandling):
 
     def _on_ready(self, msg, h):
         h.ready = True
-        h.pid, h.create_time = msg.pid, msg.create_time
+        h.pid, h.create_time, h.cancels = msg.pid, msg.create_time, msg.asynchronous
         self.monitor.watch(msg.pid, msg.create_time, pgid=self.pool.pgid, role="worker")
         if self.stopping is not None:
             self.pool.send(h, Stop(drain=True))

@@ -35,6 +35,10 @@ from ..workload.targets import TargetSpec, build_operation
 MAX_ERROR_KEYS = 50  # distinct error keys a worker reports; the rest go to "other"
 TRACEBACKS_PER_KEY = 3  # the first tracebacks of each error type are kept
 INPUTS_EXHAUSTED = "inputs exhausted"
+SMALL_STACK_FROM = 64  # from this many thread slots on, each thread gets a SLOT_STACK_BYTES stack
+# A slot thread's stack: 1 MiB, not the default 8 MiB (ulimit -s): below the 2 MiB of a transparent
+# huge page, so a thousand threads touch a few pages each, not a huge page each (which reads as a leak).
+SLOT_STACK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class WorkerSpec:
     max_lateness_s: float = 1.0  # open model: an arrival no slot can start within this is dropped
     breaker: object = None  # breaker.BreakerConfig: a circuit breaker in front of the slots (None: none)
     inputs_skip: int = 0  # records of this worker's share already used by workers it replaces
+    op_timeout_s: float | None = None  # async slots cancel an operation past it (thread slots cannot)
 
 
 def worker_main(spec, conn, shm):
@@ -145,7 +150,7 @@ class Worker:
         self.latencies = []  # ns, appended by slots
         self.errors = []  # (key, traceback or None)
         self.tracebacks = {}  # error key → how many of its tracebacks were shipped
-        self._last = [0, 0, 0, 0, 0]  # started, succeeded, failed, dropped, rejected at the previous batch
+        self._last = [0, 0, 0, 0, 0, 0]  # started, succeeded, failed, dropped, rejected, timed out at the previous batch
         self.breaker = None
         if spec.breaker is not None:
             from ..workload.breaker import CircuitBreaker
@@ -167,6 +172,8 @@ class Worker:
         self._copies = set()
         self._arrival_lock = threading.Lock()
         self._next_arrival = None  # open model: this worker's next arrival k (arrival n = k·stride + index)
+        self._loop = self._changed = None  # async slots: their event loop, and the event an order sets
+        self.stalls = []  # async slots: how late (ms) the loop woke its watchdog, each stall
 
     # ------------------------------------------------------------------ main thread
 
@@ -193,12 +200,23 @@ class Worker:
             self.conn.send(WorkerError(spec.index, type(e).__name__, str(e), traceback.format_exc()))
             return 3
         named.collect()
-        self.conn.send(Ready(spec.index, os.getpid(), _proc.own_create_time()))
-        for i in range(spec.slots):
-            body = closed_slot if spec.schedule is None else open_slot
-            t = threading.Thread(target=self._slot, args=(body, i), name=f"slot-{i}", daemon=True)
+        asynchronous = bool(getattr(self.op, "is_async", False))
+        self.conn.send(Ready(spec.index, os.getpid(), _proc.own_create_time(), asynchronous=asynchronous))
+        if asynchronous:  # every slot a coroutine on one event loop (engine.aslots)
+            from . import aslots
+
+            t = threading.Thread(target=self._slot, args=(lambda w, _i: aslots.run(w), 0), name="async-slots",
+                                 daemon=True)
             t.start()
             self.threads.append(t)
+        else:
+            if spec.slots > SMALL_STACK_FROM:
+                threading.stack_size(SLOT_STACK_BYTES)
+            for i in range(spec.slots):
+                body = closed_slot if spec.schedule is None else open_slot
+                t = threading.Thread(target=self._slot, args=(body, i), name=f"slot-{i}", daemon=True)
+                t.start()
+                self.threads.append(t)
         next_flush = int(time.time()) + 1
         while True:
             timeout = max(0.0, next_flush - time.time())
@@ -295,11 +313,60 @@ class Worker:
                 self.schedule_horizon_s = order.schedule_horizon_s
                 self.active = self.spec.slots
             self.wake.notify_all()
+        self._kick_loop()
 
     def _stop(self, msg):
         with self.wake:
             self.stopping = True
             self.wake.notify_all()
+        self._kick_loop()
+
+    # ------------------------------------------------------------------ async slots (engine.aslots)
+
+    def attach_loop(self, loop):
+        """The loop thread's event loop: the master's orders wake its coroutines (:meth:`changed`)."""
+        import asyncio
+
+        self._changed = asyncio.Event()
+        self._loop = loop
+
+    async def changed(self):
+        """Wait (on the loop) for the master's next order or a stop."""
+        await self._changed.wait()
+
+    def _kick_loop(self):
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._kick)
+            except RuntimeError:  # the loop has ended
+                pass
+
+    def _kick(self):
+        import asyncio
+
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    def try_start(self, i):
+        """:meth:`may_start` without blocking, for a coroutine: True (start one), False (stopping),
+        None (not now: wait for an order)."""
+        with self.wake:
+            if self.stopping:
+                return False
+            if i < self.active:
+                if self.quota is None:
+                    return True
+                if self._claimed < self.quota:
+                    self._claimed += 1
+                    return True
+            return None
+
+    def begin_schedule(self):
+        """Open model, on the loop: the schedule has started; set this worker's first arrival."""
+        with self.wake:
+            if self._next_arrival is None:
+                self._next_arrival = self.first_arrival()
 
     def _flush(self, second):
         import numpy as np
@@ -343,9 +410,17 @@ class Worker:
             dropped=delta[3], rejected=delta[4], breaker=self._drain_breaker(),
             in_flight=totals[0] - totals[1] - totals[2], latency=latency, response=response, lateness=lateness,
             measures=measures, checks=checks, ops=ops, errors=counts.to_dict(), tracebacks=new_tracebacks,
+            stalls=self._drain(self.stalls),
         ))
 
     # ------------------------------------------------------------------ slots
+
+    @staticmethod
+    def _drain(values):
+        n = len(values)
+        out = tuple(values[:n])
+        del values[:n]
+        return out
 
     def _drain_breaker(self):
         if self.breaker is None:

@@ -62,11 +62,14 @@ def render_summary(report):
     rows = []
     for d in report["detailed_metrics"]:
         lat = d["latency_ms"]
-        rows.append([d["test_name"], d["total_operations"], f"{d['success_rate'] if 'success_rate' in d else _rate(d):.1%}",
-                     f"{d['throughput_ops_per_sec']:.1f}", _ms(lat.get("p50")), _ms(lat.get("p99")),
-                     d["max_concurrent_operations"], f"{d['peak_memory_mb']:.0f}", f"{d['peak_cpu_percent']:.0f}"])
+        rate = d["throughput_ops_per_sec"]
+        rows.append([d["test_name"], f"{d['total_operations']:,}",
+                     f"{d['success_rate'] if 'success_rate' in d else _rate(d):.1%}",
+                     f"{rate:,.1f}" if rate < 1000 else f"{rate:,.0f}", _ms(lat.get("p50")), _ms(lat.get("p99")),
+                     f"{d['max_concurrent_operations']:,}", f"{d['peak_memory_mb']:.0f}", f"{d['peak_cpu_percent']:.0f}"])
     lines.append(tabulate(rows, headers=["component", "ops", "success", "ops/s", "p50 ms", "p99 ms",
-                                         "peak in flight", "peak MB", "peak CPU %"]))
+                                         "peak in flight", "peak MB", "peak CPU %"], disable_numparse=True,
+                          colalign=("left",) + ("right",) * 8))
     crit = []
     for d in report["detailed_metrics"]:
         for c in d["criteria"]:
@@ -92,6 +95,10 @@ def render_summary(report):
     for b in report["breaches"]:
         lines.append(f"Breach: {b['metric']} = {b['value']:.1f} > {b['limit']:.1f}")
     for d in report["detailed_metrics"]:
+        st = d.get("loop_stalls") or {}
+        if st.get("count"):
+            lines.append(f"Loop stalls in {d['test_name']}: {st['count']} (longest {st.get('max_ms')} ms, "
+                         f"{st.get('total_ms')} ms in all): an operation blocked the event loop of an async worker")
         for e in d.get("thresholds_exceeded") or []:
             lines.append(f"Threshold exceeded (reported, the run went on): {e['metric']} = {e['value']:.1f} > "
                          f"{e['limit']:.1f} in {d['test_name']}")
@@ -109,7 +116,7 @@ def _rate(d):
 
 
 def _ms(v):
-    return "—" if v is None else f"{v:.1f}"
+    return "—" if v is None else f"{v:.1f}" if v >= 1 else f"{v:.3f}"
 
 
 def _key_text(c):

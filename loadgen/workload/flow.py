@@ -88,7 +88,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..config import check_int, check_number, parse_duration
+from ..config import check_bool, check_int, check_number, parse_duration
 from ..errors import UsageError
 from ..named import measure
 
@@ -489,6 +489,8 @@ FLOW_PARAMS = {
     "max_style_loops": ("int", 2, "most times style_validation may loop back to draft_generation"),
     "leak_mb_per_op": ("MB", 0.0, "memory each kickoff retains on purpose, to exercise leak detection"),
     "seed": ("int | none", None, "seed for reproducible failures, loops and waits (none: random)"),
+    "async_io": ("bool", False, "the LLM waits are awaited (akickoff on async slots: thousands of sessions "
+                 "in flight per worker; the CPU work still blocks, as in a real async service)"),
 }
 
 _COERCE = {
@@ -504,6 +506,7 @@ _COERCE = {
     "max_style_loops": lambda v, w: check_int(v, w, 0, MAX_STYLE_LOOPS),
     "leak_mb_per_op": _mb,
     "seed": _seed,
+    "async_io": lambda v, w: check_bool(v, w),
 }
 
 
@@ -575,6 +578,7 @@ class MockAIWritingFlowV2:
         max_style_loops=2,
         leak_mb_per_op=0.0,
         seed=None,
+        async_io=False,
     ):
         self.processing_time_base = _seconds(processing_time_base, "processing_time_base")
         self.failure_rate = _probability(failure_rate, "failure_rate")
@@ -583,6 +587,7 @@ class MockAIWritingFlowV2:
         self.max_style_loops = _count(max_style_loops, "max_style_loops")
         self.leak_mb_per_op = _number(leak_mb_per_op, "leak_mb_per_op")
         self.seed = _seed(seed, "seed")
+        self.async_io = check_bool(async_io, "async_io")
 
         base_io_ms = self.processing_time_base * 1000.0
         self.stage_cpu_ms = dict(DEFAULT_STAGE_CPU_MS)
@@ -646,6 +651,7 @@ class MockAIWritingFlowV2:
             "max_style_loops": self.max_style_loops,
             "leak_mb_per_op": self.leak_mb_per_op,
             "seed": self.seed,
+            "async_io": self.async_io,
         }
 
     @property
@@ -663,7 +669,8 @@ class MockAIWritingFlowV2:
         return np.random.default_rng([self._entropy, os.getpid(), call_index])
 
     def _run_stage(self, stage, rng, timings_us):
-        """One pass of ``stage``: working set, CPU, LLM wait; adds its wall µs.
+        """One pass of ``stage``: working set, CPU, then the LLM wait — yielded, in seconds, for the
+        caller to sleep or await (see :meth:`_pipeline`); adds its wall µs.
 
         Each pass is a ``loadgen.measure`` of the stage's name (so a run's report shows each
         stage's latency, a style loop's second pass as a sample of its own). Returns None, or
@@ -686,7 +693,7 @@ class MockAIWritingFlowV2:
                     if wait_s > left_s:
                         wait_s, cut = max(left_s, 0.0), True
                 if wait_s > 0:
-                    time.sleep(wait_s)
+                    yield wait_s
             del working_set  # released at stage end, not at kickoff end
         wall_ns = timed.ns
         timings_us[stage] = timings_us.get(stage, 0) + wall_ns // 1000
@@ -704,6 +711,30 @@ class MockAIWritingFlowV2:
         never raised; a deadline miss ends the kickoff at that stage.
         Thread-safe.
         """
+        steps = self._pipeline(inputs)
+        try:
+            while True:
+                time.sleep(next(steps))
+        except StopIteration as done:
+            return done.value
+
+    async def akickoff(self, inputs=None):
+        """:meth:`kickoff` whose LLM waits are awaited (``asyncio.sleep``): thousands of kickoffs can
+        wait at once on one event loop. The CPU and memory work of a stage runs as in ``kickoff``,
+        blocking the loop while it lasts, as a real async service's Python code does."""
+        import asyncio
+
+        steps = self._pipeline(inputs)
+        try:
+            while True:
+                await asyncio.sleep(next(steps))
+        except StopIteration as done:
+            return done.value
+        finally:
+            steps.close()  # cancelled mid-wait: the kickoff's own clean-up (its leak, if any) runs now
+
+    def _pipeline(self, inputs):
+        """The pipeline as a generator: yields each wait (s), returns the :class:`FlowResult`."""
         rng = self._rng(next(self._calls))
         # Every decision is drawn up front, in a fixed order, so that e.g.
         # changing failure_rate does not shift the waits of the same seed.
@@ -719,7 +750,7 @@ class MockAIWritingFlowV2:
             i = 0
             while i < len(STAGES):
                 stage = STAGES[i]
-                timed_out = self._run_stage(stage, rng, timings_us)
+                timed_out = yield from self._run_stage(stage, rng, timings_us)
                 if timed_out:
                     return FlowResult(FAILED, stage, timed_out, timings_us, style_loops)
                 if stage == "input_validation" and not (inputs is None or isinstance(inputs, Mapping)):

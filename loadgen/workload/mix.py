@@ -142,6 +142,23 @@ class Mix:
         return result
 
 
+class AsyncMix(Mix):
+    """A :class:`Mix` of ``async def`` ops: calling it gives the coroutine of the op picked."""
+
+    is_async = True
+
+    async def __call__(self, inputs):
+        i = self.order[self._next() % len(self.order)]
+        t0 = _clock()
+        try:
+            result = await self.calls[i](inputs)
+        except Exception as e:
+            _log.append((i, (_clock() - t0) // 1000, type(e).__name__))
+            raise
+        _log.append((i, (_clock() - t0) // 1000, self._classify(result)))
+        return result
+
+
 def drain(names):
     """What this process's mix did since the last call: ``{name: (µs values, succeeded, failed, {error: n})}``."""
     n = len(_log)

@@ -33,6 +33,7 @@ class TargetSpec:
     inputs: str | None = None  # a .jsonl/.csv file: each operation gets the next record
     inputs_mode: str = "cycle"  # or "once": the run ends when the records run out
     mix: tuple = ()  # MixOp, …: a weighted mix of operations (ref is None then)
+    asynchronous: bool | None = None  # runs on async slots (is_async; None: not known in the master)
 
     @property
     def label(self):
@@ -151,16 +152,21 @@ def build_operation(spec, worker_index):
 
     The embedded flow gets its own instance per worker, seeded from the
     run's seed and the worker index so workers do not repeat each other.
-    ``async def`` targets run on one event loop per calling thread.
+    ``async def`` targets give an :class:`AsyncCall`: the worker runs them on async slots.
     """
     if spec.is_flow:
         seed = None if spec.seed is None else spec.seed * 1009 + worker_index
-        return _build_flow(spec.flow_params, seed).kickoff
+        flow = _build_flow(spec.flow_params, seed)
+        return AsyncCall(flow.akickoff, {}) if flow.async_io else flow.kickoff
     if spec.mix:
-        from .mix import Mix
+        from .mix import AsyncMix, Mix
 
         calls = [_call_of(op.ref, spec.op_kwargs(op), spec.factory, spec.inputs is not None) for op in spec.mix]
-        return Mix(calls, [op.weight for op in spec.mix], worker_index, outcome)
+        weights = [op.weight for op in spec.mix]
+        if all(isinstance(c, AsyncCall) for c in calls):
+            return AsyncMix(calls, weights, worker_index, outcome)
+        calls = [blocking(c) if isinstance(c, AsyncCall) else c for c in calls]
+        return Mix(calls, weights, worker_index, outcome)
     return _call_of(spec.ref, dict(spec.kwargs), spec.factory, spec.inputs is not None)
 
 
@@ -174,26 +180,63 @@ def _call_of(ref, kwargs, factory, with_inputs):
         if not callable(fn):
             raise TargetError(f"factory {ref!r} returned a {type(fn).__name__}, not a callable")
     keywords = with_inputs and input_style(fn, kwargs) == "keywords"
-    if inspect.iscoroutinefunction(fn):
-        import asyncio
-        import threading
-
-        local = threading.local()
-
-        def call_async(inputs):
-            loop = getattr(local, "loop", None)
-            if loop is None:
-                loop = local.loop = asyncio.new_event_loop()
-            if keywords:
-                return loop.run_until_complete(fn(**inputs, **kwargs))
-            return loop.run_until_complete(fn(inputs, **kwargs) if _takes_input(fn) else fn(**kwargs))
-
-        return call_async
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+        return AsyncCall(fn, kwargs, keywords, _takes_input(fn))
     if keywords:
         return lambda inputs: fn(**inputs, **kwargs)
     if _takes_input(fn):
         return (lambda inputs: fn(inputs, **kwargs)) if kwargs else fn
     return (lambda inputs: fn(**kwargs)) if kwargs else (lambda inputs: fn())
+
+
+class AsyncCall:
+    """``call(inputs)`` → the coroutine of an ``async def`` target: run by a worker's async slots
+    (``engine.aslots``), many at once on one event loop. ``is_async`` tells the worker so."""
+
+    is_async = True
+    __slots__ = ("fn", "kwargs", "keywords", "takes_input")
+
+    def __init__(self, fn, kwargs, keywords=False, takes_input=True):
+        self.fn, self.kwargs, self.keywords, self.takes_input = fn, kwargs, keywords, takes_input
+
+    def __call__(self, inputs):
+        if self.keywords:
+            return self.fn(**inputs, **self.kwargs)
+        return self.fn(inputs, **self.kwargs) if self.takes_input else self.fn(**self.kwargs)
+
+
+def blocking(acall):
+    """A sync ``call(inputs)`` that runs the async ``acall`` to its end on an event loop of the calling
+    thread (one per thread, kept): an async op in a mix whose other ops are sync."""
+    import asyncio
+    import threading
+
+    local = threading.local()
+
+    def call(inputs):
+        loop = getattr(local, "loop", None)
+        if loop is None:
+            loop = local.loop = asyncio.new_event_loop()
+        return loop.run_until_complete(acall(inputs))
+
+    return call
+
+
+def is_async(spec):
+    """True when ``spec``'s operation runs on async slots (an ``async def`` target, the flow with
+    ``async_io``, a mix of async ops); imports the target (the master checks it anyway)."""
+    if spec.is_flow:
+        from .flow import build_flow
+
+        return bool(build_flow(dict(spec.flow_params)).async_io)
+    refs = [op.ref for op in spec.mix] or [spec.ref]
+    found = []
+    for ref in refs:
+        fn = resolve(ref)
+        if spec.factory:
+            return None  # known only once the factory ran, in a worker
+        found.append(inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)))
+    return all(found)
 
 
 def _build_flow(params, seed):
