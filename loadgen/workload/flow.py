@@ -490,7 +490,8 @@ FLOW_PARAMS = {
     "leak_mb_per_op": ("MB", 0.0, "memory each kickoff retains on purpose, to exercise leak detection"),
     "seed": ("int | none", None, "seed for reproducible failures, loops and waits (none: random)"),
     "async_io": ("bool", False, "the LLM waits are awaited (akickoff on async slots: thousands of sessions "
-                 "in flight per worker; the CPU work still blocks, as in a real async service)"),
+                 "in flight per worker; the CPU work still blocks, as in a real async service) and a stage's "
+                 "working set is freed before its wait"),
 }
 
 _COERCE = {
@@ -692,6 +693,8 @@ class MockAIWritingFlowV2:
                     left_s = deadline_ms / 1000.0 - (time.perf_counter_ns() - timed.t0_ns) / 1e9
                     if wait_s > left_s:
                         wait_s, cut = max(left_s, 0.0), True
+                if self.async_io:
+                    working_set = None  # an async session awaiting its LLM holds no buffers: thousands fit
                 if wait_s > 0:
                     yield wait_s
             del working_set  # released at stage end, not at kickoff end

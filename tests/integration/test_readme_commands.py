@@ -14,7 +14,8 @@ import pytest
 from _helpers import ROOT
 
 README = os.path.join(ROOT, "README.rst")
-PLACEHOLDER_TARGETS = {"mypkg.client:call": "_targets:sleep_ms", "my_module:op": "_targets:sleep_ms"}
+PLACEHOLDER_TARGETS = {"mypkg.client:call": "_targets:sleep_ms", "my_module:op": "_targets:sleep_ms",
+                       "mypkg.aclient:call": "_targets:asleep"}
 NOT_HERE = ("--cluster", "cluster")  # a Dask cluster: parsed, run by the fleet tests instead
 
 
