@@ -197,3 +197,14 @@ async def afail(inputs=None):
 
 async def anoop(inputs=None):
     return None
+
+
+async def afault_once(inputs=None, how="raise", marker="", ms=5):
+    """:func:`fault_once` from inside an ``async def`` (a hang awaits forever; the rest as there)."""
+    import asyncio
+
+    if marker and how == "hang" and _first(marker):
+        await asyncio.sleep(3600)
+    elif how != "hang":
+        fault_once(inputs, how, marker, 0)
+    await asyncio.sleep(ms / 1000)

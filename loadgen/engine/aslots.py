@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 import traceback
 
@@ -115,6 +116,10 @@ async def _call(w, op, record, timeout_s):
         return "TimeoutError", traceback.format_exc(), False
     except Exception as e:  # noqa: BLE001 - an exception is the operation's failure
         return type(e).__name__, traceback.format_exc(), False
+    except asyncio.CancelledError:
+        raise
+    except BaseException as e:  # SystemExit / KeyboardInterrupt from the target, as in a thread slot
+        os._exit(e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1)
     return outcome(result), None, False
 
 

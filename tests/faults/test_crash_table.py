@@ -50,6 +50,27 @@ def test_crash_table(tmp_path, start_method, how, crashed, timed_out, failed, wo
         assert any(e["type"] == "timeout" for e in events)
 
 
+ASYNC_CRASHES = [c if c[0] != "hang" else ("hang", 0, 1, 0, None) for c in CRASHES]  # async: cancelled, not killed
+
+
+@pytest.mark.parametrize("how,crashed,timed_out,failed,words", ASYNC_CRASHES, ids=[c[0] for c in ASYNC_CRASHES])
+def test_crash_table_on_async_slots(tmp_path, how, crashed, timed_out, failed, words):
+    marker = str(tmp_path / "marker")
+    out = Runner(plan("_targets:afault_once", "fork", concurrency=8, workers=2, slots=4, duration_s=2.5,
+                      op_timeout_s=0.8 if how == "hang" else 30.0, kwargs={"how": how, "marker": marker, "ms": 5}),
+                 run_dir=str(tmp_path)).run()
+    acc = out.accounting
+    events = [json.loads(x) for x in open(tmp_path / "events.jsonl")]
+    seen = f"{acc}; exit {out.exit_code} ({out.stop_reason}); events {[e['type'] for e in events]}"
+    assert acc.adds_up(), seen
+    # A worker that dies takes its other in-flight operations with it (up to 3 more, the other slots).
+    assert crashed <= acc.crashed <= crashed * 4 and (acc.timed_out, acc.failed) == (timed_out, failed), seen
+    assert acc.succeeded > 50 and out.exit_code == 0, seen
+    crashes = [e for e in events if e["type"] == "worker_crash"]
+    assert (not crashes) if words is None else (len(crashes) == 1 and words in crashes[0]["exit"]), seen
+    assert not any(e["type"] == "timeout" for e in events), seen  # an async hang is cancelled, never killed
+
+
 def test_restart_limit_stops_the_run(tmp_path):
     out = Runner(plan("_targets:crash_always", concurrency=2, workers=2, slots=1, duration_s=20,
                       max_restarts=3), run_dir=str(tmp_path)).run()
