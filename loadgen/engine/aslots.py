@@ -39,11 +39,9 @@ YIELD_EVERY = 64  # a closed slot hands the loop back at least once every this m
 def run(w):
     """The loop thread's body: every slot of worker ``w`` as a coroutine, until they end."""
     _tune_gc(w.spec.slots)
-    try:
+    if loop_kind() == "uvloop":
         import uvloop
-    except ImportError:
-        uvloop = None
-    if uvloop is not None and hasattr(uvloop, "run"):
+
         uvloop.run(_main(w))
     else:
         asyncio.run(_main(w))
@@ -60,12 +58,15 @@ def _tune_gc(slots):
 
 
 def loop_kind():
-    """``uvloop`` or ``asyncio``: which event loop :func:`run` uses here."""
+    """``uvloop`` or ``asyncio``: the event loop :func:`run` uses here — uvloop when installed, unless
+    ``LOADGEN_EVENT_LOOP=asyncio`` says otherwise."""
+    if os.environ.get("LOADGEN_EVENT_LOOP", "").strip().lower() == "asyncio":
+        return "asyncio"
     try:
-        import uvloop  # noqa: F401
+        import uvloop
     except ImportError:
         return "asyncio"
-    return "uvloop"
+    return "uvloop" if hasattr(uvloop, "run") else "asyncio"
 
 
 async def _main(w):
