@@ -33,7 +33,8 @@ from .counters import DROPPED, FAILED, REJECTED, SLOT_FIELDS, START_NS, STARTED,
 WATCH_TICK_S = 0.01  # the stall watchdog's period
 STALL_MS = 100.0  # the loop woke the watchdog this late: a stall
 GC_ALLOCATIONS_PER_SLOT = 10  # an async worker's young-generation GC threshold, per slot (see _tune_gc)
-YIELD_EVERY = 64  # a closed slot hands the loop back at least once every this many operations
+YIELD_EVERY = 64  # a closed slot hands the loop back at least once every this many operations,
+YIELD_NS = 5_000_000  # and after an operation when this long passed since it last did
 
 
 def run(w):
@@ -153,10 +154,8 @@ async def _closed(w, i):
     clock, mono = time.perf_counter_ns, time.monotonic_ns
     record = None
     n = 0
+    yielded = clock()
     while True:
-        n += 1
-        if not n % YIELD_EVERY:  # an operation that never suspends would hold the loop: let the others run
-            await asyncio.sleep(0)
         if w.stopping:
             return
         if not (i < w.active and w.quota is None):
@@ -179,8 +178,14 @@ async def _closed(w, i):
         c[base + START_NS] = mono()
         t0 = clock()
         key, tb, cancelled = await _call(w, op, record, timeout_s)
-        latencies.append(clock() - t0)
+        t1 = clock()
+        latencies.append(t1 - t0)
         _ended(w, c, base, key, tb, cancelled)
+        n += 1
+        if not n % YIELD_EVERY or t1 - yielded >= YIELD_NS:
+            # An operation that never suspends (or blocks) would hold the loop: let the others run.
+            await asyncio.sleep(0)
+            yielded = clock()
 
 
 async def _open(w):
