@@ -208,3 +208,10 @@ async def afault_once(inputs=None, how="raise", marker="", ms=5):
     elif how != "hang":
         fault_once(inputs, how, marker, 0)
     await asyncio.sleep(ms / 1000)
+
+
+async def aecho_record(inputs=None, path=""):
+    import asyncio
+
+    await asyncio.sleep(0.001)
+    echo_record(inputs, path)

@@ -36,8 +36,9 @@ MAX_ERROR_KEYS = 50  # distinct error keys a worker reports; the rest go to "oth
 TRACEBACKS_PER_KEY = 3  # the first tracebacks of each error type are kept
 INPUTS_EXHAUSTED = "inputs exhausted"
 SMALL_STACK_FROM = 64  # from this many thread slots on, each thread gets a SLOT_STACK_BYTES stack
-# A slot thread's stack: 1 MiB, not the default 8 MiB (ulimit -s): below the 2 MiB of a transparent
-# huge page, so a thousand threads touch a few pages each, not a huge page each (which reads as a leak).
+# A slot thread's stack: 1 MiB, not the default 8 MiB (ulimit -s): 1 GiB of address space for a thousand
+# threads, not 8, and below the 2 MiB of a transparent huge page where THP is "always" (a stack backed by
+# huge pages would read as a leak). With THP "madvise" the pool's memory is the same either way.
 SLOT_STACK_BYTES = 1 << 20
 
 

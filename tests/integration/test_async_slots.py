@@ -86,3 +86,28 @@ def test_sync_targets_keep_threads_within_a_bound(cli, tmp_path):
                              "--max-concurrent-operations", "5000", "--out", "r")
     assert code == 2 and "at most 1000 a worker" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_inputs_and_the_breaker_work_on_async_slots(tmp_path):
+    """Each record reaches exactly one operation (once mode), and an open breaker refuses calls fast —
+    closed and open model — as on thread slots."""
+    from _helpers import Runner
+    from loadgen.config import ResourceThresholds
+    from loadgen.engine.load import RunPlan
+    from loadgen.workload.breaker import BreakerConfig
+    from loadgen.workload.targets import TargetSpec
+
+    free = ResourceThresholds(max_cpu_percent=100, max_concurrent_operations=1000)
+    recs = tmp_path / "recs.jsonl"
+    recs.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(3000)))
+    seen = tmp_path / "seen.jsonl"
+    out = Runner(RunPlan(concurrency=200, workers=2, duration_s=20.0, target=TargetSpec(
+        ref="_targets:aecho_record", kwargs={"path": str(seen)}, inputs=str(recs), inputs_mode="once")), free).run()
+    assert out.stop_reason == "inputs exhausted" and out.accounting.succeeded == 3000
+    assert sorted(json.loads(x)["i"] for x in seen.read_text().splitlines()) == list(range(3000))
+    for model in ({"concurrency": 4}, {"rate": 100}):
+        out = Runner(RunPlan(**model, workers=1, slots=4, duration_s=2.0, target=TargetSpec(ref="_targets:afail"),
+                             breaker=BreakerConfig(failure_threshold=3, recovery_timeout_s=0.5)), free).run()
+        acc = out.accounting
+        assert acc.adds_up() and acc.rejected > 50 and acc.failed == acc.dispatched < 50, (model, acc)
+        assert any(e["state"] == "open" for e in out.breaker_events)
