@@ -134,9 +134,10 @@ class Worker:
     """A worker process's state: its main thread (:meth:`run`) and the slot threads share it.
 
     The load the master set (``active`` slots, ``quota``, the open model's
-    schedule start) is guarded by ``wake``; the slots append latencies (ns),
-    and errors (and ``loadgen.named`` its measurements and checks) to lists the main thread drains once a second, and
-    bump the shared ``counters``.
+    schedule start) is guarded by ``wake``; the slots (threads, or coroutines:
+    ``engine.aslots``) append latencies (ns) and errors to lists the main thread
+    drains once a second (``loadgen.named`` keeps measurements and checks
+    likewise), and bump the shared ``counters``.
     """
 
     def __init__(self, spec, conn, shm):
@@ -353,18 +354,23 @@ class Worker:
         """:meth:`may_start` without blocking, for a coroutine: True (start one), False (stopping),
         None (not now: wait for an order)."""
         with self.wake:
-            if self.stopping:
-                return False
-            if i < self.active:
-                if self.quota is None:
-                    return True
-                if self._claimed < self.quota:
-                    self._claimed += 1
-                    return True
-            return None
+            return self._start_now(i)
+
+    def _start_now(self, i):
+        """Under ``wake``: may slot ``i`` start one more operation now (see :meth:`try_start`)?"""
+        if self.stopping:
+            return False
+        if i < self.active:
+            if self.quota is None:
+                return True
+            if self._claimed < self.quota:  # else the quota is spent: wait for more, or for a stop
+                self._claimed += 1
+                return True
+        return None
 
     def begin_schedule(self):
-        """Open model, on the loop: the schedule has started; set this worker's first arrival."""
+        """Open model: the schedule has started; set this worker's first arrival (the first slot to
+        get here does; see :meth:`first_arrival`)."""
         with self.wake:
             if self._next_arrival is None:
                 self._next_arrival = self.first_arrival()
@@ -435,27 +441,19 @@ class Worker:
     def may_start(self, i):
         """Block until slot ``i`` may start one more operation; False when stopping."""
         with self.wake:
-            while not self.stopping:
-                if i < self.active:
-                    if self.quota is None:
-                        return True
-                    if self._claimed < self.quota:
-                        self._claimed += 1
-                        return True
-                    # Quota spent: wait for more, or for a stop.
+            while (go := self._start_now(i)) is None:
                 self.wake.wait(TIMING.worker_poll_s)
-            return False
+            return go
 
     def await_schedule(self):
-        """Open model: block until the schedule's start arrives; False when stopping first. The
-        first slot to get there sets this worker's first arrival (see :meth:`first_arrival`)."""
+        """Open model: block until the schedule's start arrives; False when stopping first. Then
+        :meth:`begin_schedule`."""
         with self.wake:
             while self.schedule_start_ns is None and not self.stopping:
                 self.wake.wait(TIMING.worker_poll_s)
             if self.stopping:
                 return False
-            if self._next_arrival is None:
-                self._next_arrival = self.first_arrival()
+            self.begin_schedule()
         return True
 
     def claim_arrival(self):
