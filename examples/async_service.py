@@ -8,9 +8,10 @@ lognormal "backend" delay and refuses a share of requests (``error_rate``)
 with an error reply, which the client raises as ``ServiceUnavailable`` — a
 failure, classified by type in the report.
 
-Each slot (thread) of a worker runs its own event loop, so the client keeps
-one connection per slot, opened lazily on that loop and reused: a keep-alive
-client, not a connection per request. Only the loopback interface is used.
+The operation runs on the worker's async slots: every call of a worker shares
+its one event loop, so the client keeps a pool of connections — one per call
+in flight, opened when none is idle and reused after: a keep-alive client, not
+a connection per request. Only the loopback interface is used.
 ::
 
     python -m loadgen run --config examples/async_service.toml
@@ -95,37 +96,35 @@ class LoopbackService:
 
 
 class Client:
-    """Keep-alive client: one connection per calling thread (each slot has its own event loop)."""
+    """Keep-alive client: a pool of connections, one per call in flight, each reused when its call ends
+    with a reply (a connection that failed is closed, never reused)."""
 
     def __init__(self, port):
         self.port = port
-        self._local = threading.local()
-        self._ids = itertools.count(1)  # next() is atomic under the GIL: slots share it
-
-    async def _connection(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = await asyncio.open_connection(HOST, self.port, limit=MAX_LINE)
-        return conn
+        self._idle = []  # open connections no call is using
+        self._ids = itertools.count(1)
 
     async def call(self, record=None):
-        reader, writer = await self._connection()
+        conn = self._idle.pop() if self._idle else await asyncio.open_connection(HOST, self.port, limit=MAX_LINE)
+        reader, writer = conn
         rid = next(self._ids)
         text = (record or {}).get("text", "the quick brown fox")
+        reusable = False
         try:
             writer.write(json.dumps({"id": rid, "text": text}).encode() + b"\n")
             await writer.drain()
             line = await reader.readline()
-        except ConnectionError:
-            self._local.conn = None
-            raise
-        if not line:
-            self._local.conn = None
-            raise ProtocolError("the service closed the connection")
-        reply = json.loads(line)
-        if reply.get("id") != rid:
-            self._local.conn = None
-            raise ProtocolError(f"reply {reply.get('id')} to request {rid}")
+            if not line:
+                raise ProtocolError("the service closed the connection")
+            reply = json.loads(line)
+            if reply.get("id") != rid:
+                raise ProtocolError(f"reply {reply.get('id')} to request {rid}")
+            reusable = True
+        finally:
+            if reusable:
+                self._idle.append(conn)
+            else:
+                writer.close()
         if "error" in reply:
             raise ServiceUnavailable(reply["error"])
         return reply
