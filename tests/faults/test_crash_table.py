@@ -56,7 +56,7 @@ ASYNC_CRASHES = [c if c[0] != "hang" else ("hang", 0, 1, 0, None) for c in CRASH
 @pytest.mark.parametrize("how,crashed,timed_out,failed,words", ASYNC_CRASHES, ids=[c[0] for c in ASYNC_CRASHES])
 def test_crash_table_on_async_slots(tmp_path, how, crashed, timed_out, failed, words):
     marker = str(tmp_path / "marker")
-    out = Runner(plan("_targets:afault_once", "fork", concurrency=8, workers=2, slots=4, duration_s=2.5,
+    out = Runner(plan("_targets:afault_once", "fork", concurrency=8, workers=2, slots=4, duration_s=1.5,
                       op_timeout_s=0.8 if how == "hang" else 30.0, kwargs={"how": how, "marker": marker, "ms": 5}),
                  run_dir=str(tmp_path)).run()
     acc = out.accounting

@@ -37,7 +37,7 @@ def test_five_thousand_in_flight_with_exact_accounting(cli, tmp_path):
 ])
 def test_async_crash_table(cli, tmp_path, target, args, expect):
     code, out, err = cli.run("run", "--target", f"_targets:{target}", "--concurrency", "4", "--workers", "1",
-                             "--duration", "2s", *args, "--out", "r", *FREE)
+                             "--duration", "1.5s", *args, "--out", "r", *FREE)
     d, events = _component(tmp_path)
     acc = d["accounting"]
     assert acc["dispatched"] == acc["succeeded"] + acc["failed"] + acc["timed_out"] + acc["crashed"] > 0
