@@ -93,7 +93,7 @@ async def _watch(w):
             w.stalls.append(late_ms)
 
 
-async def _call(w, op, record, timeout_s):
+async def _call(op, record, timeout_s):
     """``(key, traceback, cancelled)`` of one operation: key None on success; ``cancelled`` when the
     operation was cancelled at ``timeout_s`` (a TimeoutError of the target's own is its failure)."""
     deadline = None
@@ -177,7 +177,7 @@ async def _closed(w, i):
         c[base + STARTED] += 1
         c[base + START_NS] = mono()
         t0 = clock()
-        key, tb, cancelled = await _call(w, op, record, timeout_s)
+        key, tb, cancelled = await _call(op, record, timeout_s)
         t1 = clock()
         latencies.append(t1 - t0)
         _ended(w, c, base, key, tb, cancelled)
@@ -211,7 +211,7 @@ async def _open(w):
     async def one(i, record, due):
         base = i * SLOT_FIELDS
         t0 = mono()
-        key, tb, cancelled = await _call(w, op, record, timeout_s)
+        key, tb, cancelled = await _call(op, record, timeout_s)
         t1 = mono()
         w.latencies.append(t1 - t0)
         w.responses.append(t1 - min(t0, due))
