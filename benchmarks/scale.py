@@ -30,7 +30,7 @@ from loadgen.config import ResourceThresholds  # noqa: E402
 from loadgen.engine.aslots import loop_kind  # noqa: E402
 from loadgen.engine.load import RunPlan  # noqa: E402
 from loadgen.engine.runner import Runner  # noqa: E402
-from loadgen.workload.targets import TargetSpec, is_async  # noqa: E402
+from loadgen.workload.targets import TargetSpec, check_target  # noqa: E402
 
 OPS = os.path.join(HERE, "_ops.py")
 WORKERS = 2
@@ -54,7 +54,7 @@ class Sleeper(User):
 def loadgen_run(ref, in_flight, seconds, slots=None):
     spec = TargetSpec(ref=ref)
     plan = RunPlan(concurrency=in_flight, workers=WORKERS, slots=slots, duration_s=seconds,
-                   target=dataclasses.replace(spec, asynchronous=is_async(spec)))
+                   target=dataclasses.replace(spec, asynchronous=check_target(spec)))
     out = Runner(plan, ResourceThresholds(max_cpu_percent=100, max_concurrent_operations=max(in_flight, 50),
                                           max_memory_mb=16_000)).run()
     assert out.accounting.adds_up()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from . import options as opts
 from .config import ResourceThresholds
 from .errors import ExitCode, UsageError
-from .workload.targets import TargetSpec, is_async
+from .workload.targets import TargetSpec
 
 
 @dataclass
@@ -189,8 +189,8 @@ def target_of(settings):
                          "(the factory builds the operation once per worker)")
     records = _named(settings.origin("inputs"), load_records, spec.inputs) if spec.inputs is not None else None
     where = settings.origin("flow_params" if spec.is_flow else "ops" if settings.get("ops") else "target")
-    _named(where, check_target, dataclasses.replace(spec, inputs=None), records)
-    return dataclasses.replace(spec, asynchronous=_named(where, is_async, spec))
+    asynchronous = _named(where, check_target, dataclasses.replace(spec, inputs=None), records)
+    return dataclasses.replace(spec, asynchronous=asynchronous)
 
 
 def _named(where, fn, *args):

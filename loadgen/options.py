@@ -93,20 +93,15 @@ def _text(value, where, strict):
 def _target(value, where, strict):
     """One target (``MOD:fn``, a string), or a weighted mix — a tuple of ``workload.mix.MixOp`` — when
     several are given (a repeated ``--target``, a list) or one carries a weight (``MOD:fn@9``)."""
-    from .workload.mix import parse_mix
+    from .workload.mix import parse_mix, split_weight
 
     items = [value] if isinstance(value, str) else value
     if isinstance(items, (list, tuple)) and len(items) == 1 and isinstance(items[0], str) \
-            and not _weighted(items[0]):
+            and split_weight(items[0])[1] is None:
         return check_text(items[0], where)
     if not isinstance(items, (list, tuple)):
         raise UsageError(f"{where}: expected \"MOD:fn\" or a list of \"MOD:fn@WEIGHT\", got {show(value)}")
     return parse_mix(list(items), where)
-
-
-def _weighted(ref):
-    head, at, tail = ref.rpartition("@")
-    return bool(at) and tail.strip().isdigit() and ":" in head
 
 
 def _ops(value, where, strict):

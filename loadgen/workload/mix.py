@@ -26,11 +26,12 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from ..analysis.stats import CappedCounter
 from ..errors import UsageError
 
 MAX_OPS = 50  # ops in one mix
 MAX_WEIGHT = 10_000
-OP_ERROR_KEYS = 10  # error keys kept per op (the run's own table keeps more)
+OP_ERROR_KEYS = 10  # error keys kept per op, "other" among them (the run's own table keeps more)
 OP_PREFIX = "op:"  # a result's histograms: "op:NAME" beside "latency"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
@@ -52,17 +53,22 @@ class MixOp:
         return f"{self.name}@{self.weight}"
 
 
+def split_weight(text):
+    """``("MOD:fn", 9)`` of ``"MOD:fn@9"``; ``(text, None)`` without a weight."""
+    head, at, tail = text.rpartition("@")
+    if at and tail.strip().isdigit() and ":" in head:
+        return head, int(tail)
+    return text, None
+
+
 def parse_op(item, where):
     """A :class:`MixOp` from ``"MOD:fn[@WEIGHT]"`` or a table ``{target, weight, name, args}``;
     :class:`UsageError` naming ``where`` for anything else."""
     if isinstance(item, MixOp):
         return item
     if isinstance(item, str):
-        ref, weight = item, 1
-        head, at, tail = item.rpartition("@")
-        if at and tail.strip().isdigit() and ":" in head:
-            ref, weight = head, int(tail)
-        table = {"target": ref.strip(), "weight": weight}
+        ref, weight = split_weight(item)
+        table = {"target": ref.strip(), "weight": 1 if weight is None else weight}
     elif isinstance(item, dict):
         table = item
         unknown = set(table) - {"target", "weight", "name", "args"}
@@ -131,15 +137,17 @@ class Mix:
         self._classify = classify
 
     def __call__(self, inputs):
-        i = self.order[self._next() % len(self.order)]
-        t0 = _clock()
+        i, t0 = self._pick(), _clock()
         try:
             result = self.calls[i](inputs)
         except Exception as e:
-            _log.append((i, (_clock() - t0) // 1000, type(e).__name__))
+            _done(i, t0, type(e).__name__)
             raise
-        _log.append((i, (_clock() - t0) // 1000, self._classify(result)))
+        _done(i, t0, self._classify(result))
         return result
+
+    def _pick(self):
+        return self.order[self._next() % len(self.order)]
 
 
 class AsyncMix(Mix):
@@ -148,15 +156,18 @@ class AsyncMix(Mix):
     is_async = True
 
     async def __call__(self, inputs):
-        i = self.order[self._next() % len(self.order)]
-        t0 = _clock()
+        i, t0 = self._pick(), _clock()
         try:
             result = await self.calls[i](inputs)
         except Exception as e:
-            _log.append((i, (_clock() - t0) // 1000, type(e).__name__))
+            _done(i, t0, type(e).__name__)
             raise
-        _log.append((i, (_clock() - t0) // 1000, self._classify(result)))
+        _done(i, t0, self._classify(result))
         return result
+
+
+def _done(i, t0, key):
+    _log.append((i, (_clock() - t0) // 1000, key))
 
 
 def drain(names):
@@ -168,16 +179,14 @@ def drain(names):
     for i, us, key in got:
         entry = out.get(i)
         if entry is None:
-            entry = out[i] = [[], 0, 0, {}]
+            entry = out[i] = [[], 0, 0, CappedCounter(OP_ERROR_KEYS)]
         entry[0].append(us)
         if key is None:
             entry[1] += 1
         else:
             entry[2] += 1
-            errors = entry[3]
-            if key in errors or len(errors) < OP_ERROR_KEYS:
-                errors[key] = errors.get(key, 0) + 1
-    return {names[i]: tuple(v) for i, v in out.items()}
+            entry[3].add(key)
+    return {names[i]: (us, ok, bad, errors.to_dict()) for i, (us, ok, bad, errors) in out.items()}
 
 
 class OpTally:
@@ -190,14 +199,12 @@ class OpTally:
 
         self.latency = Histogram()
         self.succeeded = self.failed = 0
-        self.errors = {}
+        self.errors = CappedCounter(OP_ERROR_KEYS)
 
     def add(self, succeeded, failed, errors):
         self.succeeded += int(succeeded)
         self.failed += int(failed)
-        for key, n in errors.items():
-            if key in self.errors or len(self.errors) < OP_ERROR_KEYS:
-                self.errors[key] = self.errors.get(key, 0) + int(n)
+        self.errors.update(errors)
 
     def summary(self, op, load_s):
         """The result's entry of this op (``op``: its :class:`MixOp`; ``load_s``: seconds of load)."""
@@ -206,7 +213,7 @@ class OpTally:
                 "failed": self.failed, "success_rate": round(self.succeeded / done, 6) if done else None,
                 "throughput": round(done / load_s, 3) if load_s > 0 else None,
                 "latency_ms": self.latency.summary_ms(),
-                "errors": dict(sorted(self.errors.items(), key=lambda kv: -kv[1]))}
+                "errors": self.errors.to_dict()}
 
 
 def add_ops(tallies, ops):
@@ -243,17 +250,16 @@ def merge_summaries(per_result, latency_of):
     for ops in per_result:
         for name, d in (ops or {}).items():
             m = out.setdefault(name, {"target": d.get("target"), "weight": d.get("weight"), "operations": 0,
-                                      "succeeded": 0, "failed": 0, "throughput": None, "errors": {}})
+                                      "succeeded": 0, "failed": 0, "throughput": None,
+                                      "errors": CappedCounter(OP_ERROR_KEYS)})
             for key in ("operations", "succeeded", "failed"):
                 m[key] += int(d.get(key) or 0)
             if d.get("throughput") is not None:
                 m["throughput"] = round((m["throughput"] or 0.0) + d["throughput"], 3)
-            for key, n in (d.get("errors") or {}).items():
-                if key in m["errors"] or len(m["errors"]) < OP_ERROR_KEYS:
-                    m["errors"][key] = m["errors"].get(key, 0) + int(n)
+            m["errors"].update({key: int(n) for key, n in (d.get("errors") or {}).items()})
     for name, m in out.items():
         done = m["operations"]
         m["success_rate"] = round(m["succeeded"] / done, 6) if done else None
         m["latency_ms"] = latency_of(name).summary_ms()
-        m["errors"] = dict(sorted(m["errors"].items(), key=lambda kv: -kv[1]))
+        m["errors"] = m["errors"].to_dict()
     return out

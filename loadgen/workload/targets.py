@@ -33,7 +33,7 @@ class TargetSpec:
     inputs: str | None = None  # a .jsonl/.csv file: each operation gets the next record
     inputs_mode: str = "cycle"  # or "once": the run ends when the records run out
     mix: tuple = ()  # MixOp, …: a weighted mix of operations (ref is None then)
-    asynchronous: bool | None = None  # runs on async slots (is_async; None: not known in the master)
+    asynchronous: bool | None = None  # runs on async slots (check_target says; None: not known in the master)
 
     @property
     def label(self):
@@ -91,7 +91,11 @@ def resolve(ref):
 def check_target(spec, records=None):
     """Fail early, in the master, for a target that cannot work — one that cannot take the first
     ``--inputs`` record included (:func:`input_style`), not 30,000 failed operations later.
-    ``records``: the inputs already read (else read from ``spec.inputs``)."""
+    ``records``: the inputs already read (else read from ``spec.inputs``).
+
+    Returns whether the operation runs on async slots (``TargetSpec.asynchronous``): an ``async def``
+    target or mix of them, the flow with ``async_io``; None for a factory (known only once it ran,
+    in a worker)."""
     if records is None and spec.inputs is not None:
         from .inputs import MODES, load_records
 
@@ -99,12 +103,19 @@ def check_target(spec, records=None):
             raise TargetError(f"inputs_mode: {spec.inputs_mode!r} is not one of {', '.join(MODES)}")
         records = load_records(spec.inputs)
     if spec.is_flow:
-        _build_flow(spec.flow_params, spec.seed)
-        return
+        return _build_flow(spec.flow_params, spec.seed).async_io
+    coroutines = []
     for ref, kwargs in ([(op.ref, spec.op_kwargs(op)) for op in spec.mix] or [(spec.ref, dict(spec.kwargs))]):
         fn = resolve(ref)
+        coroutines.append(_is_coroutine_function(fn))
         if records and not spec.factory:  # a factory's operation exists only in the workers
             _check_binding(ref, fn, kwargs, records[0])
+    return None if spec.factory else all(coroutines)
+
+
+def _is_coroutine_function(fn):
+    """``async def`` — a function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
 
 def input_style(fn, kwargs=()):
@@ -180,7 +191,7 @@ def _call_of(ref, kwargs, factory, with_inputs):
         if not callable(fn):
             raise TargetError(f"factory {ref!r} returned a {type(fn).__name__}, not a callable")
     keywords = with_inputs and input_style(fn, kwargs) == "keywords"
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+    if _is_coroutine_function(fn):
         return AsyncCall(fn, kwargs, keywords, _takes_input(fn))
     if keywords:
         return lambda inputs: fn(**inputs, **kwargs)
@@ -220,23 +231,6 @@ def blocking(acall):
         return loop.run_until_complete(acall(inputs))
 
     return call
-
-
-def is_async(spec):
-    """True when ``spec``'s operation runs on async slots (an ``async def`` target, the flow with
-    ``async_io``, a mix of async ops); imports the target (the master checks it anyway)."""
-    if spec.is_flow:
-        from .flow import build_flow
-
-        return bool(build_flow(dict(spec.flow_params)).async_io)
-    refs = [op.ref for op in spec.mix] or [spec.ref]
-    found = []
-    for ref in refs:
-        fn = resolve(ref)
-        if spec.factory:
-            return None  # known only once the factory ran, in a worker
-        found.append(inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)))
-    return all(found)
 
 
 def _build_flow(params, seed):
