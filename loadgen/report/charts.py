@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import math
 
-from .fmt import fmt_number
+from .fmt import fmt_number, measures_of
 
 FIG_SIZE_IN = (9.0, 3.2)
 FIG_DPI = 100
@@ -59,7 +59,7 @@ def build_charts(report, timeseries, events):
         charts.append(chart)
     # One latency scale for every component's measurement chart: a suite's components compare at a glance.
     top = max([_num(v.get("p99"), 0) for d in report.get("detailed_metrics") or []
-               for v in _measures(d).values() if isinstance(v, dict)] + [0])
+               for v in measures_of(d).values() if isinstance(v, dict)] + [0])
     for d in report.get("detailed_metrics") or []:
         chart = _measures_chart(Figure, d, top * 1.05 or None)
         if chart:
@@ -509,14 +509,8 @@ def _breaker_chart(Figure, tl, events):
             _png(fig))
 
 
-def _measures(d):
-    """A component's named measurements (``stage_latency_ms`` in a report written before them)."""
-    named = d.get("measures_ms") or d.get("stage_latency_ms")
-    return named if isinstance(named, dict) else {}
-
-
 def _measures_chart(Figure, d, xmax=None):
-    stages = {k: v for k, v in _measures(d).items() if isinstance(v, dict) and v.get("p50") is not None}
+    stages = {k: v for k, v in measures_of(d).items() if isinstance(v, dict) and v.get("p50") is not None}
     if not stages:
         return None
     fig, ax = _new_figure(Figure)

@@ -40,6 +40,13 @@ MEASURE_HEAD = ["component", "measurement", "count", "p50 ms", "p95 ms", "p99 ms
 CHECK_HEAD = ["component", "check", "passes", "fails", "pass rate"]
 
 
+def measures_of(d):
+    """A component's named measurements, ``{name: summary}`` (``stage_latency_ms`` in a report written
+    before them; {} when neither is a table)."""
+    named = d.get("measures_ms") or d.get("stage_latency_ms")
+    return named if isinstance(named, dict) else {}
+
+
 def named_tables(report):
     """``(measurement rows, check rows)`` of every component's ``loadgen.measure`` and ``loadgen.check``
     names (heads :data:`MEASURE_HEAD`, :data:`CHECK_HEAD`; numbers as text), for ``summary.txt`` and
@@ -47,8 +54,7 @@ def named_tables(report):
     measures, checks = [], []
     for d in report.get("detailed_metrics") or []:
         name = d.get("test_name")
-        named = d.get("measures_ms") or d.get("stage_latency_ms") or {}
-        for m, s in (named.items() if isinstance(named, dict) else ()):
+        for m, s in measures_of(d).items():
             if isinstance(s, dict):
                 measures.append([name, m, fmt_number(s.get("count"))]
                                 + [fmt_number(s.get(k)) for k in ("p50", "p95", "p99", "max")])
