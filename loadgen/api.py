@@ -269,6 +269,7 @@ def _run_and_report(scs, session, kind, command, started):
         if session.stopped:
             break
         note_scenario(session, sc, kind)  # lets `loadgen report` rebuild a killed run (report/rebuild.py)
+        session.scenario = sc.name  # what runs now (a fleet shard tags its streamed seconds with it)
         results.append(sc.run(session))
         note_component(session, results[-1])
         if session.stopped:

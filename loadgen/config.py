@@ -284,15 +284,15 @@ class Timing:
     stressor_poll_s: float = 0.02  # a stressor's parent: its longest sleep while it waits on a child
     # -- the fleet (loadgen.fleet)
     fleet_connect_s: float = 10.0  # default --cluster-timeout: reach the scheduler, and find workers
-    fleet_start_lead_s: float = 2.0  # default --start-lead: start_at = now + this, after the workers are warm
+    fleet_start_lead_s: float = 60.0  # default --start-lead: the longest wait for every shard's pool to be ready
+    fleet_start_margin_s: float = 0.15  # the start instant: the last shard ready + this (or 3 round trips, if more)
     fleet_tick_s: float = 0.1  # the fleet master's loop wakes at least this often
     fleet_membership_s: float = 0.5  # how often the scheduler's worker list is read
-    fleet_silence_s: float = 15.0  # a shard that streamed nothing (not even a heartbeat) this long is lost
+    fleet_silence_s: float = 15.0  # default --silence-limit: a shard silent this long is lost (and stops itself)
     fleet_second_grace_s: float = 3.0  # a fleet line waits this long past its second for a slow shard
     fleet_stop_grace_s: float = 30.0  # after a stop request, wait this long for the shards' results
     fleet_drain_s: float = 0.3  # after the last result, late stream messages still merge
     shard_heartbeat_s: float = 1.0  # a shard's publisher: heartbeat, events tail, "still wanted?" check
-    shard_late_limit_s: float = 5.0  # a shard that would start this late refuses (a re-run after a worker restart)
 
 
 TIMING = Timing()

@@ -405,9 +405,12 @@ OPTIONS = (
       "one there)", "--shards", metavar="N", level=None, group="fleet"),
     O("cluster_timeout", _duration, "reach the scheduler and find workers within this",
       "--cluster-timeout", metavar="D", default=TIMING.fleet_connect_s, level=None, group="fleet"),
-    O("start_lead", _duration, "shards start their pools at once and begin the load together this long after "
-      "submission (more for slow or busy machines)", "--start-lead", metavar="D",
+    O("start_lead", _duration, "the longest wait for every shard's pool to be ready; the load begins together "
+      "just after the last is (a shard not ready by then: nothing runs, exit 2)", "--start-lead", metavar="D",
       default=TIMING.fleet_start_lead_s, level=None, group="fleet"),
+    O("silence_limit", _duration, "a shard heard nothing from this long is lost; a shard that cannot reach the "
+      "scheduler this long stops its load", "--silence-limit", metavar="D", default=TIMING.fleet_silence_s,
+      level=None, group="fleet"),
 )
 del O
 

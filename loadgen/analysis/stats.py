@@ -239,8 +239,10 @@ class Histogram:
 
 @dataclass
 class Accounting:
-    """Where every operation ended. ``dispatched`` = the sum of the five outcomes;
-    ``dropped`` operations (open model, no free slot) were never dispatched."""
+    """Where every operation ended. ``dispatched`` = the four outcomes (:attr:`completed`) plus
+    ``lost``; ``dropped`` operations (open model, no free slot) were never dispatched. ``lost``: a
+    fleet's operations on a shard that was lost — they ran, but where they ended never reached the
+    fleet (0 in a local run)."""
 
     dispatched: int = 0
     succeeded: int = 0
@@ -249,6 +251,7 @@ class Accounting:
     crashed: int = 0
     dropped: int = 0
     rejected: int = 0  # refused fast by an open circuit breaker (not dispatched)
+    lost: int = 0  # on a fleet's lost shard: dispatched, outcome never delivered
 
     def merge(self, other):
         """Add ``other``'s counts to these, field by field; returns self."""
@@ -268,8 +271,8 @@ class Accounting:
         return self.succeeded / done if done else 0.0
 
     def adds_up(self):
-        """True when every dispatched operation has an outcome (``dispatched == completed``)."""
-        return self.dispatched == self.completed
+        """True when every dispatched operation is accounted for (``dispatched == completed + lost``)."""
+        return self.dispatched == self.completed + self.lost
 
     def to_dict(self):
         """The counts by field name: a report's or an event's ``accounting``."""

@@ -76,7 +76,7 @@ class RunPlan:
     stop_grace_s: float = TIMING.drain_grace_s
     segment_s: float | None = None  # also keep one latency histogram per this many seconds of load
     breaker: object = None  # breaker.BreakerConfig: a circuit breaker in each worker's dispatcher
-    start_at: float | None = None  # UNIX time: a ready pool holds its load until then (fleet shards start together)
+    start_gate: object = None  # StartGate: a ready pool says so and holds its load until the gate opens (fleets)
 
     def validated(self, thresholds):
         """This plan with its bounds checked and ``duration_s``, ``workers`` and ``slots`` resolved
@@ -142,11 +142,33 @@ def stage_target(stages, elapsed, start=0.0):
     return prev
 
 
+class StartGate:
+    """A held start (a fleet shard's first phase): once the whole pool is ready it says so through
+    ``on_ready(ready_at)`` (once; UNIX time), and the load begins at :attr:`at` (UNIX time, this
+    machine's clock) once another thread :meth:`open` s the gate. Until then the pool waits, ready."""
+
+    def __init__(self, on_ready=None):
+        self.on_ready = on_ready
+        self.ready_at = None
+        self.at = None
+
+    def pool_ready(self):
+        """Called by the load model on every check while the ready pool is held; reports once."""
+        if self.ready_at is None:
+            self.ready_at = time.time()
+            if self.on_ready is not None:
+                self.on_ready(self.ready_at)
+
+    def open(self, at):
+        """Let the load begin at ``at`` (UNIX time; a float's assignment is atomic across threads)."""
+        self.at = float(at)
+
+
 class LoadModel:
     """Applies a validated :class:`RunPlan` to a pool: decides, turn by turn, what each worker runs.
 
     The load starts when the whole pool is ready (never on a part of it) and,
-    with ``plan.start_at``, not before that instant. From then the closed
+    with ``plan.start_gate``, not before the gate's instant. From then the closed
     model sends each ready worker its share of the target in flight; the open
     model sends every worker the schedule's start (a replacement joins the
     running schedule); an operations-bound run hands each worker quota in
@@ -178,16 +200,19 @@ class LoadModel:
 
     @property
     def held(self):
-        """True while a ready pool waits for ``plan.start_at``."""
-        return self.started_mono is None and self.plan.start_at is not None
+        """True while the pool (ready or not) waits for ``plan.start_gate`` to open."""
+        return self.started_mono is None and self.plan.start_gate is not None
 
     def maybe_start(self):
-        """Start the load once every worker of the pool is ready (and ``start_at`` has come)."""
+        """Start the load once every worker of the pool is ready (and the start gate's instant has come)."""
         handles = self.pool.handles.values()
         if self.out.pool_ready_s is not None or not handles or not all(x.ready for x in handles):
             return
-        if self.plan.start_at is not None and time.time() < self.plan.start_at:
-            return  # ready, and held until the agreed instant: the loop calls again on time
+        gate = self.plan.start_gate
+        if gate is not None:
+            gate.pool_ready()
+            if gate.at is None or time.time() < gate.at:
+                return  # ready, and held until the agreed instant: the loop calls again on time
         self.out.pool_ready_s = time.monotonic() - self.pool_started
         self.out.load_started_at = time.time()
         self.emit("phase", name="pool_ready", seconds=round(self.out.pool_ready_s, 4))

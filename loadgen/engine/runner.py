@@ -166,7 +166,8 @@ class Runner(FaultHandling):
         while True:
             timeout = TIMING.tick_s
             held = self.load.held
-            left = self.plan.start_at - time.time() if held else 0.0
+            at = self.plan.start_gate.at if held else None
+            left = at - time.time() if at is not None else 0.0
             if 0 < left < timeout:
                 timeout = left  # wake on the instant, not up to a tick after it
             for obj in wait(self._wait_objects(), timeout):

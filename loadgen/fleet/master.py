@@ -5,14 +5,15 @@
         fleet master (this module; the CLI process)
         ┌──────────────────────────────────────────────────────────────────────┐
         │ Client ─▶ scheduler: find shard workers, measure clock offsets,      │
-        │ pick start_at, submit one run_shard task per worker; then blocks in  │
-        │ ONE place: the stream queue (fed by the Client's topic subscription) │
-        │ with a tick, to merge seconds, watch membership, stop, collect.      │
+        │ submit one run_shard task per worker; then blocks in ONE place: the  │
+        │ stream queue (fed by the Client's topic subscription) with a tick,   │
+        │ to open the start once every shard is ready, merge seconds, watch    │
+        │ membership, stop, collect.                                           │
         └────┬───────────────────────────────▲─────────────────────────────────┘
              │ task + ShardSpec              │ topic events: seconds, heartbeats, events.jsonl lines
         ┌────▼──────────── Dask worker (one per machine, resource loadgen=1) ──┐
         │ shard.run_shard: a complete local loadgen run — its own monitor,    │
-        │ pool and thresholds — its ready pool held until start_at            │
+        │ pool and thresholds — its ready pool held until the start instant   │
         └──────────────────────────────────────────────────────────────────────┘
 
 Who writes what: each shard writes its own run directory on its machine
@@ -24,11 +25,20 @@ in the report); the master writes the fleet run directory: ``timeseries.jsonl``
 with ``shard`` and ``host`` fields) and the reports, whose ``fleet`` key
 holds the per-machine table.
 
+The start: every shard builds its pool and reports ``ready``; once the last
+live shard has, the master picks the instant — the last ready time plus
+``TIMING.fleet_start_margin_s`` (or three round trips to the slowest worker,
+if more) — and sends each shard that instant on its own clock
+(``shard.open_gates``). ``--start-lead`` bounds the wait: a shard not ready
+by then stops every shard before any load, and the run is an error (2).
+
 Exit codes: those of DESIGN §10, among them ``4`` (``ExitCode.DEGRADED``) when a
-shard was lost — its machine or Dask worker died, it went silent, or it
-could not start — so the fleet's totals miss a machine. Priority: 2, 143,
-130, 4, 3, 1, 0. A scheduler that cannot be reached, or that has no worker
-for a shard within ``--cluster-timeout``, is a usage error (2).
+shard was lost — its machine or Dask worker died, it went silent for
+``--silence-limit``, the scheduler died, or it could not start — so the
+fleet's totals miss a machine: its streamed operations count as ``lost`` in
+the accounting. Priority: 2, 143, 130, 4, 3, 1, 0. A scheduler that cannot be
+reached, or that has no worker for a shard within ``--cluster-timeout``, is a
+usage error (2).
 
 The report (merged components, the per-machine table, the exit code) is
 built by ``summary.py`` from the shards' states kept here.
@@ -77,6 +87,7 @@ class ShardState:
     delays: list = field(default_factory=list)  # (second end → arrival at the master) per loaded second, s
     hops: list = field(default_factory=list)  # (sent by the shard → arrival), s
     last_heard: float = 0.0  # time.monotonic() of the last message
+    ready_at: float | None = None  # the master's clock when the shard's "ready" arrived
     load_started_at: float | None = None  # on the master's clock
     breach_events: int = 0
     missing: int = 0  # consecutive membership checks that did not list the worker
@@ -100,7 +111,7 @@ class ShardState:
         if not isinstance(rec.get("t"), (int, float)):
             return
         if merger.add(self.index, rec, arrived - (rec["t"] + 1)):
-            self.seconds.append(rec)
+            self.seconds.append(dict(rec, scenario=msg.get("scenario")))
             if rec.get("ops") or rec.get("throughput") or rec.get("in_flight"):
                 # Seconds under load only: a held pool's idle seconds are written by the Runner
                 # after its grace (no worker reports them), which says nothing of the stream.
@@ -134,6 +145,11 @@ class FleetMaster:
         self.want = settings.get("shards")
         self.timeout_s = settings.get("cluster_timeout") or TIMING.fleet_connect_s
         self.lead_s = settings.get("start_lead") or TIMING.fleet_start_lead_s
+        self.silence_s = settings.get("silence_limit") or TIMING.fleet_silence_s
+        self.start_at = None  # the master's clock: when the load begins (picked once every shard is ready)
+        self.ready_deadline = None  # time.monotonic() by which every shard must be ready
+        self.not_ready = []  # shards not ready by the deadline: the run is stopped before any load
+        self.rtt_s = 0.0  # the slowest worker's round trip, measured at the warm-up
         self.out, self.progress, self.command = settings.get("out"), progress, command
         self.thresholds = opts.thresholds_of(settings)
         self.report_kind = names[0] if kind == opts.RUN else "suite"
@@ -170,6 +186,9 @@ class FleetMaster:
             finally:
                 _restore_signals(old)
             self._drain(client)
+            if self.not_ready:
+                self.close_streams()
+                raise ClusterError(self.address, self._not_ready_message())
             ended = time.time()
             try:
                 client.unsubscribe_topic(self.topic)
@@ -253,6 +272,7 @@ class FleetMaster:
         t0 = time.time()
         clocks = client.run(time.time, workers=addrs)
         t1 = time.time()
+        self.rtt_s = t1 - t0
         for s in self.shards:
             s.offset_s = clocks[s.worker] - (t0 + t1) / 2  # ± half the round trip
         worst = max(abs(s.offset_s) for s in self.shards)
@@ -263,17 +283,19 @@ class FleetMaster:
     def _submit(self, client):
         from .shard import ShardSpec, run_shard
 
-        self.start_at = time.time() + self.lead_s
-        self.events.emit("fleet", name="start", scheduler=self.address, run_id=self.run_id, mode=self.mode,
-                         start_at=self.start_at, shards=[{"shard": s.index, "host": s.host, "worker": s.worker,
-                                                          "clock_offset_ms": round(s.offset_s * 1000, 3)}
-                                                         for s in self.shards])
+        self.events.emit("fleet", name="submit", scheduler=self.address, run_id=self.run_id, mode=self.mode,
+                         start_lead_s=self.lead_s, silence_limit_s=self.silence_s,
+                         shards=[{"shard": s.index, "host": s.host, "worker": s.worker,
+                                  "clock_offset_ms": round(s.offset_s * 1000, 3)} for s in self.shards])
         n = len(self.shards)
+        self.ready_deadline = time.monotonic() + self.lead_s
+        # A shard waits for its instant a little longer than the master waits for readiness.
+        deadline = time.time() + self.lead_s + self._margin() + TIMING.fleet_stop_grace_s
         for s in self.shards:
             spec = ShardSpec(run_id=self.run_id, index=s.index, count=n, kind=self.kind, scenarios=self.names,
-                             settings=self.shard_settings, start_at=self.start_at + s.offset_s,
+                             settings=self.shard_settings, deadline=deadline + s.offset_s,
                              out=os.path.join(self.run_dir, "shards", str(s.index)), topic=self.topic,
-                             command=self.command or "")
+                             command=self.command or "", silence_s=self.silence_s)
             s.future = client.submit(run_shard, spec, key=f"loadgen-shard-{self.run_id}-{s.index}",
                                      workers=[s.worker], allow_other_workers=False, pure=False,
                                      resources={RESOURCE: 1} if self.mode == "resource" else None)
@@ -314,10 +336,47 @@ class FleetMaster:
                 next_membership = now + TIMING.fleet_membership_s
                 self._check_membership(client)
             for s in self.shards:
-                if s.status == "running" and now - s.last_heard > TIMING.fleet_silence_s:
-                    self._lose(s, f"silent for {TIMING.fleet_silence_s:g}s (no heartbeat): its machine or network "
+                if s.status == "running" and now - s.last_heard > self.silence_s:
+                    self._lose(s, f"silent for {self.silence_s:g}s (no heartbeat): its machine or network "
                                   "is gone, or the Dask worker is stuck")
+            if self.start_at is None and self.stop_code is None and not self.not_ready:
+                self._maybe_open(client, now)
             self._write_lines(time.time())
+
+    def _margin(self):
+        return max(TIMING.fleet_start_margin_s, 3 * self.rtt_s)
+
+    def _maybe_open(self, client, now):
+        """Once every live shard is ready, pick the start instant and send it; past the ready deadline,
+        stop every shard before any load (:attr:`not_ready`)."""
+        from .shard import open_gates
+
+        live = [s for s in self.shards if s.status == "running"]
+        if not live:
+            return
+        if any(s.ready_at is None for s in live):
+            if now > self.ready_deadline:
+                self.not_ready = [s for s in live if s.ready_at is None]
+                self.stop_code = ExitCode.USAGE
+                self._request_stop(client, self._not_ready_message())
+            return
+        self.start_at = max(s.ready_at for s in live) + self._margin()
+        self.events.emit("fleet", name="start", start_at=self.start_at,
+                         ready={str(s.index): round(s.ready_at - self.start_at, 4) for s in live})
+        try:
+            client.run(open_gates, self.run_id, {s.index: self.start_at + s.offset_s for s in live},
+                       workers=[s.worker for s in live])
+        except Exception as e:  # noqa: BLE001 - a shard gone just now: the membership check loses it
+            log.warning("fleet: could not send every shard its start (%s)", first_line(e))
+        sent = time.time()
+        if sent > self.start_at:
+            self.warnings.append(f"the start instant reached the shards {1000 * (sent - self.start_at):.0f} ms late "
+                                 "(a slow link to a worker): their load began when it arrived")
+
+    def _not_ready_message(self):
+        names = ", ".join(s.label for s in self.not_ready)
+        return (f"not every shard was ready within --start-lead {self.lead_s:g}s: {names}; no load was applied. "
+                "Give a longer --start-lead, or check that machine (a cold worker importing numpy, a loaded machine)")
 
     def _handle(self, arrived, msg):
         if not isinstance(msg, dict) or msg.get("run") != self.run_id:
@@ -336,9 +395,12 @@ class FleetMaster:
             if ev.get("type") == "breach":
                 s.breach_events += 1
             self.events.write({**ev, "shard": s.index, "host": s.host})
-        elif kind == "ready":
+        elif kind == "begin":
             s.warnings = list(msg.get("warnings") or [])
-            self.events.emit("fleet", name="shard_ready", shard=s.index, host=s.host, pid=msg.get("pid"))
+            self.events.emit("fleet", name="shard_begin", shard=s.index, host=s.host, pid=msg.get("pid"))
+        elif kind == "ready":
+            s.ready_at = arrived
+            self.events.emit("fleet", name="shard_ready", shard=s.index, host=s.host)
         elif kind != "alive":
             log.warning("fleet stream: unknown message kind %r from shard %s", kind, s.index)
 

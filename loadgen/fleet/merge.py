@@ -320,6 +320,46 @@ def _merged_words(rows):
     return messages, errors, tracebacks, stop_reason
 
 
+def lost_accounting(seconds, default):
+    """``{component name: Accounting}`` of what a lost shard streamed (``seconds``, each tagged with
+    the ``scenario`` that ran it, else ``default``): every operation it started counts as
+    dispatched and ``lost`` (where each ended never reached the fleet); dropped and rejected
+    arrivals as they were streamed."""
+    out = {}
+    for rec in seconds:
+        acc = out.setdefault(rec.get("scenario") or default, Accounting())
+        started = int(rec.get("ops") or 0)
+        acc.dispatched += started
+        acc.lost += started
+        acc.dropped += int(rec.get("dropped") or 0)
+        acc.rejected += int(rec.get("rejected") or 0)
+    return out
+
+
+def add_lost(components, lost, label):
+    """Count ``lost`` (:func:`lost_accounting` of the shard ``label``) into the merged ``components``
+    (StressTestResults, changed in place); a component no finished shard ran is added, failed, holding
+    only what was lost. Returns ``components``."""
+    by_name = {r.test_name: r for r in components}
+    for name, acc in lost.items():
+        if not (acc.dispatched or acc.dropped or acc.rejected):
+            continue
+        r = by_name.get(name)
+        if r is None:
+            r = StressTestResult(test_name=name, success=False, duration_seconds=0.0, max_concurrent_operations=0,
+                                 peak_memory_mb=0.0, peak_cpu_percent=0.0, total_operations=0, successful_operations=0,
+                                 failed_operations=0, throughput_ops_per_sec=0.0, accounting=Accounting().to_dict(),
+                                 exit_code=ExitCode.DEGRADED, stop_reason="every shard that ran it was lost")
+            components.append(r)
+            by_name[name] = r
+        merged = Accounting(**{k: v for k, v in r.accounting.items() if k in Accounting.__dataclass_fields__})
+        r.accounting = merged.merge(acc).to_dict()
+        r.total_operations = merged.dispatched
+        r.error_messages.insert(0, f"[{label}] lost: {acc.lost} operations it started never reported where "
+                                   "they ended (counted as lost)")
+    return components
+
+
 def result_from_dict(d):
     """A :class:`StressTestResult` from its ``to_dict()`` (fields a newer shard added are kept out)."""
     names = {f.name for f in dataclasses.fields(StressTestResult)}

@@ -7,13 +7,22 @@
     client.run(warm_up)          ──────────▶ imports loadgen; returns this machine's time.time()
     client.submit(run_shard, spec) ────────▶ task thread: session built (target checked, run dir made),
                                              then a plain local run — monitor, pool, thresholds — whose
-                                             first phase holds its ready pool until spec.start_at
-                                             (RunPlan.start_at, this machine's clock)
-    subscribe_topic(spec.topic)  ◀── log_event ── every second: the Runner's per-second record
+                                             first phase holds its ready pool at a StartGate
+    subscribe_topic(spec.topic)  ◀── log_event ── "ready": the whole pool is up (gate.pool_ready)
+    client.run(open_gates)       ──────────▶ the start instant, on this machine's clock: the gate opens
+                                 ◀── log_event ── every second: the Runner's per-second record
                                  ◀── log_event ── publisher thread: heartbeat each second and the
                                                   new lines of the shard's events.jsonl
     client.run(request_stop)     ──────────▶ a flag; the next per-second hook asks the Runner to stop
     future.result()              ◀────────── the shard's results (StressTestResult dicts, HDR payloads)
+
+A shard stops on its own, too: when its task was cancelled (the master went
+away), when no start instant came by ``spec.deadline``, and when it could not
+reach the scheduler for ``spec.silence_s`` (a partition, a dead scheduler) —
+a load generator cut off from its master does not go on loading the target.
+Everything a shard keeps in the long-lived Dask worker process is per run id
+and dropped when its task ends (the stop flags, the gates, the target's
+module), so nothing of one run reaches the next.
 
 The task thread is not the worker's main thread, so the Runner installs no
 signal handlers: the master stops shards with :func:`request_stop`, and a
@@ -29,6 +38,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -43,6 +53,7 @@ log = logging.getLogger("loadgen.fleet.shard")
 STOP_MASTER_GONE = ("the fleet master went away (its Dask task was cancelled)", ExitCode.SIGTERM)
 
 _STOPS = {}  # run_id → (reason, exit code), set by the master through Client.run
+_GATES = {}  # run_id → {shard index: StartGate} of the shards of that run on this worker
 
 
 @dataclass(frozen=True)
@@ -55,10 +66,11 @@ class ShardSpec:
     kind: str  # "run" (one scenario) or "suite"
     scenarios: tuple  # scenario names
     settings: object  # options.Layer: the fleet's settings less its own and the presentation's
-    start_at: float  # when load starts, on THIS worker's clock (the master corrected the offset)
+    deadline: float  # THIS worker's clock: the start instant must have come by then (else the shard stops)
     out: str  # the shard's run directory on its machine
     topic: str  # Dask event topic the shard streams to
     command: str = ""
+    silence_s: float = TIMING.fleet_silence_s  # stop after this long without reaching the scheduler
 
 
 def warm_up():
@@ -76,33 +88,42 @@ def request_stop(run_id, reason, exit_code):
     return True
 
 
+def open_gates(run_id, instants):
+    """Run on each worker by the master (``Client.run``): this run's shards here begin their load at
+    ``instants[index]`` (UNIX time, this machine's clock). Returns this machine's time of the call."""
+    for index, gate in list(_GATES.get(run_id, {}).items()):
+        if index in instants:
+            gate.open(instants[index])
+    return time.time()
+
+
 class ShardSession(Session):
     """A :class:`Session` whose every phase runs this shard's share and streams its seconds."""
 
     share = None  # merge.Share
     stream_hook = None  # callable(runner, record)
     shares_seen = None  # [{phase, model, mine, total, fraction}]
-    start_at = None  # the first phase's load starts at this instant (UNIX time, this machine's clock)
+    start_gate = None  # engine.load.StartGate: the first phase's ready pool waits there for the start instant
 
     @classmethod
-    def of(cls, session, share, stream_hook, start_at=None):
+    def of(cls, session, share, stream_hook, gate=None):
         """A shard session with every field of ``session``: each phase runs ``share`` of its plan and
-        streams its seconds to ``stream_hook``; ``start_at``: UNIX time (this machine's clock) the
-        first phase's load starts, or None."""
+        streams its seconds to ``stream_hook``; ``gate``: the first phase's StartGate, or None."""
         fields = {f.name: getattr(session, f.name) for f in dataclasses.fields(session) if f.init}
         s = cls(**fields)
-        s.share, s.stream_hook, s.shares_seen, s.start_at = share, stream_hook, [], start_at
+        s.share, s.stream_hook, s.shares_seen, s.start_gate = share, stream_hook, [], gate
         return s
 
     def run_phase(self, phase, plan, thresholds=None, stressors=(), on_second=None):
         """:meth:`Session.run_phase <loadgen.api.Session.run_phase>` on this shard's share of ``plan``:
-        records the share, holds the first phase's load until ``start_at``, streams every second
+        records the share, holds the first phase's ready pool at the gate, streams every second
         (before ``on_second``). Blocks for the phase; returns its RunOutcome."""
         self.shares_seen.append({"phase": phase, **self.share.describe(plan)})
-        if self.start_at is not None:
-            # The pool starts now and waits, ready, for the instant: pool start-up times differ
-            # between machines by tens of ms, a held start does not. Later phases follow on.
-            plan, self.start_at = dataclasses.replace(plan, start_at=self.start_at), None
+        if self.start_gate is not None:
+            # The pool starts now, says when it is ready, and waits for the instant the master picks
+            # once every shard is ready: pool start-up times differ between machines by seconds
+            # (a cold worker imports numpy), a held start does not. Later phases follow on.
+            plan, self.start_gate = dataclasses.replace(plan, start_gate=self.start_gate), None
         hook = self.stream_hook
         if on_second is not None:
             own = on_second
@@ -116,15 +137,17 @@ class ShardSession(Session):
 
 class _Publisher:
     """Streams to the master: per-second records (from the task thread) and, from its own
-    thread, a heartbeat, new events.jsonl lines, and the check that the task is still wanted."""
+    thread, a heartbeat, new events.jsonl lines, and the checks that the task is still wanted,
+    that its start instant came in time and that the scheduler can be reached (:attr:`unwanted`)."""
 
-    def __init__(self, worker, spec, key):
-        self.worker, self.spec, self.key = worker, spec, key
+    def __init__(self, worker, spec, key, gate):
+        self.worker, self.spec, self.key, self.gate = worker, spec, key, gate
         self.events_path = os.path.join(spec.out, "events.jsonl")
         self._offset = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self.unwanted = None
+        self.unwanted = None  # (reason, exit code): the shard stops at its next second
+        self.last_contact = time.monotonic()
         self.thread = threading.Thread(target=self._loop, name="loadgen-fleet-publisher", daemon=True)
 
     def send(self, kind, **fields):
@@ -139,19 +162,44 @@ class _Publisher:
 
     def close(self):
         self._stop.set()
-        self.thread.join(2 * TIMING.shard_heartbeat_s)
+        self.thread.join(2 * TIMING.shard_heartbeat_s + self.spec.silence_s / 3)
         self._tail()
 
     def _loop(self):
         while not self._stop.wait(TIMING.shard_heartbeat_s):
             self._tail()
             self.send("alive")
-            self._check_wanted()
+            if self.unwanted is None:
+                self.unwanted = self._check_wanted() or self._check_start() or self._check_contact()
 
     def _check_wanted(self):
         ts = self.worker.state.tasks.get(self.key) if self.key is not None else None
         if self.key is not None and (ts is None or ts.state in ("cancelled", "released", "forgotten")):
-            self.unwanted = STOP_MASTER_GONE
+            return STOP_MASTER_GONE
+        return None
+
+    def _check_start(self):
+        if self.gate.at is None and time.time() > self.spec.deadline:
+            return (f"no start instant came from the fleet master by the deadline ({self.spec.deadline - time.time():+.1f}s): "
+                    "stopped before any load", ExitCode.DEGRADED)
+        return None
+
+    def _check_contact(self):
+        """A round trip to the scheduler (the master's only way here); after ``silence_s`` without
+        one, stop: a partitioned load generator must not go on loading the target unwatched."""
+        from distributed.utils import sync
+
+        try:
+            sync(self.worker.loop, self.worker.scheduler.get_metadata, keys=["loadgen-fleet", self.spec.run_id],
+                 default=None, callback_timeout=max(0.5, self.spec.silence_s / 3))
+            self.last_contact = time.monotonic()
+        except Exception:  # noqa: BLE001 - unreachable, timed out, closed: all the same here
+            pass
+        cut_off = time.monotonic() - self.last_contact
+        if cut_off > self.spec.silence_s:
+            return (f"could not reach the Dask scheduler for {cut_off:.1f}s (a network partition, or the scheduler "
+                    "died): stopped on its own", ExitCode.DEGRADED)
+        return None
 
     def _tail(self):
         with self._lock:
@@ -183,6 +231,7 @@ def run_shard(spec):
     from distributed import get_worker
 
     from .. import api, scenarios
+    from ..engine.load import StartGate
     from .merge import Share
     from ..streams import dumps
 
@@ -192,6 +241,13 @@ def run_shard(spec):
     except Exception:  # noqa: BLE001 - older distributed: no cancellation check, the stop flag still works
         key = None
     host = socket.gethostname()
+    base = {"index": spec.index, "host": host, "worker": worker.address, "pid": os.getpid(), "results": [],
+            "shares": []}
+    if time.time() > spec.deadline:
+        return base | {"status": "refused", "exit_code": ExitCode.USAGE,
+                       "reason": f"began {time.time() - spec.deadline:.1f}s after the deadline for its start (a re-run "
+                                 "after a worker restart?): refused, so the fleet never runs a shard twice"}
+    modules = set(sys.modules)
     warnings = _worker_warnings(worker, multiprocessing.current_process().daemon)
     settings = options.Layer(spec.settings, where=spec.settings.where)
     if settings.get("seed") is not None:
@@ -199,45 +255,59 @@ def run_shard(spec):
     scs = [scenarios.get(n) for n in spec.scenarios]
     spec = dataclasses.replace(spec, out=_shard_dir(spec))
     settings["out"] = spec.out
-    session = Session.open(settings, name=spec.scenarios[0] if spec.kind == "run" else "suite", shard_of=spec.count)
-
-    publisher = _Publisher(worker, spec, key)
+    base |= {"run_dir": spec.out, "warnings": warnings}
+    gate = StartGate()
+    _GATES.setdefault(spec.run_id, {})[spec.index] = gate
+    publisher = _Publisher(worker, spec, key, gate)
+    gate.on_ready = lambda ready_at: publisher.send("ready", ready_at=ready_at)
     first = {}
-
-    def stream(runner, record):
-        fields = {"rec": json.loads(dumps(record))}
-        if runner not in first:
-            first[runner] = True
-            fields["load_started_at"] = runner.out.load_started_at
-            fields["share"] = session.shares_seen[-1] if session.shares_seen else None
-        publisher.send("second", **fields)
-        stop = _STOPS.get(spec.run_id) or publisher.unwanted
-        if stop is not None:
-            runner.request_stop(*stop)
-
-    session = ShardSession.of(session, Share(spec.index, spec.count), stream, spec.start_at)
-    publisher.start()
     try:
-        publisher.send("ready", host=host, pid=os.getpid(), warnings=warnings)
-        late_s = time.time() - spec.start_at
-        base = {"index": spec.index, "host": host, "worker": worker.address, "pid": os.getpid(),
-                "run_dir": spec.out, "start_at": spec.start_at, "warnings": warnings}
-        stop = _STOPS.get(spec.run_id)
-        if stop is not None:
-            return base | {"status": "stopped", "reason": f"stopped before the start: {stop[0]}",
-                           "exit_code": stop[1], "results": [], "shares": []}
-        if late_s > TIMING.shard_late_limit_s:
-            return base | {"status": "refused", "exit_code": ExitCode.USAGE, "results": [], "shares": [],
-                           "reason": f"began {late_s:.1f}s after the agreed start (a re-run after a worker "
-                                     "restart?): refused, so the fleet never runs a shard twice"}
+        session = Session.open(settings, name=spec.scenarios[0] if spec.kind == "run" else "suite",
+                               shard_of=spec.count)
+
+        def stream(runner, record):
+            fields = {"rec": json.loads(dumps(record)), "scenario": getattr(session, "scenario", None)}
+            if runner not in first:
+                first[runner] = True
+                fields["load_started_at"] = runner.out.load_started_at
+                fields["share"] = session.shares_seen[-1] if session.shares_seen else None
+            publisher.send("second", **fields)
+            stop = _STOPS.get(spec.run_id) or publisher.unwanted
+            if stop is not None:
+                runner.request_stop(*stop)
+
+        session = ShardSession.of(session, Share(spec.index, spec.count), stream, gate)
+        publisher.start()
+        publisher.send("begin", host=host, pid=os.getpid(), warnings=warnings)
         rep = api.run_scenarios(scs, session, kind=spec.kind if spec.kind == "suite" else spec.scenarios[0],
                                 command=spec.command)
-        return base | {"status": "finished", "exit_code": rep.exit_code,
+        stop = _STOPS.get(spec.run_id) or publisher.unwanted
+        if gate.at is None:  # stopped while held: no load was applied
+            return base | {"status": "stopped", "reason": f"stopped before the start: {stop[0] if stop else '?'}",
+                           "exit_code": stop[1] if stop else ExitCode.DEGRADED}
+        return base | {"status": "finished", "exit_code": rep.exit_code, "ready_at": gate.ready_at,
                        "results": [r.to_dict() for r in rep.results], "shares": session.shares_seen,
                        "load_started_at": _first_load_start(session, first), "ended_at": time.time()}
     finally:
         _STOPS.pop(spec.run_id, None)
+        _GATES.pop(spec.run_id, None)
         publisher.close()
+        _forget_targets(modules)
+
+
+def _forget_targets(before):
+    """Drop the modules this run imported from outside Python's and the installed packages' paths
+    (the user's targets): the next run on this long-lived worker imports them afresh."""
+    import sysconfig
+
+    keep = tuple(os.path.realpath(p) for p in {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib",
+                                                                                    "purelib", "platlib")})
+    here = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    for name in set(sys.modules) - before:
+        path = getattr(sys.modules.get(name), "__file__", None) or ""
+        real = os.path.realpath(path) if path else ""
+        if real and not real.startswith(keep) and not real.startswith(here):
+            sys.modules.pop(name, None)
 
 
 def _shard_dir(spec):

@@ -12,7 +12,7 @@ import os
 
 from ..config import TIMING
 from ..errors import ExitCode, UsageError
-from .merge import merge_components, result_from_dict, shard_row_from_results, shard_row_from_seconds
+from .merge import add_lost, lost_accounting, merge_components, result_from_dict, shard_row_from_results, shard_row_from_seconds
 
 LATE_WARNING_S = 0.05  # a shard whose load began this long after the instant is named in the warnings
 
@@ -33,6 +33,9 @@ def fleet_report(master, run_dir, started, ended):
         raise UsageError(f"shard {s.index} on {s.host}: {s.reason}")
     per_shard = [(s.label, [result_from_dict(d) for d in s.result.get("results") or []]) for s in finished]
     merged = merge_components(per_shard)
+    for s in master.shards:
+        if s.status != "finished":
+            add_lost(merged, lost_accounting(s.seconds, master.names[0]), s.label)
     report = build_report(merged, kind=master.report_kind, started_at=started, ended_at=ended,
                           thresholds=master.thresholds, run_dir=run_dir, command=master.command,
                           seed=master.settings.get("seed"),
@@ -47,8 +50,9 @@ def fleet_report(master, run_dir, started, ended):
     if fleet["shards_lost"]:
         codes.append(ExitCode.DEGRADED)
     report["exit_code"] = ExitCode.worst(codes)
-    advice = [f"fleet: shard {s.index} on {s.host} {s.status}: {s.reason}; the totals leave it out "
-              f"(its {len(s.seconds)} streamed seconds are in timeseries.jsonl)"
+    advice = [f"fleet: shard {s.index} on {s.host} {s.status}: {s.reason}; the {_lost_ops(s)} operations it "
+              f"started in its {len(s.seconds)} streamed seconds (in timeseries.jsonl) count as lost in the "
+              f"accounting; its own run directory ({_shard_dir(master, s)}) has what it measured after"
               for s in master.shards if s.status != "finished"]
     advice += [f"fleet: {w}" for w in fleet["warnings"]]
     report["recommendations"][:0] = advice  # first: they qualify everything after them
@@ -56,6 +60,14 @@ def fleet_report(master, run_dir, started, ended):
     master.close_streams()
     paths = write_reports(run_dir, report)
     return api.Report(report, merged, report["exit_code"], run_dir, paths)
+
+
+def _lost_ops(s):
+    return sum(int(r.get("ops") or 0) for r in s.seconds)
+
+
+def _shard_dir(master, s):
+    return (s.result or {}).get("run_dir") or os.path.join(master.run_dir, "shards", str(s.index))
 
 
 def fleet_summary(master, per_shard):
@@ -76,10 +88,12 @@ def fleet_summary(master, per_shard):
             "index": s.index, "host": s.host, "worker": s.worker, "status": s.status, "reason": s.reason,
             "exit_code": res.get("exit_code"), "share": shares[0] if shares else None, **figures,
             "duration_s": round(sum(r.duration_seconds for r in rows.get(s.label, [])), 3),
-            "run_dir": res.get("run_dir") or os.path.join(master.run_dir, "shards", str(s.index)),
+            "run_dir": _shard_dir(master, s),
             "seconds_streamed": len(s.seconds),
             "clock_offset_ms": round(s.offset_s * 1000, 3),
-            "late_ms": None if s.load_started_at is None else round((s.load_started_at - master.start_at) * 1000, 3),
+            "lost_operations": 0 if s.status == "finished" else _lost_ops(s),
+            "late_ms": None if s.load_started_at is None or master.start_at is None else
+            round((s.load_started_at - master.start_at) * 1000, 3),
             "load_started_at": s.load_started_at,
             "start_offset_ms": None if s.load_started_at is None else round((s.load_started_at - first) * 1000, 3),
             "max_delivery_delay_s": round(max(s.delays), 3) if s.delays else None,
@@ -93,13 +107,13 @@ def fleet_summary(master, per_shard):
     warnings = list(master.warnings)
     for s in master.shards:
         warnings.extend(w for w in s.warnings if w not in warnings)
-        late_s = None if s.load_started_at is None else s.load_started_at - master.start_at
+        late_s = None if s.load_started_at is None or master.start_at is None else s.load_started_at - master.start_at
         # The open model's arrivals begin TIMING.schedule_lead_s after the (released) pool on every
         # shard alike: late means late against the first shard, or late beyond that lead.
         if late_s is not None and (s.load_started_at - first > LATE_WARNING_S
                                    or late_s > TIMING.schedule_lead_s + LATE_WARNING_S):
             warnings.append(f"shard {s.index} on {s.host} began its load {late_s * 1000:.0f} ms after the agreed "
-                            f"instant (its pool was not ready): give a longer --start-lead than {master.lead_s:g}s")
+                            "instant (the instant reached it late, or its clock moved since the offset was measured)")
     delays = [d for s in master.shards for d in s.delays]
     import distributed
 
@@ -115,6 +129,8 @@ def fleet_summary(master, per_shard):
         "start_skew_ms": round((max(starts) - min(starts)) * 1000, 3) if len(starts) > 1 else
         (0.0 if starts else None),
         "max_delivery_delay_s": round(max(delays), 3) if delays else None,
+        "p99_delivery_delay_s": round(sorted(delays)[min(len(delays) - 1, int(0.99 * len(delays)))], 3)
+        if delays else None,
         "exit_code_degraded": ExitCode.DEGRADED,
         "notes": ["latency percentiles and accounting merge the HDR histograms and counts of the shards "
                   "that finished; peak memory and CPU are the worst machine's",
