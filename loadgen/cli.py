@@ -301,8 +301,10 @@ def _command(args, command):
                              "metrics); use it on single-machine runs")
         progress = LiveMetrics(then=progress).serve(settings.get("metrics_port"))
     if config and settings.get("cluster"):
-        raise UsageError("--cluster with --config: not supported yet; give the plan as flags")
-    if config:
+        from . import fleet
+
+        rep = fleet.run_plan_fleet(config, settings, only=args.scenario, command=command)
+    elif config:
         rep = plan.run_plan_file(config, settings, only=args.scenario, progress=progress, command=command)
     elif settings.get("cluster"):
         from . import fleet

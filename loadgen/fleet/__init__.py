@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from .. import options as opts
 
+PLAN = "plan"  # a fleet's third kind, beside options.RUN and options.SUITE: every shard runs a plan file's entries
+
 
 def run(scenario="concurrent_load", *, progress=None, command=None, **options):
     """Run one scenario as a fleet on the Dask scheduler at ``cluster=``; returns an ``api.Report``.
@@ -55,6 +57,35 @@ def run_fleet(kind, names, settings, *, progress=None, command=None):
                                  interval=opts.value(settings, "progress_interval"))
     try:
         return FleetMaster(kind, names, settings, progress=progress, command=command).run()
+    finally:
+        if own:
+            progress.done()
+
+
+def run_plan_fleet(path, upper, *, only=None, progress=None, command=None):
+    """``run --config PLAN --cluster ADDRESS``: every shard runs the whole plan (each entry's load
+    split over the shards, in order) and the fleet's report has one merged component per entry.
+    ``upper``: the command line's and environment's settings (the fleet keys among them). Raises
+    :class:`UsageError` for a bad plan (checked here, before the cluster is contacted) and for a
+    parallel plan (its entries run in forked processes, which cannot stream to the fleet yet)."""
+    from .. import plan as plans
+    from ..errors import UsageError
+    from .master import FleetMaster, FleetProgress
+
+    plan = plans.load(path)
+    local = upper.without(*opts.FLEET_KEYS)
+    prepared = plans.prepare(plan, local, only=only)
+    if prepared.settings.get("parallel") and len(prepared.entries) > 1:
+        raise UsageError(f"{path}: parallel = true with --cluster: not supported yet (each entry would run in a "
+                         "forked process of its own on every shard); run it with parallel = false")
+    settings = opts.merge(prepared.settings, upper)
+    own = progress is None
+    if own:
+        progress = FleetProgress(enabled=None if not opts.value(settings, "quiet") else False,
+                                 interval=opts.value(settings, "progress_interval"))
+    try:
+        return FleetMaster(PLAN, [e.label for e in prepared.entries], settings, progress=progress, command=command,
+                           plan=(plan, local, only), entry_settings=[e.settings for e in prepared.entries]).run()
     finally:
         if own:
             progress.done()

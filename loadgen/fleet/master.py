@@ -136,8 +136,10 @@ class FleetMaster:
     """Runs one fleet: ``kind`` ``"run"`` (one scenario) or ``"suite"``, scenario ``names``, and
     ``settings`` (a checked :class:`~loadgen.options.Layer`, the fleet keys included). Use :meth:`run`."""
 
-    def __init__(self, kind, names, settings, *, progress=None, command=None):
+    def __init__(self, kind, names, settings, *, progress=None, command=None, plan=None, entry_settings=None):
         self.kind, self.names = kind, tuple(names)
+        self.plan = plan  # kind "plan": (plan.Plan, the settings over it, only), sent to every shard
+        self.entry_settings = entry_settings or [settings]  # each entry's load must split over the shards
         self.settings = settings
         # What every shard runs with: the settings but the fleet's own and the presentation's.
         self.shard_settings = settings.without(*opts.FLEET_KEYS, *opts.PRESENTATION_KEYS, "out")
@@ -152,7 +154,7 @@ class FleetMaster:
         self.rtt_s = 0.0  # the slowest worker's round trip, measured at the warm-up
         self.out, self.progress, self.command = settings.get("out"), progress, command
         self.thresholds = opts.thresholds_of(settings)
-        self.report_kind = names[0] if kind == opts.RUN else "suite"
+        self.report_kind = {opts.RUN: names[0], opts.SUITE: "suite"}.get(kind) or f"plan {plan[0].name}"
         self.run_id = uuid.uuid4().hex[:12]
         self.topic = f"loadgen-fleet-{self.run_id}"
         self.inbox = queue.Queue()
@@ -234,22 +236,25 @@ class FleetMaster:
         self.shards = [ShardState(i, a, workers[a].get("host") or "?") for i, a in enumerate(chosen)]
 
     def _check_split(self):
+        for settings in self.entry_settings:
+            self._check_split_of(settings)
+
+    def _check_split_of(self, settings):
         n = len(self.shards)
-        c = self.settings.get("concurrency")
+        c = settings.get("concurrency")
         if c is not None and int(c) < n:
             raise UsageError(f"--concurrency {c} cannot be split over {n} shards (each needs at least 1); "
                              f"use --shards {c} or more concurrency")
-        ops = self.settings.get("operations")
+        ops = settings.get("operations")
         if ops is not None and int(ops) < n:
             raise UsageError(f"--operations {ops} cannot be split over {n} shards; use --shards {ops} or more")
         # The safety cap is per machine: each shard's share of the load must fit under it.
-        share = opts.Layer({k: self.settings[k] for k in ("concurrency", "rate") if k in self.settings},
-                           where=self.settings.where)
+        share = opts.Layer({k: settings[k] for k in ("concurrency", "rate") if k in settings}, where=settings.where)
         if "concurrency" in share:
             share["concurrency"] = -(-share["concurrency"] // n)
-        if self.settings.get("stages"):
-            share["stages"] = tuple(dataclasses.replace(s, target=s.target / n) for s in self.settings["stages"])
-        opts.check_in_flight(share, self.thresholds)
+        if settings.get("stages"):
+            share["stages"] = tuple(dataclasses.replace(s, target=s.target / n) for s in settings["stages"])
+        opts.check_in_flight(share, opts.thresholds_of(settings))
 
     def _open_run_dir(self):
         from ..streams import EVENTS, TIMESERIES, EventLog, JsonLines, default_run_dir, prepare_run_dir
@@ -284,6 +289,7 @@ class FleetMaster:
         from .shard import ShardSpec, run_shard
 
         self.events.emit("fleet", name="submit", scheduler=self.address, run_id=self.run_id, mode=self.mode,
+                         kind=self.report_kind, scenarios=list(self.names),
                          start_lead_s=self.lead_s, silence_limit_s=self.silence_s,
                          shards=[{"shard": s.index, "host": s.host, "worker": s.worker,
                                   "clock_offset_ms": round(s.offset_s * 1000, 3)} for s in self.shards])
@@ -295,7 +301,7 @@ class FleetMaster:
             spec = ShardSpec(run_id=self.run_id, index=s.index, count=n, kind=self.kind, scenarios=self.names,
                              settings=self.shard_settings, deadline=deadline + s.offset_s,
                              out=os.path.join(self.run_dir, "shards", str(s.index)), topic=self.topic,
-                             command=self.command or "", silence_s=self.silence_s)
+                             command=self.command or "", silence_s=self.silence_s, plan=self.plan)
             s.future = client.submit(run_shard, spec, key=f"loadgen-shard-{self.run_id}-{s.index}",
                                      workers=[s.worker], allow_other_workers=False, pure=False,
                                      resources={RESOURCE: 1} if self.mode == "resource" else None)
@@ -438,7 +444,7 @@ class FleetMaster:
                 return
             s.on_result(res)
             self.events.emit("fleet", name="shard_end", shard=s.index, host=s.host, status=s.status,
-                             exit_code=res.get("exit_code"), reason=s.reason)
+                             exit_code=res.get("exit_code"), reason=s.reason, run_dir=res.get("run_dir"))
             return
         exc = None
         try:

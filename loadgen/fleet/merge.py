@@ -161,7 +161,8 @@ def merge_seconds(key, got):
     line["cpu_percent"] = _max([r.get("cpu_percent") for r in recs])  # machine-wide: the busiest machine
     line["pool_memory_mb"] = _max([r.get("pool_memory_mb") for r in recs])  # per machine, as its threshold
     line["fleet_pool_memory_mb"] = round(sum(r.get("pool_memory_mb") or 0.0 for r in recs), 1)
-    line["per_shard"] = {str(s): {"throughput": r.get("throughput"), "p99_ms": (r.get("latency_ms") or {}).get("p99"),
+    line["per_shard"] = {str(s): {"ops": r.get("ops"), "throughput": r.get("throughput"),
+                                  "p99_ms": (r.get("latency_ms") or {}).get("p99"),
                                   "in_flight": r.get("in_flight"), "pool_memory_mb": r.get("pool_memory_mb"),
                                   "cpu_percent": r.get("cpu_percent"),
                                   "delay_s": None if d is None else round(d, 3)}

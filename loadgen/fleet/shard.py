@@ -71,6 +71,7 @@ class ShardSpec:
     topic: str  # Dask event topic the shard streams to
     command: str = ""
     silence_s: float = TIMING.fleet_silence_s  # stop after this long without reaching the scheduler
+    plan: tuple | None = None  # kind "plan": (plan.Plan, the settings over it, only)
 
 
 def warm_up():
@@ -103,7 +104,7 @@ class ShardSession(Session):
     share = None  # merge.Share
     stream_hook = None  # callable(runner, record)
     shares_seen = None  # [{phase, model, mine, total, fraction}]
-    start_gate = None  # engine.load.StartGate: the first phase's ready pool waits there for the start instant
+    gates = None  # [engine.load.StartGate] until the first phase takes it: its ready pool waits there
 
     @classmethod
     def of(cls, session, share, stream_hook, gate=None):
@@ -111,19 +112,25 @@ class ShardSession(Session):
         streams its seconds to ``stream_hook``; ``gate``: the first phase's StartGate, or None."""
         fields = {f.name: getattr(session, f.name) for f in dataclasses.fields(session) if f.init}
         s = cls(**fields)
-        s.share, s.stream_hook, s.shares_seen, s.start_gate = share, stream_hook, [], gate
+        s.share, s.stream_hook, s.shares_seen, s.gates = share, stream_hook, [], [gate] if gate else []
         return s
+
+    def derive(self, settings):
+        """A plan entry's session, sharing this one's share, stream, shares seen and (untaken) gate."""
+        d = super().derive(settings)
+        d.share, d.stream_hook, d.shares_seen, d.gates = self.share, self.stream_hook, self.shares_seen, self.gates
+        return d
 
     def run_phase(self, phase, plan, thresholds=None, stressors=(), on_second=None):
         """:meth:`Session.run_phase <loadgen.api.Session.run_phase>` on this shard's share of ``plan``:
         records the share, holds the first phase's ready pool at the gate, streams every second
         (before ``on_second``). Blocks for the phase; returns its RunOutcome."""
         self.shares_seen.append({"phase": phase, **self.share.describe(plan)})
-        if self.start_gate is not None:
+        if self.gates:
             # The pool starts now, says when it is ready, and waits for the instant the master picks
             # once every shard is ready: pool start-up times differ between machines by seconds
             # (a cold worker imports numpy), a held start does not. Later phases follow on.
-            plan, self.start_gate = dataclasses.replace(plan, start_gate=self.start_gate), None
+            plan = dataclasses.replace(plan, start_gate=self.gates.pop())
         hook = self.stream_hook
         if on_second is not None:
             own = on_second
@@ -230,7 +237,7 @@ def run_shard(spec):
 
     from distributed import get_worker
 
-    from .. import api, scenarios
+    from .. import api
     from ..engine.load import StartGate
     from .merge import Share
     from ..streams import dumps
@@ -249,12 +256,8 @@ def run_shard(spec):
                                  "after a worker restart?): refused, so the fleet never runs a shard twice"}
     modules = set(sys.modules)
     warnings = _worker_warnings(worker, multiprocessing.current_process().daemon)
-    settings = options.Layer(spec.settings, where=spec.settings.where)
-    if settings.get("seed") is not None:
-        settings["seed"] += spec.index  # distinct, reproducible random streams per shard
-    scs = [scenarios.get(n) for n in spec.scenarios]
     spec = dataclasses.replace(spec, out=_shard_dir(spec))
-    settings["out"] = spec.out
+    settings, scs, kind, name = _work_of(spec)
     base |= {"run_dir": spec.out, "warnings": warnings}
     gate = StartGate()
     _GATES.setdefault(spec.run_id, {})[spec.index] = gate
@@ -262,8 +265,7 @@ def run_shard(spec):
     gate.on_ready = lambda ready_at: publisher.send("ready", ready_at=ready_at)
     first = {}
     try:
-        session = Session.open(settings, name=spec.scenarios[0] if spec.kind == "run" else "suite",
-                               shard_of=spec.count)
+        session = Session.open(settings, name=name, shard_of=spec.count)
 
         def stream(runner, record):
             fields = {"rec": json.loads(dumps(record)), "scenario": getattr(session, "scenario", None)}
@@ -279,8 +281,7 @@ def run_shard(spec):
         session = ShardSession.of(session, Share(spec.index, spec.count), stream, gate)
         publisher.start()
         publisher.send("begin", host=host, pid=os.getpid(), warnings=warnings)
-        rep = api.run_scenarios(scs, session, kind=spec.kind if spec.kind == "suite" else spec.scenarios[0],
-                                command=spec.command)
+        rep = api.run_scenarios(scs, session, kind=kind, command=spec.command)
         stop = _STOPS.get(spec.run_id) or publisher.unwanted
         if gate.at is None:  # stopped while held: no load was applied
             return base | {"status": "stopped", "reason": f"stopped before the start: {stop[0] if stop else '?'}",
@@ -293,6 +294,31 @@ def run_shard(spec):
         _GATES.pop(spec.run_id, None)
         publisher.close()
         _forget_targets(modules)
+
+
+def _work_of(spec):
+    """``(settings, scenarios, report kind, session name)`` of this shard: the scenarios with the
+    fleet's settings, or a plan's entries (checked here again: its targets are this machine's).
+    Seeds are offset by the shard's index: distinct, reproducible random streams per shard."""
+    from .. import scenarios
+
+    if spec.plan is not None:
+        from .. import plan as plans
+
+        the_plan, upper, only = spec.plan
+        prepared = plans.prepare(the_plan, upper, only=only)
+        for e in prepared.entries:
+            if e.settings.get("seed") is not None:
+                e.settings["seed"] += spec.index
+        settings = prepared.settings.without(*plans.TARGET_KEYS)
+        settings["out"] = spec.out
+        return settings, prepared.entries, f"plan {the_plan.name}", the_plan.name
+    settings = options.Layer(spec.settings, where=spec.settings.where)
+    if settings.get("seed") is not None:
+        settings["seed"] += spec.index
+    settings["out"] = spec.out
+    name = spec.scenarios[0] if spec.kind == options.RUN else "suite"
+    return settings, [scenarios.get(n) for n in spec.scenarios], name, name
 
 
 def _forget_targets(before):

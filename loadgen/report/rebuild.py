@@ -70,8 +70,11 @@ def rebuild_command(run_dir):
     never appended to; each report file is replaced atomically (a symlink at
     its path is replaced, not followed).
     """
+    from ..fleet.rebuild import is_fleet_dir, rebuild_fleet
+
+    fleet = is_fleet_dir(run_dir)
     try:
-        report = rebuild(run_dir)
+        report = rebuild_fleet(run_dir) if fleet else rebuild(run_dir)
         _renders(report)  # before any report file is replaced
     except _SHAPE_ERRORS as e:  # a record whose fields are of another shape than loadgen writes
         log.debug("rebuild of %s failed", run_dir, exc_info=True)
@@ -82,7 +85,8 @@ def rebuild_command(run_dir):
     except OSError as e:
         raise OutputError(f"cannot write the reports in {run_dir}: {e.strerror or e}") from None
     names = ", ".join(os.path.basename(p) for p in paths.values())
-    print(f"loadgen: rebuilt {names} in {run_dir} from its streams "
+    source = "its shards' run directories" if fleet else "its streams"
+    print(f"loadgen: rebuilt {names} in {run_dir} from {source} "
           f"({len(report['detailed_metrics'])} component(s), run exit code {report['exit_code']})")
     return ExitCode.OK
 
