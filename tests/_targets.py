@@ -5,6 +5,7 @@ Each takes the operation's input and keyword arguments from ``TargetSpec.kwargs`
 """
 
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -116,6 +117,12 @@ class Client:
 
     def __call__(self, inputs=None):
         time.sleep(0.001)
+
+
+def slow_factory(build_s=0.0, ms=5):
+    """A factory (--target-factory) that takes ``build_s`` to build: a pool that is slow to be ready."""
+    time.sleep(build_s)
+    return functools.partial(sleep_ms, ms=ms)
 
 
 def make_client(path=""):

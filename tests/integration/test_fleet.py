@@ -8,11 +8,11 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -22,7 +22,7 @@ from _helpers import ROOT, TESTS, XSD
 from _helpers import run_main as _main
 from _reaping import check_and_reap, cmdline
 from loadgen.errors import ExitCode, UsageError
-from loadgen.config import ResourceThresholds
+from loadgen.streams import read_jsonl
 from loadgen.analysis.stats import Histogram
 
 SLEEP = os.path.join(TESTS, "_targets.py") + ":sleep_ms"
@@ -72,7 +72,6 @@ FAST = ["--duration", "2s", "--workers", "1", "--target", SLEEP, "--target-arg",
 @pytest.mark.slow
 def test_fleet_run_merges_histograms_exactly_and_compares(cluster, tmp_path):
     from loadgen.report.compare import compare_command
-    from loadgen.streams import read_jsonl
 
     out = tmp_path / "fleet"
     code, stdout, err = _main(["run", "sustained_load", "--concurrency", "6", "--seed", "3", "--out", str(out),
@@ -139,6 +138,21 @@ def test_fleet_merges_a_mix_named_measurements_and_checks_exactly(cluster, tmp_p
     assert all(c["passed"] for c in d["criteria"])
 
 
+def test_a_shard_not_ready_within_the_start_lead_stops_the_fleet_before_any_load(cluster, tmp_path):
+    slow = os.path.join(TESTS, "_targets.py") + ":slow_factory"
+    out = tmp_path / "fleet"
+    code, _, err = _main(["run", "load", "--target", slow, "--target-factory", "--target-arg", "build_s=2.5",
+                          "--concurrency", "2", "--duration", "2s", "--workers", "1", "--max-cpu-percent", "100",
+                          "--start-lead", "0.5s", "--cluster", cluster.scheduler_address, "--out", str(out), "--quiet"])
+    assert code == 2 and "not every shard was ready within --start-lead 0.5s" in err and "no load was applied" in err
+    assert len(err.strip().splitlines()) == 1
+    for i in (0, 1):  # each shard stopped while held: its pool never began
+        events = read_jsonl(str(out / "shards" / str(i) / "events.jsonl"))
+        assert not [e for e in events if e["type"] == "phase" and e.get("name") == "pool_ready"]
+    fleet_events = [e["name"] for e in read_jsonl(str(out / "events.jsonl")) if e["type"] == "fleet"]
+    assert "start" not in fleet_events and "stop" in fleet_events
+
+
 def test_unreachable_scheduler_is_a_usage_error_within_the_timeout():
     pytest.importorskip("distributed", reason="fleet mode needs Dask distributed (pip install '.[distributed]')")
     with socket.socket() as s:  # a port nobody listens on
@@ -165,51 +179,66 @@ def test_scheduler_without_enough_workers_is_a_usage_error(cluster, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_dask_worker_degrades_the_fleet(cluster, tmp_path):
-    from loadgen import fleet
-    from loadgen.streams import read_jsonl
+def test_a_plan_runs_on_a_fleet_and_report_rebuilds_the_fleet_dir(cluster, tmp_path):
+    """`run --config plan.toml --cluster`: every shard runs the plan's entries in order, each entry's load
+    split; one merged component per entry. `loadgen report` on the fleet's directory merges the shards'
+    own run directories to the same figures; without one of them, that shard counts as lost (exit 4)."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f"""name = "two"
+duration = "1s"
+workers = 1
+target = "{SLEEP}"
+target_args = {{ ms = 5 }}
+thresholds = {{ max_cpu_percent = 100 }}
 
-    pids = cluster.refresh_keep()
-    victim = sorted(pids)[1]  # shards take the workers in address order: this one is shard 1
+[[scenario]]
+name = "load"
+label = "first"
+concurrency = 4
+
+[[scenario]]
+name = "load"
+label = "second"
+concurrency = 2
+target_args = {{ ms = 2 }}
+""")
     out = tmp_path / "fleet"
-    victim_series = out / "shards" / "1" / "timeseries.jsonl"
+    code, _, err = _main(["run", "--config", str(plan), "--cluster", cluster.scheduler_address, "--out", str(out),
+                          "--quiet"])
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["metadata"]["kind"] == "plan two"
+    comps = report["detailed_metrics"]
+    assert [c["test_name"] for c in comps] == ["first", "second"]
+    shards = [json.loads((out / "shards" / str(i) / "report.json").read_text())["detailed_metrics"] for i in (0, 1)]
+    for k, c in enumerate(comps):
+        assert c["accounting"]["dispatched"] == sum(s[k]["accounting"]["dispatched"] for s in shards) > 0
+        assert c["max_concurrent_operations"] <= (4, 2)[k]
+    assert comps[1]["latency_ms"]["p50"] < comps[0]["latency_ms"]["p50"]  # the entry's own target_args
 
-    def killer():  # once the victim has streamed two seconds with load (not just its held start)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if victim_series.exists():
-                busy = [ln for ln in victim_series.read_text().splitlines() if json.loads(ln).get("throughput")]
-                if len(busy) >= 2:
-                    os.kill(pids[victim], signal.SIGKILL)
-                    return
-            time.sleep(0.05)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    code, stdout, err = _main(["report", str(copy)])
+    assert code == 0 and "shards' run directories" in stdout, err
+    rebuilt = json.loads((copy / "report.json").read_text())
+    assert rebuilt["exit_code"] == 0 and rebuilt["metadata"]["kind"] == "plan two"
+    for a, b in zip(comps, rebuilt["detailed_metrics"]):
+        assert (a["test_name"], a["accounting"], a["latency_ms"]) == (b["test_name"], b["accounting"], b["latency_ms"])
+    shutil.rmtree(copy / "shards" / "1")
+    shutil.rmtree(out / "shards" / "1")  # where the shard said it wrote: looked for too
+    code, _, err = _main(["report", str(copy)])
+    assert code == 0, err
+    partial = json.loads((copy / "report.json").read_text())
+    assert partial["exit_code"] == ExitCode.DEGRADED
+    assert [s["status"] for s in partial["fleet"]["shards"]][1] == "lost"
+    assert partial["accounting"]["lost"] > 0  # shard 1's operations, from the fleet's timeseries
+    assert partial["accounting"]["dispatched"] == report["accounting"]["dispatched"] - sum(
+        s["accounting"]["dispatched"] for s in shards[1]) + partial["accounting"]["lost"]
 
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    try:
-        rep = fleet.run("sustained_load", cluster=cluster.scheduler_address, concurrency=4, duration="4s",
-                        workers=1, target=SLEEP, target_args={"ms": 5},
-                        thresholds=ResourceThresholds(max_cpu_percent=100), out=str(out))
-    finally:
-        t.join(1)
-        cluster.refresh_keep()  # the nanny restarts the killed worker
-    assert rep.exit_code == ExitCode.DEGRADED
-    ok, lost = rep.report["fleet"]["shards"]
-    assert (ok["status"], lost["status"]) == ("finished", "lost")
-    assert "left the cluster" in lost["reason"] and victim in lost["reason"]
-    assert lost["seconds_streamed"] >= 2 and lost["operations"] > 0
-    survivor = json.loads((out / "shards" / "0" / "report.json").read_text())
-    assert ok["operations"] > 0
-    acc = rep.report["accounting"]
-    assert acc["lost"] == lost["lost_operations"] > 0  # what it started in the seconds it streamed
-    assert acc["dispatched"] == survivor["accounting"]["dispatched"] + acc["lost"]
-    assert acc["dispatched"] == acc["succeeded"] + acc["failed"] + acc["timed_out"] + acc["crashed"] + acc["lost"]
-    own = [json.loads(ln) for ln in victim_series.read_text().splitlines()]
-    assert acc["lost"] <= sum(r.get("ops") or 0 for r in own)  # its own record (this machine) has them all
-    lines = read_jsonl(str(out / "timeseries.jsonl"))
-    assert sum(1 for line in lines if "1" in line["per_shard"]) >= 2  # the lost shard's streamed seconds
-    assert any(e["type"] == "fleet" and e.get("name") == "shard_lost" for e in read_jsonl(str(out / "events.jsonl")))
-    assert "lost" in (out / "summary.txt").read_text()
+    (plan.parent / "par.toml").write_text(plan.read_text().replace('name = "two"', 'name = "two"\nparallel = true'))
+    code, _, err = _main(["run", "--config", str(plan.parent / "par.toml"), "--cluster", cluster.scheduler_address,
+                          "--out", str(tmp_path / "par"), "--quiet"])
+    assert code == 2 and "parallel = true with --cluster" in err
 
 
 def test_cluster_local_command_serves_until_ctrl_c():

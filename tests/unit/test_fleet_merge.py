@@ -162,3 +162,36 @@ def test_merged_checks_add_and_criteria_on_names_are_judged_on_the_union():
     merged = merge_component([("s0", a), ("s1", b)])
     assert merged.checks == {"ok": {"passes": 15, "fails": 5, "rate": 0.75}, "other": {"passes": 1, "fails": 0, "rate": 1.0}}
     assert [(c["value"], c["passed"]) for c in merged.criteria] == [(0.75, False), (3000, True)]
+
+
+def test_a_lost_shards_streamed_operations_count_as_lost_and_the_totals_add_up():
+    from loadgen.fleet.merge import add_lost, lost_accounting
+
+    seconds = [dict(_rec(t, 40, 5.0), scenario=name, dropped=d) for t, name, d in
+               ((100, "a", 0), (101, "a", 2), (102, "b", 0))]
+    seconds[1]["ops"] = 45  # started more than ended this second
+    lost = lost_accounting(seconds, "a")
+    assert (lost["a"].dispatched, lost["a"].lost, lost["a"].dropped, lost["a"].succeeded) == (85, 85, 2, 0)
+    assert lost["b"].lost == 40
+    comps = [merge_component([("shard 0@x", _result("a", [1000, 2000], {"dispatched": 2, "succeeded": 2, "failed": 0}))])]
+    add_lost(comps, lost, "shard 1@y")
+    a, b = comps
+    assert a.accounting["dispatched"] == 87 and a.accounting["lost"] == 85 and a.total_operations == 87
+    assert a.accounting["dispatched"] == a.accounting["succeeded"] + a.accounting["lost"]
+    assert a.error_messages[0].startswith("[shard 1@y] lost: 85 operations")
+    # a component only the lost shard ran: added, failed, with its lost operations only
+    assert (b.test_name, b.success, b.accounting["lost"], b.exit_code) == ("b", False, 40, 4)
+    report = build_report(comps, kind="suite", started_at=0.0, ended_at=1.0, thresholds=ResourceThresholds())
+    assert report["accounting"]["lost"] == 125 and report["accounting"]["dispatched"] == 127
+
+
+def test_start_gate_holds_a_ready_pool_until_it_opens():
+    from loadgen.engine.load import StartGate
+
+    told = []
+    gate = StartGate(on_ready=told.append)
+    gate.pool_ready()
+    gate.pool_ready()  # reported once
+    assert len(told) == 1 and gate.ready_at == told[0] and gate.at is None
+    gate.open(told[0] + 0.5)
+    assert gate.at == told[0] + 0.5
