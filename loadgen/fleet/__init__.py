@@ -3,8 +3,9 @@
 ``master.py`` runs a fleet from the CLI's process, ``shard.py`` is the Dask
 task each machine runs (a complete local loadgen run), ``merge.py`` splits
 the load and combines what shards measured, ``summary.py`` builds the
-fleet's report, ``cluster.py`` finds and starts Dask clusters. Dask is
-imported only when a fleet command runs.
+fleet's report, ``rebuild.py`` builds it again from the shards' run
+directories (``loadgen report``), ``cluster.py`` finds and starts Dask
+clusters. Dask is imported only when a fleet command runs.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ def run(scenario="concurrent_load", *, progress=None, command=None, **options):
     """Run one scenario as a fleet on the Dask scheduler at ``cluster=``; returns an ``api.Report``.
 
     ``options`` are :func:`loadgen.api.run`'s plus the fleet's (``cluster``, ``shards``,
-    ``cluster_timeout``, ``start_lead``): the load is split across the shards, everything per
-    machine (workers, slots, thresholds) is applied on each. ``shards``: use exactly this many
-    (wait for them up to ``cluster_timeout``); default: every worker offering the ``loadgen``
-    resource (or one per host if none does). ``start_lead``: the load begins this long after
-    submission on every shard (default 2 s; a shard whose pool is not ready by then starts late,
-    and the report says by how much). Raises :class:`UsageError` (:class:`ClusterError`) before any
-    load is applied, :class:`TypeError` for an unknown option.
+    ``cluster_timeout``, ``start_lead``, ``silence_limit``): the load is split across the shards,
+    everything per machine (workers, slots, thresholds) is applied on each. ``shards``: use exactly
+    this many (wait for them up to ``cluster_timeout``); default: every worker offering the
+    ``loadgen`` resource (or one per host if none does). ``start_lead``: the longest wait for every
+    shard's pool to be ready (default 60 s); the load begins together just after the last is.
+    ``silence_limit``: a shard silent this long is lost (default 15 s). Raises :class:`UsageError`
+    (:class:`ClusterError`) before any load is applied — a shard not ready within ``start_lead``
+    included — and :class:`TypeError` for an unknown option.
     """
     return run_fleet(opts.RUN, [scenario], opts.from_api(options, opts.RUN, "fleet.run"), progress=progress,
                      command=command)
