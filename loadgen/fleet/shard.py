@@ -84,8 +84,10 @@ def warm_up():
 
 
 def request_stop(run_id, reason, exit_code):
-    """Run on each worker by the master (``Client.run``): stop this run's shard gracefully."""
-    _STOPS[run_id] = (reason, int(exit_code))
+    """Run on each worker by the master (``Client.run``): stop this run's shard gracefully (when it
+    runs here: a request that comes after the shard ended must not stay behind)."""
+    if run_id in _GATES:
+        _STOPS[run_id] = (reason, int(exit_code))
     return True
 
 
@@ -257,7 +259,6 @@ def run_shard(spec):
     modules = set(sys.modules)
     warnings = _worker_warnings(worker, multiprocessing.current_process().daemon)
     spec = dataclasses.replace(spec, out=_shard_dir(spec))
-    settings, scs, kind, name = _work_of(spec)
     base |= {"run_dir": spec.out, "warnings": warnings}
     gate = StartGate()
     _GATES.setdefault(spec.run_id, {})[spec.index] = gate
@@ -265,6 +266,10 @@ def run_shard(spec):
     gate.on_ready = lambda ready_at: publisher.send("ready", ready_at=ready_at)
     first = {}
     try:
+        # Heartbeats from now: building the session imports the user's target, which may take a while.
+        publisher.start()
+        publisher.send("begin", host=host, pid=os.getpid(), warnings=warnings)
+        settings, scs, kind, name = _work_of(spec)
         session = Session.open(settings, name=name, shard_of=spec.count)
 
         def stream(runner, record):
@@ -279,8 +284,6 @@ def run_shard(spec):
                 runner.request_stop(*stop)
 
         session = ShardSession.of(session, Share(spec.index, spec.count), stream, gate)
-        publisher.start()
-        publisher.send("begin", host=host, pid=os.getpid(), warnings=warnings)
         rep = api.run_scenarios(scs, session, kind=kind, command=spec.command)
         stop = _STOPS.get(spec.run_id) or publisher.unwanted
         if gate.at is None:  # stopped while held: no load was applied
@@ -324,15 +327,18 @@ def _work_of(spec):
 def _forget_targets(before):
     """Drop the modules this run imported from outside Python's and the installed packages' paths
     (the user's targets): the next run on this long-lived worker imports them afresh."""
+    import site
     import sysconfig
 
-    keep = tuple(os.path.realpath(p) for p in {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib",
-                                                                                    "purelib", "platlib")})
-    here = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    installed = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    installed.update(getattr(site, "getsitepackages", list)())
+    installed.add(site.getusersitepackages())
+    here = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # loadgen itself
+    keep = tuple(os.path.realpath(p) + os.sep for p in installed) + (here + os.sep,)
     for name in set(sys.modules) - before:
         path = getattr(sys.modules.get(name), "__file__", None) or ""
-        real = os.path.realpath(path) if path else ""
-        if real and not real.startswith(keep) and not real.startswith(here):
+        # Python source only: an extension module cannot always be initialised twice in one process.
+        if path.endswith((".py", ".pyc")) and not os.path.realpath(path).startswith(keep):
             sys.modules.pop(name, None)
 
 

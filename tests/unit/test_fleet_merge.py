@@ -195,3 +195,25 @@ def test_start_gate_holds_a_ready_pool_until_it_opens():
     assert len(told) == 1 and gate.ready_at == told[0] and gate.at is None
     gate.open(told[0] + 0.5)
     assert gate.at == told[0] + 0.5
+
+
+def test_a_shard_forgets_the_users_modules_but_not_installed_ones(tmp_path, monkeypatch):
+    """What a run imported from the user's files is dropped when its shard ends: the next run on the
+    long-lived Dask worker imports the target afresh (an edited file is read again)."""
+    import importlib
+
+    from loadgen.fleet.shard import _forget_targets
+
+    (tmp_path / "lg_user_target_mod.py").write_text("VERSION = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = set(sys.modules) - {"colorsys"}
+    sys.modules.pop("colorsys", None)
+    mod = importlib.import_module("lg_user_target_mod")
+    importlib.import_module("colorsys")  # the standard library's: kept
+    assert mod.VERSION == 1
+    _forget_targets(before)
+    assert "lg_user_target_mod" not in sys.modules and "colorsys" in sys.modules
+    (tmp_path / "lg_user_target_mod.py").write_text("VERSION = 22  # another size: a .pyc of the same second is not reused\n")
+    importlib.invalidate_caches()
+    assert importlib.import_module("lg_user_target_mod").VERSION == 22
+    sys.modules.pop("lg_user_target_mod", None)
