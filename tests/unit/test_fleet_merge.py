@@ -213,7 +213,7 @@ def test_a_shard_forgets_the_users_modules_but_not_installed_ones(tmp_path, monk
     assert mod.VERSION == 1
     _forget_targets(before)
     assert "lg_user_target_mod" not in sys.modules and "colorsys" in sys.modules
-    (tmp_path / "lg_user_target_mod.py").write_text("VERSION = 22  # another size: a .pyc of the same second is not reused\n")
+    (tmp_path / "lg_user_target_mod.py").write_text("VERSION = 22\n")  # another size: no stale .pyc
     importlib.invalidate_caches()
     assert importlib.import_module("lg_user_target_mod").VERSION == 22
     sys.modules.pop("lg_user_target_mod", None)
