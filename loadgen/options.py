@@ -82,6 +82,14 @@ def _sample_interval(value, where, strict):
     return seconds
 
 
+def _silence_limit(value, where, strict):
+    seconds = parse_duration(value, where)
+    low = 3 * TIMING.shard_heartbeat_s  # shorter: a busy scheduler's hiccup would lose a healthy shard
+    if seconds < low:
+        raise UsageError(f"{where}: expected at least {low:g}s (three shard heartbeats), got {show(value)}")
+    return seconds
+
+
 def _bool(value, where, strict):
     return check_bool(value, where, strict=strict)
 
@@ -408,8 +416,9 @@ OPTIONS = (
     O("start_lead", _duration, "the longest wait for every shard's pool to be ready; the load begins together "
       "just after the last is (a shard not ready by then: nothing runs, exit 2)", "--start-lead", metavar="D",
       default=TIMING.fleet_start_lead_s, level=None, group="fleet"),
-    O("silence_limit", _duration, "a shard heard nothing from this long is lost; a shard that cannot reach the "
-      "scheduler this long stops its load", "--silence-limit", metavar="D", default=TIMING.fleet_silence_s,
+    O("silence_limit", _silence_limit, "a shard heard nothing from this long is lost; a shard that cannot reach the "
+      "scheduler this long stops its load (at least 3s)", "--silence-limit", metavar="D",
+      default=TIMING.fleet_silence_s,
       level=None, group="fleet"),
 )
 del O

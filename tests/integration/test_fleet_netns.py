@@ -106,7 +106,7 @@ def test_cold_workers_start_together_and_nothing_crosses_runs(net, tmp_path):
     """The first run meets cold workers (loadgen, numpy not yet imported): the start waits for every
     pool, so no shard starts late. A second run on the same long-lived workers, other settings: nothing
     of the first (warnings, figures, shares, events) appears in it."""
-    code, _, err = _run(net, tmp_path / "one", "--seed", "1")
+    code, _, err = _run(net, tmp_path / "one", "--seed", "1", duration="1s")
     assert code == 0, err
     one = json.loads((tmp_path / "one" / "report.json").read_text())
     fleet = one["fleet"]
@@ -119,7 +119,7 @@ def test_cold_workers_start_together_and_nothing_crosses_runs(net, tmp_path):
     for s in fleet["shards"]:  # every pool began its load at the instant, none before it
         assert s["late_ms"] is not None and s["late_ms"] >= 0
 
-    code, _, err = _run(net, tmp_path / "two", "--seed", "2", "--target-arg", "ms=2", concurrency=3)
+    code, _, err = _run(net, tmp_path / "two", "--seed", "2", "--target-arg", "ms=2", duration="1s", concurrency=3)
     assert code == 0, err
     two = json.loads((tmp_path / "two" / "report.json").read_text())
     assert two["fleet"]["run_id"] != fleet["run_id"]
@@ -141,7 +141,7 @@ def test_partitioned_shard_is_lost_within_the_silence_limit_and_nothing_is_unacc
     out = tmp_path / "fleet"
     t, cut = _when_busy(out / "shards" / "2" / "timeseries.jsonl", 2, lambda: net.link_down(2))
     try:
-        code, _, err = _run(net, out, duration="9s")
+        code, _, err = _run(net, out, duration="7s")
     finally:
         t.join(1)
         net.link_up(2)
@@ -177,7 +177,7 @@ def test_killed_shard_worker_is_lost_and_leaves_nothing(net, tmp_path):
     victim = net.workers[1][-1]
     t, _ = _when_busy(out / "shards" / "1" / "timeseries.jsonl", 2, lambda: os.kill(victim.pid, signal.SIGKILL))
     try:
-        code, _, err = _run(net, out, duration="5s")
+        code, _, err = _run(net, out, duration="4s")
     finally:
         t.join(1)
         victim.wait(10)

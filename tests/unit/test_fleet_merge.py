@@ -152,6 +152,13 @@ def test_bad_scheduler_address_is_a_usage_error(address):
     assert code == 2 and "--cluster" in err
 
 
+@pytest.mark.parametrize("flag, value, says", [("--silence-limit", "1s", "at least 3s"),
+                                               ("--start-lead", "0s", "greater than zero")])
+def test_bad_fleet_timings_are_one_line_and_exit_2(flag, value, says):
+    code, _, err = _main(["run", "concurrent_load", "--duration", "1s", "--cluster", "tcp://127.0.0.1:9", flag, value])
+    assert code == 2 and says in err and flag in err and len(err.strip().splitlines()) == 1
+
+
 def test_merged_checks_add_and_criteria_on_names_are_judged_on_the_union():
     acc = {"dispatched": 10, "succeeded": 10, "failed": 0, "timed_out": 0, "crashed": 0, "dropped": 0}
     crit = [{"criterion": "checks{name=ok} > 0.75", "metric": "checks{name=ok}", "op": ">", "limit": 0.75},
