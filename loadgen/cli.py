@@ -262,8 +262,11 @@ def _command(args, command):
     if args.command == "list":
         return _list()
     if args.command == "report":
+        from .fleet.rebuild import is_fleet_dir, rebuild_fleet
         from .report.rebuild import rebuild_command
 
+        if is_fleet_dir(args.run_dir):  # a fleet's: merged again from its shards' own run directories
+            return rebuild_command(args.run_dir, rebuild_fleet, "its shards' run directories")
         return rebuild_command(args.run_dir)
     if args.command == "compare":
         from .report.compare import compare_command

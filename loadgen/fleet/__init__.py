@@ -4,8 +4,9 @@
 task each machine runs (a complete local loadgen run), ``merge.py`` splits
 the load and combines what shards measured, ``summary.py`` builds the
 fleet's report, ``rebuild.py`` builds it again from the shards' run
-directories (``loadgen report``), ``cluster.py`` finds and starts Dask
-clusters. Dask is imported only when a fleet command runs.
+directories (``loadgen report``), ``state.py`` holds what the master knows of
+each shard, ``progress.py`` the fleet's status line, ``cluster.py`` finds and
+starts Dask clusters. Dask is imported only when a fleet command runs.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ def run_fleet(kind, names, settings, *, progress=None, command=None):
     the live status line on a terminal (quiet settings: none)."""
     from .. import scenarios
     from ..errors import UsageError
-    from .master import FleetMaster, FleetProgress
 
     names = list(names or scenarios.names())
     for n in names:
@@ -53,15 +53,7 @@ def run_fleet(kind, names, settings, *, progress=None, command=None):
         raise UsageError("a fleet run needs cluster = a Dask scheduler address (tcp://HOST:8786)")
     if kind == opts.RUN:
         settings = opts.mark_abort(settings, scenarios.get(names[0]).criteria)
-    own = progress is None
-    if own:
-        progress = FleetProgress(enabled=None if not opts.value(settings, "quiet") else False,
-                                 interval=opts.value(settings, "progress_interval"))
-    try:
-        return FleetMaster(kind, names, settings, progress=progress, command=command).run()
-    finally:
-        if own:
-            progress.done()
+    return _follow(kind, names, settings, progress, command=command)
 
 
 def run_plan_fleet(path, upper, *, only=None, progress=None, command=None):
@@ -72,7 +64,6 @@ def run_plan_fleet(path, upper, *, only=None, progress=None, command=None):
     parallel plan (its entries run in forked processes, which cannot stream to the fleet yet)."""
     from .. import plan as plans
     from ..errors import UsageError
-    from .master import FleetMaster, FleetProgress
 
     plan = plans.load(path)
     local = upper.without(*opts.FLEET_KEYS)
@@ -80,14 +71,22 @@ def run_plan_fleet(path, upper, *, only=None, progress=None, command=None):
     if prepared.settings.get("parallel") and len(prepared.entries) > 1:
         raise UsageError(f"{path}: parallel = true with --cluster: not supported yet (each entry would run in a "
                          "forked process of its own on every shard); run it with parallel = false")
-    settings = opts.merge(prepared.settings, upper)
+    return _follow(PLAN, [e.label for e in prepared.entries], opts.merge(prepared.settings, upper), progress,
+                   command=command, plan=(plan, local, only), entry_settings=[e.settings for e in prepared.entries])
+
+
+def _follow(kind, names, settings, progress, **master):
+    """Run a :class:`~loadgen.fleet.master.FleetMaster` (``master``: its keyword arguments) with
+    ``progress``, or with the fleet's own status line when None (quiet settings: none)."""
+    from .master import FleetMaster
+    from .progress import FleetProgress
+
     own = progress is None
     if own:
         progress = FleetProgress(enabled=None if not opts.value(settings, "quiet") else False,
                                  interval=opts.value(settings, "progress_interval"))
     try:
-        return FleetMaster(PLAN, [e.label for e in prepared.entries], settings, progress=progress, command=command,
-                           plan=(plan, local, only), entry_settings=[e.settings for e in prepared.entries]).run()
+        return FleetMaster(kind, names, settings, progress=progress, **master).run()
     finally:
         if own:
             progress.done()

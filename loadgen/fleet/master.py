@@ -51,85 +51,20 @@ import logging
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 
 from .. import options as opts
 from ..config import TIMING
 from ..errors import ClusterError, ExitCode, UsageError
 from .cluster import RESOURCE, close_quietly, first_line, import_distributed, normalise_address, workers_of
 from .merge import SecondMerger
+from .state import ShardState
 
 log = logging.getLogger("loadgen.fleet")
 
 MISSING_CHECKS = 2  # a worker absent from this many membership checks in a row is gone
-
-
-# ---------------------------------------------------------------------- the master
-
-
-@dataclass
-class ShardState:
-    """What the master knows of one shard: its worker, its task, what it streamed and returned."""
-
-    index: int
-    worker: str
-    host: str
-    offset_s: float = 0.0  # this worker's clock minus the master's
-    future: object = None
-    status: str = "pending"  # pending → running → finished | lost | error | refused | stopped
-    reason: str | None = None
-    result: dict | None = None
-    seconds: list = field(default_factory=list)  # streamed per-second records
-    delays: list = field(default_factory=list)  # (second end → arrival at the master) per loaded second, s
-    hops: list = field(default_factory=list)  # (sent by the shard → arrival), s
-    last_heard: float = 0.0  # time.monotonic() of the last message
-    ready_at: float | None = None  # the master's clock when the shard's "ready" arrived
-    load_started_at: float | None = None  # on the master's clock
-    breach_events: int = 0
-    missing: int = 0  # consecutive membership checks that did not list the worker
-    shares: list = field(default_factory=list)  # {phase, model, mine, total, fraction} per phase begun
-    warnings: list = field(default_factory=list)
-    usage_error: bool = False
-
-    @property
-    def done(self):
-        """True once the shard finished, was lost, or ended any other way."""
-        return self.status not in ("pending", "running")
-
-    @property
-    def label(self):
-        """``shard N@HOST``: the shard's name in merged messages."""
-        return f"shard {self.index}@{self.host}"
-
-    def on_second(self, msg, arrived, merger):
-        """Keep a streamed per-second record (``msg``, arrived at ``arrived``, master's clock)."""
-        rec = msg.get("rec") or {}
-        if not isinstance(rec.get("t"), (int, float)):
-            return
-        if merger.add(self.index, rec, arrived - (rec["t"] + 1)):
-            self.seconds.append(dict(rec, scenario=msg.get("scenario")))
-            if rec.get("ops") or rec.get("throughput") or rec.get("in_flight"):
-                # Seconds under load only: a held pool's idle seconds are written by the Runner
-                # after its grace (no worker reports them), which says nothing of the stream.
-                self.delays.append(arrived - (rec["t"] + 1))
-            self.hops.append(arrived - (msg.get("sent", arrived) - self.offset_s))
-        if msg.get("load_started_at") and self.load_started_at is None:
-            self.load_started_at = msg["load_started_at"] - self.offset_s
-        if isinstance(msg.get("share"), dict):
-            self.shares.append(msg["share"])
-
-    def on_result(self, res):
-        """Keep the shard's returned result dict (see ``shard.run_shard``)."""
-        self.result = res
-        self.status = res.get("status", "finished")
-        self.reason = res.get("reason")
-        self.warnings = list(res.get("warnings") or self.warnings)
-        if res.get("load_started_at") and self.load_started_at is None:
-            self.load_started_at = res["load_started_at"] - self.offset_s
 
 
 class FleetMaster:
@@ -529,40 +464,5 @@ class FleetMaster:
 def _restore_signals(old):
     for s, h in (old or {}).items():
         signal.signal(s, h)
-
-
-class FleetProgress:
-    """The status of a fleet run: a live line on a terminal, else (CI, a pipe) a plain timestamped line
-    on stdout every ``interval`` seconds, as :class:`loadgen.cli.Progress`; ``enabled=False``: none."""
-
-    def __init__(self, stream=sys.stderr, enabled=None, interval=10.0):
-        self.stream = stream
-        self.live = stream.isatty() if enabled is None else enabled
-        self.plain = sys.stdout if enabled is None and not self.live else None
-        self.interval = interval
-        self._next_plain = time.time() + interval
-
-    def __call__(self, line, running, total):
-        p99 = (line.get("latency_ms") or {}).get("p99")
-        sr = line.get("success_rate")
-        text = (f"[fleet {running}/{total} running · {line.get('phase', '')}] "
-                f"ops/s {line.get('throughput') or 0:>7}  ok {'—' if sr is None else f'{sr:6.1%}'}  "
-                f"p99≤ {'—' if p99 is None else f'{p99:8.1f}ms'}  in flight {line.get('in_flight') or 0:>4}")
-        if self.live:
-            self.stream.write("\r\x1b[2K" + text)
-            self.stream.flush()
-        elif self.plain is not None and time.time() >= self._next_plain:
-            self._next_plain = time.time() + self.interval
-            self.plain.write(time.strftime("%H:%M:%S ") + text + "\n")
-            self.plain.flush()
-
-    def done(self):
-        """Clear the status line."""
-        if self.live:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
-
-
-# ---------------------------------------------------------------------- helpers
 
 

@@ -1,7 +1,7 @@
 """The fleet's report: the shards' results merged, the per-machine table, the exit code.
 
 Built by the master (``master.py``) once its shards ended, from what it kept
-of each (:class:`~loadgen.fleet.master.ShardState`): a finished shard's
+of each (:class:`~loadgen.fleet.state.ShardState`): a finished shard's
 results are merged exactly (``merge.py``); a lost one is shown from the
 seconds it streamed, and its loss makes the exit code 4.
 """

@@ -61,8 +61,10 @@ MAX_OPS_PER_SECOND = 10**9  # a second's count in the streams, at most (a larger
 # ====================================================================== command
 
 
-def rebuild_command(run_dir):
-    """Rebuild and write the reports of ``run_dir``; prints one line, returns 0.
+def rebuild_command(run_dir, build=None, source="its streams"):
+    """Rebuild and write the reports of ``run_dir``; prints one line, returns 0. ``build``: what
+    makes the report dict (default :func:`rebuild`; a fleet's directory: ``fleet.rebuild.rebuild_fleet``),
+    ``source``: what it was made from, for that line.
 
     The run's own exit code is in the rebuilt report (``exit_code``); this
     command's is 0 once the reports are written. :class:`UsageError` for a
@@ -70,11 +72,8 @@ def rebuild_command(run_dir):
     never appended to; each report file is replaced atomically (a symlink at
     its path is replaced, not followed).
     """
-    from ..fleet.rebuild import is_fleet_dir, rebuild_fleet
-
-    fleet = is_fleet_dir(run_dir)
     try:
-        report = rebuild_fleet(run_dir) if fleet else rebuild(run_dir)
+        report = (build or rebuild)(run_dir)
         _renders(report)  # before any report file is replaced
     except _SHAPE_ERRORS as e:  # a record whose fields are of another shape than loadgen writes
         log.debug("rebuild of %s failed", run_dir, exc_info=True)
@@ -85,7 +84,6 @@ def rebuild_command(run_dir):
     except OSError as e:
         raise OutputError(f"cannot write the reports in {run_dir}: {e.strerror or e}") from None
     names = ", ".join(os.path.basename(p) for p in paths.values())
-    source = "its shards' run directories" if fleet else "its streams"
     print(f"loadgen: rebuilt {names} in {run_dir} from {source} "
           f"({len(report['detailed_metrics'])} component(s), run exit code {report['exit_code']})")
     return ExitCode.OK
