@@ -228,7 +228,8 @@ def _partition_run(cluster, a, common, out):
             own += json.load(f)["accounting"]["dispatched"]
     with open(os.path.join(out, "report.json")) as f:
         rebuilt = json.load(f)["accounting"]["dispatched"]
-    return {"detect_s": lost_at - cut["at"], "self_stop_s": stopped[0] - cut["at"] if stopped else float("nan"), "exit": rep["exit_code"], "dispatched": acc["dispatched"],
+    return {"detect_s": lost_at - cut["at"], "self_stop_s": stopped[0] - cut["at"] if stopped else float("nan"),
+            "exit": rep["exit_code"], "dispatched": acc["dispatched"],
             "lost": acc["lost"], "unaccounted": acc["dispatched"] - done - acc["lost"], "own": own, "rebuilt": rebuilt}
 
 

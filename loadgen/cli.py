@@ -187,8 +187,9 @@ def _print_outcome(rep, quiet):
             mark = "PASS" if c["status"] == "PASSED" else "FAIL"
             extra = f" — {c['error']}" if c.get("error") else ""
             print(f"{mark} {c['component_name']}{extra}")
+        lost = f", lost with a shard {acc['lost']:,}" if acc.get("lost") else ""
         print(f"operations {acc['dispatched']:,} (ok {acc['succeeded']:,}, failed {acc['failed']:,}, timed out "
-              f"{acc['timed_out']:,}, crashed {acc['crashed']:,}, dropped {acc['dropped']:,}); p50 {lat.get('p50')} ms, "
+              f"{acc['timed_out']:,}, crashed {acc['crashed']:,}, dropped {acc['dropped']:,}{lost}); p50 {lat.get('p50')} ms, "
               f"p99 {lat.get('p99')} ms")
         from .report.text import error_lines
 

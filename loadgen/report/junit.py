@@ -141,7 +141,7 @@ def _properties(comp, report):
     if comp.get("stop_reason"):
         yield "stop_reason", str(comp["stop_reason"])
     acc = comp.get("accounting") or {}
-    for key in ("dispatched", "succeeded", "failed", "timed_out", "crashed", "dropped"):
+    for key in ("dispatched", "succeeded", "failed", "timed_out", "crashed", "dropped", "lost"):
         if key in acc:
             yield f"accounting.{key}", str(acc[key])
     for key, value in (comp.get("latency_ms") or {}).items():

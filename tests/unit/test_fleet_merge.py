@@ -180,7 +180,8 @@ def test_a_lost_shards_streamed_operations_count_as_lost_and_the_totals_add_up()
     lost = lost_accounting(seconds, "a")
     assert (lost["a"].dispatched, lost["a"].lost, lost["a"].dropped, lost["a"].succeeded) == (85, 85, 2, 0)
     assert lost["b"].lost == 40
-    comps = [merge_component([("shard 0@x", _result("a", [1000, 2000], {"dispatched": 2, "succeeded": 2, "failed": 0}))])]
+    acc = {"dispatched": 2, "succeeded": 2, "failed": 0}
+    comps = [merge_component([("shard 0@x", _result("a", [1000, 2000], acc))])]
     add_lost(comps, lost, "shard 1@y")
     a, b = comps
     assert a.accounting["dispatched"] == 87 and a.accounting["lost"] == 85 and a.total_operations == 87
