@@ -124,9 +124,9 @@ def first_line(e):
     return text[0] if text else type(e).__name__
 
 
-def close_quietly(client):
-    """Close a Dask Client, ignoring a scheduler that is already gone."""
+def close_quietly(client, timeout=5):
+    """Close a Dask Client within ``timeout`` s, ignoring a scheduler that is already gone."""
     try:
-        client.close(timeout=5)
+        client.close(timeout=timeout)
     except Exception:  # noqa: BLE001 - the scheduler may already be gone
         pass

@@ -127,12 +127,13 @@ class FleetMaster:
                 self.close_streams()
                 raise ClusterError(self.address, self._not_ready_message())
             ended = time.time()
-            try:
-                client.unsubscribe_topic(self.topic)
-            except Exception:  # noqa: BLE001 - closing anyway
-                pass
+            if _connected(client):
+                try:
+                    client.unsubscribe_topic(self.topic)
+                except Exception:  # noqa: BLE001 - closing anyway
+                    pass
         finally:
-            close_quietly(client)
+            close_quietly(client, timeout=5 if _connected(client) else 1)
         return fleet_report(self, run_dir, started, ended)
 
     # -- before the load
@@ -272,7 +273,7 @@ class FleetMaster:
                     break
             for s in self.shards:
                 if s.status == "running" and s.future.done():
-                    self._collect(s)
+                    self._collect(client, s)
             if now >= next_membership:
                 next_membership = now + TIMING.fleet_membership_s
                 self._check_membership(client)
@@ -369,7 +370,7 @@ class FleetMaster:
                 self._lose(s, f"its Dask worker {s.worker} on {s.host} left the cluster mid-run (the process "
                               f"died or the machine is unreachable){last}")
 
-    def _collect(self, s):
+    def _collect(self, client, s):
         fut = s.future
         if fut.status == "finished":
             try:
@@ -390,6 +391,9 @@ class FleetMaster:
             s.status, s.reason, s.usage_error = "error", str(exc), True
             self.events.emit("fleet", name="shard_error", shard=s.index, host=s.host, error=type(exc).__name__,
                              message=str(exc))
+        elif not _connected(client):
+            self._lose(s, "the Dask scheduler went away mid-run (the master lost its connection; its tasks were "
+                          "cancelled)")
         else:
             self._lose(s, f"its task failed: {type(exc).__name__}: {first_line(exc)}" if exc is not None
                        else f"its task ended as {fut.status}")
@@ -430,8 +434,8 @@ class FleetMaster:
             except queue.Empty:
                 continue
             self._handle(arrived, msg)
-        try:
-            backlog = client.get_events(self.topic)
+        try:  # a Client whose scheduler is gone would retry this for its whole connect timeout
+            backlog = client.get_events(self.topic) if _connected(client) else ()
         except Exception:  # noqa: BLE001 - the scheduler may be gone; what streamed is kept
             backlog = ()
         now = time.time()
@@ -459,6 +463,11 @@ class FleetMaster:
             self._signals.append(signum)
 
         return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _connected(client):
+    """True while the Client is connected to its scheduler (``Client.status``)."""
+    return getattr(client, "status", "running") == "running"
 
 
 def _restore_signals(old):

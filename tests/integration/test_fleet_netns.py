@@ -225,9 +225,12 @@ def test_killed_scheduler_ends_the_run_with_every_shard_lost_and_no_process_left
         sched.wait(10)
     assert code == ExitCode.DEGRADED, err
     assert time.time() - t0 < 25  # it did not run its 30 s
+    ended = next(e["t"] for e in read_jsonl(str(out / "events.jsonl")) if e.get("name") == "end")
+    assert ended - cut["at"] <= SILENCE + 2.0
     report = json.loads((out / "report.json").read_text())
     shards = report["fleet"]["shards"]
     assert [s["status"] for s in shards] == ["lost"] * STACKS
+    assert all("scheduler" in s["reason"] for s in shards)
     assert all(s["seconds_streamed"] >= 1 for s in shards)
     assert report["accounting"]["lost"] == sum(s["lost_operations"] for s in shards) > 0
     assert _adds_up(report["accounting"])
