@@ -141,10 +141,10 @@ def test_fleet_merges_a_mix_named_measurements_and_checks_exactly(cluster, tmp_p
 def test_a_shard_not_ready_within_the_start_lead_stops_the_fleet_before_any_load(cluster, tmp_path):
     slow = os.path.join(TESTS, "_targets.py") + ":slow_factory"
     out = tmp_path / "fleet"
-    code, _, err = _main(["run", "load", "--target", slow, "--target-factory", "--target-arg", "build_s=2.5",
+    code, _, err = _main(["run", "load", "--target", slow, "--target-factory", "--target-arg", "build_s=1.5",
                           "--concurrency", "2", "--duration", "2s", "--workers", "1", "--max-cpu-percent", "100",
-                          "--start-lead", "0.5s", "--cluster", cluster.scheduler_address, "--out", str(out), "--quiet"])
-    assert code == 2 and "not every shard was ready within --start-lead 0.5s" in err and "no load was applied" in err
+                          "--start-lead", "0.3s", "--cluster", cluster.scheduler_address, "--out", str(out), "--quiet"])
+    assert code == 2 and "not every shard was ready within --start-lead 0.3s" in err and "no load was applied" in err
     assert len(err.strip().splitlines()) == 1
     for i in (0, 1):  # each shard stopped while held: its pool never began
         events = read_jsonl(str(out / "shards" / str(i) / "events.jsonl"))
