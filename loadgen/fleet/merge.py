@@ -321,6 +321,11 @@ def _merged_words(rows):
     return messages, errors, tracebacks, stop_reason
 
 
+def streamed_ops(seconds):
+    """Operations started in ``seconds`` (a shard's streamed per-second records)."""
+    return sum(int(rec.get("ops") or 0) for rec in seconds)
+
+
 def lost_accounting(seconds, default):
     """``{component name: Accounting}`` of what a lost shard streamed (``seconds``, each tagged with
     the ``scenario`` that ran it, else ``default``): every operation it started counts as

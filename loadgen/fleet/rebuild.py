@@ -19,7 +19,8 @@ import os
 
 from ..errors import ExitCode
 from ..streams import EVENTS, TIMESERIES, load_json, read_jsonl
-from .merge import add_lost, lost_accounting, merge_components, result_from_dict, shard_row_from_results
+from .merge import (add_lost, lost_accounting, merge_components, result_from_dict, shard_row_from_results,
+                    streamed_ops)
 
 REPORT_JSON = "report.json"
 
@@ -61,7 +62,7 @@ def rebuild_fleet(run_dir):
             seconds = [dict(p, scenario=None) for ln in lines for k, p in (ln.get("per_shard") or {}).items()
                        if k == str(i)]
             row.update(status="lost", reason="its run directory is not here (copy it to shards/N to merge it)",
-                       lost_operations=sum(int(p.get("ops") or 0) for p in seconds), seconds_streamed=len(seconds))
+                       lost_operations=streamed_ops(seconds), seconds_streamed=len(seconds))
             missing.append((label, seconds))
         else:
             results = [result_from_dict(d) for d in data.get("detailed_metrics") or []]

@@ -12,7 +12,8 @@ import os
 
 from ..config import TIMING
 from ..errors import ExitCode, UsageError
-from .merge import add_lost, lost_accounting, merge_components, result_from_dict, shard_row_from_results, shard_row_from_seconds
+from .merge import (add_lost, lost_accounting, merge_components, result_from_dict, shard_row_from_results,
+                    shard_row_from_seconds, streamed_ops)
 
 LATE_WARNING_S = 0.05  # a shard whose load began this long after the instant is named in the warnings
 
@@ -50,9 +51,9 @@ def fleet_report(master, run_dir, started, ended):
     if fleet["shards_lost"]:
         codes.append(ExitCode.DEGRADED)
     report["exit_code"] = ExitCode.worst(codes)
-    advice = [f"fleet: shard {s.index} on {s.host} {s.status}: {s.reason}; the {_lost_ops(s)} operations it "
-              f"started in its {len(s.seconds)} streamed seconds (in timeseries.jsonl) count as lost in the "
-              f"accounting; its own run directory ({_shard_dir(master, s)}) has what it measured after"
+    advice = [f"fleet: shard {s.index} on {s.host} {s.status}: {s.reason}; the {streamed_ops(s.seconds)} "
+              f"operations it started in its {len(s.seconds)} streamed seconds (in timeseries.jsonl) count as lost "
+              f"in the accounting; its own run directory ({_shard_dir(master, s)}) has what it measured after"
               for s in master.shards if s.status != "finished"]
     advice += [f"fleet: {w}" for w in fleet["warnings"]]
     report["recommendations"][:0] = advice  # first: they qualify everything after them
@@ -60,10 +61,6 @@ def fleet_report(master, run_dir, started, ended):
     master.close_streams()
     paths = write_reports(run_dir, report)
     return api.Report(report, merged, report["exit_code"], run_dir, paths)
-
-
-def _lost_ops(s):
-    return sum(int(r.get("ops") or 0) for r in s.seconds)
 
 
 def _shard_dir(master, s):
@@ -91,7 +88,7 @@ def fleet_summary(master, per_shard):
             "run_dir": _shard_dir(master, s),
             "seconds_streamed": len(s.seconds),
             "clock_offset_ms": round(s.offset_s * 1000, 3),
-            "lost_operations": 0 if s.status == "finished" else _lost_ops(s),
+            "lost_operations": 0 if s.status == "finished" else streamed_ops(s.seconds),
             "late_ms": None if s.load_started_at is None or master.start_at is None else
             round((s.load_started_at - master.start_at) * 1000, 3),
             "load_started_at": s.load_started_at,
