@@ -195,6 +195,7 @@ class Seconds:
     def __init__(self, out, phase, open_model=False):
         self.out, self.phase, self.open_model = out, phase, open_model
         self.pending = {}  # UNIX second → Second
+        self.written = -math.inf  # the latest second whose line is written
         plan = out.plan
         if plan.segment_s and plan.duration_s:
             # Every segment's histogram (184 KiB each) made now, not as its time comes: the master's
@@ -261,6 +262,11 @@ class Seconds:
         out.peak_rss_mb = max(out.peak_rss_mb, s.pool_rss_mb)
         out.peak_cpu_percent = max(out.peak_cpu_percent, s.cpu_percent)
         second = int(s.t)
+        if second <= self.written:
+            # A sample that came after its second's line was written: the peaks only. (It made a
+            # second line for that second, with no operations, which then held every later second
+            # back for the grace: a fleet shard's last second reached its master 0.6 s late.)
+            return
         sec = self._second(second)
         sec.cpu.append(s.cpu_percent)
         sec.memory_mb = max(sec.memory_mb, s.pool_memory_mb)
@@ -283,9 +289,11 @@ class Seconds:
         for second in sorted(self.pending):
             sec = self.pending[second]
             complete = live <= sec.reported
-            if not final and not (complete and second < int(now)) and second > now - 1 - TIMING.second_grace_s:
+            late = second <= self.written  # a worker's batch that came after its second's line: at once
+            if not (final or late) and not (complete and second < int(now)) and second > now - 1 - TIMING.second_grace_s:
                 break
             del self.pending[second]
+            self.written = max(self.written, second)
             if not sec.reported and not sec.cpu:
                 continue
             record = self.record(second, sec, target)

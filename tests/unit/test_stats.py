@@ -161,3 +161,34 @@ def test_series_keeps_what_a_bounded_deque_of_pairs_keeps(ops, maxlen):
         assert s[0] == d[0] and s[-1] == d[-1]
     with pytest.raises(IndexError):
         s[len(d)]
+
+
+def test_a_sample_that_comes_after_its_seconds_line_neither_repeats_it_nor_holds_later_seconds():
+    """A monitor sample for a second whose line is written already updates the peaks only: it made a
+    second line for that second (no operations) that held every later line back for the grace."""
+    from loadgen.config import ResourceThresholds
+    from loadgen.engine import outcome as outcome_mod
+    from loadgen.engine.load import RunPlan
+    from loadgen.engine.messages import ResultBatch, Sample
+
+    out = outcome_mod.RunOutcome(plan=RunPlan(concurrency=1, duration_s=60), thresholds=ResourceThresholds())
+    seconds = outcome_mod.Seconds(out, "main")
+    t = 1_000_000
+
+    def batch(sec):
+        return ResultBatch(index=0, second=sec, started=5, succeeded=5, failed=0, dropped=0, in_flight=1,
+                           latency=None)
+
+    def sample(at, cpu):
+        return Sample(t=at, pool_memory_mb=10.0, pool_rss_mb=10.0, pool_cpu_percent=cpu, cpu_percent=cpu,
+                      per_cpu=[cpu], available_mb=1000.0, swap_used_mb=0.0, processes={}, io={})
+
+    seconds.add_batch(batch(t))
+    assert [r["t"] for r in seconds.due(t + 1.01, {0})] == [t]
+    seconds.add_sample(sample(t + 0.9, 99.0))  # late: its second is written
+    seconds.add_batch(batch(t + 1))
+    assert [r["t"] for r in seconds.due(t + 2.01, {0})] == [t + 1]  # not held back by a line for t
+    assert out.peak_cpu_percent == 99.0
+    assert [r["t"] for r in out.seconds] == [t, t + 1]
+    seconds.add_batch(batch(t))  # a worker's batch that came after its second's line: written at once
+    assert [(r["t"], r["ops"]) for r in seconds.due(t + 2.02, {0, 1})] == [(t, 5)]
