@@ -196,6 +196,7 @@ class Seconds:
         self.out, self.phase, self.open_model = out, phase, open_model
         self.pending = {}  # UNIX second → Second
         self.written = -math.inf  # the latest second whose line is written
+        self.latest = {}  # worker index → the latest second it reported (a worker's batches come in order)
         plan = out.plan
         if plan.segment_s and plan.duration_s:
             # Every segment's histogram (184 KiB each) made now, not as its time comes: the master's
@@ -220,6 +221,8 @@ class Seconds:
         sec.rejected += b.rejected
         sec.in_flight += b.in_flight
         sec.reported.add(b.index)
+        if b.second > self.latest.get(b.index, -math.inf):
+            self.latest[b.index] = b.second
         # Sparse parts are added into histograms kept for the run: no full histogram is
         # built per batch (that fragmented the master's heap, see stats.Sparse).
         if b.latency is not None:
@@ -283,12 +286,14 @@ class Seconds:
 
     def due(self, now, live, target=None, final=False):
         """The records of the seconds that are complete — every worker in ``live`` (indices) has
-        reported past them — or ``TIMING.second_grace_s`` old, oldest first; all of them when
-        ``final``. Each is also kept in ``out.seconds``. ``target``: the load's current target."""
+        reported them or a later second (a worker ships its seconds in order, so nothing more comes
+        for them: a second before the pool began, with monitor samples only, does not wait) — or
+        ``TIMING.second_grace_s`` old, oldest first; all of them when ``final``. Each is also kept in
+        ``out.seconds``. ``target``: the load's current target."""
         records = []
         for second in sorted(self.pending):
             sec = self.pending[second]
-            complete = live <= sec.reported
+            complete = all(self.latest.get(i, -math.inf) >= second for i in live)
             late = second <= self.written  # a worker's batch that came after its second's line: at once
             if not (final or late) and not (complete and second < int(now)) and second > now - 1 - TIMING.second_grace_s:
                 break

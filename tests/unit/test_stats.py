@@ -192,3 +192,25 @@ def test_a_sample_that_comes_after_its_seconds_line_neither_repeats_it_nor_holds
     assert [r["t"] for r in out.seconds] == [t, t + 1]
     seconds.add_batch(batch(t))  # a worker's batch that came after its second's line: written at once
     assert [(r["t"], r["ops"]) for r in seconds.due(t + 2.02, {0, 1})] == [(t, 5)]
+
+
+def test_a_second_before_the_pool_began_does_not_hold_the_first_loaded_one():
+    """The monitor samples a second in which no worker ran yet; once every live worker has reported a
+    later second (a worker ships its seconds in order), that second is final and written at once."""
+    from loadgen.config import ResourceThresholds
+    from loadgen.engine import outcome as outcome_mod
+    from loadgen.engine.load import RunPlan
+    from loadgen.engine.messages import ResultBatch, Sample
+
+    out = outcome_mod.RunOutcome(plan=RunPlan(concurrency=2, duration_s=60), thresholds=ResourceThresholds())
+    seconds = outcome_mod.Seconds(out, "main")
+    t = 1_000_000
+    seconds.add_sample(Sample(t=t + 0.98, pool_memory_mb=1.0, pool_rss_mb=1.0, pool_cpu_percent=5.0, cpu_percent=5.0,
+                              per_cpu=[5.0], available_mb=1000.0, swap_used_mb=0.0))
+    for w in (0, 1):
+        seconds.add_batch(ResultBatch(index=w, second=t + 1, started=3, succeeded=3, failed=0, dropped=0, in_flight=1,
+                                      latency=None))
+    assert [r["t"] for r in seconds.due(t + 2.01, {0, 1})] == [t, t + 1]
+    seconds.add_batch(ResultBatch(index=0, second=t + 2, started=3, succeeded=3, failed=0, dropped=0, in_flight=1,
+                                  latency=None))
+    assert seconds.due(t + 3.01, {0, 1}) == []  # worker 1 has not reported second t + 2: it waits
