@@ -289,7 +289,7 @@ def run_shard(spec):
         if gate.at is None:  # stopped while held: no load was applied
             return base | {"status": "stopped", "reason": f"stopped before the start: {stop[0] if stop else '?'}",
                            "exit_code": stop[1] if stop else ExitCode.DEGRADED}
-        return base | {"status": "finished", "exit_code": rep.exit_code, "ready_at": gate.ready_at,
+        return base | {"status": "finished", "exit_code": rep.exit_code,
                        "results": [r.to_dict() for r in rep.results], "shares": session.shares_seen,
                        "load_started_at": _first_load_start(session, first), "ended_at": time.time()}
     finally:
