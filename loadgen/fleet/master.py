@@ -128,10 +128,7 @@ class FleetMaster:
                 raise ClusterError(self.address, self._not_ready_message())
             ended = time.time()
             if _connected(client):
-                try:
-                    client.unsubscribe_topic(self.topic)
-                except Exception:  # noqa: BLE001 - closing anyway
-                    pass
+                _bounded(lambda: client.unsubscribe_topic(self.topic), TIMING.fleet_drain_s)
         finally:
             close_quietly(client, timeout=5 if _connected(client) else 1)
         return fleet_report(self, run_dir, started, ended)
@@ -434,10 +431,9 @@ class FleetMaster:
             except queue.Empty:
                 continue
             self._handle(arrived, msg)
-        try:  # a Client whose scheduler is gone would retry this for its whole connect timeout
-            backlog = client.get_events(self.topic) if _connected(client) else ()
-        except Exception:  # noqa: BLE001 - the scheduler may be gone; what streamed is kept
-            backlog = ()
+        # Bounded: a Client whose scheduler just went away (and does not know it yet) retries this for
+        # its whole connect timeout; what streamed is kept either way.
+        backlog = _bounded(lambda: client.get_events(self.topic), 2.0, ()) if _connected(client) else ()
         now = time.time()
         for _, msg in backlog:
             if isinstance(msg, dict) and msg.get("k") == "second":
@@ -463,6 +459,23 @@ class FleetMaster:
             self._signals.append(signum)
 
         return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _bounded(call, timeout_s, default=None):
+    """``call()`` on a daemon thread, waited for up to ``timeout_s``; ``default`` when it raises or is
+    still waiting (a call to a scheduler that went away blocks for the Client's connect timeout)."""
+    box = []
+
+    def run():
+        try:
+            box.append(call())
+        except Exception:  # noqa: BLE001 - the scheduler may be gone: the default stands
+            pass
+
+    t = threading.Thread(target=run, name="loadgen-fleet-bounded", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    return box[0] if box else default
 
 
 def _connected(client):
