@@ -130,7 +130,10 @@ class FleetMaster:
             if _connected(client):
                 _bounded(lambda: client.unsubscribe_topic(self.topic), TIMING.fleet_drain_s)
         finally:
-            close_quietly(client, timeout=5 if _connected(client) else 1)
+            if _connected(client):
+                close_quietly(client)
+            else:  # closing waits for the Client's reconnection attempts (10 s) to give up: not for us
+                _bounded(lambda: close_quietly(client, timeout=1), 1.5)
         return fleet_report(self, run_dir, started, ended)
 
     # -- before the load
@@ -271,7 +274,7 @@ class FleetMaster:
             for s in self.shards:
                 if s.status == "running" and s.future.done():
                     self._collect(client, s)
-            if now >= next_membership:
+            if now >= next_membership and not all(s.done for s in self.shards):
                 next_membership = now + TIMING.fleet_membership_s
                 self._check_membership(client)
             for s in self.shards:
@@ -351,6 +354,11 @@ class FleetMaster:
                 self.progress(line, len(waiting), len(self.shards))
 
     def _check_membership(self, client):
+        if not _connected(client):  # asking would wait for the Client's reconnection attempts (10 s)
+            for s in self.shards:
+                if s.status == "running":
+                    self._lose(s, "the Dask scheduler went away mid-run (the master lost its connection)")
+            return
         try:
             present = set(workers_of(client))
         except Exception as e:  # noqa: BLE001 - the scheduler itself may be gone
