@@ -77,9 +77,10 @@ def _run(net, out, *flags, duration="2s", concurrency=6):
                   "--quiet", *flags])
 
 
-def _when_busy(series, seconds, action):
-    """A thread that runs ``action`` once ``series`` (a shard's own timeseries.jsonl) has ``seconds``
-    seconds with load; returns (thread, {"at": time.time() of the action})."""
+def _run_with_fault(net, out, shard, fault, duration):
+    """A fleet run (``_run``) during which ``fault()`` is called once shard ``shard``'s own timeseries
+    has two seconds with load; returns (exit code, stderr, time.time() of the fault or None)."""
+    series = out / "shards" / str(shard) / "timeseries.jsonl"
     done = {}
 
     def watch():
@@ -87,15 +88,19 @@ def _when_busy(series, seconds, action):
         while time.monotonic() < deadline:
             if series.exists():
                 busy = [ln for ln in series.read_text().splitlines() if ln and json.loads(ln).get("throughput")]
-                if len(busy) >= seconds:
+                if len(busy) >= 2:
                     done["at"] = time.time()
-                    action()
+                    fault()
                     return
             time.sleep(0.05)
 
     t = threading.Thread(target=watch, daemon=True)
     t.start()
-    return t, done
+    try:
+        code, _, err = _run(net, out, duration=duration)
+    finally:
+        t.join(1)
+    return code, err, done.get("at")
 
 
 def _adds_up(acc):
@@ -139,11 +144,9 @@ def test_partitioned_shard_is_lost_within_the_silence_limit_and_nothing_is_unacc
     others finish, its streamed operations count as lost (the totals add up), exit 4; the cut-off
     shard stops its own load; `loadgen report` afterwards merges its own whole record: 0 unaccounted."""
     out = tmp_path / "fleet"
-    t, cut = _when_busy(out / "shards" / "2" / "timeseries.jsonl", 2, lambda: net.link_down(2))
     try:
-        code, _, err = _run(net, out, duration="7s")
+        code, err, cut = _run_with_fault(net, out, 2, lambda: net.link_down(2), "7s")
     finally:
-        t.join(1)
         net.link_up(2)
     assert code == ExitCode.DEGRADED, err
     report = json.loads((out / "report.json").read_text())
@@ -151,7 +154,7 @@ def test_partitioned_shard_is_lost_within_the_silence_limit_and_nothing_is_unacc
     assert [s["status"] for s in shards] == ["finished", "finished", "lost"]
     assert "silent for" in shards[2]["reason"]
     lost_at = next(e["t"] for e in read_jsonl(str(out / "events.jsonl")) if e.get("name") == "shard_lost")
-    assert SILENCE - 1.0 <= lost_at - cut["at"] <= SILENCE + 2.0
+    assert cut is not None and SILENCE - 1.0 <= lost_at - cut <= SILENCE + 2.0
     acc = report["accounting"]
     assert acc["lost"] == shards[2]["lost_operations"] > 0 and _adds_up(acc)
     own = [json.loads((out / "shards" / str(i) / "report.json").read_text()) for i in (0, 1)]
@@ -175,11 +178,9 @@ def test_killed_shard_worker_is_lost_and_leaves_nothing(net, tmp_path):
 
     out = tmp_path / "fleet"
     victim = net.workers[1][-1]
-    t, _ = _when_busy(out / "shards" / "1" / "timeseries.jsonl", 2, lambda: os.kill(victim.pid, signal.SIGKILL))
     try:
-        code, _, err = _run(net, out, duration="4s")
+        code, err, _ = _run_with_fault(net, out, 1, lambda: os.kill(victim.pid, signal.SIGKILL), "4s")
     finally:
-        t.join(1)
         victim.wait(10)
     try:
         assert code == ExitCode.DEGRADED, err
@@ -216,17 +217,15 @@ def test_killed_scheduler_ends_the_run_with_every_shard_lost_and_no_process_left
     streamed seconds and operations kept, exit 4); each shard, cut off, stops its own load."""
     out = tmp_path / "fleet"
     sched = net.scheduler_proc
-    t, cut = _when_busy(out / "shards" / "0" / "timeseries.jsonl", 2, lambda: os.kill(sched.pid, signal.SIGKILL))
     t0 = time.time()
     try:
-        code, _, err = _run(net, out, duration="30s")
+        code, err, cut = _run_with_fault(net, out, 0, lambda: os.kill(sched.pid, signal.SIGKILL), "30s")
     finally:
-        t.join(1)
         sched.wait(10)
     assert code == ExitCode.DEGRADED, err
     assert time.time() - t0 < 25  # it did not run its 30 s
     ended = next(e["t"] for e in read_jsonl(str(out / "events.jsonl")) if e.get("name") == "end")
-    assert ended - cut["at"] <= SILENCE + 2.0
+    assert cut is not None and ended - cut <= SILENCE + 2.0
     report = json.loads((out / "report.json").read_text())
     shards = report["fleet"]["shards"]
     assert [s["status"] for s in shards] == ["lost"] * STACKS
