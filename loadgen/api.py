@@ -79,14 +79,16 @@ class Session:
         directory (``settings["out"]``, else ``loadgen-results/<UTC time>-<name>``; none when not
         ``write``). Raises :class:`UsageError` naming the setting's origin before anything is written.
 
-        The one place a command opens its run directory (``streams.prepare_run_dir``): one that
-        already holds a run's streams is refused (exit 2); the phases and scenarios of this
+        The one place a command opens its run directory (``streams.prepare_run_dir``, an atomic
+        claim): one that already holds a run's streams, or that another command claimed first, is
+        refused (exit 2) before any load; the phases and scenarios of this
         command (a suite, a plan) then all write into it."""
-        from .streams import default_run_dir, prepare_run_dir
+        from .streams import new_run_dir, prepare_run_dir
 
         session = cls.configured(settings, progress=progress, gate=gate, shard_of=shard_of)
         if write:
-            session.run_dir = prepare_run_dir(settings.get("out") or default_run_dir(name))
+            out = settings.get("out")
+            session.run_dir = prepare_run_dir(out) if out else new_run_dir(name)
         return session
 
     @classmethod
@@ -235,9 +237,9 @@ def execute(kind, names, settings, *, progress=None, command=None, write=True):
     names = list(names or scenarios.names())
     scs = [scenarios.get(n) for n in names]
     report_kind = names[0] if kind == opts.RUN else "suite"
-    if kind == opts.RUN:
-        settings = opts.mark_abort(settings, scs[0].criteria)
     session = Session.open(settings, name=report_kind, progress=progress, write=write)
+    if kind == opts.RUN:  # the scenario's own criteria depend on the target (scenarios.load)
+        session.settings = opts.mark_abort(session.settings, scs[0].criteria_for(session))
     return run_scenarios(scs, session, kind=report_kind, command=command)
 
 

@@ -166,9 +166,10 @@ def _list():
     rows = []
     for name in scenarios.names() + [scenarios.LOAD]:
         sc = scenarios.get(name)
-        rows.append([name, sc.summary, "; ".join(sc.criteria) or "(only --criterion)"])
+        rows.append([name, sc.summary, sc.listed_criteria() or "(only --criterion)"])
     # Wrapped to fit 100 columns (a terminal, a CI log).
     print(tabulate(rows, headers=["scenario", "what it does", "default criteria"], maxcolwidths=[15, 50, 25]))
+    print("A scenario's default criteria judge a run that gives no --criterion; any --criterion replaces them.")
     print()
     print(tabulate([[k, t, d, h] for k, (t, d, h) in FLOW_PARAMS.items()],
                    headers=["--flow-param", "type", "default", "meaning"], maxcolwidths=[22, 10, 16, 40]))

@@ -78,12 +78,15 @@ class Criterion:
 
     ``abort_on_fail``: judged every second of the run, which stops once it is
     lost (see :mod:`loadgen.abort`); otherwise judged at the end only.
+    ``default``: the scenario's own criterion, judged because the user gave none
+    (reports mark it so; any criterion the user gives replaces it).
     """
 
     metric: str
     op: str
     limit: float
     abort_on_fail: bool = False
+    default: bool = False
 
     @classmethod
     def parse(cls, text, abort_on_fail=False):
@@ -129,8 +132,10 @@ class Criterion:
         return bool(_OPS[self.op](value, self.limit)), value
 
     def to_dict(self, metrics=None):
-        """``{criterion, metric, op, limit}``, plus ``value`` and ``passed`` when judged on ``metrics``."""
+        """``{criterion, metric, op, limit}`` (and ``default: True`` for a scenario's own), plus ``value`` and ``passed`` when judged on ``metrics``."""
         d = {"criterion": str(self), "metric": self.metric, "op": self.op, "limit": self.limit}
+        if self.default:
+            d["default"] = True
         if metrics is not None:
             passed, value = self.evaluate(metrics)
             d.update(value=value, passed=passed)

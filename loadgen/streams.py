@@ -11,7 +11,7 @@ and a ``component`` event (its whole result) after it, so that
 ``loadgen report`` (``report/rebuild.py``) can rebuild a killed run.
 
 Safety of what is written: a run directory belongs to one run
-(:func:`prepare_run_dir` refuses one that already holds a run's streams);
+(:func:`prepare_run_dir` claims it atomically and refuses one that already holds a run's streams);
 the streams (``events.jsonl``, ``timeseries.jsonl``, ``workers.log``) are
 opened by :func:`open_stream` without following a symlink (``O_NOFOLLOW``),
 only when they are regular files with no other hard link, and created
@@ -116,15 +116,28 @@ def default_run_dir(name, root="loadgen-results"):
     return os.path.join(root, f"{stamp}-{name}")
 
 
+class RunDirTaken(OutputError):
+    """The run directory already holds a run, or another command claimed it first (exit 2)."""
+
+
 def prepare_run_dir(path):
-    """Create ``path`` (0755 less the umask) and prove it is writable; :class:`OutputError` (exit 2) otherwise.
+    """Create ``path`` (0755 less the umask), prove it is writable and claim it for this command;
+    :class:`OutputError` (exit 2) otherwise.
 
     One run per directory: a directory that already holds a run's streams
     (``events.jsonl``, ``timeseries.jsonl`` or ``workers.log``, even as a
     symlink) is refused with one line naming it — a second run never
     appends to the first one's streams. Give a new ``--out`` (or none: a
     new ``loadgen-results/<UTC time>-<name>/``), or remove the old run's
-    files. Other files (a ``nightly.log``, old reports) do not count.
+    files. Other files (a ``nightly.log``, old reports) do not count; an
+    existing empty directory (``--out /tmp``) is taken.
+
+    The claim is atomic, not check-then-create: ``events.jsonl`` is created
+    here with ``O_CREAT|O_EXCL`` (empty; the run's events append to it), so of
+    two commands started at once with the same ``--out`` exactly one gets the
+    directory and the other is refused (:class:`RunDirTaken`) before any load.
+    The claim is the run's own stream: it stays, and says the directory holds
+    a run.
 
     Called once per command, when it opens its run directory
     (``api.Session.open``; the fleet's master for its directory and each
@@ -137,9 +150,7 @@ def prepare_run_dir(path):
         os.makedirs(path, mode=0o755, exist_ok=True)
         held = [n for n in RUN_STREAMS if os.path.lexists(os.path.join(path, n))]
         if held:
-            raise OutputError(f"--out {path!r} already holds a run ({', '.join(held)}): loadgen never writes a run "
-                              "into another run's directory; give a new --out (or none, for loadgen-results/<UTC "
-                              "time>-<name>/), or remove that run's files first")
+            raise _taken(path, ", ".join(held))
         fd, probe = tempfile.mkstemp(prefix=".loadgen-write-test.", dir=path)  # O_EXCL: no planted file followed
         try:
             os.write(fd, b"x" * 4096)
@@ -147,9 +158,38 @@ def prepare_run_dir(path):
         finally:
             os.close(fd)
             os.unlink(probe)
+        try:
+            os.close(os.open(os.path.join(path, EVENTS), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, STREAM_MODE))
+        except FileExistsError:  # another command claimed it between the check above and here
+            raise _taken(path, f"{EVENTS}, just claimed by another run") from None
+    except OutputError:
+        raise
     except OSError as e:
         raise OutputError(f"--out {path!r}: cannot write there: {e.strerror or e}") from None
     return path
+
+
+def _taken(path, held):
+    return RunDirTaken(f"--out {path!r} already holds a run ({held}): loadgen never writes a run into another "
+                       "run's directory; give a new --out (or none, for loadgen-results/<UTC time>-<name>/), or "
+                       "remove that run's files first")
+
+
+NEW_RUN_DIR_TRIES = 100  # default run directories tried per command: <stamp>-<name>, then -2, -3, …
+
+
+def new_run_dir(name, root="loadgen-results"):
+    """Claim a new default run directory (:func:`default_run_dir`; :func:`prepare_run_dir`): two
+    commands started within the same second without ``--out`` get ``…-<name>`` and ``…-<name>-2``."""
+    base = default_run_dir(name, root)
+    for n in range(1, NEW_RUN_DIR_TRIES + 1):
+        try:
+            return prepare_run_dir(base if n == 1 else f"{base}-{n}")
+        except RunDirTaken:
+            continue
+    raise OutputError(f"{root}: {NEW_RUN_DIR_TRIES} run directories named {os.path.basename(base)}… are taken; "
+                      "give --out")
 
 
 def open_stream(path, mode=STREAM_MODE):

@@ -154,13 +154,18 @@ def containment_summary(phases):
 
 
 def _first_failure(r):
-    """The component's error text: its first failed criterion, else its stop reason."""
+    """The component's error text: its first failed criterion, else its stop reason (or that no
+    operation completed)."""
+    from ..result import NOTHING_RAN
+
     for c in r.criteria:
         if not c["passed"]:
             value = "no value" if c["value"] is None else f"{c['value']:.4g}"
             return f"{c['criterion']} failed (measured {value})"
     if r.stop_reason and r.exit_code:
         return f"stopped: {r.stop_reason}"
+    if NOTHING_RAN in r.error_messages:
+        return NOTHING_RAN
     return "failed"
 
 

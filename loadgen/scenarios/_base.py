@@ -30,9 +30,21 @@ class Scenario:
         return (session.settings.get("duration") or (sum(s.duration_s for s in stages) if stages else None)
                 or self.durations_s[session.profile])
 
+    def default_criteria(self, target):
+        """This scenario's own criteria (expressions) for ``target`` (a ``TargetSpec``): what it is
+        judged by when the user gives none."""
+        return self.criteria
+
+    def listed_criteria(self):
+        """This scenario's default criteria as ``loadgen list`` shows them."""
+        return "; ".join(self.criteria)
+
     def criteria_for(self, session):
-        """The criteria this scenario is judged by: the user's, else its own."""
-        return parse_all(session.criteria or self.criteria)
+        """The criteria this scenario is judged by: the user's, else its own, marked ``default``
+        (reports show them as the default criteria)."""
+        if session.criteria:
+            return parse_all(session.criteria)
+        return [dataclasses.replace(c, default=True) for c in parse_all(self.default_criteria(session.target))]
 
     def main_plan(self, session, *, target=None, **defaults):
         """The main phase's :class:`RunPlan`: this scenario's ``defaults`` (option keys: concurrency,

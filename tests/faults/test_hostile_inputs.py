@@ -311,7 +311,7 @@ def test_other_files_do_not_make_a_run_and_the_probe_never_follows(tmp_path, vic
     before = snapshot(victim)
     assert streams.prepare_run_dir(str(out)) == str(out)
     assert snapshot(victim) == before
-    assert sorted(os.listdir(out)) == [".loadgen-write-test", "nightly.log"]
+    assert sorted(os.listdir(out)) == [".loadgen-write-test", EVENTS, "nightly.log"]  # the claim: the run's events
 
 
 def test_one_command_one_run_dir_phases_and_journal_append(tmp_path):
