@@ -212,21 +212,95 @@ def run(scenario="concurrent_load", *, progress=None, command=None, **options):
     :mod:`loadgen.options`); durations take seconds or strings (``500ms``,
     ``10s``, ``5m``). ``out``: the run directory (None:
     ``loadgen-results/<UTC time>-<scenario>``; False: write nothing).
-    Raises :class:`UsageError` for a bad value and :class:`TypeError` for an
+    ``metrics_port`` serves live Prometheus metrics during the run and
+    ``prom_textfile`` is written at its end, as on the command line; the
+    command line's console and logging settings (:data:`CONSOLE_ONLY`) and a
+    fleet's or a plan's (:data:`ELSEWHERE`) are refused with the reason.
+    ``progress``: called ``progress(runner, second)`` once a second
+    (``progress.done()``, when it has one, at the end).
+    Raises :class:`UsageError` for a bad or refused value and :class:`TypeError` for an
     unknown option, before any process starts.
     """
     write = options.get("out") is not False
     if not write:
         options.pop("out")
-    settings = opts.from_api(options, opts.RUN, "run")
-    return execute(opts.RUN, [scenario], settings, progress=progress, command=command, write=write)
+    settings = _api_settings(options, opts.RUN, "run")
+    return presented(settings, progress, lambda p: execute(opts.RUN, [scenario], settings, progress=p,
+                                                           command=command, write=write))
 
 
 def run_suite(*, only=None, progress=None, command=None, **options):
     """Run every scenario (or ``only`` those named) in one process tree; the seed's report names.
     ``options`` as :func:`run` takes them, but the load model (each scenario has its own)."""
-    settings = opts.from_api(options, opts.SUITE, "run_suite")
-    return execute(opts.SUITE, only, settings, progress=progress, command=command)
+    settings = _api_settings(options, opts.SUITE, "run_suite")
+    return presented(settings, progress, lambda p: execute(opts.SUITE, only, settings, progress=p, command=command))
+
+
+#: Settings of the command line's console and logging: the API prints nothing and leaves logging to
+#: its caller, so it refuses them rather than accept and ignore them. key → why.
+CONSOLE_ONLY = {
+    "quiet": "the API prints nothing (it is the command line's console)",
+    "log_level": "the API leaves logging to its caller: logging.getLogger('loadgen').setLevel(...)",
+    "progress_interval": "it paces the command line's progress lines and the API prints none; pass "
+                         "progress=callable(runner, second)",
+}
+#: Settings the API takes elsewhere: a fleet's (loadgen.fleet.run) and a plan's (loadgen.plan.run_config).
+ELSEWHERE = {**{k: "a fleet's setting: use loadgen.fleet.run / run_suite" for k in opts.FLEET_KEYS},
+             "name": "a plan's setting: use loadgen.plan.run_config",
+             "parallel": "a plan's setting: use loadgen.plan.run_config"}
+
+
+def _api_settings(options, command, what):
+    """The checked layer of ``what()``'s keywords; :class:`UsageError` for one the API does not honour."""
+    settings = opts.from_api(options, command, what)
+    for key in settings:
+        why = CONSOLE_ONLY.get(key) or ELSEWHERE.get(key)
+        if why:
+            raise UsageError(f"{what}({key}=...): not taken by the API: {why}")
+    return settings
+
+
+def presented(settings, progress, go):
+    """``go(progress)``'s :class:`Report`, presented as ``settings`` ask: live Prometheus metrics
+    (``metrics_port``) served while it runs, the node_exporter textfile (``prom_textfile``) written
+    after it. The API's and the command line's one place for both."""
+    progress = live_metrics(settings, progress)
+    try:
+        rep = go(progress)
+    finally:
+        if settings.get("metrics_port"):
+            progress.done()
+    write_prom_textfile(settings, rep)
+    return rep
+
+
+def live_metrics(settings, progress):
+    """``progress`` wrapped to serve live Prometheus metrics on ``settings["metrics_port"]`` (unchanged
+    without one); :class:`UsageError` when the port cannot be served, or with a fleet's ``cluster``."""
+    port = settings.get("metrics_port")
+    if not port:
+        return progress
+    from .live import LiveMetrics
+
+    if settings.get("cluster"):
+        raise UsageError("--metrics-port with --cluster: not supported yet (the fleet master serves no live "
+                         "metrics); use it on single-machine runs")
+    return LiveMetrics(then=progress).serve(port)
+
+
+def write_prom_textfile(settings, rep):
+    """Write ``rep``'s gauges to ``settings["prom_textfile"]`` (node_exporter's textfile collector),
+    when set; :class:`~loadgen.errors.OutputError` (one line) when it cannot be written."""
+    path = settings.get("prom_textfile")
+    if not path:
+        return
+    from .errors import OutputError
+    from .report.prom import write_textfile
+
+    try:
+        write_textfile(path, rep.report)
+    except OSError as e:  # e.g. the path is a directory, or the disk is full: one line, no traceback
+        raise OutputError(f"--prom-textfile {path!r}: cannot write: {e.strerror or e}") from None
 
 
 def execute(kind, names, settings, *, progress=None, command=None, write=True):

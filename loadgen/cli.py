@@ -179,38 +179,41 @@ def _list():
 
 
 def _print_outcome(rep, quiet):
+    """The verdict on stdout: a line per component (``--quiet``: only the failed ones), each failed one
+    with every failed criterion and what it measured (``(default)``: the scenario's own criterion),
+    the accounting and top errors (not with ``--quiet``), then the summary line naming the failed."""
+    from .report.text import criterion_text, error_lines, failed_components
+
     r = rep.report
     ex = r["executive_summary"]
     lat = r["latency_ms"]
     acc = r["accounting"]
+    failed = dict(failed_components(r))
+    details = {d.get("test_name"): d for d in r.get("detailed_metrics") or []}
+    for c in r["component_results"]:
+        name = c["component_name"]
+        if name in failed:
+            print(f"FAIL {name} — {'; '.join(failed[name])}")
+        elif not quiet:
+            defaults = [criterion_text(x) for x in (details.get(name) or {}).get("criteria") or [] if x.get("default")]
+            print(f"PASS {name}" + (f" — {'; '.join(defaults)}" if defaults else ""))
     if not quiet:
-        for c in r["component_results"]:
-            mark = "PASS" if c["status"] == "PASSED" else "FAIL"
-            extra = f" — {c['error']}" if c.get("error") else ""
-            print(f"{mark} {c['component_name']}{extra}")
         lost = f", lost with a shard {acc['lost']:,}" if acc.get("lost") else ""
         print(f"operations {acc['dispatched']:,} (ok {acc['succeeded']:,}, failed {acc['failed']:,}, timed out "
               f"{acc['timed_out']:,}, crashed {acc['crashed']:,}, dropped {acc['dropped']:,}{lost}); p50 {lat.get('p50')} ms, "
               f"p99 {lat.get('p99')} ms")
-        from .report.text import error_lines
-
         for line in error_lines(r, n=3, width=100):
             print(f"  error {line}")
-    print(f"loadgen: {ex['passed_components']}/{ex['total_components']} passed, exit {rep.exit_code}; "
+    names = f" (failed: {', '.join(failed)})" if failed else ""
+    print(f"loadgen: {ex['passed_components']}/{ex['total_components']} passed{names}, exit {rep.exit_code}; "
           f"reports in {rep.run_dir}")
 
 
 def _finish(rep, settings, progress):
-    progress.done()
-    path = settings.get("prom_textfile")
-    if path:
-        from .errors import OutputError
-        from .report.prom import write_textfile
+    from .api import write_prom_textfile
 
-        try:
-            write_textfile(path, rep.report)
-        except OSError as e:  # e.g. the path is a directory, or the disk is full: one line, no traceback
-            raise OutputError(f"--prom-textfile {path!r}: cannot write: {e.strerror or e}") from None
+    progress.done()
+    write_prom_textfile(settings, rep)
     _print_outcome(rep, opts.value(settings, "quiet"))
     return rep.exit_code
 
@@ -298,13 +301,9 @@ def _command(args, command):
                         format="loadgen %(levelname)s %(name)s: %(message)s")
     progress = Progress(enabled=None if not opts.value(settings, "quiet") else False,
                         interval=opts.value(settings, "progress_interval"))
-    if settings.get("metrics_port"):
-        from .live import LiveMetrics
+    from .api import live_metrics
 
-        if settings.get("cluster"):
-            raise UsageError("--metrics-port with --cluster: not supported yet (the fleet master serves no live "
-                             "metrics); use it on single-machine runs")
-        progress = LiveMetrics(then=progress).serve(settings.get("metrics_port"))
+    progress = live_metrics(settings, progress)
     if config and settings.get("cluster"):
         from . import fleet
 

@@ -376,7 +376,7 @@ OPTIONS = (
     # -- the run directory and the command
     O("out", _text, "run directory (default: loadgen-results/<UTC time>-<name>)", "--out", metavar="DIR",
       level="plan"),
-    O("quiet", _bool, "print only the final summary line", "--quiet", default=False, action="store_true",
+    O("quiet", _bool, "print only the failed components and the final summary line", "--quiet", default=False, action="store_true",
       level=None),
     O("log_level", _choice(LOG_LEVELS), "how much loadgen logs", "--log-level", default="WARNING", choices=LOG_LEVELS,
       level=None),

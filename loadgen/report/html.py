@@ -28,6 +28,7 @@ from ..errors import UsageError
 from ..streams import EVENTS, TIMESERIES, atomic_write, read_jsonl
 from .charts import build_charts
 from .fleet import render_fleet_html
+from .text import criterion_text
 from .fmt import CHECK_HEAD, MEASURE_HEAD, OP_HEAD, clean_text, fmt_number, named_tables, op_table
 
 HTML_FILE = "report.html"
@@ -202,7 +203,7 @@ def _criteria_section(report):
     for d in report.get("detailed_metrics") or []:
         for c in d.get("criteria") or []:
             v = c.get("value")
-            rows.append([d.get("test_name"), c.get("criterion"), "no value" if v is None else fmt_number(v),
+            rows.append([d.get("test_name"), criterion_text(c), "no value" if v is None else fmt_number(v),
                          f"{c.get('op')} {fmt_number(c.get('limit'))}", "PASSED" if c.get("passed") else "FAILED"])
     if not rows:
         return "<section id='criteria'><h2>Criteria</h2><p>No criteria were evaluated.</p></section>"

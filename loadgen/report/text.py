@@ -6,6 +6,7 @@ A fleet run's per-machine table comes from :mod:`.fleet`.
 
 from __future__ import annotations
 
+from ..result import NOTHING_RAN
 from .fleet import render_fleet_text
 from .fmt import CHECK_HEAD, MEASURE_HEAD, OP_HEAD, named_tables, op_table
 
@@ -37,6 +38,42 @@ def error_lines(report, n=TOP_ERRORS, width=160):
     return out
 
 
+DEFAULT_MARK = " (default)"  # after a criterion the user did not give: the scenario's own, judged for want of theirs
+
+
+def criterion_text(c):
+    """A criterion row's text, marked ``(default)`` when it is the scenario's own (``c["default"]``)."""
+    return f"{c.get('criterion')}{DEFAULT_MARK if c.get('default') else ''}"
+
+
+def failure_reasons(detail, fallback=None):
+    """Why a component of a report failed, as short texts: each failed criterion with what it measured,
+    the stop reason of a run stopped with a non-zero code, that nothing ran; ``[fallback or "failed"]``
+    when the detail says none of these."""
+    out = []
+    for c in detail.get("criteria") or []:
+        if not c.get("passed"):
+            v = c.get("value")
+            out.append(f"{criterion_text(c)} failed (measured {'no value' if v is None else f'{v:.4g}'})")
+    if detail.get("stop_reason") and detail.get("exit_code"):
+        out.append(f"stopped: {detail['stop_reason']}")
+    if NOTHING_RAN in (detail.get("error_messages") or []):
+        out.append(NOTHING_RAN)
+    return out or [fallback or "failed"]
+
+
+def failed_components(report):
+    """``[(component name, [reasons])]`` of every failed component of ``report``, in its order."""
+    details = {d.get("test_name"): d for d in report.get("detailed_metrics") or []}
+    return [(c["component_name"], failure_reasons(details.get(c["component_name"]) or {}, c.get("error")))
+            for c in report.get("component_results") or [] if c.get("status") != "PASSED"]
+
+
+def failure_lines(report):
+    """One line per failed component: ``NAME — reason; reason`` (see :func:`failure_reasons`)."""
+    return [f"{name} — {'; '.join(reasons)}" for name, reasons in failed_components(report)]
+
+
 def render_summary(report):
     """``summary.txt`` (str): the seed's human summary of a report dict, with tabulate tables."""
     from tabulate import tabulate
@@ -58,6 +95,9 @@ def render_summary(report):
     for c in report["component_results"]:
         mark = "✅" if c["status"] == "PASSED" else "❌"
         lines.append(f"{mark} {c['component_name']}: {c['status']} ({_key_text(c)})")
+    failed = failure_lines(report)
+    if failed:
+        lines += ["", "FAILED COMPONENTS", "=" * 17] + [f"FAIL {x}" for x in failed]
     lines += ["", "PERFORMANCE HIGHLIGHTS", "======================"]
     rows = []
     for d in report["detailed_metrics"]:
@@ -74,9 +114,12 @@ def render_summary(report):
     for d in report["detailed_metrics"]:
         for c in d["criteria"]:
             v = c.get("value")
-            crit.append([d["test_name"], c["criterion"], "—" if v is None else f"{v:.4g}", "pass" if c["passed"] else "FAIL"])
+            crit.append([d["test_name"], criterion_text(c), "—" if v is None else f"{v:.4g}", "pass" if c["passed"] else "FAIL"])
     if crit:
         lines += ["", tabulate(crit, headers=["component", "criterion", "measured", "result"])]
+        if any(c.get("default") for d in report["detailed_metrics"] for c in d["criteria"]):
+            lines.append("(default): the scenario's own criterion, judged because none was given; any "
+                         "--criterion replaces it")
     ops = op_table(report)
     if ops:
         lines += ["", "OPERATIONS OF THE MIX", "=" * 21, tabulate(ops, headers=OP_HEAD, disable_numparse=True),

@@ -43,7 +43,8 @@ def test_run_without_scenario_or_target_says_what_to_give(cli):
 
 def test_errors_are_in_plain_sight_on_the_console_and_in_the_summary(cli, tmp_path):
     code, out, err = cli.run("run", "--target", "_targets:fail_always", "--duration", "1s", "--out", "r")
-    assert code == 0, err  # no criterion given: the load ran as asked
+    assert code == 1, err  # no criterion given: the default one, failures fail a run of your own target
+    assert "error_rate == 0 (default)" in out
     assert "error load: " in out and "× ValueError: this operation always fails" in out
     text = (tmp_path / "r" / "summary.txt").read_text()
     assert "ERRORS (most frequent first" in text and "ValueError: this operation always fails" in text
