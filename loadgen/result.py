@@ -15,8 +15,10 @@ from .workload.mix import OP_PREFIX, OpTally, op_metrics
 from .analysis import STATISTICS
 
 
-#: Why a component that completed no operation failed (whatever its criteria said).
+#: Why a component in which no operation succeeded failed, whatever its criteria said (DESIGN §6b: a
+#: run that did not do what was asked — nothing ran, every operation failed — never exits 0).
 NOTHING_RAN = "nothing ran: no operation completed"
+NONE_SUCCEEDED = "every operation failed: none succeeded"
 
 
 @dataclass
@@ -193,14 +195,14 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
            for op in outcome.plan.target.mix}
     passed, rows = evaluate(criteria, metrics | named_metrics(measures_ms, outcome.checks) | op_metrics(ops))
     acc = outcome.accounting
-    if not acc.completed:  # a run that did not do what was asked never passes, whatever its criteria
+    if not acc.succeeded:  # a run that did not do what was asked never passes, whatever its criteria
         passed = False
     errors = outcome.errors.to_dict()
     messages = [f"{k} ×{n}" for k, n in list(errors.items())[:10]]
     if outcome.stop_reason and outcome.exit_code not in (0,):
         messages.insert(0, f"stopped: {outcome.stop_reason}")
-    if not acc.completed:
-        messages.insert(0, NOTHING_RAN)
+    if not acc.succeeded:
+        messages.insert(0, NONE_SUCCEEDED if acc.completed else NOTHING_RAN)
     for c in outcome.crashes[:5]:
         messages.append(f"worker {c['worker']} died with {c['exit']} ({c['hint']})")
     if outcome.loop_stalls:

@@ -9,8 +9,9 @@
 #   LOADGEN_ARGS=                           more suite arguments, split on spaces (e.g. --only concurrent_load)
 #   LOADGEN_VERBOSE=0                       1: also print the summary line when all is well
 #
-# Quiet for cron mail: nothing on stdout when the suite passed without regression; otherwise the
-# suite's summary line and the comparison table. Exit code: the suite's (DESIGN §10: 0, 1, 2, 3,
+# Quiet for cron mail: nothing on stdout when the suite passed without regression; otherwise each
+# failed component with its failed criteria and what they measured, the suite's last lines (its
+# summary line, or what a dying suite said) and the comparison table. Exit code: the suite's (DESIGN §10: 0, 1, 2, 3,
 # 130, 143); when the suite passed, compare's 1 on a regression; 75 when another run holds the lock.
 # Whatever happens, the run directory keeps nightly.log (suite output) and compare.txt; a suite that
 # died without its reports gets them rebuilt from its streams (`loadgen report`).
@@ -29,6 +30,20 @@ EX_LOCKED=75  # EX_TEMPFAIL: try again later
 die() {
     echo "nightly: $*" >&2
     exit 2
+}
+
+# "FAIL NAME — CRITERION failed (measured VALUE); …", one line per failed component: from the report's
+# summary (also there when the reports were rebuilt from the streams), else from the suite's output.
+failed_components() {
+    local txt
+    for txt in "$run_dir/ai_writing_flow_v2_heavy_load_stress_report.txt" "$run_dir/summary.txt"; do
+        if [ -f "$txt" ]; then
+            grep -E '^FAIL ' -- "$txt"
+            return 0
+        fi
+    done
+    grep -E '^FAIL ' -- "$run_dir/nightly.log"
+    return 0
 }
 
 case $keep in
@@ -98,7 +113,8 @@ if [ "$suite_rc" -eq 0 ] && [ "$compare_rc" -eq 1 ]; then
 fi
 if [ "$rc" -ne 0 ] || [ "$compare_rc" -ne 0 ] || [ "$verbose" = 1 ]; then
     echo "nightly: $run_dir: suite exit $suite_rc, compare exit $compare_rc${previous:+ (against $previous)}"
-    tail -n 5 -- "$run_dir/nightly.log"
+    failed_components
+    grep -vE '^FAIL ' -- "$run_dir/nightly.log" | tail -n 5
     if [ "$compare_rc" -ne 0 ]; then
         cat -- "$run_dir/compare.txt"
     fi

@@ -217,7 +217,7 @@ def merge_component(rows):
     for r in rs:
         add_checks(checks, {name: (c["passes"], c["fails"]) for name, c in (r.checks or {}).items()})
     ops = merge_summaries([r.ops for r in rs], lambda name: hists.get(OP_PREFIX + name, Histogram()))
-    criteria = [Criterion(c["metric"], c["op"], c["limit"]) for c in rs[0].criteria]
+    criteria = [Criterion(c["metric"], c["op"], c["limit"], default=bool(c.get("default"))) for c in rs[0].criteria]
     passed, crit_rows = evaluate(criteria, metrics | named_metrics(measures_ms, checks) | op_metrics(ops))
     codes = [r.exit_code for r in rs]
     exit_code = ExitCode.worst(codes)

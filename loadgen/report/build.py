@@ -154,9 +154,9 @@ def containment_summary(phases):
 
 
 def _first_failure(r):
-    """The component's error text: its first failed criterion, else its stop reason (or that no
-    operation completed)."""
-    from ..result import NOTHING_RAN
+    """The component's error text: its first failed criterion, else its stop reason, else that no
+    operation succeeded."""
+    from ..result import NONE_SUCCEEDED, NOTHING_RAN
 
     for c in r.criteria:
         if not c["passed"]:
@@ -164,8 +164,9 @@ def _first_failure(r):
             return f"{c['criterion']} failed (measured {value})"
     if r.stop_reason and r.exit_code:
         return f"stopped: {r.stop_reason}"
-    if NOTHING_RAN in r.error_messages:
-        return NOTHING_RAN
+    for why in (NOTHING_RAN, NONE_SUCCEEDED):
+        if why in r.error_messages:
+            return why
     return "failed"
 
 

@@ -37,7 +37,7 @@ warning; a report without ``metadata.run`` (an older loadgen) is compared
 with a warning.
 
 Exit codes: 0 no regression, 1 at least one, 2 unusable input (unreadable
-or truncated JSON, another schema version, a suite against a scenario, runs
+or truncated JSON, a figure out of its range, another schema version, a suite against a scenario, runs
 that differ without ``--force``).
 """
 
@@ -160,11 +160,84 @@ def load_report(path):
         for key in ("performance_metrics", "latency_ms", "noise"):
             if d.get(key) is not None and not isinstance(d[key], dict):
                 raise UsageError(f"{where}.{key} is not an object)")
+        bad = figure_out_of_range(d)
+        if bad:
+            raise UsageError(f"{where}.{bad})")
     md = report["metadata"]
     for key in ("system_info", "run"):
         if md.get(key) is not None and not isinstance(md[key], dict):
             raise UsageError(f"{file}: not a loadgen report (metadata.{key} is not an object)")
     return file, report
+
+
+# The ranges of the figures a comparison reads or shows (a detailed_metrics entry's): what loadgen
+# can write. A figure outside its range (a success rate of 1e308, a p99 of -1e308) is no measurement
+# of a run: the file is refused, never judged "better". None (no value) is always allowed.
+RATE = "a rate in 0–1"
+NON_NEGATIVE = "a finite number ≥ 0"
+COUNT = "a whole number ≥ 0"
+_RATE_KEYS = ("success_rate", "error_rate", "dropped_rate", "recovery_rate", "baseline_success_rate")
+_NON_NEGATIVE_KEYS = ("throughput", "peak_memory_mb", "peak_cpu_percent", "max_capacity", "capacity_low",
+                      "capacity_high", "recovery_time_seconds", "cpu_median_percent", "cpu_p90_percent")
+_COUNT_KEYS = ("operations", "crashed", "timed_out", "dropped", "breaches")
+_ENTRY_FIGURES = (("throughput_ops_per_sec", NON_NEGATIVE), ("peak_memory_mb", NON_NEGATIVE),
+                  ("peak_cpu_percent", NON_NEGATIVE), ("duration_seconds", NON_NEGATIVE),
+                  ("recovery_time_seconds", NON_NEGATIVE), ("success_rate", RATE),
+                  ("total_operations", COUNT), ("successful_operations", COUNT), ("failed_operations", COUNT),
+                  ("max_concurrent_operations", COUNT))
+
+
+def _in_range(v, kind):
+    """True when ``v`` (None: no value) is a JSON number of ``kind`` (:data:`RATE`, :data:`NON_NEGATIVE`,
+    :data:`COUNT`)."""
+    if v is None:
+        return True
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    if kind == COUNT:
+        return isinstance(v, int) and v >= 0
+    if not math.isfinite(v) or v < 0:
+        return False
+    return kind != RATE or v <= 1
+
+
+def figure_out_of_range(d):
+    """The first figure of ``d`` (a ``detailed_metrics`` entry) outside what loadgen writes, as
+    ``"path = value, not KIND"``; None when all are in range. Checked: the entry's counts, rates and
+    peaks, its ``performance_metrics``' rates, non-negative figures and counts, every latency summary
+    (``latency_ms``, ``service_time_ms``, ``response_time_ms``: finite, ≥ 0), ``accounting``'s counts, and
+    the ``noise`` the tests read (counts, sd ≥ 0, intervals lo ≤ hi, successes ≤ trials)."""
+    checks = [(k, d.get(k), kind) for k, kind in _ENTRY_FIGURES]
+    pm = d.get("performance_metrics") or {}
+    checks += [(f"performance_metrics.{k}", pm.get(k), RATE) for k in _RATE_KEYS]
+    checks += [(f"performance_metrics.{k}", pm.get(k), NON_NEGATIVE) for k in _NON_NEGATIVE_KEYS]
+    checks += [(f"performance_metrics.{k}", pm.get(k), COUNT) for k in _COUNT_KEYS]
+    checks += [(f"performance_metrics.{k}", v, NON_NEGATIVE) for k, v in pm.items() if k.endswith("_ms")]
+    for key in ("latency_ms", "service_time_ms", "response_time_ms", "start_lateness_ms"):
+        summary = d.get(key)
+        if summary is not None and not isinstance(summary, dict):
+            return f"{key} is not an object"
+        checks += [(f"{key}.{k}", v, COUNT if k == "count" else NON_NEGATIVE) for k, v in (summary or {}).items()]
+    acc = d.get("accounting")
+    if acc is not None and not isinstance(acc, dict):
+        return "accounting is not an object"
+    checks += [(f"accounting.{k}", v, COUNT) for k, v in (acc or {}).items()]
+    for key, n in (d.get("noise") or {}).items():
+        if not isinstance(n, dict):
+            return f"noise.{key} is not an object"
+        checks += [(f"noise.{key}.{k}", n.get(k), COUNT) for k in ("n", "successes", "trials")]
+        checks += [(f"noise.{key}.{k}", n.get(k), NON_NEGATIVE) for k in ("sd", "mean", "resolution_s")]
+        ci = n.get("ci95")
+        if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(_in_range(x, NON_NEGATIVE)
+                                                                                   and x is not None for x in ci)
+                                   and ci[0] <= ci[1]):
+            return f"noise.{key}.ci95 = {_show(ci)}, not an interval [lo, hi] with 0 ≤ lo ≤ hi"
+        if isinstance(n.get("successes"), int) and isinstance(n.get("trials"), int) and n["successes"] > n["trials"]:
+            return f"noise.{key}: successes {n['successes']} > trials {n['trials']}"
+    for path, v, kind in checks:
+        if not _in_range(v, kind):
+            return f"{path} = {_show(v)}, not {kind}"
+    return None
 
 
 def check_comparable(old, new, old_path="baseline", new_path="current"):

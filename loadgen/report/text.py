@@ -6,7 +6,7 @@ A fleet run's per-machine table comes from :mod:`.fleet`.
 
 from __future__ import annotations
 
-from ..result import NOTHING_RAN
+from ..result import NONE_SUCCEEDED, NOTHING_RAN
 from .fleet import render_fleet_text
 from .fmt import CHECK_HEAD, MEASURE_HEAD, OP_HEAD, named_tables, op_table
 
@@ -48,7 +48,7 @@ def criterion_text(c):
 
 def failure_reasons(detail, fallback=None):
     """Why a component of a report failed, as short texts: each failed criterion with what it measured,
-    the stop reason of a run stopped with a non-zero code, that nothing ran; ``[fallback or "failed"]``
+    the stop reason of a run stopped with a non-zero code, that nothing ran or none succeeded; ``[fallback or "failed"]``
     when the detail says none of these."""
     out = []
     for c in detail.get("criteria") or []:
@@ -57,8 +57,8 @@ def failure_reasons(detail, fallback=None):
             out.append(f"{criterion_text(c)} failed (measured {'no value' if v is None else f'{v:.4g}'})")
     if detail.get("stop_reason") and detail.get("exit_code"):
         out.append(f"stopped: {detail['stop_reason']}")
-    if NOTHING_RAN in (detail.get("error_messages") or []):
-        out.append(NOTHING_RAN)
+    messages = detail.get("error_messages") or []
+    out += [why for why in (NOTHING_RAN, NONE_SUCCEEDED) if why in messages]
     return out or [fallback or "failed"]
 
 
