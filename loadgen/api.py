@@ -74,7 +74,7 @@ class Session:
     phase_prefix: str = ""  # "LABEL: " before each phase's name: a parallel plan's entry (loadgen.parallel)
 
     @classmethod
-    def open(cls, settings, *, name, progress=None, gate=None, write=True, shard_of=1):
+    def open(cls, settings, *, name, progress=None, gate=None, write=True, shard_of=1, claimed=None):
         """Check ``settings`` (target imported, inputs read, thresholds built), then make the run
         directory (``settings["out"]``, else ``loadgen-results/<UTC time>-<name>``; none when not
         ``write``). Raises :class:`UsageError` naming the setting's origin before anything is written.
@@ -82,11 +82,14 @@ class Session:
         The one place a command opens its run directory (``streams.prepare_run_dir``, an atomic
         claim): one that already holds a run's streams, or that another command claimed first, is
         refused (exit 2) before any load; the phases and scenarios of this
-        command (a suite, a plan) then all write into it."""
+        command (a suite, a plan) then all write into it. ``claimed``: a run directory this command
+        already claimed (a fleet shard's, claimed where it can write), used as it is."""
         from .streams import new_run_dir, prepare_run_dir
 
         session = cls.configured(settings, progress=progress, gate=gate, shard_of=shard_of)
-        if write:
+        if claimed:
+            session.run_dir = claimed
+        elif write:
             out = settings.get("out")
             session.run_dir = prepare_run_dir(out) if out else new_run_dir(name)
         return session

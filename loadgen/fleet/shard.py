@@ -270,7 +270,7 @@ def run_shard(spec):
         publisher.start()
         publisher.send("begin", host=host, pid=os.getpid(), warnings=warnings)
         settings, scs, kind, name = _work_of(spec)
-        session = Session.open(settings, name=name, shard_of=spec.count)
+        session = Session.open(settings, name=name, shard_of=spec.count, claimed=spec.out)  # by _shard_dir
 
         def stream(runner, record):
             fields = {"rec": json.loads(dumps(record)), "scenario": getattr(session, "scenario", None)}

@@ -115,7 +115,7 @@ def test_kill_on_from_flag_environment_and_plan(captured, monkeypatch, tmp_path)
     assert main(["run", "concurrent_load", "--out", "o", "--kill-on", "cpu"]) == 0
     assert captured[-1].thresholds.kill_on == ("cpu",)
     monkeypatch.setenv("LOADGEN_KILL_ON", "growth,cpu")
-    assert main(["run", "concurrent_load", "--out", "o"]) == 0
+    assert main(["run", "concurrent_load", "--out", "o2"]) == 0  # a new directory: "o" is claimed by the first
     assert captured[-1].thresholds.kill_on == ("cpu", "growth")
     monkeypatch.delenv("LOADGEN_KILL_ON")
     plan = tmp_path / "plan.toml"
@@ -126,7 +126,7 @@ def test_kill_on_from_flag_environment_and_plan(captured, monkeypatch, tmp_path)
         [[scenario]]
         name = "concurrent_load"
     """))
-    assert main(["run", "--config", str(plan), "--out", "o"]) == 0
+    assert main(["run", "--config", str(plan), "--out", "o3"]) == 0
     th = captured[-1].thresholds
     assert (th.max_cpu_percent, th.memory_growth_rate_mb_per_sec, th.kill_on) == (85.0, 20.0, ("cpu",))
     assert ResourceThresholds().kill_on == ()  # by default nothing but the machine's guards kills
