@@ -227,7 +227,7 @@ def run(scenario="concurrent_load", *, progress=None, command=None, **options):
     write = options.get("out") is not False
     if not write:
         options.pop("out")
-    settings = _api_settings(options, opts.RUN, "run")
+    settings = api_settings(options, opts.RUN, "run")
     return presented(settings, progress, lambda p: execute(opts.RUN, [scenario], settings, progress=p,
                                                            command=command, write=write))
 
@@ -235,7 +235,7 @@ def run(scenario="concurrent_load", *, progress=None, command=None, **options):
 def run_suite(*, only=None, progress=None, command=None, **options):
     """Run every scenario (or ``only`` those named) in one process tree; the seed's report names.
     ``options`` as :func:`run` takes them, but the load model (each scenario has its own)."""
-    settings = _api_settings(options, opts.SUITE, "run_suite")
+    settings = api_settings(options, opts.SUITE, "run_suite")
     return presented(settings, progress, lambda p: execute(opts.SUITE, only, settings, progress=p, command=command))
 
 
@@ -253,11 +253,17 @@ ELSEWHERE = {**{k: "a fleet's setting: use loadgen.fleet.run / run_suite" for k 
              "parallel": "a plan's setting: use loadgen.plan.run_config"}
 
 
-def _api_settings(options, command, what):
-    """The checked layer of ``what()``'s keywords; :class:`UsageError` for one the API does not honour."""
+#: What the fleet's API (loadgen.fleet.run) honours of those: its own status line's settings.
+FLEET_HONOURS = ("quiet", "progress_interval") + opts.FLEET_KEYS
+
+
+def api_settings(options, command, what, fleet=False):
+    """The checked layer of ``what()``'s keywords (``fleet``: the fleet's API); :class:`UsageError` for
+    one that it does not honour (:data:`CONSOLE_ONLY`, :data:`ELSEWHERE`), :class:`TypeError` for an
+    unknown one."""
     settings = opts.from_api(options, command, what)
     for key in settings:
-        why = CONSOLE_ONLY.get(key) or ELSEWHERE.get(key)
+        why = None if fleet and key in FLEET_HONOURS else CONSOLE_ONLY.get(key) or ELSEWHERE.get(key)
         if why:
             raise UsageError(f"{what}({key}=...): not taken by the API: {why}")
     return settings

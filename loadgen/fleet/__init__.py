@@ -27,16 +27,23 @@ def run(scenario="concurrent_load", *, progress=None, command=None, **options):
     shard's pool to be ready (default 60 s); the load begins together just after the last is.
     ``silence_limit``: a shard silent this long is lost (default 15 s). Raises :class:`UsageError`
     (:class:`ClusterError`) before any load is applied — a shard not ready within ``start_lead``
-    included — and :class:`TypeError` for an unknown option.
+    included, ``metrics_port`` (no live metrics from a fleet yet), ``log_level`` — and :class:`TypeError`
+    for an unknown option. ``prom_textfile`` is written at the end, as on the command line.
     """
-    return run_fleet(opts.RUN, [scenario], opts.from_api(options, opts.RUN, "fleet.run"), progress=progress,
-                     command=command)
+    from ..api import api_settings, presented
+
+    settings = api_settings(options, opts.RUN, "fleet.run", fleet=True)
+    return presented(settings, progress, lambda p: run_fleet(opts.RUN, [scenario], settings, progress=p,
+                                                             command=command))
 
 
 def run_suite(*, only=None, progress=None, command=None, **options):
     """Run the suite (or ``only`` those scenarios) as a fleet; see :func:`run`."""
-    return run_fleet(opts.SUITE, only, opts.from_api(options, opts.SUITE, "fleet.run_suite"), progress=progress,
-                     command=command)
+    from ..api import api_settings, presented
+
+    settings = api_settings(options, opts.SUITE, "fleet.run_suite", fleet=True)
+    return presented(settings, progress, lambda p: run_fleet(opts.SUITE, only, settings, progress=p,
+                                                             command=command))
 
 
 def run_fleet(kind, names, settings, *, progress=None, command=None):

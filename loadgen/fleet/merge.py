@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from ..criteria import Criterion
 from ..errors import ExitCode
 from ..named import MEASURE_PREFIX, add_checks, checks_summary, named_metrics
-from ..result import StressTestResult, core_metrics, evaluate
+from ..result import NONE_SUCCEEDED, NOTHING_RAN, StressTestResult, core_metrics, evaluate
 from ..workload.mix import OP_PREFIX, merge_summaries, op_metrics
 from ..analysis.stats import Accounting, Histogram
 
@@ -222,6 +222,9 @@ def merge_component(rows):
     codes = [r.exit_code for r in rs]
     exit_code = ExitCode.worst(codes)
     messages, errors, tracebacks, stop_reason = _merged_words(rows)
+    if not acc.succeeded:  # as on one machine (result_from_outcome): none succeeded never passes
+        passed = False
+        messages.insert(0, NONE_SUCCEEDED if acc.completed else NOTHING_RAN)
     leaks = [r.leak for r in rs if r.leak]
     leak = next((lk for lk in leaks if lk.get("leak")), leaks[0] if leaks else {})
     recoveries = [r.recovery_time_seconds for r in rs if r.recovery_time_seconds is not None]

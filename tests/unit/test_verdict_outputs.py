@@ -189,3 +189,20 @@ def test_the_console_names_the_failed_ones_even_quiet(capsys):
     cli._print_outcome(api.Report(copy.deepcopy(r), [], 1, "RUN"), quiet=False)
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("FAIL concurrent_load — ") and out[1].startswith("operations ")
+
+
+# ---------------------------------------------------------------- the APIs refuse what they cannot honour
+
+
+@pytest.mark.parametrize("kw, says", [
+    ({"metrics_port": 9999}, "--metrics-port with --cluster: not supported yet"),
+    ({"log_level": "DEBUG"}, "fleet.run(log_level=...): not taken by the API"),
+    ({"parallel": True}, "fleet.run(parallel=...): not taken by the API"),
+])
+def test_the_fleet_api_refuses_before_contacting_a_cluster(kw, says):
+    from loadgen import fleet
+    from loadgen.errors import UsageError
+
+    with pytest.raises(UsageError, match=None) as e:
+        fleet.run("load", target="_targets:noop", cluster="tcp://127.0.0.1:1", **kw)
+    assert says in str(e.value)
