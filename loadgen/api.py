@@ -251,8 +251,6 @@ CONSOLE_ONLY = {
 ELSEWHERE = {**{k: "a fleet's setting: use loadgen.fleet.run / run_suite" for k in opts.FLEET_KEYS},
              "name": "a plan's setting: use loadgen.plan.run_config",
              "parallel": "a plan's setting: use loadgen.plan.run_config"}
-
-
 #: What the fleet's API (loadgen.fleet.run) honours of those: its own status line's settings.
 FLEET_HONOURS = ("quiet", "progress_interval") + opts.FLEET_KEYS
 
@@ -272,7 +270,8 @@ def api_settings(options, command, what, fleet=False):
 def presented(settings, progress, go):
     """``go(progress)``'s :class:`Report`, presented as ``settings`` ask: live Prometheus metrics
     (``metrics_port``) served while it runs, the node_exporter textfile (``prom_textfile``) written
-    after it. The API's and the command line's one place for both."""
+    after it. The command line calls the same two helpers (:func:`live_metrics`,
+    :func:`write_prom_textfile`) around its own progress line."""
     progress = live_metrics(settings, progress)
     try:
         rep = go(progress)
