@@ -190,6 +190,10 @@ def target_of(settings):
     records = _named(settings.origin("inputs"), load_records, spec.inputs) if spec.inputs is not None else None
     where = settings.origin("flow_params" if spec.is_flow else "ops" if settings.get("ops") else "target")
     asynchronous = _named(where, check_target, dataclasses.replace(spec, inputs=None), records)
+    if settings.get("criteria"):  # an {op=NAME} that is not one of the mix's ops: before any load, not after it
+        from .criteria import check_ops, parse_all
+
+        check_ops(parse_all(settings["criteria"]), [op.name for op in spec.mix], settings.origin("criteria"))
     return dataclasses.replace(spec, asynchronous=asynchronous)
 
 

@@ -57,6 +57,7 @@ def resolve(ref):
     module_name, sep, attr = ref.rpartition(":")
     if not sep or not module_name or not attr:
         raise TargetError(f"{ref!r}: expected MODULE:CALLABLE or PATH.py:CALLABLE")
+    name = None  # a file's module name in sys.modules, dropped again when it cannot be imported
     try:
         if module_name.endswith(".py") or os.sep in module_name:
             path = os.path.abspath(module_name)
@@ -75,17 +76,34 @@ def resolve(ref):
         raise
     except ImportError as e:
         raise TargetError(f"{ref!r}: cannot import {module_name!r}: {e}") from e
-    except Exception as e:  # the module itself raised while importing
-        raise TargetError(f"{ref!r}: importing {module_name!r} raised {type(e).__name__}: {e}") from e
+    except BaseException as e:  # noqa: BLE001 - the module itself raised while importing
+        # SystemExit and KeyboardInterrupt too: a module that ends in ``sys.exit(main())`` would
+        # otherwise end loadgen itself with the module's code (0: nothing run, nothing written).
+        if name is not None:
+            sys.modules.pop(name, None)
+        raise TargetError(f"{ref!r}: importing {module_name!r} raised {_raised(e)}") from None
     obj = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise TargetError(f"{ref!r}: module {module_name!r} has no attribute {attr!r}") from None
+        except BaseException as e:  # noqa: BLE001 - a module __getattr__ or a property that raises
+            raise TargetError(f"{ref!r}: looking up {attr!r} raised {_raised(e)}") from None
     if not callable(obj):
         raise TargetError(f"{ref!r}: {attr!r} is a {type(obj).__name__}, not a callable")
     return obj
+
+
+def _raised(e):
+    """What an exception says, in one line: ``SystemExit(0)`` with a hint for the exits at import."""
+    if isinstance(e, SystemExit):
+        return (f"SystemExit({e.code!r}) (it calls sys.exit when imported: put that under "
+                "`if __name__ == \"__main__\":`)")
+    if isinstance(e, KeyboardInterrupt):
+        return "KeyboardInterrupt"
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def check_target(spec, records=None):
