@@ -187,6 +187,10 @@ def target_of(settings):
     if spec.factory and spec.is_flow:
         raise UsageError(f"{settings.origin('target_factory')}: target_factory needs a target = \"MOD:FACTORY\" "
                          "(the factory builds the operation once per worker)")
+    if spec.factory and spec.mix:
+        from .workload.mix import check_factory_names
+
+        check_factory_names(spec.mix, settings.origin("ops" if settings.get("ops") else "target"))
     records = _named(settings.origin("inputs"), load_records, spec.inputs) if spec.inputs is not None else None
     where = settings.origin("flow_params" if spec.is_flow else "ops" if settings.get("ops") else "target")
     asynchronous = _named(where, check_target, dataclasses.replace(spec, inputs=None), records)
