@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from . import options as opts
 from .config import ResourceThresholds
-from .errors import ExitCode, UsageError
+from .errors import ExitCode, TargetError, UsageError
 from .workload.targets import TargetSpec
 
 
@@ -148,6 +148,8 @@ class Session:
         self.contained.append({"phase": phase, **outcome.containment, "accounting_anomalies": len(outcome.anomalies)})
         if outcome.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
             self.interrupted = outcome.exit_code
+        elif outcome.target_error:  # found by the workers on the first calls: a usage error, not a measurement
+            raise TargetError(outcome.target_error)
         return outcome
 
     def _abort(self, reason):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from ..analysis.stats import CappedCounter
 from ..errors import UsageError
+from .targets import MISUSE_KEY, attribute_misuse
 
 MAX_OPS = 50  # ops in one mix
 MAX_WEIGHT = 10_000
@@ -169,8 +170,9 @@ class Mix:
     step), calls it, and logs ``(i, µs, error key or None)``. Thread-safe: ``next`` on a count and
     ``list.append`` are atomic."""
 
-    def __init__(self, calls, weights, worker_index, classify):
+    def __init__(self, calls, weights, worker_index, classify, refs=()):
         self.calls = tuple(calls)
+        self.refs = tuple(refs)  # each op's MOD:fn, to name the op whose result was no result (targets.misused)
         self.order = sequence(weights)
         n = len(self.order)
         self._next = itertools.count((worker_index * 7919) % n).__next__
@@ -183,7 +185,10 @@ class Mix:
         except Exception as e:
             _done(i, t0, type(e).__name__)
             raise
-        _done(i, t0, self._classify(result))
+        key = self._classify(result)
+        if key is not None and key.startswith(MISUSE_KEY) and self.refs:
+            attribute_misuse(self.refs[i])
+        _done(i, t0, key)
         return result
 
     def _pick(self):
@@ -202,7 +207,10 @@ class AsyncMix(Mix):
         except Exception as e:
             _done(i, t0, type(e).__name__)
             raise
-        _done(i, t0, self._classify(result))
+        key = self._classify(result)
+        if key is not None and key.startswith(MISUSE_KEY) and self.refs:
+            attribute_misuse(self.refs[i])
+        _done(i, t0, key)
         return result
 
 
