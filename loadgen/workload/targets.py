@@ -216,7 +216,7 @@ def _call_of(ref, kwargs, factory, with_inputs):
         kwargs = {}
         if not callable(fn):
             raise TargetError(f"factory {ref} returned {_short_repr(fn)} (of type {type(fn).__name__}), not a "
-                              "callable: with --target-factory it must return the operation")
+                              "callable (with --target-factory it must return the operation)")
     keywords = with_inputs and input_style(fn, kwargs) == "keywords"
     if _is_coroutine_function(fn):
         return AsyncCall(fn, kwargs, keywords, _takes_input(fn))
