@@ -180,7 +180,11 @@ class Criterion:
         return split_metric(self.metric)[1:]
 
     def __str__(self):
-        return f"{self.metric} {self.op} {self.limit:g}"
+        base, label, name = split_metric(self.metric)
+        metric = self.metric
+        if label is not None and (name != name.strip() or name[:1] in "\"'"):  # quoted, to parse back the same
+            metric = f"{base}{{{label}=\"{name}\"}}"
+        return f"{metric} {self.op} {self.limit:g}"
 
     def evaluate(self, metrics):
         """``(passed, value)``; a metric the run did not produce fails (value None)."""
