@@ -97,9 +97,11 @@ def resolve(ref):
     return obj
 
 
-def _raised(e):
-    """What an exception says, in one line: ``SystemExit(0)`` with a hint for the exits at import."""
+def _raised(e, imported=True):
+    """What an exception says, in one line: ``SystemExit(0)``, with a hint for an exit at import."""
     if isinstance(e, SystemExit):
+        if not imported:
+            return f"SystemExit({e.code!r})"
         return (f"SystemExit({e.code!r}) (it calls sys.exit when imported: put that under "
                 "`if __name__ == \"__main__\":`)")
     if isinstance(e, KeyboardInterrupt):
@@ -212,7 +214,12 @@ def _call_of(ref, kwargs, factory, with_inputs):
     fn = resolve(ref)
     if factory:
         # Per-worker setup: connection pools and models are built once, not per call.
-        fn = fn(**kwargs)
+        try:
+            fn = fn(**kwargs)
+        except Exception:
+            raise  # the factory's own failure (a client that cannot connect): the worker reports it as it is
+        except BaseException as e:  # noqa: BLE001 - sys.exit in a factory is loadgen's usage error, not its exit
+            raise TargetError(f"factory {ref} raised {_raised(e, imported=False)}") from None
         kwargs = {}
         if not callable(fn):
             raise TargetError(f"factory {ref} returned {_short_repr(fn)} (of type {type(fn).__name__}), not a "

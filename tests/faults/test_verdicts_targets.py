@@ -88,6 +88,9 @@ MODULES = {
         def not_a_factory():
             return 42
 
+        def exiting_factory():
+            raise SystemExit(0)
+
         async def fetch(inputs=None):
             return {"id": 1}
 
@@ -191,6 +194,8 @@ ROW3 = [
      "the operation built by factory lg.py:make_make returned a function"),
     ("factory returns no callable", ["--target", "lg.py:not_a_factory", "--target-factory"],
      "factory lg.py:not_a_factory returned 42 (of type int), not a callable"),
+    ("factory exits", ["--target", "lg.py:exiting_factory", "--target-factory"],
+     "factory lg.py:exiting_factory raised SystemExit(0)"),
     ("one op of a mix", ["--target", "read=lg.py:make_read@1", "--target", "fetch=lg.py:fetch@1"],
      "lg.py:make_read returned a function (did you mean --target-factory?)"),
 ]

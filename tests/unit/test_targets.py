@@ -107,3 +107,12 @@ def test_a_factory_that_returns_no_callable_is_named_with_what_it_returned(tmp_p
     """))
     with pytest.raises(TargetError, match=r"factory .*f.py:make returned 42 \(of type int\), not a callable"):
         targets.build_operation(TargetSpec(ref=f"{path}:make", factory=True), 0)
+
+
+def test_a_factory_that_exits_is_a_target_error_and_one_that_raises_keeps_its_exception(tmp_path):
+    path = tmp_path / "g.py"
+    path.write_text("import sys\ndef exits():\n    sys.exit(0)\ndef fails():\n    raise ConnectionError('down')\n")
+    with pytest.raises(TargetError, match=r"factory .*g.py:exits raised SystemExit\(0\)$"):
+        targets.build_operation(TargetSpec(ref=f"{path}:exits", factory=True), 0)
+    with pytest.raises(ConnectionError, match="down"):
+        targets.build_operation(TargetSpec(ref=f"{path}:fails", factory=True), 0)
