@@ -221,7 +221,9 @@ def run(scenario="concurrent_load", *, progress=None, command=None, **options):
     ``10s``, ``5m``). ``out``: the run directory (None:
     ``loadgen-results/<UTC time>-<scenario>``; False: write nothing).
     Raises :class:`UsageError` for a bad value and :class:`TypeError` for an
-    unknown option, before any process starts.
+    unknown option, before any process starts; :class:`TargetError` also once the
+    workers found that the target's calls return no result (a function: a factory
+    without ``target_factory``; a coroutine never awaited; a generator), at their first call.
     """
     write = options.get("out") is not False
     if not write:

@@ -268,3 +268,28 @@ def test_a_factory_mix_without_names_is_refused_never_named_after_the_factory(cl
     line = _one_line(err)
     assert code == 2 and 'e.g. --target "read=lg.py:make_read@1"' in line, (code, err)
     assert not (files / "o").exists()
+
+
+def test_row3_in_a_parallel_plan_the_entry_s_usage_error_is_the_command_s(cli, files):
+    plan = files / "parallel.toml"
+    plan.write_text(textwrap.dedent("""
+        parallel = true
+        [[scenario]]
+        name = "load"
+        label = "factory"
+        target = "lg.py:make_read"
+        concurrency = 1
+        duration = "1s"
+        workers = 1
+        [[scenario]]
+        name = "load"
+        label = "fine"
+        target = "lg.py:fetch"
+        concurrency = 1
+        duration = "1s"
+        workers = 1
+    """))
+    code, out, err = cli.run("run", "--config", str(plan), "--out", "o", "--quiet", timeout=60)
+    line = _one_line(err)
+    assert code == 2, (code, out, err)
+    assert line.endswith("lg.py:make_read returned a function (did you mean --target-factory?)"), line
