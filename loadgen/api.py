@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from . import options as opts
 from .config import ResourceThresholds
-from .errors import ExitCode, UsageError
+from .errors import ExitCode, TargetError, UsageError
 from .workload.targets import TargetSpec
 
 
@@ -153,6 +153,8 @@ class Session:
         self.contained.append({"phase": phase, **outcome.containment, "accounting_anomalies": len(outcome.anomalies)})
         if outcome.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
             self.interrupted = outcome.exit_code
+        elif outcome.target_error:  # found by the workers on the first calls: a usage error, not a measurement
+            raise TargetError(outcome.target_error)
         return outcome
 
     def _abort(self, reason):
@@ -192,9 +194,17 @@ def target_of(settings):
     if spec.factory and spec.is_flow:
         raise UsageError(f"{settings.origin('target_factory')}: target_factory needs a target = \"MOD:FACTORY\" "
                          "(the factory builds the operation once per worker)")
+    if spec.factory and spec.mix:
+        from .workload.mix import check_factory_names
+
+        check_factory_names(spec.mix, settings.origin("ops" if settings.get("ops") else "target"))
     records = _named(settings.origin("inputs"), load_records, spec.inputs) if spec.inputs is not None else None
     where = settings.origin("flow_params" if spec.is_flow else "ops" if settings.get("ops") else "target")
     asynchronous = _named(where, check_target, dataclasses.replace(spec, inputs=None), records)
+    if settings.get("criteria"):  # an {op=NAME} that is not one of the mix's ops: before any load, not after it
+        from .criteria import check_ops, parse_all
+
+        check_ops(parse_all(settings["criteria"]), [op.name for op in spec.mix], settings.origin("criteria"))
     return dataclasses.replace(spec, asynchronous=asynchronous)
 
 
@@ -222,7 +232,9 @@ def run(scenario="concurrent_load", *, progress=None, command=None, **options):
     ``progress``: called ``progress(runner, second)`` once a second
     (``progress.done()``, when it has one, at the end).
     Raises :class:`UsageError` for a bad or refused value and :class:`TypeError` for an
-    unknown option, before any process starts.
+    unknown option, before any process starts; :class:`TargetError` also once the
+    workers found that the target's calls return no result (a function: a factory
+    without ``target_factory``; a coroutine never awaited; a generator), at their first call.
     """
     write = options.get("out") is not False
     if not write:

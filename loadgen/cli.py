@@ -18,12 +18,59 @@ COMMON_HELP = "Durations take seconds or 500ms, 10s, 5m, 1h, 1m30s."
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting, so errors are one line."""
+    """argparse that raises instead of printing usage and exiting, so errors are one line, and that
+    suggests the closest flag, command or choice for a misspelt one (Python 3.11's argparse does not):
+    ``--concurency`` → "did you mean --concurrency?"."""
 
     def error(self, message):
         from .errors import UsageError
 
         raise UsageError(message)
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown flag is named with the closest flag of the command it was
+        given to (``run``'s, not the top level's, whose only flag is ``--version``)."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{_suggest_flags(extras, self._command_of(ns))}")
+        return ns
+
+    def _command_of(self, ns):
+        """The (sub)parser that parsed ``ns``'s command: the deepest one chosen."""
+        parser = self
+        for dest in ("command", "cluster_command"):
+            action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+                           and a.dest == dest), None)
+            chosen = getattr(ns, dest, None)
+            if action is None or chosen not in action.choices:
+                break
+            parser = action.choices[chosen]
+        return parser
+
+    def _check_value(self, action, value):
+        # argparse's own check, with the closest choice: `loadgen rnu` → "did you mean 'run'?"
+        if action.choices is not None and value not in action.choices:
+            from .config import did_you_mean
+
+            choices = ", ".join(map(repr, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{did_you_mean(value, action.choices)} "
+                                                 f"(choose from {choices})")
+
+
+def _suggest_flags(extras, parser):
+    """`` (did you mean --concurrency?)`` for the first unknown flag of ``extras`` close to one of
+    ``parser``'s flags (``--flag=value`` compared by its flag), or ""."""
+    import difflib
+
+    known = [o for o in parser._option_string_actions if o.startswith("--")]
+    for word in extras:
+        if not word.startswith("--"):
+            continue
+        flag = word.partition("=")[0]
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+        if close:
+            return f" (did you mean {close[0]}?)"
+    return ""
 
 
 def build_parser():

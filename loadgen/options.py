@@ -100,12 +100,13 @@ def _text(value, where, strict):
 
 def _target(value, where, strict):
     """One target (``MOD:fn``, a string), or a weighted mix — a tuple of ``workload.mix.MixOp`` — when
-    several are given (a repeated ``--target``, a list) or one carries a weight (``MOD:fn@9``)."""
-    from .workload.mix import parse_mix, split_weight
+    several are given (a repeated ``--target``, a list) or one carries a weight or a name
+    (``MOD:fn@9``, ``read=MOD:fn``)."""
+    from .workload.mix import is_mix_item, parse_mix
 
     items = [value] if isinstance(value, str) else value
     if isinstance(items, (list, tuple)) and len(items) == 1 and isinstance(items[0], str) \
-            and split_weight(items[0])[1] is None:
+            and not is_mix_item(items[0]):
         return check_text(items[0], where)
     if not isinstance(items, (list, tuple)):
         raise UsageError(f"{where}: expected \"MOD:fn\" or a list of \"MOD:fn@WEIGHT\", got {show(value)}")
@@ -359,7 +360,9 @@ OPTIONS = (
     # -- what runs
     O("target", _target, "operation to run instead of the embedded flow (module:callable or "
       "path/to/file.py:callable; sync or async); repeat with weights for a mix: --target a.py:login@1 "
-      "--target a.py:browse@9", "--target", metavar="MOD:CALLABLE[@WEIGHT]", action="append"),
+      "--target a.py:browse@9. Each op is named after its function, or NAME= names it (as a plan's name =; "
+      "needed with --target-factory): --target \"GET /drafts/{id}=a.py:make_draft@3\"; criteria select one "
+      "with {op=NAME}", "--target", metavar="[NAME=]MOD:CALLABLE[@WEIGHT]", action="append"),
     O("ops", _ops, "a weighted mix of operations ([[scenario.ops]]: target, weight, name, args)"),
     O("target_factory", _bool, "--target names a factory called once per worker (with the --target-args) that "
       "returns the operation: clients and models load once, not per call", "--target-factory", default=False,

@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 
-from .errors import ExitCode
+from .errors import ExitCode, UsageError
 
 log = logging.getLogger("loadgen.parallel")
 
@@ -71,6 +71,9 @@ def run_parallel(entries, session, kind):
                 x.process.join(RESULT_WAIT_S)
         contain.sweep()
         contain.close()
+    usage = next((x.result for x in running if isinstance(x.result, UsageError)), None)
+    if usage is not None:
+        raise usage
     results = []
     for x in running:
         result, interrupted, aborted, contained = x.result or (_lost(x), None, None, [])
@@ -122,7 +125,12 @@ def _entry_main(entry, session, kind, conn, parent):
         os._exit(ExitCode.SIGTERM)
     session = dataclasses.replace(session, phase_prefix=f"{entry.label}: ", contained=[])
     note_scenario(session, entry, kind)
-    result = entry.run(session)
+    try:
+        result = entry.run(session)
+    except UsageError as e:  # found once running (a target whose calls return no result): the command's error
+        conn.send(e)
+        conn.close()
+        return
     note_component(session, result)
     conn.send((result, session.interrupted, session.aborted, session.contained))
     conn.close()

@@ -110,6 +110,16 @@ class WorkerError:
     traceback: str
 
 
+@dataclass(frozen=True)
+class TargetMisused:
+    """An operation returned what cannot be a result (a function: ``--target-factory`` forgotten; a
+    coroutine never awaited; a generator): the worker has stopped its slots; the run is a usage error.
+    ``message``: the one line that names the target and what it returned."""
+
+    index: int
+    message: str
+
+
 # ---------------------------------------------------------------- master → monitor
 
 

@@ -100,6 +100,7 @@ class RunOutcome:
     containment: dict = field(default_factory=dict)  # contain.Containment.to_dict(): mechanism, strays ended
     stop_reason: str = ""
     exit_code: int = ExitCode.OK
+    target_error: str = ""  # the target cannot work as given (found by a worker): the session raises it, exit 2
     peak_in_flight: int = 0
     peak_memory_mb: float = 0.0
     peak_rss_mb: float = 0.0

@@ -47,7 +47,8 @@ from . import _proc
 from .contain import Containment
 from .faults import FaultHandling
 from .load import LoadModel
-from .messages import Breach, Exceeded, MonitorError, Ready, ResultBatch, Sample, Stop, WorkerError, WorkerExit
+from .messages import (Breach, Exceeded, MonitorError, Ready, ResultBatch, Sample, Stop, TargetMisused, WorkerError,
+                       WorkerExit)
 from .monitor_handle import SystemResourceMonitor
 from .outcome import RunOutcome, Seconds
 from .pool import Pool, ProcessRegistry, get_context
@@ -291,11 +292,25 @@ class Runner(FaultHandling):
             self.events.emit("worker_error", worker=msg.index, error=msg.type_name, message=msg.message)
             handle.said_goodbye = True
             handle.error = msg
+            if msg.type_name == "TargetError" and not self.out.target_error:
+                # loadgen's own word on the target (a factory that returned no callable, a module that
+                # exits when a worker imports it): the session raises it as the usage error it is.
+                self.out.target_error = msg.message
+        elif isinstance(msg, TargetMisused):
+            self._on_target_misused(msg)
         elif isinstance(msg, MonitorError):
             self.events.emit("monitor_error", error=msg.type_name, message=msg.message)
             log.error("monitor error: %s: %s", msg.type_name, msg.message)
         else:
             log.warning("unknown message %r from %s", msg, handle or "monitor")
+
+    def _on_target_misused(self, msg):
+        """A worker's operation returned no result (a function, a coroutine, a generator): the target is
+        used wrongly, so the run ends now as a usage error; the session raises it (one line, exit 2)."""
+        self.events.emit("target_misused", worker=msg.index, message=msg.message)
+        if not self.out.target_error:
+            self.out.target_error = msg.message
+        self._begin_stop(msg.message, ExitCode.USAGE)
 
     def _on_ready(self, msg, h):
         h.ready = True

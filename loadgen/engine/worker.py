@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 
 from . import _proc
 from .counters import DROPPED, slot_totals
-from .messages import Ready, ResultBatch, Stop, WorkerError, WorkerExit, WorkOrder
+from .messages import Ready, ResultBatch, Stop, TargetMisused, WorkerError, WorkerExit, WorkOrder
 from .slots import closed_slot, open_slot
 from .. import named
 from ..config import TIMING
+from ..workload import targets
 from ..workload.targets import TargetSpec, build_operation
 
 MAX_ERROR_KEYS = 50  # distinct error keys a worker reports; the rest go to "other"
@@ -202,6 +203,10 @@ class Worker:
             self.conn.send(WorkerError(spec.index, type(e).__name__, str(e), traceback.format_exc()))
             return 3
         named.collect()
+        # An operation that returns a function (a factory without --target-factory), a coroutine or a
+        # generator stops the slots at its first call, not after millions of calls of the factory.
+        targets.on_misuse(lambda: self._stop(None))
+        misuse_told = False
         asynchronous = bool(getattr(self.op, "is_async", False))
         self.conn.send(Ready(spec.index, os.getpid(), _proc.own_create_time(), asynchronous=asynchronous))
         if asynchronous:  # every slot a coroutine on one event loop (engine.aslots)
@@ -238,6 +243,10 @@ class Worker:
             except (EOFError, OSError):
                 return 1  # the master is gone; nothing to report to
             self._reap_copies()
+            if targets.misused is not None and not misuse_told:
+                misuse_told = True
+                kind, ref = targets.misused
+                self.conn.send(TargetMisused(spec.index, targets.misuse_message(spec.target, kind, ref)))
             now = time.time()
             if now >= next_flush:
                 self._flush(next_flush - 1)

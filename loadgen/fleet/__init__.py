@@ -60,6 +60,11 @@ def run_fleet(kind, names, settings, *, progress=None, command=None):
         raise UsageError("a fleet run needs cluster = a Dask scheduler address (tcp://HOST:8786)")
     if kind == opts.RUN:
         settings = opts.mark_abort(settings, scenarios.get(names[0]).criteria)
+    from ..api import target_of
+
+    # The target checked here too, before the cluster is contacted (as a plan's is, in plan.prepare): one
+    # that cannot be imported, or that exits when imported, is a usage error, not every shard's refusal.
+    target_of(settings)
     return _follow(kind, names, settings, progress, command=command)
 
 

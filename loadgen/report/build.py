@@ -160,7 +160,8 @@ def _first_failure(r):
 
     for c in r.criteria:
         if not c["passed"]:
-            value = "no value" if c["value"] is None else f"{c['value']:.4g}"
+            value = f"no value: {c.get('why') or 'the run did not produce it'}" if c["value"] is None \
+                else f"{c['value']:.4g}"
             return f"{c['criterion']} failed (measured {value})"
     if r.stop_reason and r.exit_code:
         return f"stopped: {r.stop_reason}"

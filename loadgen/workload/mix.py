@@ -5,7 +5,10 @@
     loadgen run --target shop.py:login@1 --target shop.py:browse@9 --concurrency 20 --duration 1m \\
                 --criterion "p95_ms{op=browse} < 200"
 
-or, in a plan, ``[[scenario.ops]]`` tables (``target``, ``weight``, ``name``, ``args``). Weights are
+or, in a plan, ``[[scenario.ops]]`` tables (``target``, ``weight``, ``name``, ``args``). An op is named
+after the function it calls (``browse``); ``NAME=MOD:fn@WEIGHT`` names it on the command line as a plan's
+``name =`` does (``"GET /drafts/{id}=shop.py:draft@3"``: any printable name without ``=``), which a
+factory's ops (``--target-factory``) must do: their function exists only in the workers. Weights are
 whole numbers (as Locust's ``@task(weight)``). Each worker goes through a fixed sequence that holds
 the weights exactly — a smooth weighted round robin, ``login browse browse … browse`` spread out,
 not drawn at random — from its own place in it, so the mix over a run is within one sequence per
@@ -22,18 +25,18 @@ the run's accounting only: which op it was died with it.
 from __future__ import annotations
 
 import itertools
-import re
 import time
 from dataclasses import dataclass, field
 
 from ..analysis.stats import CappedCounter
 from ..errors import UsageError
+from .targets import MISUSE_KEY, attribute_misuse
 
 MAX_OPS = 50  # ops in one mix
 MAX_WEIGHT = 10_000
 OP_ERROR_KEYS = 10  # error keys kept per op, "other" among them (the run's own table keeps more)
 OP_PREFIX = "op:"  # a result's histograms: "op:NAME" beside "latency"
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+MAX_NAME_CHARS = 100  # an op's name: a Locust-style "GET /drafts/{id}" fits
 
 _clock = time.perf_counter_ns
 _log = []  # (op index, µs, error key or None), appended by the slots' threads through Mix.__call__
@@ -42,12 +45,14 @@ _log = []  # (op index, µs, error key or None), appended by the slots' threads 
 @dataclass(frozen=True)
 class MixOp:
     """One op of a mix: ``name`` (reports, criteria ``{op=NAME}``), ``ref`` (``MOD:fn``), ``weight``
-    and ``args`` (its own keyword arguments, over the run's ``target_args``)."""
+    and ``args`` (its own keyword arguments, over the run's ``target_args``). ``named``: the user gave
+    the name (``NAME=MOD:fn``, ``name =``); else it is the function's."""
 
     name: str
     ref: str
     weight: int = 1
     args: dict = field(default_factory=dict)
+    named: bool = field(default=False, compare=False)
 
     def __str__(self):
         return f"{self.name}@{self.weight}"
@@ -61,14 +66,33 @@ def split_weight(text):
     return text, None
 
 
+def split_name(text):
+    """``("read", "lg.py:make_read@9")`` of ``"read=lg.py:make_read@9"`` (the op's name, given on the
+    command line as a plan's ``name =``: everything before the first ``=``, which a name cannot hold);
+    ``(None, text)`` without one."""
+    name, eq, rest = text.partition("=")
+    if eq and ":" in rest:
+        return name.strip(), rest.strip()
+    return None, text
+
+
+def is_mix_item(text):
+    """True when a ``--target`` text makes a mix on its own: it carries a weight or a name."""
+    name, rest = split_name(text)
+    return name is not None or split_weight(rest)[1] is not None
+
+
 def parse_op(item, where):
     """A :class:`MixOp` from ``"MOD:fn[@WEIGHT]"`` or a table ``{target, weight, name, args}``;
     :class:`UsageError` naming ``where`` for anything else."""
     if isinstance(item, MixOp):
         return item
     if isinstance(item, str):
-        ref, weight = split_weight(item)
+        name, rest = split_name(item)
+        ref, weight = split_weight(rest)
         table = {"target": ref.strip(), "weight": 1 if weight is None else weight}
+        if name is not None:
+            table["name"] = name
     elif isinstance(item, dict):
         table = item
         unknown = set(table) - {"target", "weight", "name", "args"}
@@ -83,13 +107,16 @@ def parse_op(item, where):
     weight = table.get("weight", 1)
     if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
         raise UsageError(f"{where}: weight must be a whole number from 1 to {MAX_WEIGHT}, got {weight!r}")
+    named = "name" in table
     name = table.get("name", ref.rpartition(":")[2].rpartition(".")[2])
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise UsageError(f"{where}: op name {name!r}: letters, digits, _ . - (up to 64, not starting with a digit)")
+    if not isinstance(name, str) or not name or name != name.strip() or not name.isprintable() \
+            or len(name) > MAX_NAME_CHARS:
+        raise UsageError(f"{where}: op name {name!r}: 1 to {MAX_NAME_CHARS} printable characters, no space "
+                         "at either end (\"GET /drafts/{id}\" is fine)")
     args = table.get("args", {})
     if not isinstance(args, dict):
         raise UsageError(f"{where}.args: expected a table of keyword arguments, got {type(args).__name__}")
-    return MixOp(name, ref, weight, dict(args))
+    return MixOp(name, ref, weight, dict(args), named)
 
 
 def parse_mix(items, where):
@@ -103,9 +130,23 @@ def parse_mix(items, where):
     for i, op in enumerate(ops):
         if op.name in seen:
             raise UsageError(f"{where}[{i}]: op name {op.name!r} is already op {seen[op.name]}'s: give each a "
-                             "name of its own (name = \"…\" in a plan, or different functions)")
+                             "name of its own (NAME=MOD:fn@WEIGHT on the command line, name = \"…\" in a plan, "
+                             "or different functions)")
         seen[op.name] = i
     return ops
+
+
+def check_factory_names(ops, where):
+    """:class:`UsageError` for a factory mix op that was not given a name: an op is named after what it
+    calls, and a factory's operation is built only in the workers, so its name cannot come from the
+    factory (``make_read``) — the user names it (``read=lg.py:make_read@9``, ``name = "read"``)."""
+    for i, op in enumerate(ops):
+        if not op.named:
+            base = op.ref.rpartition(":")[2]
+            hint = base[5:] if base.startswith("make_") and len(base) > 5 else "NAME"
+            raise UsageError(f"{where}[{i}]: {op.ref} is a factory (target_factory): name the op it builds, "
+                             f"e.g. --target \"{hint}={op.ref}@{op.weight}\" (name = \"{hint}\" in a plan); "
+                             "ops are named after what they call, never after the factory")
 
 
 def sequence(weights):
@@ -129,8 +170,9 @@ class Mix:
     step), calls it, and logs ``(i, µs, error key or None)``. Thread-safe: ``next`` on a count and
     ``list.append`` are atomic."""
 
-    def __init__(self, calls, weights, worker_index, classify):
+    def __init__(self, calls, weights, worker_index, classify, refs=()):
         self.calls = tuple(calls)
+        self.refs = tuple(refs)  # each op's MOD:fn, to name the op whose result was no result (targets.misused)
         self.order = sequence(weights)
         n = len(self.order)
         self._next = itertools.count((worker_index * 7919) % n).__next__
@@ -143,7 +185,10 @@ class Mix:
         except Exception as e:
             _done(i, t0, type(e).__name__)
             raise
-        _done(i, t0, self._classify(result))
+        key = self._classify(result)
+        if key is not None and key.startswith(MISUSE_KEY) and self.refs:
+            attribute_misuse(self.refs[i])
+        _done(i, t0, key)
         return result
 
     def _pick(self):
@@ -162,7 +207,10 @@ class AsyncMix(Mix):
         except Exception as e:
             _done(i, t0, type(e).__name__)
             raise
-        _done(i, t0, self._classify(result))
+        key = self._classify(result)
+        if key is not None and key.startswith(MISUSE_KEY) and self.refs:
+            attribute_misuse(self.refs[i])
+        _done(i, t0, key)
         return result
 
 

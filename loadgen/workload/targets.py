@@ -8,11 +8,13 @@ usage error before any process starts.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
 import os
 import sys
+import types
 from dataclasses import dataclass, field
 
 from ..errors import TargetError
@@ -57,6 +59,7 @@ def resolve(ref):
     module_name, sep, attr = ref.rpartition(":")
     if not sep or not module_name or not attr:
         raise TargetError(f"{ref!r}: expected MODULE:CALLABLE or PATH.py:CALLABLE")
+    name = None  # a file's module name in sys.modules, dropped again when it cannot be imported
     try:
         if module_name.endswith(".py") or os.sep in module_name:
             path = os.path.abspath(module_name)
@@ -75,17 +78,36 @@ def resolve(ref):
         raise
     except ImportError as e:
         raise TargetError(f"{ref!r}: cannot import {module_name!r}: {e}") from e
-    except Exception as e:  # the module itself raised while importing
-        raise TargetError(f"{ref!r}: importing {module_name!r} raised {type(e).__name__}: {e}") from e
+    except BaseException as e:  # noqa: BLE001 - the module itself raised while importing
+        # SystemExit and KeyboardInterrupt too: a module that ends in ``sys.exit(main())`` would
+        # otherwise end loadgen itself with the module's code (0: nothing run, nothing written).
+        if name is not None:
+            sys.modules.pop(name, None)
+        raise TargetError(f"{ref!r}: importing {module_name!r} raised {_raised(e)}") from None
     obj = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise TargetError(f"{ref!r}: module {module_name!r} has no attribute {attr!r}") from None
+        except BaseException as e:  # noqa: BLE001 - a module __getattr__ or a property that raises
+            raise TargetError(f"{ref!r}: looking up {attr!r} raised {_raised(e)}") from None
     if not callable(obj):
         raise TargetError(f"{ref!r}: {attr!r} is a {type(obj).__name__}, not a callable")
     return obj
+
+
+def _raised(e, imported=True):
+    """What an exception says, in one line: ``SystemExit(0)``, with a hint for an exit at import."""
+    if isinstance(e, SystemExit):
+        if not imported:
+            return f"SystemExit({e.code!r})"
+        return (f"SystemExit({e.code!r}) (it calls sys.exit when imported: put that under "
+                "`if __name__ == \"__main__\":`)")
+    if isinstance(e, KeyboardInterrupt):
+        return "KeyboardInterrupt"
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def check_target(spec, records=None):
@@ -174,11 +196,17 @@ def build_operation(spec, worker_index):
 
         calls = [_call_of(op.ref, spec.op_kwargs(op), spec.factory, spec.inputs is not None) for op in spec.mix]
         weights = [op.weight for op in spec.mix]
+        refs = [op.ref for op in spec.mix]
         if all(isinstance(c, AsyncCall) for c in calls):
-            return AsyncMix(calls, weights, worker_index, outcome)
+            return AsyncMix(calls, weights, worker_index, outcome, refs)
         calls = [blocking(c) if isinstance(c, AsyncCall) else c for c in calls]
-        return Mix(calls, weights, worker_index, outcome)
+        return Mix(calls, weights, worker_index, outcome, refs)
     return _call_of(spec.ref, dict(spec.kwargs), spec.factory, spec.inputs is not None)
+
+
+def _short_repr(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _call_of(ref, kwargs, factory, with_inputs):
@@ -186,10 +214,16 @@ def _call_of(ref, kwargs, factory, with_inputs):
     fn = resolve(ref)
     if factory:
         # Per-worker setup: connection pools and models are built once, not per call.
-        fn = fn(**kwargs)
+        try:
+            fn = fn(**kwargs)
+        except Exception:
+            raise  # the factory's own failure (a client that cannot connect): the worker reports it as it is
+        except BaseException as e:  # noqa: BLE001 - sys.exit in a factory is loadgen's usage error, not its exit
+            raise TargetError(f"factory {ref} raised {_raised(e, imported=False)}") from None
         kwargs = {}
         if not callable(fn):
-            raise TargetError(f"factory {ref!r} returned a {type(fn).__name__}, not a callable")
+            raise TargetError(f"factory {ref} returned {_short_repr(fn)} (of type {type(fn).__name__}), not a "
+                              "callable (with --target-factory it must return the operation)")
     keywords = with_inputs and input_style(fn, kwargs) == "keywords"
     if _is_coroutine_function(fn):
         return AsyncCall(fn, kwargs, keywords, _takes_input(fn))
@@ -254,12 +288,104 @@ def _takes_input(fn):
     return False
 
 
+# ---------------------------------------------------------------- a target that returns what cannot be a result
+#
+# ``--target lg.py:make_read`` where make_read is a factory (``--target-factory`` forgotten) "succeeds"
+# millions of times and sends no request: every call returns a function. So do a sync callable that returns
+# a coroutine (never awaited) or an awaitable, and a generator function (never run). Such a result is found
+# on the first call of a worker's slots, in the worker, not by a probe call in the master: a probe would
+# run the user's code outside the pool's guard (its memory, its process group) and send the user's service
+# a request that no report counts. The call that found it counts as failed; the worker stops its slots at
+# once (``on_misuse``) and tells the master, which ends the run as a usage error (exit 2) naming it.
+
+# type → what a result of that type is when it cannot be a result, or None: learnt per type, so that the
+# check costs one dict lookup a call (the hot loop's budget is tens of nanoseconds).
+_KIND_OF_TYPE = {
+    types.FunctionType: "a function", types.BuiltinFunctionType: "a function", types.MethodType: "a function",
+    functools.partial: "a function", types.CoroutineType: "an un-awaited coroutine",
+    types.GeneratorType: "a generator", types.AsyncGeneratorType: "an async generator",
+    **dict.fromkeys((int, float, str, bytes, bool, dict, list, tuple, set), None),
+}
+_TYPES_KEPT = 1000  # types learnt at most (a target returning instances of ever new classes stays bounded)
+_UNSEEN = object()
+MISUSE_KEY = "returned "  # the error key of a call that returned one: "returned a function"
+
+misused = None  # [kind, ref or None]: the first such result this process saw (a worker reads it)
+_on_misuse = None  # the worker's callback: stop the slots
+
+
+def on_misuse(callback):
+    """Call ``callback()`` (from the slot's thread) when an operation first returns what cannot be a
+    result; the worker stops its slots with it. Forgets what an earlier run of this process saw."""
+    global misused, _on_misuse
+    misused, _on_misuse = None, callback
+
+
+def misuse_of(result):
+    """What ``result`` is when it cannot be an operation's result (``"a function"``, ``"an un-awaited
+    coroutine"``, ``"a generator"``, ``"an async generator"``, ``"an awaitable"``), else None."""
+    kind = _KIND_OF_TYPE.get(type(result), _UNSEEN)
+    return _learn(type(result)) if kind is _UNSEEN else kind
+
+
+def _learn(t):
+    kind = "an awaitable" if hasattr(t, "__await__") else None
+    if len(_KIND_OF_TYPE) < _TYPES_KEPT:
+        _KIND_OF_TYPE[t] = kind
+    return kind
+
+
+def _note_misuse(result, kind):
+    global misused
+    if misused is None:
+        misused = [kind, None]
+    close = getattr(result, "close", None)  # a coroutine or generator: no "never awaited" warning per call
+    if close is not None and isinstance(result, (types.CoroutineType, types.GeneratorType)):
+        close()
+    callback = _on_misuse
+    if callback is not None:
+        callback()
+
+
+def attribute_misuse(ref):
+    """Name ``ref`` (a mix's op) as the target whose result was the misuse noted, if none is named yet."""
+    if misused is not None and misused[1] is None:
+        misused[1] = ref
+
+
+def misuse_message(spec, kind, ref=None):
+    """The one line of a run ended because ``ref`` (default: ``spec``'s target) returned ``kind``."""
+    ref = ref or spec.ref or spec.label
+    what = f"the operation built by factory {ref}" if spec.factory else ref
+    if kind == "a function":
+        hint = ("the factory's operation must return a result, not another function" if spec.factory
+                else "did you mean --target-factory?")
+    elif kind == "an un-awaited coroutine":
+        hint = "a sync target cannot return one: make it `async def`; an async one must await it"
+    elif kind == "an awaitable":
+        hint = "make the target `async def` and await it inside"
+    else:
+        hint = "return the result, do not yield it"
+    return f"{what} returned {kind} ({hint})"
+
+
 def outcome(result):
     """Classify a returned value: ``None`` for success, else an error key.
 
     Returning is success, except for a flow-style result whose ``state`` is
-    ``failed`` (the embedded flow returns failures, it does not raise).
+    ``failed`` (the embedded flow returns failures, it does not raise), and a
+    result that cannot be one — a function, a coroutine, a generator, an awaitable
+    (:func:`misuse_of`): its key is ``"returned …"`` and the worker is told (:func:`on_misuse`).
     """
+    if result is None:  # the common no-op's result: nothing else to look at
+        return None
+    kind = _KIND_OF_TYPE.get(type(result), _UNSEEN)  # misuse_of, inline: this runs once a call
+    if kind is not None:
+        if kind is _UNSEEN:
+            kind = _learn(type(result))
+        if kind is not None:
+            _note_misuse(result, kind)
+            return MISUSE_KEY + kind
     state = getattr(result, "state", None)
     if state == "failed":
         return f"{getattr(result, 'failed_stage', None) or 'flow'}: {getattr(result, 'reason', None) or 'failed'}"

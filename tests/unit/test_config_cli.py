@@ -94,3 +94,23 @@ def test_list_shows_scenarios_and_criteria(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "concurrent_load" in out and "success_rate > 0.7" in out and "processing_time_base" in out
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["run", "load", "--concurency", "5"], "unrecognized arguments: --concurency 5 (did you mean --concurrency?)"),
+    (["run", "--duraton=5s"], "(did you mean --duration?)"),
+    (["suite", "--max-memroy-mb", "3"], "(did you mean --max-memory-mb?)"),
+    (["compare", "a", "b", "--tolerence", "5"], "(did you mean --tolerance?)"),
+    (["rnu"], "invalid choice: 'rnu' (did you mean 'run'?)"),
+    (["run", "--profile", "nighlty"], "invalid choice: 'nighlty' (did you mean 'nightly'?)"),
+    (["cluster", "lcoal"], "invalid choice: 'lcoal' (did you mean 'local'?)"),
+])
+def test_a_misspelt_flag_command_or_choice_gets_the_closest(argv, says, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_unknown_flag_far_from_any_gets_no_guess(capsys):
+    assert main(["run", "--zzz"]) == 2
+    assert capsys.readouterr().err.strip() == "loadgen: error: unrecognized arguments: --zzz"

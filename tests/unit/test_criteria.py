@@ -91,3 +91,75 @@ def test_selectors_name_a_measurement_or_a_check(text, metric):
 def test_bad_selectors_are_usage_errors(text, says):
     with pytest.raises(UsageError, match=re.escape(says)):
         Criterion.parse(text)
+
+
+# ---------------------------------------------------------------- units, selectors with any name (issue #23)
+
+@pytest.mark.parametrize("text, metric, limit", [
+    ("p95_ms < 50ms", "p95_ms", 50.0),
+    ("p95_ms < 0.05s", "p95_ms", 50.0),
+    ("p95_ms<250us", "p95_ms", 0.25),
+    ("p99_ms <= 1.5 s", "p99_ms", 1500.0),
+    ("max_ms < 2m", "max_ms", 120_000.0),
+    ("recovery_time_seconds < 500ms", "recovery_time_seconds", 0.5),
+    ("success_rate > 95%", "success_rate", 0.95),
+    ("p95_ms{op=browse} < 0.2s", "p95_ms{op=browse}", 200.0),
+])
+def test_limits_take_units(text, metric, limit):
+    c = Criterion.parse(text)
+    assert (c.metric, c.limit) == (metric, pytest.approx(limit))
+
+
+@pytest.mark.parametrize("text, says", [
+    ("success_rate > 5ms", "success_rate is not a time, so its limit takes no unit 'ms'"),
+    ("peak_memory_mb < 5GB", "unknown unit 'GB'"),
+    ("p95_ms < 5 parsecs", "unknown unit 'parsecs'"),
+    ("p95_ms < fast", "expected METRIC OP NUMBER[UNIT]"),
+])
+def test_a_unit_that_does_not_fit_is_a_usage_error_that_names_the_units(text, says):
+    with pytest.raises(UsageError) as e:
+        Criterion.parse(text)
+    assert says in str(e.value)
+    if "unit" in says and "not a time" not in says:
+        assert "us, ms, s, m, h" in str(e.value)
+
+
+@pytest.mark.parametrize("text, name", [
+    ("p95_ms{op=GET /drafts/{id}} < 50", "GET /drafts/{id}"),
+    ('p95_ms{op="GET /drafts/{id}"} < 50', "GET /drafts/{id}"),
+    ("p95_ms{op='POST /a b/{x}/{y}'} < 50ms", "POST /a b/{x}/{y}"),
+    ('p95_ms{op=" padded "} < 50', " padded "),  # quoted: kept exactly
+    ("success_rate{op=a=b} > 0.9", "a=b"),
+    ("checks{name=has {title}} > 99%", "has {title}"),
+])
+def test_selector_names_may_hold_spaces_slashes_braces(text, name):
+    c = Criterion.parse(text)
+    label = c.metric[:c.metric.index("{")]
+    assert c.selector[1] == name
+    key = f"{label}{{{c.selector[0]}={name}}}"
+    assert c.metric == key
+    assert Criterion.parse(str(c)).metric == key  # the report's text parses back to the same criterion
+    assert c.evaluate({key: 1e9 if c.op in (">", ">=") else 0.0})[0]
+
+
+def test_an_op_the_mix_lacks_names_the_ops_it_has():
+    from loadgen.criteria import check_ops
+
+    cs = parse_all(["p95_ms{op=GET /x/{id}} < 5", "p99_ms < 5", "p95_ms{measure=zzz} < 1"])
+    check_ops(cs, ["GET /x/{id}", "b"])  # every {op=} is an op of the mix; measures are not checked here
+    with pytest.raises(UsageError, match=r"selects op 'read', which this run does not have \(its ops: "
+                                         r"'make_read', 'make_write'\)"):
+        check_ops(parse_all(["p95_ms{op=read} < 50"]), ["make_read", "make_write"], "--criterion")
+    with pytest.raises(UsageError, match="this run has no mix of ops"):
+        check_ops(parse_all(["p95_ms{op=read} < 50"]), [])
+
+
+def test_a_name_never_recorded_says_which_names_were():
+    metrics = {"p95_ms{measure=db}": 3.0, "count{measure=cache}": 9, "checks{name=ok}": 1.0, "p95_ms": 2.0}
+    d = Criterion.parse("p95_ms{measure=dbb} < 5").to_dict(metrics)
+    assert (d["passed"], d["value"]) == (False, None)
+    assert d["why"] == "no measure 'dbb' was recorded (recorded: 'cache', 'db')"
+    assert Criterion.parse("checks{name=nope} > 0.5").to_dict(metrics)["why"] == \
+        "no check 'nope' was recorded (recorded: 'ok')"
+    assert Criterion.parse("max_capacity > 1").to_dict(metrics)["why"] == "the run did not produce this metric"
+    assert "why" not in Criterion.parse("p95_ms < 5").to_dict(metrics)

@@ -60,7 +60,8 @@ def test_a_mix_logs_each_ops_time_outcome_and_error_and_reraises():
     ([{"target": "a:f", "weight": 0}], "weight must be a whole number from 1"),
     ([{"target": "a:f", "weight": 1.5}], "weight must be a whole number"),
     ([{"target": "a:f", "wieght": 2}], "unknown key 'wieght'"),
-    ([{"target": "a:f", "name": "1x"}], "op name '1x'"),
+    ([{"target": "a:f", "name": "tab\there"}], "op name 'tab"),
+    ([{"target": "a:f", "name": " padded"}], "op name ' padded'"),
     (["a:f@1", "b:f@2"], "op name 'f' is already op 0's"),
     (["nocolon@3"], "expected target"),
     ([], "no op given"),
@@ -93,3 +94,35 @@ def test_merged_summaries_add_counts_and_take_the_union_histogram():
     metrics = mix.op_metrics(merged)
     assert metrics["success_rate{op=browse}"] == 0.9 and abs(metrics["error_rate{op=browse}"] - 0.1) < 1e-12
     assert metrics["p50_ms{op=browse}"] == h.summary_ms()["p50"]
+
+
+@pytest.mark.parametrize("text, name, ref, weight", [
+    ("read=lg.py:make_read@9", "read", "lg.py:make_read", 9),
+    ("GET /drafts/{id}=shop.py:draft", "GET /drafts/{id}", "shop.py:draft", 1),
+    ("user@home=shop:f@2", "user@home", "shop:f", 2),
+    ("shop.py:browse@3", "browse", "shop.py:browse", 3),
+])
+def test_an_op_is_named_on_the_command_line_as_in_a_plan(text, name, ref, weight):
+    (op,) = mix.parse_mix([text], "--target")
+    assert (op.name, op.ref, op.weight, op.named) == (name, ref, weight, name != "browse")
+    assert mix.is_mix_item(text) is (weight != 1 or op.named)
+
+
+def test_a_factory_mix_must_name_its_ops_never_after_the_factory():
+    ops = mix.parse_mix(["lg.py:make_read@1", "write=lg.py:make_write@1"], "--target")
+    with pytest.raises(UsageError, match=r"--target\[0\]: lg.py:make_read is a factory .*"
+                                         r"e.g. --target \"read=lg.py:make_read@1\""):
+        mix.check_factory_names(ops, "--target")
+    mix.check_factory_names(mix.parse_mix([{"target": "lg.py:make_read", "name": "read"}], "ops"), "ops")
+
+
+def test_the_op_that_returned_no_result_is_the_one_named():
+    from loadgen.workload import targets
+
+    targets.on_misuse(None)
+    m = mix.Mix([lambda _: 1, lambda _: (lambda: 1)], [1, 1], 0, targets.outcome, refs=["a.py:ok", "a.py:make"])
+    for _ in range(2):
+        m(None)
+    mix.drain(["ok", "make"])
+    assert targets.misused == ["a function", "a.py:make"]
+    targets.on_misuse(None)
