@@ -54,7 +54,8 @@ def failure_reasons(detail, fallback=None):
     for c in detail.get("criteria") or []:
         if not c.get("passed"):
             v = c.get("value")
-            out.append(f"{criterion_text(c)} failed (measured {'no value' if v is None else f'{v:.4g}'})")
+            measured = f"{v:.4g}" if v is not None else f"no value: {c['why']}" if c.get("why") else "no value"
+            out.append(f"{criterion_text(c)} failed (measured {measured})")
     if detail.get("stop_reason") and detail.get("exit_code"):
         out.append(f"stopped: {detail['stop_reason']}")
     messages = detail.get("error_messages") or []
