@@ -180,6 +180,7 @@ def target_of(settings):
     ref, mix = settings.get("target"), settings.get("ops") or ()
     if isinstance(ref, tuple):  # a repeated --target: a mix
         ref, mix = None, ref
+    mix = opts.http_ops(settings) or mix
     spec = TargetSpec(ref=ref, flow_params=dict(settings.get("flow_params") or {}),
                       kwargs=dict(settings.get("target_args") or {}), seed=settings.get("seed"),
                       factory=bool(settings.get("target_factory")), inputs=settings.get("inputs"),
@@ -188,7 +189,8 @@ def target_of(settings):
         raise UsageError(f"{settings.origin('target_factory')}: target_factory needs a target = \"MOD:FACTORY\" "
                          "(the factory builds the operation once per worker)")
     records = _named(settings.origin("inputs"), load_records, spec.inputs) if spec.inputs is not None else None
-    where = settings.origin("flow_params" if spec.is_flow else "ops" if settings.get("ops") else "target")
+    where = settings.origin("flow_params" if spec.is_flow else "url" if settings.get("url") else
+                            "ops" if settings.get("ops") else "target")
     asynchronous = _named(where, check_target, dataclasses.replace(spec, inputs=None), records)
     return dataclasses.replace(spec, asynchronous=asynchronous)
 

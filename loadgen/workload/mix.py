@@ -48,6 +48,7 @@ class MixOp:
     ref: str
     weight: int = 1
     args: dict = field(default_factory=dict)
+    http: object = None  # an HTTP op's loadgen.http.spec.HttpSpec (ref then names it: "GET http://…")
 
     def __str__(self):
         return f"{self.name}@{self.weight}"
@@ -71,18 +72,19 @@ def parse_op(item, where):
         table = {"target": ref.strip(), "weight": 1 if weight is None else weight}
     elif isinstance(item, dict):
         table = item
+        if "url" in table:
+            return http_op(table, where)
         unknown = set(table) - {"target", "weight", "name", "args"}
         if unknown:
-            raise UsageError(f"{where}: unknown key {sorted(unknown)[0]!r} (an op has target, weight, name, args)")
+            raise UsageError(f"{where}: unknown key {sorted(unknown)[0]!r} (an op has target, weight, name, args; "
+                             "an HTTP op url, method, headers, json or body, expect_status, name, weight)")
     else:
         raise UsageError(f"{where}: expected \"MOD:fn@WEIGHT\" or a table with target and weight, "
                          f"got {type(item).__name__}")
     ref = table.get("target")
     if not isinstance(ref, str) or ":" not in ref:
         raise UsageError(f"{where}: expected target = \"MOD:fn\" (or PATH.py:fn), got {ref!r}")
-    weight = table.get("weight", 1)
-    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
-        raise UsageError(f"{where}: weight must be a whole number from 1 to {MAX_WEIGHT}, got {weight!r}")
+    weight = _weight(table, where)
     name = table.get("name", ref.rpartition(":")[2].rpartition(".")[2])
     if not isinstance(name, str) or not _NAME.match(name):
         raise UsageError(f"{where}: op name {name!r}: letters, digits, _ . - (up to 64, not starting with a digit)")
@@ -90,6 +92,38 @@ def parse_op(item, where):
     if not isinstance(args, dict):
         raise UsageError(f"{where}.args: expected a table of keyword arguments, got {type(args).__name__}")
     return MixOp(name, ref, weight, dict(args))
+
+
+def _weight(table, where):
+    weight = table.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
+        raise UsageError(f"{where}: weight must be a whole number from 1 to {MAX_WEIGHT}, got {weight!r}")
+    return weight
+
+
+HTTP_OP_KEYS = ("url", "method", "headers", "json", "body", "expect_status", "insecure", "name", "weight")
+
+
+def http_op(table, where):
+    """A :class:`MixOp` of an HTTP op from a table (``[[scenario.ops]]`` with ``url``, or the command line's
+    ``--url`` with its ``--method``, ``--header``, … — see :mod:`loadgen.http.spec`). Its name defaults to
+    the method and the URL's path template, ``GET /drafts/{id}``."""
+    from ..http.spec import MAX_NAME_CHARS, build
+
+    unknown = set(table) - set(HTTP_OP_KEYS)
+    if unknown:
+        raise UsageError(f"{where}: unknown key {sorted(unknown)[0]!r} (an HTTP op has {', '.join(HTTP_OP_KEYS)})")
+    headers = table.get("headers") or ()
+    if not isinstance(headers, (dict, list, tuple)):
+        raise UsageError(f"{where}.headers: expected a table of header = \"value\" (or a list of \"Name: value\")")
+    spec = build(table["url"], where, method=table.get("method"), headers=headers, body=table.get("body"),
+                 json_text=table.get("json"), expect_status=table.get("expect_status"),
+                 insecure=table.get("insecure", False))
+    name = table.get("name", spec.name)
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS \
+            or not name.isprintable():
+        raise UsageError(f"{where}: op name {name!r}: printable text of 1 to {MAX_NAME_CHARS} characters")
+    return MixOp(name, spec.describe(), _weight(table, where), {}, spec)
 
 
 def parse_mix(items, where):
@@ -141,7 +175,7 @@ class Mix:
         try:
             result = self.calls[i](inputs)
         except Exception as e:
-            _done(i, t0, type(e).__name__)
+            _done(i, t0, error_key(e))
             raise
         _done(i, t0, self._classify(result))
         return result
@@ -160,10 +194,17 @@ class AsyncMix(Mix):
         try:
             result = await self.calls[i](inputs)
         except Exception as e:
-            _done(i, t0, type(e).__name__)
+            _done(i, t0, error_key(e))
             raise
         _done(i, t0, self._classify(result))
         return result
+
+
+def error_key(exc):
+    """How reports count a failure raised as ``exc``: its ``error_key`` when it carries one (an HTTP op's
+    ``HTTP 404 GET /drafts/{id}``), else its class's name."""
+    key = getattr(exc, "error_key", None)
+    return key if isinstance(key, str) else type(exc).__name__
 
 
 def _done(i, t0, key):
