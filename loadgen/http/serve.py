@@ -64,6 +64,9 @@ MAX_STREAM_EVENTS = 100_000
 MAX_STREAM_MS = 3_600_000.0  # an hour: a test's stream, not a feed
 MAX_EVENT_BYTES = 1 << 16
 MAX_STALL_MS = 60_000.0
+# Connections waiting to be accepted: 1,000 streams opened at once must not overflow the default
+# (100), or the kernel drops SYNs and those clients retry a second later — a TTFT that is ours.
+LISTEN_BACKLOG = 4096
 SERVER = b"loadgen"
 TITLE = "loadgen: serve"
 
@@ -90,7 +93,7 @@ class HttpError(Exception):
         self.status, self.message, self.headers = status, message, tuple(headers)
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """One parsed request. ``path``/``query``: the URL split (query without ``?``, "" if none);
     ``accept``: the Accept header ("" if none); ``keep_alive``: the connection stays open after the
@@ -333,6 +336,10 @@ class App:
 # ------------------------------------------------------------------ the connection
 
 
+class _StopParsing(Exception):
+    """Raised in a parser callback to stop at once (feed_data raises a parser error for it)."""
+
+
 class Connection(asyncio.Protocol):
     """One client connection: feeds bytes to httptools, answers requests in arrival order.
 
@@ -404,17 +411,22 @@ class Connection(asyncio.Protocol):
             self.accept = value
         elif name == b"content-length" and value.strip().isdigit() and int(value) > MAX_BODY_BYTES:
             self.too_large = True  # refused before its body arrives
-            raise HttpError(413, "too large")
+            raise _StopParsing
 
     def on_body(self, body):
         self.body_len += len(body)
         if self.body_len > MAX_BODY_BYTES:  # chunked bodies have no Content-Length to check first
             self.too_large = True
-            raise HttpError(413, "too large")
+            raise _StopParsing
         self.body.append(body)
 
     def on_message_complete(self):
         if self.closing:
+            return
+        if self.url == b"/ping" and self.task is None and not self.pending and self.parser.get_method() == b"GET":
+            # The throughput benchmark's request: no Request object, no routing, a pre-built answer.
+            keep_alive = self.parser.should_keep_alive()
+            self._send(PING if keep_alive else PING_CLOSE, keep_alive)
             return
         try:
             url = httptools.parse_url(self.url)
@@ -583,7 +595,8 @@ async def _serve(app, host, port, stall_plan):
     loop = asyncio.get_running_loop()
     live = set()
     try:
-        server = await loop.create_server(lambda: Connection(app, live), host, port, reuse_address=True)
+        server = await loop.create_server(lambda: Connection(app, live), host, port, reuse_address=True,
+                                          backlog=LISTEN_BACKLOG)
     except OSError as e:  # port in use, an address not of this machine, a host that does not resolve
         raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     sockname = server.sockets[0].getsockname()

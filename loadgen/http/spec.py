@@ -71,6 +71,11 @@ class HttpSpec:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port == default else f"{host}:{self.port}"
 
+    @property
+    def accepts_events(self):
+        """True when the request accepts ``text/event-stream``: its responses are read as SSE."""
+        return any(k.lower() == "accept" and "text/event-stream" in v.lower() for k, v in self.headers)
+
     def succeeded(self, status):
         """True when ``status`` counts as the op's success."""
         if not self.expect:
