@@ -218,7 +218,7 @@ def json_body(body):
         raise HttpError(400, f"body is not JSON: {e}") from None
 
 
-def stall(seconds):
+def stall_server(seconds):
     """Block this thread — the server's only loop — for ``seconds``: nothing is accepted, read or
     answered meanwhile, as when a real server stops the world (a GC pause, a swap storm)."""
     time.sleep(seconds)
@@ -285,7 +285,7 @@ class App:
         ms = parse_query(req.query, STALL_QUERY)["ms"]
         if ms is None:
             raise HttpError(400, "ms: expected ?ms=M, the stall in ms")
-        stall(ms / 1000.0)
+        stall_server(ms / 1000.0)
         return reply(req, 200, {"stalled_ms": ms})
 
     def stream(self, req):
@@ -607,7 +607,7 @@ async def _serve(app, host, port, stall_plan):
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, lambda s=signum: stopped.done() or stopped.set_result(s))
     if stall_plan:
-        loop.call_later(stall_plan[0], stall, stall_plan[1])
+        loop.call_later(stall_plan[0], stall_server, stall_plan[1])
     print(f"loadgen serve: listening on {url_of(sockname)}", flush=True)
     try:
         signum = await stopped
