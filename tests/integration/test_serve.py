@@ -6,7 +6,6 @@ Timings are checked for order and with generous bounds only: the machine is shar
 
 import asyncio
 import json
-import re
 import signal
 import socket
 import threading
@@ -18,39 +17,12 @@ import pytest
 
 from loadgen.errors import ExitCode
 
-LINE = re.compile(r"^loadgen serve: listening on http://127\.0\.0\.1:(\d+)$")
-START_TIMEOUT_S = 30
-
-
-class Server:
-    """A started ``loadgen serve``: its process and base URL."""
-
-    def __init__(self, proc):
-        self.proc = proc
-        line = proc.stdout.readline().rstrip("\n")  # the one line it prints on start
-        m = LINE.match(line)
-        assert m, f"unexpected first line {line!r}; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
-        self.port = int(m.group(1))
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def socket(self):
-        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
-
+from _helpers import start_serve
 
 @pytest.fixture
 def serve(cli):
     """Start servers through the ``cli`` fixture, which kills and reaps them whatever happens."""
-
-    def start(*args):
-        proc = cli.start("serve", "--port", "0", *args)
-        box = []
-        t = threading.Thread(target=lambda: box.append(Server(proc)), daemon=True)
-        t.start()
-        t.join(START_TIMEOUT_S)
-        assert box, "the server did not print its listening line in time"
-        return box[0]
-
-    return start
+    return lambda *args: start_serve(cli, *args)
 
 
 def request(url, method="GET", body=None, headers=None):

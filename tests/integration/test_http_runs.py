@@ -1,0 +1,193 @@
+"""HTTP ops in real runs: ``loadgen run --url`` against ``loadgen serve`` (and nginx where installed).
+
+What must hold: keep-alive (connections opened ≤ operations in flight, the rest reused), one op per
+URL template with its own figures, a status ≥ 400 or a refused connection a failure counted under
+its endpoint, streaming timings as named measurements criteria can use, --op-timeout cancelling a
+request, open model and plans. Timings are asserted for order and with wide bounds only.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from _helpers import start_serve, wait_for
+
+RUN = ("--workers", "1", "--quiet")
+
+
+def report(path):
+    with open(os.path.join(path, "report.json")) as f:
+        return json.load(f)
+
+
+def component(rep):
+    return rep["detailed_metrics"][0]
+
+
+def adds_up(acc):
+    return acc["dispatched"] == acc["succeeded"] + acc["failed"] + acc["timed_out"] + acc["crashed"] + acc["lost"]
+
+
+def test_get_keeps_connections_alive_and_names_the_op_by_its_template(cli, tmp_path):
+    srv = start_serve(cli)
+    code, out, err = cli.run("run", "--url", f"{srv.url}/ping", "--concurrency", "8", "--duration", "2s",
+                             "--out", str(tmp_path / "r"), *RUN)
+    assert code == 0, err
+    rep = report(tmp_path / "r")
+    d = component(rep)
+    acc = rep["accounting"]
+    assert acc["succeeded"] > 100 and acc["failed"] == 0 and adds_up(acc)
+    assert list(d["ops"]) == ["GET /ping"] and d["ops"]["GET /ping"]["succeeded"] == acc["succeeded"]
+    pm = d["performance_metrics"]
+    assert 1 <= pm["http_connections_opened"] <= 8  # one per operation in flight, at most
+    assert pm["http_connections_reused"] == acc["dispatched"] - pm["http_connections_opened"]
+    assert pm["http_bytes_received"] > acc["succeeded"] * 3 and pm["http_bytes_sent_per_s"] > 0
+    assert {"ttfb", "transfer", "connect"} <= set(d["measures_ms"])
+    assert d["measures_ms"]["ttfb"]["count"] == acc["dispatched"]
+
+
+def test_statuses_and_refused_connections_are_failures_under_their_endpoint(cli, tmp_path):
+    srv = start_serve(cli)
+    records = tmp_path / "ids.jsonl"
+    records.write_text("".join(json.dumps({"id": i}) + "\n" for i in (1, 99999)))
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        down = s.getsockname()[1]
+    code, out, err = cli.run("run", "--url", f"GET {srv.url}/drafts/{{id}}@1",
+                             "--url", f"GET http://127.0.0.1:{down}/ping@1", "--inputs", str(records),
+                             "--concurrency", "2", "--operations", "200", "--out", str(tmp_path / "r"), *RUN)
+    assert code == 1, (code, err)
+    assert "Traceback" not in err
+    d = component(report(tmp_path / "r"))
+    drafts, ping = d["ops"]["GET /drafts/{id}"], d["ops"]["GET /ping"]
+    assert drafts["succeeded"] > 0 and drafts["errors"] == {"HTTP 404 GET /drafts/{id}": drafts["failed"]}
+    assert drafts["failed"] > 0
+    assert ping["succeeded"] == 0 and ping["errors"] == {"ConnectionRefusedError": ping["failed"]}
+
+
+def test_a_plan_with_http_ops_json_bodies_and_expected_statuses(cli, tmp_path):
+    srv = start_serve(cli)
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f"""
+[[scenario]]
+name = "load"
+concurrency = 4
+operations = 300
+
+[[scenario.ops]]
+url = "{srv.url}/drafts/{{id}}"
+name = "read"
+weight = 9
+expect_status = "200,404"
+
+[[scenario.ops]]
+url = "{srv.url}/drafts"
+method = "POST"
+json = '{{"title": "t{{id}}"}}'
+weight = 1
+""")
+    records = tmp_path / "ids.jsonl"
+    records.write_text("".join(json.dumps({"id": i}) + "\n" for i in range(150)))
+    code, out, err = cli.run("run", "--config", str(plan), "--inputs", str(records), "--out", str(tmp_path / "r"),
+                             *RUN)
+    assert code == 0, err
+    d = component(report(tmp_path / "r"))
+    read, write = d["ops"]["read"], d["ops"]["POST /drafts"]
+    assert read["failed"] == 0 and write["failed"] == 0  # 404 expected on read; POST is 201
+    assert read["operations"] + write["operations"] == 300
+    assert abs(read["operations"] - 9 * write["operations"]) <= 10
+
+
+def test_sse_streams_are_timed_event_by_event(cli, tmp_path):
+    srv = start_serve(cli)
+    code, out, err = cli.run("run", "--url", f"{srv.url}/stream?events=5&first_ms=100&gap_ms=20",
+                             "--header", "Accept: text/event-stream", "--concurrency", "20", "--duration", "2s",
+                             "--criterion", "p50_ms{measure=ttft} < 5000", "--out", str(tmp_path / "r"), *RUN)
+    assert code == 0, err
+    d = component(report(tmp_path / "r"))
+    m = d["measures_ms"]
+    n = d["accounting"]["succeeded"]
+    assert m["ttft"]["count"] == n and m["inter_event"]["count"] == 4 * n and m["stream"]["count"] == n
+    assert 90 <= m["ttft"]["p50"] < 1000  # the first event is 100 ms in: never sooner
+    assert 15 <= m["inter_event"]["p50"] < 500
+    assert d["performance_metrics"]["http_events"] == 5 * n
+
+
+def test_op_timeout_cancels_the_request(cli, tmp_path):
+    srv = start_serve(cli)
+    code, out, err = cli.run("run", "--url", f"{srv.url}/stream?events=2&first_ms=5000&gap_ms=10",
+                             "--concurrency", "2", "--duration", "1500ms", "--op-timeout", "300ms",
+                             "--criterion", "timed_out > 0", "--out", str(tmp_path / "r"), *RUN)
+    assert code == 0, err
+    acc = report(tmp_path / "r")["accounting"]
+    assert acc["timed_out"] >= 2 and acc["succeeded"] == 0 and adds_up(acc)
+
+
+def test_open_model_holds_its_rate(cli, tmp_path):
+    srv = start_serve(cli)
+    code, out, err = cli.run("run", "--url", f"{srv.url}/ping", "--rate", "500", "--duration", "2s",
+                             "--out", str(tmp_path / "r"), *RUN)
+    assert code == 0, err
+    rep = report(tmp_path / "r")
+    d = component(rep)
+    assert abs(d["throughput_ops_per_sec"] - 500) / 500 < 0.1
+    assert rep["accounting"]["dropped"] == 0
+
+
+def test_a_scenario_on_an_http_op(cli, tmp_path):
+    srv = start_serve(cli)
+    code, out, err = cli.run("run", "concurrent_load", "--url", f"POST {srv.url}/kickoff", "--json",
+                             '{"topic": "load"}', "--concurrency", "4", "--duration", "2s",
+                             "--flow-param", "processing_time_base=0.01", "--out", str(tmp_path / "r"), *RUN)
+    assert code in (0, 1), err  # the served flow fails 5 % of its kickoffs (422): the verdict is the scenario's
+    d = component(report(tmp_path / "r"))
+    ops = d["ops"]["POST /kickoff"]
+    assert ops["succeeded"] > 0
+    assert set(ops["errors"]) <= {"HTTP 422 POST /kickoff"}
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    """nginx (the Debian package) on a free loopback port, answering ``ok`` to every GET."""
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if binary is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1; daemon off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} location /missing {{ return 404; }} }} }}
+""")
+    proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.PIPE)
+    try:
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+        assert wait_for(up, timeout=10), "nginx did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_against_nginx(cli, tmp_path, nginx):
+    code, out, err = cli.run("run", "--url", f"{nginx}/@9", "--url", f"{nginx}/missing@1", "--concurrency", "10",
+                             "--duration", "2s", "--criterion", "success_rate{op=GET /} > 0.99",
+                             "--out", str(tmp_path / "r"), *RUN)
+    rep = report(tmp_path / "r")
+    d = component(rep)
+    assert d["ops"]["GET /"]["failed"] == 0 and d["ops"]["GET /"]["succeeded"] > 100
+    assert d["ops"]["GET /missing"]["errors"] == {"HTTP 404 GET /missing": d["ops"]["GET /missing"]["failed"]}
+    assert code == 0, err  # the user's criterion replaces the default verdict (failures fail)
