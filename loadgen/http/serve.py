@@ -485,10 +485,11 @@ class Connection(asyncio.Protocol):
     async def _stream(self, req, stream):
         chunked = req.http11
         self.transport.write(stream_head(chunked))
-        send = self.transport.write
         if chunked:
             def send(data, write=self.transport.write):
                 write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            send = self.transport.write
         await stream.produce(_Out(send, self.drain))
         if chunked:
             self._send(b"0\r\n\r\n", req.keep_alive)

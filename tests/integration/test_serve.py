@@ -7,7 +7,6 @@ Timings are checked for order and with generous bounds only: the machine is shar
 import asyncio
 import json
 import signal
-import socket
 import threading
 import time
 import urllib.error
