@@ -51,7 +51,7 @@ SAMPLE_INTERVAL_RANGE_S = (0.01, 10.0)
 
 MODEL_KEYS = ("concurrency", "rate", "max_lateness", "stages")  # one load model: replaced as a whole
 TARGET_BOUND_KEYS = ("target_args", "target_factory")  # belong to the target they were given with
-HTTP_KEYS = ("method", "headers", "body", "json", "expect_status", "insecure")  # belong to the --url given with
+HTTP_KEYS = ("method", "headers", "body", "json", "expect_status", "http_checks", "insecure")  # belong to the --url given with
 WHAT_RUNS_KEYS = ("target", "ops", "url")  # one level's choice of what runs replaces a lower level's
 TABLE_KEYS = ("thresholds", "flow_params", "target_args")  # merged key by key across levels
 RUN, SUITE = "run", "suite"
@@ -140,6 +140,15 @@ def _json_text(value, where, strict):
     return value if isinstance(value, (dict, list)) else check_text(value, where)
 
 
+def _http_checks(value, where, strict):
+    from .http.spec import parse_check
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise UsageError(f"{where}: expected checks such as \"status == 200\" (repeatable), got {show(value)}")
+    return tuple(parse_check(c, where) for c in items)
+
+
 def _expect(value, where, strict):
     from .http.spec import parse_expect
 
@@ -161,7 +170,8 @@ def http_ops(layer):
     for method, url, weight in layer["url"]:
         table = {"url": url, "method": method or layer.get("method"), "headers": [f"{k}: {v}" for k, v in
                  layer.get("headers") or ()], "body": layer.get("body"), "json": layer.get("json"),
-                 "expect_status": layer.get("expect_status"), "insecure": bool(layer.get("insecure"))}
+                 "expect_status": layer.get("expect_status"), "insecure": bool(layer.get("insecure")),
+                 "checks": layer.get("http_checks")}
         if weight is not None:
             table["weight"] = weight
         ops.append(http_op({k: v for k, v in table.items() if v is not None}, where))
@@ -432,6 +442,9 @@ OPTIONS = (
       metavar="JSON", group="http"),
     O("expect_status", _expect, "statuses that succeed, e.g. 200,201,300-399 (default: any below 400)",
       "--expect-status", metavar="LIST", group="http"),
+    O("http_checks", _http_checks, "a check of every response, counted as loadgen.check (the op is not failed): "
+      "'status == 200', 'header Content-Type contains json', 'json .state == \"finalized\"', 'body contains ok' "
+      "(repeatable)", "--check", env="LOADGEN_CHECKS", metavar="CHECK", action="append", group="http"),
     O("insecure", _bool, "do not verify TLS certificates of https:// URLs", "--insecure", default=False,
       action="store_true", group="http"),
     O("target_factory", _bool, "--target names a factory called once per worker (with the --target-args) that "

@@ -32,12 +32,13 @@ import time
 import httptools
 
 from .. import named
-from .spec import fill, json_value, url_value
+from .spec import MAX_KEPT_BODY, fill, json_value, url_value
 from .sse import EventSplitter
 
 _clock = time.perf_counter_ns
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 USER_AGENT = "loadgen"
+MAX_KEPT_HEADERS = 100  # headers of a response kept for checks
 
 
 class HttpFailure(Exception):
@@ -227,12 +228,37 @@ class _StreamConn(_Conn):
             self.splitter.feed(body, _clock())
 
 
+class _ReadingConn(_StreamConn):
+    """A connection whose responses' headers and body (up to :data:`MAX_KEPT_BODY`) are kept for the
+    op's checks."""
+
+    __slots__ = ("headers", "kept")
+
+    def __init__(self, pool):
+        super().__init__(pool)
+        self.headers, self.kept = {}, bytearray()
+
+    def send(self, request, head_only):
+        self.headers, self.kept = {}, bytearray()
+        return super().send(request, head_only)
+
+    def on_header(self, name, value):
+        super().on_header(name, value)
+        if len(self.headers) < MAX_KEPT_HEADERS:
+            self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body):
+        super().on_body(body)
+        if len(self.kept) < MAX_KEPT_BODY:
+            self.kept += body[:MAX_KEPT_BODY - len(self.kept)]
+
+
 class Pool:
     """The idle keep-alive connections of one origin in this worker (a stack: the warmest first)."""
 
-    def __init__(self, scheme, host, port, insecure, streams):
+    def __init__(self, scheme, host, port, insecure, streams, reads):
         self.scheme, self.host, self.port, self.insecure = scheme, host, port, insecure
-        self.protocol = _StreamConn if streams else _Conn
+        self.protocol = _ReadingConn if reads else _StreamConn if streams else _Conn
         self.idle = []
         self.loop = None
         self._ssl = None
@@ -293,9 +319,9 @@ _pools = {}
 
 
 def pool_of(spec):
-    """This worker's pool of ``spec``'s origin (one per scheme, host, port, TLS verification and whether
-    its requests accept event streams)."""
-    key = (spec.scheme, spec.host, spec.port, spec.insecure, spec.accepts_events)
+    """This worker's pool of ``spec``'s origin (one per scheme, host, port, TLS verification, whether its
+    requests accept event streams and whether its checks read responses)."""
+    key = (spec.scheme, spec.host, spec.port, spec.insecure, spec.accepts_events, spec.reads_response)
     pool = _pools.get(key)
     if pool is None:
         pool = _pools[key] = Pool(*key)
@@ -329,6 +355,7 @@ class HttpOp:
         self.head_only = spec.method == "HEAD"
         self.retry = spec.method in IDEMPOTENT
         self.fields = spec.fields
+        self.checks = spec.checks
         self.request = None if self.fields else self.render(None)
         self._ttfb, self._transfer = TIMES.ttfb.append, TIMES.transfer.append
 
@@ -383,6 +410,9 @@ class HttpOp:
         self._transfer((conn.done_ns - first) // 1000)
         if conn.chunks_ns is not None or conn.splitter is not None:
             _stream(conn, t0)
+        if self.checks:
+            for c in self.checks:
+                named.check(c.passed(conn.status, conn.headers, bytes(conn.kept)), c.text)
         pool.give(conn)
         if not self.spec.succeeded(conn.status):
             raise HttpFailure(f"HTTP {conn.status} {self.spec.name}")

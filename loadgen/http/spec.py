@@ -52,6 +52,12 @@ class HttpSpec:
     expect: tuple = ()
     insecure: bool = False
     json_body: bool = False
+    checks: tuple = ()  # HttpCheck, …: counted as loadgen.check passes and fails, the op not failed
+
+    @property
+    def reads_response(self):
+        """True when the checks need the response's headers or body (kept, bounded)."""
+        return bool(self.checks)
 
     @property
     def name(self):
@@ -87,6 +93,120 @@ class HttpSpec:
         return f"{self.method} {self.url}"
 
 
+CHECK_KINDS = ("status", "header", "json", "body")
+_COMPARE = ("==", "!=", "<=", ">=", "<", ">")
+MAX_KEPT_BODY = 1 << 20  # bytes of a response body kept for checks
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    """One check of a response (``text`` is its name in reports): ``status >= 200``, ``header NAME
+    exists|contains TEXT|== TEXT``, ``json PATH exists|== VALUE|!= VALUE|contains TEXT``, ``body contains
+    TEXT``. PATH: ``.a.b[0]`` (``$`` is the document). VALUE: a JSON value (``"finalized"``, ``3``,
+    ``true``), or the bare text as a string."""
+
+    text: str
+    kind: str
+    subject: object  # header name (lower case), JSON path (tuple of keys and indices), or None
+    op: str
+    value: object
+
+    def passed(self, status, headers, body):
+        """Whether the response (``headers``: lower-case name → value; ``body``: bytes) passes."""
+        if self.kind == "status":
+            return _compare(status, self.op, self.value)
+        if self.kind == "header":
+            got = headers.get(self.subject)
+            if self.op == "exists" or got is None:
+                return got is not None
+            return self.value in got if self.op == "contains" else _compare(got, self.op, self.value)
+        if self.kind == "body":
+            return self.value.encode() in body
+        try:
+            doc = json.loads(body)
+            for key in self.subject:
+                doc = doc[key]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return False
+        if self.op == "exists":
+            return True
+        if self.op == "contains":
+            return self.value in (doc if isinstance(doc, (str, list, dict)) else str(doc))
+        return _compare(doc, self.op, self.value)
+
+
+def _compare(got, op, want):
+    try:
+        if op == "==":
+            return got == want
+        if op == "!=":
+            return got != want
+        return {"<": got < want, "<=": got <= want, ">": got > want, ">=": got >= want}[op]
+    except TypeError:
+        return False
+
+
+_PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[\"([^\"]*)\"\]")
+
+
+def parse_check(text, where):
+    """An :class:`HttpCheck` of ``text``; :class:`UsageError` naming the forms for anything else."""
+    forms = ("status >= 200, header NAME exists|contains TEXT|== TEXT, json .PATH exists|== VALUE|contains "
+             "TEXT, body contains TEXT")
+    if not isinstance(text, str) or not text.strip():
+        raise UsageError(f"{where}: check: expected one of: {forms}")
+    kind, _, rest = text.strip().partition(" ")
+    rest = rest.strip()
+    if kind == "status":
+        op, _, value = rest.partition(" ")
+        if op not in _COMPARE or not value.strip().isdigit():
+            raise UsageError(f"{where}: check {text!r}: expected status OP NUMBER (OP: {' '.join(_COMPARE)})")
+        return HttpCheck(text, kind, None, op, int(value))
+    if kind == "body":
+        op, _, value = rest.partition(" ")
+        if op != "contains" or not value:
+            raise UsageError(f"{where}: check {text!r}: expected body contains TEXT")
+        return HttpCheck(text, kind, None, op, _literal(value, str))
+    if kind in ("header", "json"):
+        subject, _, tail = rest.partition(" ")
+        op, _, value = tail.strip().partition(" ")
+        if not subject or op not in _COMPARE + ("exists", "contains") or (op != "exists") != bool(value.strip()):
+            raise UsageError(f"{where}: check {text!r}: expected {kind} {'NAME' if kind == 'header' else '.PATH'} "
+                             "exists, contains TEXT or OP VALUE")
+        if kind == "header":
+            if not _TOKEN.match(subject):
+                raise UsageError(f"{where}: check {text!r}: {subject!r} is not a header name")
+            return HttpCheck(text, kind, subject.lower(), op, _literal(value.strip(), str) if value else None)
+        return HttpCheck(text, kind, _json_path(subject, text, where), op,
+                         _literal(value.strip(), None) if value else None)
+    raise UsageError(f"{where}: check {text!r}: expected one of: {forms}")
+
+
+def _literal(text, kind):
+    """A check's value: JSON if it parses (``"a b"``, ``3``, ``true``), else the text itself."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return str(value) if kind is str and not isinstance(value, str) else value
+
+
+def _json_path(path, text, where):
+    path = path[1:] if path.startswith("$") else path
+    if path and not path.startswith((".", "[")):
+        path = "." + path
+    parts, pos = [], 0
+    for m in _PATH_PART.finditer(path):
+        if m.start() != pos:
+            break
+        parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)) if m.group(2) is not None
+                     else m.group(3))
+        pos = m.end()
+    if pos != len(path):
+        raise UsageError(f"{where}: check {text!r}: a JSON path such as .state, .items[0].id or $ (the document)")
+    return tuple(parts)
+
+
 def split_item(text, where):
     """``(method or None, url, weight or None)`` of ``"[METHOD ]URL[@WEIGHT]"``."""
     if not isinstance(text, str) or not text.strip():
@@ -103,7 +223,8 @@ def split_item(text, where):
     return method, text, weight
 
 
-def build(url, where, method=None, headers=(), body=None, json_text=None, expect_status=None, insecure=False):
+def build(url, where, method=None, headers=(), body=None, json_text=None, expect_status=None, insecure=False,
+          checks=()):
     """An :class:`HttpSpec` from its parts, every one checked; :class:`UsageError` naming ``where``."""
     method = (method or ("POST" if body is not None or json_text is not None else "GET"))
     if not isinstance(method, str) or method.upper() not in METHODS:
@@ -131,8 +252,13 @@ def build(url, where, method=None, headers=(), body=None, json_text=None, expect
             body = _read_body(body[1:], where)
     if body is not None and len(body.encode()) > MAX_BODY_BYTES:
         raise UsageError(f"{where}: the body has more than {MAX_BODY_BYTES // 2**20} MiB")
+    if isinstance(checks, str):
+        checks = [checks]
+    if not isinstance(checks, (list, tuple)):
+        raise UsageError(f"{where}: checks: expected a list of checks such as \"status == 200\"")
     spec = HttpSpec(method, url.strip(), scheme, host, port, target, hdrs, body, parse_expect(expect_status, where),
-                    bool(insecure), json_body)
+                    bool(insecure), json_body, tuple(c if isinstance(c, HttpCheck) else parse_check(c, where)
+                                                     for c in checks))
     if len(spec.name) > MAX_NAME_CHARS:
         raise UsageError(f"{where}: the op's name {spec.name[:40]!r}… is longer than {MAX_NAME_CHARS} characters: "
                          "give it a shorter name (name = \"…\" in a plan)")

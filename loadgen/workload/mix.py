@@ -101,7 +101,7 @@ def _weight(table, where):
     return weight
 
 
-HTTP_OP_KEYS = ("url", "method", "headers", "json", "body", "expect_status", "insecure", "name", "weight")
+HTTP_OP_KEYS = ("url", "method", "headers", "json", "body", "expect_status", "checks", "insecure", "name", "weight")
 
 
 def http_op(table, where):
@@ -118,7 +118,7 @@ def http_op(table, where):
         raise UsageError(f"{where}.headers: expected a table of header = \"value\" (or a list of \"Name: value\")")
     spec = build(table["url"], where, method=table.get("method"), headers=headers, body=table.get("body"),
                  json_text=table.get("json"), expect_status=table.get("expect_status"),
-                 insecure=table.get("insecure", False))
+                 insecure=table.get("insecure", False), checks=table.get("checks") or ())
     name = table.get("name", spec.name)
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS \
             or not name.isprintable():

@@ -190,3 +190,17 @@ def test_against_nginx(cli, tmp_path, nginx):
     assert d["ops"]["GET /"]["failed"] == 0 and d["ops"]["GET /"]["succeeded"] > 100
     assert d["ops"]["GET /missing"]["errors"] == {"HTTP 404 GET /missing": d["ops"]["GET /missing"]["failed"]}
     assert code == 0, err  # the user's criterion replaces the default verdict (failures fail)
+
+
+def test_checks_count_without_failing_the_op(cli, tmp_path):
+    srv = start_serve(cli)
+    code, out, err = cli.run("run", "--url", f"{srv.url}/drafts/3", "--check", "status == 200",
+                             "--check", "json .id == 3", "--check", "json .id == 4",
+                             "--check", "header Content-Type contains json", "--concurrency", "2",
+                             "--operations", "50", "--out", str(tmp_path / "r"), *RUN)
+    assert code == 0, err
+    d = component(report(tmp_path / "r"))
+    checks = d["checks"]
+    assert checks["status == 200"]["passes"] == 50 and checks["json .id == 3"]["passes"] == 50
+    assert checks["json .id == 4"]["fails"] == 50 and d["accounting"]["failed"] == 0
+    assert checks["header Content-Type contains json"]["rate"] == 1.0

@@ -137,7 +137,7 @@ def test_stats_take_resets():
 
 
 def test_pool_skips_connections_the_server_closed():
-    pool = Pool("http", "h", 80, False, False)
+    pool = Pool("http", "h", 80, False, False, False)
 
     class C:
         def __init__(self, closed):
@@ -163,3 +163,32 @@ def test_sse_boundaries(chunks, events):
     for i, c in enumerate(chunks):
         sp.feed(c, i)
     assert len(sp.times_ns) == events
+
+
+@pytest.mark.parametrize("text, status, headers, body, passed", [
+    ("status == 200", 200, {}, b"", True),
+    ("status >= 400", 200, {}, b"", False),
+    ("header Content-Type contains json", 200, {"content-type": "application/json"}, b"", True),
+    ("header X-Id exists", 200, {}, b"", False),
+    ("json .state == \"finalized\"", 200, {}, b'{"state": "finalized"}', True),
+    ("json .state == finalized", 200, {}, b'{"state": "failed"}', False),
+    ("json .items[1].id == 7", 200, {}, b'{"items": [{"id": 1}, {"id": 7}]}', True),
+    ("json .items[5] exists", 200, {}, b'{"items": []}', False),
+    ("json $ contains ok", 200, {}, b'"all ok"', True),
+    ("json .n > 2", 200, {}, b'{"n": "x"}', False),  # a type mismatch is a fail, not an error
+    ("json .a exists", 200, {}, b"not json", False),
+    ("body contains title", 200, {}, b'{"title": 1}', True),
+])
+def test_checks(text, status, headers, body, passed):
+    from loadgen.http.spec import parse_check
+
+    assert parse_check(text, "--check").passed(status, headers, body) is passed
+
+
+@pytest.mark.parametrize("text", ["", "status = 200", "status == ok", "header", "header Bad:Name exists",
+                                  "json state ==", "json .a[x] exists", "body has x", "cookie x"])
+def test_bad_checks_are_usage_errors(text):
+    from loadgen.http.spec import parse_check
+
+    with pytest.raises(UsageError):
+        parse_check(text, "--check")
