@@ -204,3 +204,54 @@ def test_checks_count_without_failing_the_op(cli, tmp_path):
     assert checks["status == 200"]["passes"] == 50 and checks["json .id == 3"]["passes"] == 50
     assert checks["json .id == 4"]["fails"] == 50 and d["accounting"]["failed"] == 0
     assert checks["header Content-Type contains json"]["rate"] == 1.0
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """An HTTPS server on loopback (a self-signed certificate made by openssl), keep-alive, in a thread."""
+    import http.server
+    import ssl
+    import threading
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed (it makes the test's certificate)")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "3")
+            self.end_headers()
+            self.wfile.write(b"ok\n")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_tls_verifies_unless_insecure(cli, tmp_path, tls_server):
+    code, out, err = cli.run("run", "--url", f"{tls_server}/", "--concurrency", "1", "--operations", "5",
+                             "--out", str(tmp_path / "strict"), *RUN)
+    d = component(report(tmp_path / "strict"))
+    assert code == 1 and d["accounting"]["succeeded"] == 0
+    assert set(d["errors"]) == {"SSLCertVerificationError"}
+    code, out, err = cli.run("run", "--url", f"{tls_server}/", "--insecure", "--concurrency", "2", "--operations",
+                             "20", "--out", str(tmp_path / "insecure"), *RUN)
+    assert code == 0, err
+    d = component(report(tmp_path / "insecure"))
+    assert d["accounting"]["succeeded"] == 20 and d["measures_ms"]["tls"]["count"] >= 1
