@@ -255,3 +255,20 @@ def test_tls_verifies_unless_insecure(cli, tmp_path, tls_server):
     assert code == 0, err
     d = component(report(tmp_path / "insecure"))
     assert d["accounting"]["succeeded"] == 20 and d["measures_ms"]["tls"]["count"] >= 1
+
+
+def test_the_example_plan_against_serve(cli, tmp_path):
+    from _helpers import ROOT
+
+    srv = start_serve(cli, "--flow-param", "processing_time_base=0.01")
+    text = open(os.path.join(ROOT, "examples", "http_service.toml")).read()
+    plan = tmp_path / "http_service.toml"
+    plan.write_text(text.replace("http://127.0.0.1:8080", srv.url).replace('duration = "5s"', 'duration = "2s"'))
+    code, out, err = cli.run("run", "--config", str(plan), "--inputs", os.path.join(ROOT, "examples", "data",
+                             "ids.jsonl"), "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 0, out + err
+    rep = report(tmp_path / "r")
+    assert [c["status"] for c in rep["component_results"]] == ["PASSED", "PASSED"]
+    drafts, stream = rep["detailed_metrics"]
+    assert set(drafts["ops"]) == {"read", "write"} and drafts["checks"]["json .id exists"]["fails"] == 0
+    assert stream["measures_ms"]["ttft"]["count"] == stream["accounting"]["succeeded"] > 0
