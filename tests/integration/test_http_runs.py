@@ -263,9 +263,9 @@ def test_the_example_plan_against_serve(cli, tmp_path):
     srv = start_serve(cli, "--flow-param", "processing_time_base=0.01")
     text = open(os.path.join(ROOT, "examples", "http_service.toml")).read()
     plan = tmp_path / "http_service.toml"
-    plan.write_text(text.replace("http://127.0.0.1:8080", srv.url).replace('duration = "5s"', 'duration = "2s"'))
-    code, out, err = cli.run("run", "--config", str(plan), "--inputs", os.path.join(ROOT, "examples", "data",
-                             "ids.jsonl"), "--out", str(tmp_path / "r"), "--quiet")
+    plan.write_text(text.replace("http://127.0.0.1:8080", srv.url).replace('duration = "5s"', 'duration = "2s"')
+                    .replace('"data/ids.jsonl"', json.dumps(os.path.join(ROOT, "examples", "data", "ids.jsonl"))))
+    code, out, err = cli.run("run", "--config", str(plan), "--out", str(tmp_path / "r"), "--quiet")
     assert code == 0, out + err
     rep = report(tmp_path / "r")
     assert [c["status"] for c in rep["component_results"]] == ["PASSED", "PASSED"]
