@@ -187,6 +187,7 @@ def target_of(settings):
     ref, mix = settings.get("target"), settings.get("ops") or ()
     if isinstance(ref, tuple):  # a repeated --target: a mix
         ref, mix = None, ref
+    mix = opts.http_ops(settings) or mix
     spec = TargetSpec(ref=ref, flow_params=dict(settings.get("flow_params") or {}),
                       kwargs=dict(settings.get("target_args") or {}), seed=settings.get("seed"),
                       factory=bool(settings.get("target_factory")), inputs=settings.get("inputs"),
@@ -199,7 +200,8 @@ def target_of(settings):
 
         check_factory_names(spec.mix, settings.origin("ops" if settings.get("ops") else "target"))
     records = _named(settings.origin("inputs"), load_records, spec.inputs) if spec.inputs is not None else None
-    where = settings.origin("flow_params" if spec.is_flow else "ops" if settings.get("ops") else "target")
+    where = settings.origin("flow_params" if spec.is_flow else "url" if settings.get("url") else
+                            "ops" if settings.get("ops") else "target")
     asynchronous = _named(where, check_target, dataclasses.replace(spec, inputs=None), records)
     if settings.get("criteria"):  # an {op=NAME} that is not one of the mix's ops: before any load, not after it
         from .criteria import check_ops, parse_all

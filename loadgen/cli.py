@@ -107,6 +107,20 @@ def build_parser():
     cll.add_argument("--workers", default="2", metavar="N", help="Dask worker processes, one shard each (default 2)")
     cll.add_argument("--port", default="0", metavar="PORT", help="scheduler port on 127.0.0.1 (default: any free)")
 
+    sv = sub.add_parser("serve", help="serve the embedded flow over HTTP (the default target of --url)",
+                        description="Serve the embedded AI Writing Flow over HTTP/1.1 until SIGINT/SIGTERM: "
+                        "POST /kickoff (JSON, or SSE per stage with Accept: text/event-stream), GET /drafts/{id}, "
+                        "POST /drafts, GET /ping, GET /stream?events=&first_ms=&gap_ms=&bytes=, "
+                        "POST /admin/stall?ms=. Prints one line: loadgen serve: listening on http://HOST:PORT.")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; another "
+                    "than loopback is warned about)")
+    sv.add_argument("--port", default="8080", metavar="PORT", help="port (default 8080; 0: any free one)")
+    sv.add_argument("--flow-param", action="append", default=[], metavar="KEY=VALUE",
+                    help="parameter of the served flow (see `loadgen list`; async_io is always on)")
+    sv.add_argument("--seed", metavar="N", help="seed of the served flow (reproducible kickoffs)")
+    sv.add_argument("--stall", metavar="AT:FOR", help="stall the whole server once, e.g. 5s:1s (at 5 s after "
+                    "start, for 1 s)")
+
     v = sub.add_parser("validate", help="check a TOML plan without running it",
                        description="Check a TOML plan: syntax, keys, types and ranges, the target (imported), "
                        "the inputs file (read), the criteria (parsed); LOADGEN_* variables applied.")
@@ -132,7 +146,7 @@ def add_options(parser, command):
     raw text (or True / a list); checking happens when the layer is built (:func:`from_flags`), so
     that the environment and plans share the checks. Defaults are None: given can be told from not."""
     groups = {}
-    titles = {opts.RUN: None, "common": "common", "fleet": "fleet (Dask distributed; pip install 'loadgen[distributed]')"}
+    titles = {opts.RUN: None, "common": "common", "http": "HTTP ops (instead of --target)", "fleet": "fleet (Dask distributed; pip install 'loadgen[distributed]')"}
     for option in opts.OPTIONS:
         if not option.flag or command not in option.commands:
             continue
@@ -330,6 +344,10 @@ def _command(args, command):
         from .fleet.cluster import cluster_command
 
         return cluster_command(args.workers, args.port)
+    if args.command == "serve":
+        from .http.serve import serve_command
+
+        return serve_command(args.host, args.port, args.flow_param, args.seed, args.stall)
     from . import plan
 
     if args.command == "validate":
@@ -338,9 +356,9 @@ def _command(args, command):
     settings = opts.merge(opts.from_env(os.environ), opts.from_flags(vars(args)))
     config = getattr(args, "config", None)
     if args.command == "run" and not config and args.scenario is None:
-        if not settings.get("target"):
-            raise UsageError("run: give a SCENARIO (see `loadgen list`), a --target MOD:fn (exactly that load, "
-                             "no baseline) or --config PLAN.toml")
+        if not settings.get("target") and not settings.get("url"):
+            raise UsageError("run: give a SCENARIO (see `loadgen list`), a --target MOD:fn or --url URL (exactly "
+                             "that load, no baseline) or --config PLAN.toml")
         from .scenarios import LOAD
 
         args.scenario = LOAD

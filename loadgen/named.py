@@ -29,11 +29,16 @@ MAX_NAMES = 100  # distinct measure names, and check names, kept per worker and 
 MAX_NAME_CHARS = 100
 OTHER = "(other names)"
 MEASURE_PREFIX = "measure:"  # a result's histograms: "measure:NAME" beside "latency" and "service"
+# Counts (bytes, connections) travel with the checks as [n, 0] under this prefix — the same sums from
+# the worker through the master to a fleet's merge — and leave them where a result is built.
+COUNT_PREFIX = "count:"
 
 _clock = time.perf_counter_ns
 _collecting = False  # set in a worker by collect(): outside one, nothing accumulates
 _timings = []  # (name, µs), appended by any thread of this process
 _checks = []  # (name, passed)
+_count_sources = []  # take() -> {name: n since the last call}, called by drain()
+_timing_sources = []  # take() -> {name: [µs, …] since the last call}, called by drain()
 
 
 class measure:
@@ -60,6 +65,24 @@ class measure:
     def ms(self):
         """Milliseconds the block took (None inside it)."""
         return None if self.ns is None else self.ns / 1e6
+
+
+def record(name, us):
+    """Add ``us`` microseconds to measurement ``name`` (what :class:`measure` does for a block), for code
+    that takes its own clock readings (the HTTP op)."""
+    if _collecting:
+        _timings.append((name, us))
+
+
+def add_timing_source(take):
+    """Call ``take()`` at every drain: its ``{name: [µs, …]}`` go to the measurements — for a hot path that
+    appends ints to its own lists rather than a tuple per sample (the HTTP op)."""
+    _timing_sources.append(take)
+
+
+def add_counter_source(take):
+    """Call ``take()`` at every drain: its ``{name: n}`` (counts since the last call) go to the run's counts."""
+    _count_sources.append(take)
 
 
 def check(ok, name):
@@ -103,6 +126,13 @@ def drain():
         if key is None:
             key = names[name] = kept_name(per_name, label(name))
         per_name.setdefault(key, []).append(us)
+    for take in _timing_sources:
+        for name, values in take().items():
+            if values:
+                key = names.get(name)
+                if key is None:
+                    key = names[name] = kept_name(per_name, label(name))
+                per_name.setdefault(key, []).extend(values)
     counts, names = {}, {}
     for name, ok in checks:
         key = names.get(name)
@@ -110,6 +140,9 @@ def drain():
             key = names[name] = kept_name(counts, label(name))
         pair = counts.setdefault(key, [0, 0])
         pair[0 if ok else 1] += 1
+    for take in _count_sources:
+        for name, n in take().items():
+            counts.setdefault(COUNT_PREFIX + name, [0, 0])[0] += n
     return per_name, counts
 
 
@@ -124,7 +157,19 @@ def add_checks(into, checks):
 def checks_summary(checks):
     """``{name: {passes, fails, rate}}`` of ``{name: [passes, fails]}`` (rate: passes ÷ both; None if none)."""
     return {name: {"passes": p, "fails": f, "rate": round(p / (p + f), 6) if p + f else None}
-            for name, (p, f) in sorted(checks.items())}
+            for name, (p, f) in sorted(checks.items()) if not name.startswith(COUNT_PREFIX)}
+
+
+def count_metrics(checks, load_s):
+    """The counts that rode with ``checks`` (:data:`COUNT_PREFIX`) as figures: ``NAME`` (the total) and
+    ``NAME_per_s`` (over ``load_s`` seconds of load)."""
+    out = {}
+    for name, (n, _) in sorted(checks.items()):
+        if name.startswith(COUNT_PREFIX):
+            name = name[len(COUNT_PREFIX):]
+            out[name] = int(n)
+            out[f"{name}_per_s"] = round(n / load_s, 3) if load_s > 0 else None
+    return out
 
 
 def named_metrics(measures_ms, checks):
@@ -137,6 +182,8 @@ def named_metrics(measures_ms, checks):
             out[f"{stat}_ms{{measure={name}}}" if stat != "count" else f"count{{measure={name}}}"] = value
     passes = fails = 0
     for name, (p, f) in checks.items():
+        if name.startswith(COUNT_PREFIX):
+            continue
         out[f"checks{{name={name}}}"] = p / (p + f) if p + f else None
         passes, fails = passes + p, fails + f
     if passes + fails:

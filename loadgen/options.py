@@ -51,6 +51,8 @@ SAMPLE_INTERVAL_RANGE_S = (0.01, 10.0)
 
 MODEL_KEYS = ("concurrency", "rate", "max_lateness", "stages")  # one load model: replaced as a whole
 TARGET_BOUND_KEYS = ("target_args", "target_factory")  # belong to the target they were given with
+HTTP_KEYS = ("method", "headers", "body", "json", "expect_status", "http_checks", "insecure")  # belong to the --url given with
+WHAT_RUNS_KEYS = ("target", "ops", "url")  # one level's choice of what runs replaces a lower level's
 TABLE_KEYS = ("thresholds", "flow_params", "target_args")  # merged key by key across levels
 RUN, SUITE = "run", "suite"
 BOTH = frozenset({RUN, SUITE})
@@ -111,6 +113,70 @@ def _target(value, where, strict):
     if not isinstance(items, (list, tuple)):
         raise UsageError(f"{where}: expected \"MOD:fn\" or a list of \"MOD:fn@WEIGHT\", got {show(value)}")
     return parse_mix(list(items), where)
+
+
+def _urls(value, where, strict):
+    """``[(method or None, url, weight or None), …]`` of ``--url "[METHOD ]URL[@WEIGHT]"`` (repeatable);
+    the URLs themselves are checked when the ops are built (:func:`http_ops`), with their headers."""
+    from .http.spec import split_item
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise UsageError(f"{where}: expected \"[METHOD ]URL[@WEIGHT]\" or a list of them, got {show(value)}")
+    return tuple(split_item(item, where) for item in items)
+
+
+def _headers(value, where, strict):
+    from .http.spec import parse_header
+
+    if isinstance(value, dict):
+        value = [f"{k}: {v}" for k, v in value.items()]
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise UsageError(f"{where}: expected \"Name: value\" (repeatable), got {show(value)}")
+    return tuple(parse_header(h, where) for h in items)
+
+
+def _json_text(value, where, strict):
+    return value if isinstance(value, (dict, list)) else check_text(value, where)
+
+
+def _http_checks(value, where, strict):
+    from .http.spec import parse_check
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise UsageError(f"{where}: expected checks such as \"status == 200\" (repeatable), got {show(value)}")
+    return tuple(parse_check(c, where) for c in items)
+
+
+def _expect(value, where, strict):
+    from .http.spec import parse_expect
+
+    return parse_expect(value, where)
+
+
+def http_ops(layer):
+    """The mix of HTTP ops that ``layer``'s ``url`` (one or more ``[METHOD ]URL[@WEIGHT]``) and its HTTP
+    settings make, or None without a ``url``; :class:`UsageError` for HTTP settings with no URL."""
+    from .workload.mix import http_op, parse_mix
+
+    if "url" not in layer:
+        given = [k for k in HTTP_KEYS if k in layer]
+        if given and not any(getattr(op, "http", None) for op in layer.get("ops") or ()):
+            raise UsageError(f"{layer.origin(given[0])}: an HTTP setting without --url (give the URL it is for)")
+        return None
+    where = layer.origin("url")
+    ops = []
+    for method, url, weight in layer["url"]:
+        table = {"url": url, "method": method or layer.get("method"), "headers": [f"{k}: {v}" for k, v in
+                 layer.get("headers") or ()], "body": layer.get("body"), "json": layer.get("json"),
+                 "expect_status": layer.get("expect_status"), "insecure": bool(layer.get("insecure")),
+                 "checks": layer.get("http_checks")}
+        if weight is not None:
+            table["weight"] = weight
+        ops.append(http_op({k: v for k, v in table.items() if v is not None}, where))
+    return parse_mix(ops, where)
 
 
 def _ops(value, where, strict):
@@ -363,7 +429,27 @@ OPTIONS = (
       "--target a.py:browse@9. Each op is named after its function, or NAME= names it (as a plan's name =; "
       "needed with --target-factory): --target \"GET /drafts/{id}=a.py:make_draft@3\"; criteria select one "
       "with {op=NAME}", "--target", metavar="[NAME=]MOD:CALLABLE[@WEIGHT]", action="append"),
-    O("ops", _ops, "a weighted mix of operations ([[scenario.ops]]: target, weight, name, args)"),
+    O("ops", _ops, "a weighted mix of operations ([[scenario.ops]]: target, weight, name, args; or an HTTP op: "
+      "url, method, headers, json or body, expect_status, name, weight)"),
+    # -- HTTP ops (loadgen.http): no code needed
+    O("url", _urls, "an HTTP op instead of a target: [METHOD ]URL[@WEIGHT], repeatable for a weighted mix "
+      "('GET http://127.0.0.1:8080/drafts/{id}@9'); {field} places are filled from --inputs records; a status "
+      ">= 400 fails the op", "--url", metavar="[METHOD ]URL[@W]", action="append", group="http"),
+    O("method", _text, "the --url ops' method when the URL does not say (default GET; POST with a body)",
+      "--method", metavar="METHOD", group="http"),
+    O("headers", _headers, "request header of the --url ops (repeatable)", "--header", env="LOADGEN_HEADERS",
+      metavar="'NAME: VALUE'", action="append", group="http"),
+    O("body", _text, "request body of the --url ops (a template; @FILE reads a file)", "--body", metavar="TEXT",
+      group="http"),
+    O("json", _json_text, "JSON request body of the --url ops (a template; sets Content-Type)", "--json",
+      metavar="JSON", group="http"),
+    O("expect_status", _expect, "statuses that succeed, e.g. 200,201,300-399 (default: any below 400)",
+      "--expect-status", metavar="LIST", group="http"),
+    O("http_checks", _http_checks, "a check of every response, counted as loadgen.check (the op is not failed): "
+      "'status == 200', 'header Content-Type contains json', 'json .state == \"finalized\"', 'body contains ok' "
+      "(repeatable)", "--check", env="LOADGEN_CHECKS", metavar="CHECK", action="append", group="http"),
+    O("insecure", _bool, "do not verify TLS certificates of https:// URLs", "--insecure", default=False,
+      action="store_true", group="http"),
     O("target_factory", _bool, "--target names a factory called once per worker (with the --target-args) that "
       "returns the operation: clients and models load once, not per call", "--target-factory", default=False,
       action="store_true"),
@@ -482,8 +568,8 @@ def merge(lower, upper):
             out.pop(k, None)
     if "stages" in upper and "duration" not in upper:
         out.pop("duration", None)
-    if "target" in upper or "ops" in upper:
-        for k in TARGET_BOUND_KEYS + ("target", "ops"):
+    if any(k in upper for k in WHAT_RUNS_KEYS):
+        for k in TARGET_BOUND_KEYS + WHAT_RUNS_KEYS + HTTP_KEYS:
             out.pop(k, None)
     for k, v in upper.items():
         if k in TABLE_KEYS and isinstance(out.get(k), dict):
@@ -557,6 +643,10 @@ def one_model(layer):
     """``layer`` itself, or :class:`UsageError` when it asks for both load models at once: a closed
     model's ``concurrency`` and an open model's ``rate`` given at the same level (one would be
     silently ignored). Across levels the higher one replaces the lower's model (:func:`merge`)."""
+    if "url" in layer and ("target" in layer or "ops" in layer):
+        other = "target" if "target" in layer else "ops"
+        raise UsageError(f"{layer.origin('url')} and {layer.origin(other)}: give an op as a URL or as a target, "
+                         "not both (for a mix of the two, use [[scenario.ops]] tables in a plan)")
     if "concurrency" in layer and "rate" in layer:
         raise UsageError(f"{layer.origin('concurrency')} and {layer.origin('rate')}: give one load model — "
                          "concurrency (closed: operations in flight) or rate (open: arrivals per second), not both")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .errors import ExitCode
-from .named import MEASURE_PREFIX, checks_summary, named_metrics
+from .named import MEASURE_PREFIX, checks_summary, count_metrics, named_metrics
 from .workload.mix import OP_PREFIX, OpTally, op_metrics
 from .analysis import STATISTICS
 
@@ -189,6 +189,7 @@ def result_from_outcome(name, outcome, criteria, extra_metrics=None, key_metric=
                         breaking_point_reached=False, recovery_time_seconds=None):
     """Build the component result of a scenario whose main measurement is ``outcome``."""
     metrics = metrics_of(outcome)
+    metrics.update(count_metrics(outcome.checks, outcome.load_duration_s))
     metrics.update(extra_metrics or {})
     measures_ms = {k: h.summary_ms() for k, h in sorted(outcome.measures.items())}
     ops = {op.name: outcome.ops.get(op.name, OpTally()).summary(op, outcome.load_duration_s)

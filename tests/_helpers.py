@@ -91,3 +91,41 @@ def plan(ref=None, start_method="fork", **kw):
     flow_params = kw.pop("flow_params", {})
     return RunPlan(target=TargetSpec(ref=ref, kwargs=kwargs, flow_params=flow_params, seed=1),
                    start_method=start_method, sample_interval_s=0.05, **kw)
+
+
+# ---------------------------------------------------------------- loadgen serve
+
+SERVE_LINE = r"^loadgen serve: listening on http://127\.0\.0\.1:(\d+)$"
+SERVE_START_TIMEOUT_S = 30
+
+
+class Served:
+    """A started ``loadgen serve`` (its process, port and base URL), from the one line it prints."""
+
+    def __init__(self, proc):
+        import re
+
+        self.proc = proc
+        line = proc.stdout.readline().rstrip("\n")
+        m = re.match(SERVE_LINE, line)
+        assert m, f"unexpected first line {line!r}; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        self.port = int(m.group(1))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def socket(self):
+        import socket
+
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
+
+def start_serve(cli, *args):
+    """``loadgen serve --port 0 ARGS`` through the ``cli`` fixture (which kills and reaps it)."""
+    import threading
+
+    proc = cli.start("serve", "--port", "0", *args)
+    box = []
+    t = threading.Thread(target=lambda: box.append(Served(proc)), daemon=True)
+    t.start()
+    t.join(SERVE_START_TIMEOUT_S)
+    assert box, "loadgen serve did not print its listening line in time"
+    return box[0]

@@ -295,6 +295,9 @@ def merge_noise(rs, latency, acc, open_model):
     return out
 
 
+COUNTED = "http_"  # counts of the HTTP ops (named.count_metrics): bytes, connections, events, and their rates
+
+
 def _scenario_metrics(rs, known):
     """The scenario-specific metrics of the shards' results, combined (see :data:`_WORST_LOW`)."""
     out = {}
@@ -303,7 +306,7 @@ def _scenario_metrics(rs, known):
         nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if len(nums) != len(vals):  # not a number everywhere (lists, None): the first shard's, as is
             out[key] = vals[0]
-        elif key.endswith("throughput"):
+        elif key.endswith("throughput") or key.startswith(COUNTED):  # the fleet's is the shards' sum
             out[key] = sum(nums)
         else:
             out[key] = min(nums) if key in _WORST_LOW else max(nums)

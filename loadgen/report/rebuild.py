@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields
 
 from ..errors import ExitCode, OutputError, UsageError
 from ..analysis import STATISTICS
-from ..named import add_checks, checks_summary, label, named_metrics
+from ..named import add_checks, checks_summary, count_metrics, label, named_metrics
 from ..streams import (COMPONENT_EVENT, EVENTS, MAX_REPORT_BYTES, SCENARIO_EVENT, TIMESERIES, dumps, json_safe, load_json,
                        NotJson, read_jsonl)
 from . import write_reports
@@ -311,7 +311,7 @@ def _approximate_result(group):
     acc = m.acc
     lat = m.latency.summary_ms()
     throughput = acc.completed / m.load_s if m.load_s > 0 else 0.0
-    metrics = _metrics(m, lat, throughput)
+    metrics = _metrics(m, lat, throughput) | count_metrics(m.checks, m.load_s)
     passed, rows = evaluate(_criteria(group), metrics | named_metrics({}, m.checks))
     key = (group.scenario or {}).get("key_metric") or "success_rate"
     messages = [f"stopped: {stop_reason}"] if exit_code else []

@@ -721,13 +721,17 @@ class MockAIWritingFlowV2:
         except StopIteration as done:
             return done.value
 
-    async def akickoff(self, inputs=None):
+    async def akickoff(self, inputs=None, *, on_stage=None):
         """:meth:`kickoff` whose LLM waits are awaited (``asyncio.sleep``): thousands of kickoffs can
         wait at once on one event loop. The CPU and memory work of a stage runs as in ``kickoff``,
-        blocking the loop while it lasts, as a real async service's Python code does."""
+        blocking the loop while it lasts, as a real async service's Python code does.
+
+        ``on_stage(stage, stage_timings_us)``, if given, is called (not awaited) after each stage
+        pass with the stage's name and the timings so far (the dict the result will hold), e.g. to
+        stream progress; it runs outside the stage's timing and changes nothing in the result."""
         import asyncio
 
-        steps = self._pipeline(inputs)
+        steps = self._pipeline(inputs, on_stage)
         try:
             while True:
                 await asyncio.sleep(next(steps))
@@ -736,8 +740,9 @@ class MockAIWritingFlowV2:
         finally:
             steps.close()  # cancelled mid-wait: the kickoff's own clean-up (its leak, if any) runs now
 
-    def _pipeline(self, inputs):
-        """The pipeline as a generator: yields each wait (s), returns the :class:`FlowResult`."""
+    def _pipeline(self, inputs, on_stage=None):
+        """The pipeline as a generator: yields each wait (s), returns the :class:`FlowResult`;
+        ``on_stage``: see :meth:`akickoff`."""
         rng = self._rng(next(self._calls))
         # Every decision is drawn up front, in a fixed order, so that e.g.
         # changing failure_rate does not shift the waits of the same seed.
@@ -754,6 +759,8 @@ class MockAIWritingFlowV2:
             while i < len(STAGES):
                 stage = STAGES[i]
                 timed_out = yield from self._run_stage(stage, rng, timings_us)
+                if on_stage is not None:
+                    on_stage(stage, timings_us)
                 if timed_out:
                     return FlowResult(FAILED, stage, timed_out, timings_us, style_loops)
                 if stage == "input_validation" and not (inputs is None or isinstance(inputs, Mapping)):

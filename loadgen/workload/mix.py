@@ -53,6 +53,7 @@ class MixOp:
     weight: int = 1
     args: dict = field(default_factory=dict)
     named: bool = field(default=False, compare=False)
+    http: object = None  # an HTTP op's loadgen.http.spec.HttpSpec (ref then names it: "GET http://…")
 
     def __str__(self):
         return f"{self.name}@{self.weight}"
@@ -95,28 +96,62 @@ def parse_op(item, where):
             table["name"] = name
     elif isinstance(item, dict):
         table = item
+        if "url" in table:
+            return http_op(table, where)
         unknown = set(table) - {"target", "weight", "name", "args"}
         if unknown:
-            raise UsageError(f"{where}: unknown key {sorted(unknown)[0]!r} (an op has target, weight, name, args)")
+            raise UsageError(f"{where}: unknown key {sorted(unknown)[0]!r} (an op has target, weight, name, args; "
+                             "an HTTP op url, method, headers, json or body, expect_status, name, weight)")
     else:
         raise UsageError(f"{where}: expected \"MOD:fn@WEIGHT\" or a table with target and weight, "
                          f"got {type(item).__name__}")
     ref = table.get("target")
     if not isinstance(ref, str) or ":" not in ref:
         raise UsageError(f"{where}: expected target = \"MOD:fn\" (or PATH.py:fn), got {ref!r}")
-    weight = table.get("weight", 1)
-    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
-        raise UsageError(f"{where}: weight must be a whole number from 1 to {MAX_WEIGHT}, got {weight!r}")
+    weight = _weight(table, where)
     named = "name" in table
-    name = table.get("name", ref.rpartition(":")[2].rpartition(".")[2])
-    if not isinstance(name, str) or not name or name != name.strip() or not name.isprintable() \
-            or len(name) > MAX_NAME_CHARS:
-        raise UsageError(f"{where}: op name {name!r}: 1 to {MAX_NAME_CHARS} printable characters, no space "
-                         "at either end (\"GET /drafts/{id}\" is fine)")
+    name = _checked_name(table.get("name", ref.rpartition(":")[2].rpartition(".")[2]), where)
     args = table.get("args", {})
     if not isinstance(args, dict):
         raise UsageError(f"{where}.args: expected a table of keyword arguments, got {type(args).__name__}")
     return MixOp(name, ref, weight, dict(args), named)
+
+
+def _checked_name(name, where):
+    if not isinstance(name, str) or not name or name != name.strip() or not name.isprintable() \
+            or len(name) > MAX_NAME_CHARS:
+        raise UsageError(f"{where}: op name {name!r}: 1 to {MAX_NAME_CHARS} printable characters, no space "
+                         "at either end (\"GET /drafts/{id}\" is fine)")
+    return name
+
+
+def _weight(table, where):
+    weight = table.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
+        raise UsageError(f"{where}: weight must be a whole number from 1 to {MAX_WEIGHT}, got {weight!r}")
+    return weight
+
+
+HTTP_OP_KEYS = ("url", "method", "headers", "json", "body", "expect_status", "checks", "insecure", "name", "weight")
+
+
+def http_op(table, where):
+    """A :class:`MixOp` of an HTTP op from a table (``[[scenario.ops]]`` with ``url``, or the command line's
+    ``--url`` with its ``--method``, ``--header``, … — see :mod:`loadgen.http.spec`). Its name defaults to
+    the method and the URL's path template, ``GET /drafts/{id}``."""
+    from ..http.spec import build
+
+    unknown = set(table) - set(HTTP_OP_KEYS)
+    if unknown:
+        raise UsageError(f"{where}: unknown key {sorted(unknown)[0]!r} (an HTTP op has {', '.join(HTTP_OP_KEYS)})")
+    headers = table.get("headers") or ()
+    if not isinstance(headers, (dict, list, tuple)):
+        raise UsageError(f"{where}.headers: expected a table of header = \"value\" (or a list of \"Name: value\")")
+    spec = build(table["url"], where, method=table.get("method"), headers=headers, body=table.get("body"),
+                 json_text=table.get("json"), expect_status=table.get("expect_status"),
+                 insecure=table.get("insecure", False), checks=table.get("checks") or ())
+    name = _checked_name(table.get("name", spec.name), where)
+    return MixOp(name, spec.describe(), _weight(table, where), {}, named=True, http=spec)
 
 
 def parse_mix(items, where):
@@ -183,7 +218,7 @@ class Mix:
         try:
             result = self.calls[i](inputs)
         except Exception as e:
-            _done(i, t0, type(e).__name__)
+            _done(i, t0, error_key(e))
             raise
         key = self._classify(result)
         if key is not None and key.startswith(MISUSE_KEY) and self.refs:
@@ -205,13 +240,20 @@ class AsyncMix(Mix):
         try:
             result = await self.calls[i](inputs)
         except Exception as e:
-            _done(i, t0, type(e).__name__)
+            _done(i, t0, error_key(e))
             raise
         key = self._classify(result)
         if key is not None and key.startswith(MISUSE_KEY) and self.refs:
             attribute_misuse(self.refs[i])
         _done(i, t0, key)
         return result
+
+
+def error_key(exc):
+    """How reports count a failure raised as ``exc``: its ``error_key`` when it carries one (an HTTP op's
+    ``HTTP 404 GET /drafts/{id}``), else its class's name."""
+    key = getattr(exc, "error_key", None)
+    return key if isinstance(key, str) else type(exc).__name__
 
 
 def _done(i, t0, key):

@@ -127,7 +127,18 @@ def check_target(spec, records=None):
     if spec.is_flow:
         return _build_flow(spec.flow_params, spec.seed).async_io
     coroutines = []
-    for ref, kwargs in ([(op.ref, spec.op_kwargs(op)) for op in spec.mix] or [(spec.ref, dict(spec.kwargs))]):
+    for op in spec.mix:
+        if op.http is not None:
+            from ..http.spec import check_fields
+
+            coroutines.append(True)
+            if records:
+                check_fields(op.http, records[0], op.name)
+            elif op.http.fields:
+                raise TargetError(f"{op.name}: the template names {{{sorted(op.http.fields)[0]}}}: give --inputs "
+                                  "records to fill it")
+    for ref, kwargs in ([(op.ref, spec.op_kwargs(op)) for op in spec.mix if op.http is None]
+                        or ([(spec.ref, dict(spec.kwargs))] if not spec.mix else [])):
         fn = resolve(ref)
         coroutines.append(_is_coroutine_function(fn))
         if records and not spec.factory:  # a factory's operation exists only in the workers
@@ -194,12 +205,13 @@ def build_operation(spec, worker_index):
     if spec.mix:
         from .mix import AsyncMix, Mix
 
-        calls = [_call_of(op.ref, spec.op_kwargs(op), spec.factory, spec.inputs is not None) for op in spec.mix]
+        calls = [_http_call(op.http) if op.http is not None else
+                 _call_of(op.ref, spec.op_kwargs(op), spec.factory, spec.inputs is not None) for op in spec.mix]
         weights = [op.weight for op in spec.mix]
         refs = [op.ref for op in spec.mix]
-        if all(isinstance(c, AsyncCall) for c in calls):
+        if all(getattr(c, "is_async", False) for c in calls):
             return AsyncMix(calls, weights, worker_index, outcome, refs)
-        calls = [blocking(c) if isinstance(c, AsyncCall) else c for c in calls]
+        calls = [blocking(c) if getattr(c, "is_async", False) else c for c in calls]
         return Mix(calls, weights, worker_index, outcome, refs)
     return _call_of(spec.ref, dict(spec.kwargs), spec.factory, spec.inputs is not None)
 
@@ -207,6 +219,12 @@ def build_operation(spec, worker_index):
 def _short_repr(value, limit=60):
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _http_call(http):
+    from ..http.client import HttpOp
+
+    return HttpOp(http)
 
 
 def _call_of(ref, kwargs, factory, with_inputs):

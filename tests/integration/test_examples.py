@@ -24,6 +24,7 @@ def _report(out):
     ("async_service.toml", "closed-32, open-200"),
     ("leaky_cache.toml", "sustained_load"),
     ("shop.toml", "shoppers, buyers"),
+    ("http_service.toml", "drafts, kickoff-stream"),
 ])
 def test_every_example_plan_validates(cli, name, labels):
     code, out, err = cli.run("validate", _plan(name), timeout=60)

@@ -11,12 +11,13 @@ import shlex
 
 import pytest
 
-from _helpers import ROOT
+from _helpers import ROOT, start_serve
 
 README = os.path.join(ROOT, "README.rst")
 PLACEHOLDER_TARGETS = {"mypkg.client:call": "_targets:sleep_ms", "my_module:op": "_targets:sleep_ms",
                        "mypkg.aclient:call": "_targets:asleep"}
-NOT_HERE = ("--cluster", "cluster")  # a Dask cluster: parsed, run by the fleet tests instead
+NOT_HERE = ("--cluster", "cluster", "serve")  # a Dask cluster, a server: parsed, run by their own tests
+README_SERVE = "http://127.0.0.1:8080"  # where the README's --url commands find `loadgen serve`
 
 
 def readme_commands():
@@ -31,6 +32,8 @@ def readme_commands():
     for cmd in found:
         argv = shlex.split(cmd, comments=True)
         argv = argv[argv.index("loadgen") + 1:]
+        if argv and argv[-1] == "&":  # started in the background
+            argv = argv[:-1]
         argv = [a.split("|")[0] if "|" in a and not a.startswith(("tcp:", "p")) else a for a in argv]  # ci|standard
         out.setdefault(tuple(argv), cmd)
     return [(cmd, list(argv)) for argv, cmd in out.items()]
@@ -104,6 +107,7 @@ def test_every_readme_command_runs(cli, tmp_path):
         made[key] = os.path.join(tmp, key)
     (tmp_path / "plan.toml").write_text('[[scenario]]\nname = "load"\ntarget = "_targets:sleep_ms"\nduration = "1s"\n')
     made["plan"] = str(tmp_path / "plan.toml")
+    served = start_serve(cli)  # the README's `loadgen serve --port 8080`, on a free port
     runs = []
     for i, (cmd, argv) in enumerate(COMMANDS):
         if any(a in NOT_HERE for a in argv) or any(a.startswith("--cluster") for a in argv):
@@ -111,6 +115,7 @@ def test_every_readme_command_runs(cli, tmp_path):
         if any(a.startswith("examples/") and a.endswith(".toml") for a in argv):
             continue  # test_examples.py runs every example plan
         argv = _shorten(_real(argv, tmp, made), tmp, i)
+        argv = [a.replace(README_SERVE, served.url) for a in argv]
         argv = [os.path.join(ROOT, a) if a.startswith("examples/") else a for a in argv]
         argv = [a.replace("examples/", os.path.join(ROOT, "examples") + "/") if ".py:" in a and not
                 os.path.isabs(a) else a for a in argv]
