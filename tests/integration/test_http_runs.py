@@ -53,7 +53,7 @@ def test_get_keeps_connections_alive_and_names_the_op_by_its_template(cli, tmp_p
 def test_statuses_and_refused_connections_are_failures_under_their_endpoint(cli, tmp_path):
     srv = start_serve(cli)
     records = tmp_path / "ids.jsonl"
-    records.write_text("".join(json.dumps({"id": i}) + "\n" for i in (1, 99999)))
+    records.write_text("".join(json.dumps({"id": i}) + "\n" for i in (1, 99999, 2)))  # odd: each op meets each
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         down = s.getsockname()[1]
@@ -119,12 +119,14 @@ def test_sse_streams_are_timed_event_by_event(cli, tmp_path):
 
 def test_op_timeout_cancels_the_request(cli, tmp_path):
     srv = start_serve(cli)
-    code, out, err = cli.run("run", "--url", f"{srv.url}/stream?events=2&first_ms=5000&gap_ms=10",
-                             "--concurrency", "2", "--duration", "1500ms", "--op-timeout", "300ms",
-                             "--criterion", "timed_out > 0", "--out", str(tmp_path / "r"), *RUN)
+    code, out, err = cli.run("run", "--url", f"{srv.url}/stream?events=2&first_ms=5000&gap_ms=10@1",
+                             "--url", f"{srv.url}/ping@1", "--concurrency", "2", "--duration", "1500ms",
+                             "--op-timeout", "300ms", "--criterion", "timed_out > 0", "--out", str(tmp_path / "r"), *RUN)
     assert code == 0, err
-    acc = report(tmp_path / "r")["accounting"]
-    assert acc["timed_out"] >= 2 and acc["succeeded"] == 0 and adds_up(acc)
+    rep = report(tmp_path / "r")
+    acc = rep["accounting"]
+    assert acc["timed_out"] >= 2 and adds_up(acc)
+    assert component(rep)["ops"]["GET /ping"]["failed"] == 0  # the cancelled requests' connections were dropped
 
 
 def test_open_model_holds_its_rate(cli, tmp_path):
