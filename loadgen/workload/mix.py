@@ -140,7 +140,7 @@ class Mix:
         i, t0 = self._pick(), _clock()
         try:
             result = self.calls[i](inputs)
-        except Exception as e:
+        except BaseException as e:  # noqa: BLE001 - a CancelledError of the op's own is its failure too (slots.raised_key)
             _done(i, t0, type(e).__name__)
             raise
         _done(i, t0, self._classify(result))
@@ -159,7 +159,7 @@ class AsyncMix(Mix):
         i, t0 = self._pick(), _clock()
         try:
             result = await self.calls[i](inputs)
-        except Exception as e:
+        except BaseException as e:  # noqa: BLE001 - a CancelledError of the op's own is its failure too (slots.raised_key)
             _done(i, t0, type(e).__name__)
             raise
         _done(i, t0, self._classify(result))

@@ -254,13 +254,31 @@ def _takes_input(fn):
     return False
 
 
-def outcome(result):
-    """Classify a returned value: ``None`` for success, else an error key.
+FAILED_STATE = "failed"  # a returned result's ``state`` that means the operation failed (the embedded flow's)
 
-    Returning is success, except for a flow-style result whose ``state`` is
-    ``failed`` (the embedded flow returns failures, it does not raise).
-    """
-    state = getattr(result, "state", None)
-    if state == "failed":
-        return f"{getattr(result, 'failed_stage', None) or 'flow'}: {getattr(result, 'reason', None) or 'failed'}"
-    return None
+
+def outcome(result):
+    """Classify a returned value: ``None`` for success, else an error key. Never raises.
+
+    Returning is success, except for a flow-style result whose ``state`` is the string ``failed``
+    (the embedded flow returns failures, it does not raise). Anything odd about ``state`` — a
+    property that raises, a numpy array (whose ``==`` is element-wise and whose truth value is
+    ambiguous), an object with its own ``__eq__`` — is not a returned failure: the call returned,
+    and what it returned is the user's. A ``str`` subclass (an enum's member) is compared as the
+    string it holds."""
+    try:
+        state = getattr(result, "state", None)
+    except Exception:  # noqa: BLE001 - a raising ``state`` property: the call still returned
+        return None
+    if not isinstance(state, str) or not str.__eq__(state, FAILED_STATE):
+        return None
+    return f"{_text_of(result, 'failed_stage') or 'flow'}: {_text_of(result, 'reason') or 'failed'}"
+
+
+def _text_of(result, name):
+    """``str(result.<name>)``, or None when it is missing, empty or cannot be read or printed."""
+    try:
+        value = getattr(result, name, None)
+        return None if value is None else str(value)
+    except Exception:  # noqa: BLE001 - an error key must come out of any result
+        return None
