@@ -268,9 +268,11 @@ def outcome(result):
     string it holds."""
     try:
         state = getattr(result, "state", None)
+        # isinstance may ask the object its __class__, which may raise too; str.__eq__ skips a subclass's own ==.
+        failed = isinstance(state, str) and str.__eq__(state, FAILED_STATE)
     except Exception:  # noqa: BLE001 - a raising ``state`` property: the call still returned
         return None
-    if not isinstance(state, str) or not str.__eq__(state, FAILED_STATE):
+    if not failed:
         return None
     return f"{_text_of(result, 'failed_stage') or 'flow'}: {_text_of(result, 'reason') or 'failed'}"
 

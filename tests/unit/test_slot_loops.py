@@ -156,6 +156,15 @@ def test_only_a_string_state_failed_is_a_returned_failure(result, key):
     assert outcome(result) == key
 
 
+def test_a_state_that_lies_about_its_class_is_not_a_failure():
+    class Liar:
+        @property
+        def __class__(self):
+            raise RuntimeError("no class for you")
+
+    assert outcome(targets.FlowLike(Liar())) is None
+
+
 def test_an_error_key_comes_out_of_a_failed_result_whose_fields_cannot_be_printed():
     class Unprintable:
         def __str__(self):
