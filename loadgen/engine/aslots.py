@@ -13,7 +13,10 @@ Each operation is counted in its slot's shared counters (``counters``) and its l
 go to the worker's lists, which the main thread drains once a second, as for thread slots. With
 ``op_timeout_s``, an operation still running at its timeout is cancelled and counted timed out; one
 that ignores the cancellation keeps its slot busy in the shared counters, so the master replaces
-the worker after ``pool.CANCEL_GRACE_S`` more, as it does for a hung thread. A watchdog coroutine
+the worker after ``pool.CANCEL_GRACE_S`` more, as it does for a hung thread. A ``CancelledError`` the
+target raises itself (not a cancellation of the slot's task) is that operation's failure, as any
+exception; a slot coroutine that dies of an error of loadgen's own ends the worker as a crash
+(``Worker.slot_died``), never the loop quietly. A watchdog coroutine
 measures how late the loop wakes it: a *loop stall* (an operation that blocks the loop, with
 ``time.sleep`` or CPU work) of :data:`STALL_MS` or more is counted and reported.
 """

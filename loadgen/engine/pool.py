@@ -22,7 +22,7 @@ from . import _proc
 from ..config import TIMING
 from ..errors import UsageError
 from ..analysis.stats import Accounting
-from .counters import SLOT_FIELDS, late_slots, running_since, slot_totals
+from .counters import SLOT_FIELDS, late_slots, slot_totals
 from .worker import worker_main
 
 log = logging.getLogger("loadgen.pool")
@@ -116,10 +116,6 @@ class WorkerHandle:
     def totals(self, slots):
         """[started, succeeded, failed, dropped, rejected] from shared memory — valid after the process died."""
         return slot_totals(self.counters, slots)
-
-    def running_since_ns(self, slots):
-        """slot → monotonic start time (ns) of the operation it is running."""
-        return running_since(self.counters, slots)
 
     def final_accounting(self, slots):
         """What became of every operation this worker started (its shared counters outlive it): those

@@ -268,7 +268,7 @@ class Worker:
 
     def slot_died(self, what):
         """A slot (thread, or the async slots' loop) died of an error of its own, not of an operation's
-        (those are failures; see ``slots._raised``). Its ops would silently stop, the worker would say
+        (those are failures; see ``slots.raised_key``). Its ops would silently stop, the worker would say
         "inputs exhausted" and the run end early as if it were done; instead the worker ends at once
         with :data:`~loadgen.errors.SLOT_DIED_EXITCODE`, the traceback in its log: the master counts a
         crash (the operations in flight crashed, a ``worker_crash`` event) and replaces the worker."""
