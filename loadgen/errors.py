@@ -118,8 +118,13 @@ def describe_exitcode(exitcode):
     return f"exit code {exitcode}"
 
 
+SLOT_DIED_EXITCODE = 70  # a worker whose slot died of loadgen's own error exits so (EX_SOFTWARE, sysexits.h)
+
+
 def crash_hint(exitcode):
     """A guess at why a process died, for the crash report ("" when there is none)."""
+    if exitcode == SLOT_DIED_EXITCODE:
+        return "a slot of the worker died of an error of loadgen's own (the traceback is in workers.log)"
     if exitcode == -signal.SIGSEGV:
         return "segmentation fault in native code"
     if exitcode == -signal.SIGKILL:

@@ -13,7 +13,10 @@ Each operation is counted in its slot's shared counters (``counters``) and its l
 go to the worker's lists, which the main thread drains once a second, as for thread slots. With
 ``op_timeout_s``, an operation still running at its timeout is cancelled and counted timed out; one
 that ignores the cancellation keeps its slot busy in the shared counters, so the master replaces
-the worker after ``pool.CANCEL_GRACE_S`` more, as it does for a hung thread. A watchdog coroutine
+the worker after ``pool.CANCEL_GRACE_S`` more, as it does for a hung thread. A ``CancelledError`` the
+target raises itself (not a cancellation of the slot's task) is that operation's failure, as any
+exception; a slot coroutine that dies of an error of loadgen's own ends the worker as a crash
+(``Worker.slot_died``), never the loop quietly. A watchdog coroutine
 measures how late the loop wakes it: a *loop stall* (an operation that blocks the loop, with
 ``time.sleep`` or CPU work) of :data:`STALL_MS` or more is counted and reported.
 """
@@ -29,6 +32,7 @@ import traceback
 from ..config import TIMING
 from ..workload.targets import outcome
 from .counters import DROPPED, FAILED, REJECTED, SLOT_FIELDS, START_NS, STARTED, SUCCEEDED, TIMED_OUT
+from .slots import raised_key
 
 WATCH_TICK_S = 0.01  # the stall watchdog's period
 STALL_MS = 100.0  # the loop woke the watchdog this late: a stall
@@ -78,6 +82,9 @@ async def _main(w):
             await asyncio.gather(*(_closed(w, i) for i in range(w.spec.slots)))
         else:
             await _open(w)
+    except BaseException:  # noqa: BLE001 - a slot died of the machinery's error, not an operation's
+        # At once, from here: asyncio.run would otherwise cancel the other slots and wait for them.
+        w.slot_died("the async slots' loop")
     finally:
         watchdog.cancel()
 
@@ -116,13 +123,24 @@ async def _call(op, record, timeout_s):
         if deadline is not None and deadline.expired():
             return _cancelled(timeout_s)
         return "TimeoutError", traceback.format_exc(), False
-    except Exception as e:  # noqa: BLE001 - an exception is the operation's failure
-        return type(e).__name__, traceback.format_exc(), False
     except asyncio.CancelledError:
-        raise
-    except BaseException as e:  # SystemExit / KeyboardInterrupt from the target, as in a thread slot
-        os._exit(e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1)
+        if _cancel_pending():
+            raise  # this slot's task is being cancelled: not the operation's doing
+        return "CancelledError", traceback.format_exc(), False  # raised by the target's own code
+    except BaseException as e:  # noqa: BLE001 - an exception is the operation's failure, as in a thread slot
+        return raised_key(e), traceback.format_exc(), False
     return outcome(result), None, False
+
+
+def _cancel_pending():
+    """True when the running task has a cancellation request pending (``Task.cancelling``, Python ≥ 3.11):
+    a ``CancelledError`` is then the task's own cancellation, else the target raised it (an inner task
+    of its own that was cancelled, a ``raise CancelledError``). Our timeout's cancellation never gets
+    here: the deadline turns it into a TimeoutError. Before 3.11 nothing of loadgen cancels a slot's task
+    while its loop runs (the loop ends only after every slot did), so it is the target's."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and cancelling() > 0
 
 
 _timeout = getattr(asyncio, "timeout", None)
@@ -209,16 +227,21 @@ async def _open(w):
     record = None
 
     async def one(i, record, due):
-        base = i * SLOT_FIELDS
-        t0 = mono()
-        key, tb, cancelled = await _call(op, record, timeout_s)
-        t1 = mono()
-        w.latencies.append(t1 - t0)
-        w.responses.append(t1 - min(t0, due))
-        w.lateness.append(max(0, t0 - due))
-        _ended(w, c, base, key, tb, cancelled)
-        free.append(i)
-        freed.set()
+        try:
+            base = i * SLOT_FIELDS
+            t0 = mono()
+            key, tb, cancelled = await _call(op, record, timeout_s)
+            t1 = mono()
+            w.latencies.append(t1 - t0)
+            w.responses.append(t1 - min(t0, due))
+            w.lateness.append(max(0, t0 - due))
+            _ended(w, c, base, key, tb, cancelled)
+            free.append(i)
+            freed.set()
+        except BaseException:  # noqa: BLE001 - a task's exception would be lost, and its slot with it
+            if not _cancel_pending():
+                w.slot_died(f"async slot {i}")
+            raise
 
     while not w.stopping:
         due_s = time_of(w.claim_arrival() * stride + index)

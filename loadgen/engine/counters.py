@@ -38,14 +38,35 @@ def slot_totals(counters, slots):
 
 
 def running_since(counters, slots):
-    """slot → monotonic start time (ns) of the operation each busy slot is running."""
+    """slot → monotonic start time (ns) of the operation each busy slot is running.
+
+    Each slot's ``START_NS`` is read exactly once: a slot writes it at every start and end of an
+    operation (0: idle), so a second read may see the operation's end — a test on one read and a
+    value from another made an idle slot's "start" 0, its age the clock's uptime, and the master
+    killed a worker whose operation took microseconds. A value read once is either 0 or the start
+    of an operation still running at that read."""
     if slots >= VECTOR_SLOTS:
         import numpy as np
 
-        starts = _table(counters, slots)[:, START_NS]
+        starts = _table(counters, slots)[:, START_NS].copy()  # one snapshot: a view would be read again below
         busy = np.flatnonzero(starts)
         return dict(zip(busy.tolist(), starts[busy].tolist()))
-    return {i: counters[i * SLOT_FIELDS + START_NS] for i in range(slots) if counters[i * SLOT_FIELDS + START_NS]}
+    out = {}
+    for i, base in enumerate(range(START_NS, slots * SLOT_FIELDS, SLOT_FIELDS)):
+        t = counters[base]
+        if t:
+            out[i] = t
+    return out
+
+
+def late_slots(counters, slots, now_ns, limit_ns):
+    """The slots whose operation has been running longer than ``limit_ns`` at ``now_ns``.
+
+    ``now_ns`` must be taken *before* this call: each start is then read (once, see
+    :func:`running_since`) after it, so a start that was read belongs to an operation still running
+    at a moment later than ``now_ns``, and ``now_ns - start`` is never more than that operation's
+    true age — only an operation really older than the limit is late."""
+    return [i for i, t in running_since(counters, slots).items() if now_ns - t > limit_ns]
 
 
 def _table(counters, slots):

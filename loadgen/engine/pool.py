@@ -22,7 +22,7 @@ from . import _proc
 from ..config import TIMING
 from ..errors import UsageError
 from ..analysis.stats import Accounting
-from .counters import SLOT_FIELDS, running_since, slot_totals
+from .counters import SLOT_FIELDS, late_slots, slot_totals
 from .worker import worker_main
 
 log = logging.getLogger("loadgen.pool")
@@ -116,10 +116,6 @@ class WorkerHandle:
     def totals(self, slots):
         """[started, succeeded, failed, dropped, rejected] from shared memory — valid after the process died."""
         return slot_totals(self.counters, slots)
-
-    def running_since_ns(self, slots):
-        """slot → monotonic start time (ns) of the operation it is running."""
-        return running_since(self.counters, slots)
 
     def final_accounting(self, slots):
         """What became of every operation this worker started (its shared counters outlive it): those
@@ -288,7 +284,7 @@ class Pool:
         (None: no timeout) that were not timed out already."""
         if timeout_s is None:
             return []
-        now_ns = time.monotonic_ns()
+        now_ns = time.monotonic_ns()  # before any start is read (see counters.late_slots)
         out = []
         for h in list(self.handles.values()):
             if h.timed_out_slots or not h.process.is_alive():
@@ -296,7 +292,7 @@ class Pool:
             # An async worker cancels an operation at its timeout itself: it is replaced only when the
             # operation ignores the cancellation for CANCEL_GRACE_S more.
             limit_ns = (timeout_s + (CANCEL_GRACE_S if h.cancels else 0.0)) * 1e9
-            late = [i for i, t in h.running_since_ns(self.slots).items() if now_ns - t > limit_ns]
+            late = late_slots(h.counters, self.slots, now_ns, limit_ns)
             if late:
                 out.append((h, late))
         return out

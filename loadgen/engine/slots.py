@@ -63,22 +63,19 @@ def closed_slot(w, i):
         t0 = clock()
         try:
             result = op(record)
-        except Exception as e:  # noqa: BLE001 - an exception is the operation's failure
+        except BaseException as e:  # noqa: BLE001 - an exception is the operation's failure (see raised_key)
             t1 = clock()
             latencies.append(t1 - t0)
-            key = type(e).__name__
+            key = raised_key(e)
             errors.append((key, traceback.format_exc()))
             c[base + START_NS] = 0
             c[base + FAILED] += 1
             if breaker is not None:
                 breaker.record(False)
             continue
-        except BaseException as e:  # SystemExit / KeyboardInterrupt from the target
-            code = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1
-            os._exit(code)  # the in-flight operation is counted as crashed by the master
         t1 = clock()
         latencies.append(t1 - t0)
-        key = classify(result)
+        key = classify(result)  # never raises: an odd result is the user's, a success
         c[base + START_NS] = 0
         if key is None:
             c[base + SUCCEEDED] += 1
@@ -167,13 +164,19 @@ def _sleep_until(w, due_ns):
 
 
 def _call(op, record):
-    """``(result, error key or None, traceback or None)`` of one operation. An exception is the
-    operation's failure; SystemExit or KeyboardInterrupt from the target end the worker (the
-    master counts the operation as crashed)."""
+    """``(result, error key or None, traceback or None)`` of one operation: see :func:`raised_key`."""
     try:
         result = op(record)
-        return result, outcome(result), None
-    except Exception as e:  # noqa: BLE001 - an exception is the operation's failure
-        return None, type(e).__name__, traceback.format_exc()
-    except BaseException as e:
+    except BaseException as e:  # noqa: BLE001 - an exception is the operation's failure
+        return None, raised_key(e), traceback.format_exc()
+    return result, outcome(result), None
+
+
+def raised_key(e):
+    """The error key of an operation that raised ``e``: any exception is the operation's failure —
+    a ``CancelledError`` or ``GeneratorExit`` of the target's own too (a slot never dies of what an
+    operation does) — but SystemExit and KeyboardInterrupt, which end the worker as the target asked
+    (the master counts the operation as crashed)."""
+    if isinstance(e, (SystemExit, KeyboardInterrupt)):
         os._exit(e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1)
+    return type(e).__name__

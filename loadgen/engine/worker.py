@@ -30,6 +30,7 @@ from .messages import Ready, ResultBatch, Stop, TargetMisused, WorkerError, Work
 from .slots import closed_slot, open_slot
 from .. import named
 from ..config import TIMING
+from ..errors import SLOT_DIED_EXITCODE
 from ..workload import targets
 from ..workload.targets import TargetSpec, build_operation
 
@@ -261,6 +262,9 @@ class Worker:
     def _slot(self, body, i):
         try:
             body(self, i)
+        except BaseException:  # noqa: BLE001 - the slot's own machinery raised: a crash, never a quiet end
+            if not self.forked:
+                self.slot_died(f"slot {i}" if body is closed_slot or body is open_slot else "the async slots' loop")
         finally:
             if self.forked:
                 # A copy an operation forked came back into the slot loop, which left at once
@@ -270,6 +274,18 @@ class Worker:
                 except OSError:
                     pass  # pipe full: the master reaps it after the worker is gone
                 os._exit(0)
+
+    def slot_died(self, what):
+        """A slot (thread, or the async slots' loop) died of an error of its own, not of an operation's
+        (those are failures; see ``slots.raised_key``). Its ops would silently stop, the worker would say
+        "inputs exhausted" and the run end early as if it were done; instead the worker ends at once
+        with :data:`~loadgen.errors.SLOT_DIED_EXITCODE`, the traceback in its log: the master counts a
+        crash (the operations in flight crashed, a ``worker_crash`` event) and replaces the worker."""
+        try:
+            sys.stderr.write(f"loadgen worker {self.spec.index}: {what} died:\n{traceback.format_exc()}")
+            sys.stderr.flush()
+        finally:
+            os._exit(SLOT_DIED_EXITCODE)
 
     def _reap_copies(self):
         """Reap the copies that announced their exit (:meth:`_slot`). Non-blocking."""

@@ -217,7 +217,7 @@ class Mix:
         i, t0 = self._pick(), _clock()
         try:
             result = self.calls[i](inputs)
-        except Exception as e:
+        except BaseException as e:  # noqa: BLE001 - a CancelledError of the op's own is its failure too (slots.raised_key)
             _done(i, t0, error_key(e))
             raise
         key = self._classify(result)
@@ -239,7 +239,7 @@ class AsyncMix(Mix):
         i, t0 = self._pick(), _clock()
         try:
             result = await self.calls[i](inputs)
-        except Exception as e:
+        except BaseException as e:  # noqa: BLE001 - a CancelledError of the op's own is its failure too (slots.raised_key)
             _done(i, t0, error_key(e))
             raise
         key = self._classify(result)

@@ -387,14 +387,19 @@ def misuse_message(spec, kind, ref=None):
     return f"{what} returned {kind} ({hint})"
 
 
-def outcome(result):
-    """Classify a returned value: ``None`` for success, else an error key.
+FAILED_STATE = "failed"  # a returned result's ``state`` that means the operation failed (the embedded flow's)
 
-    Returning is success, except for a flow-style result whose ``state`` is
-    ``failed`` (the embedded flow returns failures, it does not raise), and a
-    result that cannot be one — a function, a coroutine, a generator, an awaitable
-    (:func:`misuse_of`): its key is ``"returned …"`` and the worker is told (:func:`on_misuse`).
-    """
+
+def outcome(result):
+    """Classify a returned value: ``None`` for success, else an error key. Never raises.
+
+    Returning is success, except for a flow-style result whose ``state`` is the string ``failed``
+    (the embedded flow returns failures, it does not raise), and a result that cannot be one — a
+    function, a coroutine, a generator, an awaitable (:func:`misuse_of`): its key is ``"returned …"``
+    and the worker is told (:func:`on_misuse`). Anything odd about ``state`` — a property that raises,
+    a numpy array (whose ``==`` is element-wise and whose truth value is ambiguous), an object with its
+    own ``__eq__`` — is not a returned failure: the call returned, and what it returned is the user's.
+    A ``str`` subclass (an enum's member) is compared as the string it holds."""
     if result is None:  # the common no-op's result: nothing else to look at
         return None
     kind = _KIND_OF_TYPE.get(type(result), _UNSEEN)  # misuse_of, inline: this runs once a call
@@ -404,7 +409,21 @@ def outcome(result):
         if kind is not None:
             _note_misuse(result, kind)
             return MISUSE_KEY + kind
-    state = getattr(result, "state", None)
-    if state == "failed":
-        return f"{getattr(result, 'failed_stage', None) or 'flow'}: {getattr(result, 'reason', None) or 'failed'}"
-    return None
+    try:
+        state = getattr(result, "state", None)
+        # isinstance may ask the object its __class__, which may raise too; str.__eq__ skips a subclass's own ==.
+        failed = isinstance(state, str) and str.__eq__(state, FAILED_STATE)
+    except Exception:  # noqa: BLE001 - a raising ``state`` property: the call still returned
+        return None
+    if not failed:
+        return None
+    return f"{_text_of(result, 'failed_stage') or 'flow'}: {_text_of(result, 'reason') or 'failed'}"
+
+
+def _text_of(result, name):
+    """``str(result.<name>)``, or None when it is missing, empty or cannot be read or printed."""
+    try:
+        value = getattr(result, name, None)
+        return None if value is None else str(value)
+    except Exception:  # noqa: BLE001 - an error key must come out of any result
+        return None
