@@ -32,7 +32,7 @@ import traceback
 from ..config import TIMING
 from ..workload.targets import outcome
 from .counters import DROPPED, FAILED, REJECTED, SLOT_FIELDS, START_NS, STARTED, SUCCEEDED, TIMED_OUT
-from .slots import raised_key
+from .slots import raised_key, traceback_of
 
 WATCH_TICK_S = 0.01  # the stall watchdog's period
 STALL_MS = 100.0  # the loop woke the watchdog this late: a stall
@@ -128,7 +128,7 @@ async def _call(op, record, timeout_s):
             raise  # this slot's task is being cancelled: not the operation's doing
         return "CancelledError", traceback.format_exc(), False  # raised by the target's own code
     except BaseException as e:  # noqa: BLE001 - an exception is the operation's failure, as in a thread slot
-        return raised_key(e), traceback.format_exc(), False
+        return raised_key(e), traceback_of(e), False
     return outcome(result), None, False
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from ..analysis.stats import CappedCounter
 from ..errors import UsageError
-from .targets import MISUSE_KEY, attribute_misuse
+from .targets import MISUSE_KEY, attribute_misuse, error_key
 
 MAX_OPS = 50  # ops in one mix
 MAX_WEIGHT = 10_000
@@ -247,13 +247,6 @@ class AsyncMix(Mix):
             attribute_misuse(self.refs[i])
         _done(i, t0, key)
         return result
-
-
-def error_key(exc):
-    """How reports count a failure raised as ``exc``: its ``error_key`` when it carries one (an HTTP op's
-    ``HTTP 404 GET /drafts/{id}``), else its class's name."""
-    key = getattr(exc, "error_key", None)
-    return key if isinstance(key, str) else type(exc).__name__
 
 
 def _done(i, t0, key):

@@ -387,6 +387,13 @@ def misuse_message(spec, kind, ref=None):
     return f"{what} returned {kind} ({hint})"
 
 
+def error_key(exc):
+    """How reports count a failure raised as ``exc``: its ``error_key`` when it carries one (an HTTP op's
+    ``HTTP 404 GET /drafts/{id}``), else its class's name."""
+    key = getattr(exc, "error_key", None)
+    return key if isinstance(key, str) else type(exc).__name__
+
+
 FAILED_STATE = "failed"  # a returned result's ``state`` that means the operation failed (the embedded flow's)
 
 

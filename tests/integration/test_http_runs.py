@@ -67,6 +67,8 @@ def test_statuses_and_refused_connections_are_failures_under_their_endpoint(cli,
     assert drafts["succeeded"] > 0 and drafts["errors"] == {"HTTP 404 GET /drafts/{id}": drafts["failed"]}
     assert drafts["failed"] > 0
     assert ping["succeeded"] == 0 and ping["errors"] == {"ConnectionRefusedError": ping["failed"]}
+    assert d["errors"] == {"HTTP 404 GET /drafts/{id}": drafts["failed"], "ConnectionRefusedError": ping["failed"]}
+    assert "HTTP 404 GET /drafts/{id}" not in d["tracebacks"]  # a failure that names itself keeps no traceback
 
 
 def test_a_plan_with_http_ops_json_bodies_and_expected_statuses(cli, tmp_path):
