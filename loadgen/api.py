@@ -146,7 +146,7 @@ class Session:
                         phase=phase, stressors=stressors, on_second=on_second, gate=self.gate)
         outcome = runner.run()
         self.contained.append({"phase": phase, **outcome.containment, "accounting_anomalies": len(outcome.anomalies)})
-        if outcome.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
+        if ExitCode.is_signal(outcome.exit_code):
             self.interrupted = outcome.exit_code
         return outcome
 
