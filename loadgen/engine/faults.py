@@ -139,6 +139,7 @@ class FaultHandling:
         if self.out.monitor_lost:
             return
         self.out.monitor_lost = True
+        self._monitor_killing = None  # no Breach will come
         self.load.broken = True  # the pool's deaths from here on are this kill, not crashes
         self.events.emit("monitor_lost", reason=why)
         log.error("monitor lost (%s): stopping the run — never unmonitored", why)

@@ -200,7 +200,7 @@ class Runner(FaultHandling, Pausable):
             self._check_monitor(now)
             self._write_seconds(final=False)
             if self.stopping is not None:
-                if not self.pool.handles:
+                if not self.pool.handles and self._monitor_killing is None:
                     self.out.load_ended_at = time.time()
                     return
                 if self.stop_deadline is not None and now >= self.stop_deadline:
@@ -214,6 +214,7 @@ class Runner(FaultHandling, Pausable):
         Ctrl-Z pause) knows the workers ended the pool themselves: the run ends, exit 3."""
         late_s = self.pool.heartbeat.age_s()
         if late_s > TIMING.master_silent_s and self.pool.handles:
+            self._read_monitor()  # the monitor may have killed the pool first: its Breach says why
             self.load.broken = True  # the workers' deaths are the watchdog's, not crashes
             self._escalate(f"the master was stopped for {late_s:.1f} s: its pool ended itself (a pool never "
                            f"runs more than {TIMING.master_silent_s:g} s without its master)", ExitCode.BREACH)
@@ -402,13 +403,15 @@ class Runner(FaultHandling, Pausable):
     def _breach_verdict(self, metric, value, limit):
         """(reason, exit code) of a breach: 0 when the scenario expects one, but never for a stopped master."""
         if metric == METRIC_MASTER_STOPPED:
-            return (f"the master was stopped for {value:.1f} s: the monitor killed the pool (a stopped master "
-                    f"does not serve it past {limit:g} s)", ExitCode.BREACH)
+            return (f"the master was stopped (SIGSTOP) for {value:.1f} s: the monitor killed the pool (a pool "
+                    f"never runs unserved past {limit:g} s)", ExitCode.BREACH)
         code = ExitCode.OK if self.plan.expect_breach else ExitCode.BREACH
         return str(ThresholdBreached(metric, value, limit)), code
 
     def _on_killing(self, k):
-        """The monitor is about to kill the pool: from now on a worker's death is its kill, not a crash."""
+        """The monitor is about to kill the pool: from now on a worker's death is its kill, not a crash.
+        The run waits for its Breach (the report's breach, with when the pool was dead) — or, if none
+        comes, the monitor is lost (its silence limit is the kill's wait then)."""
         self.load.broken = True
         self._monitor_killing = k
         self._escalate(*self._breach_verdict(k.metric, k.value, k.limit))
