@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from ..config import TIMING
 from ..errors import ExitCode, WorkerCrashed, describe_exitcode
@@ -130,6 +131,11 @@ class FaultHandling:
         if self.monitor is None or self.out.monitor_lost:
             return
         if now - self._last_sample_at > self._monitor_silence_limit():
+            # A turn of the master's own that took long (a replacement started, a dead worker joined) is
+            # not the monitor's silence: what it sent meanwhile is still in the pipe.
+            self._read_monitor()
+            now = time.monotonic()
+        if not self.out.monitor_lost and now - self._last_sample_at > self._monitor_silence_limit():
             self._monitor_lost(f"no sample for {now - self._last_sample_at:.1f}s (stopped or hung)")
 
     def _monitor_lost(self, why):

@@ -104,6 +104,8 @@ class SignalGate:
                 pass
 
     def _handler(self, signum, frame):
+        if signum == signal.SIGHUP:
+            release_hung_up_console()
         self.deliver(signum)
 
     def deliver(self, signum):
@@ -143,6 +145,35 @@ class SignalGate:
         if not self.received:
             return None
         return ExitCode.of_signal(self.received[0])
+
+
+def release_hung_up_console():
+    """After a terminal hangup (an ssh session that dropped), stdin, stdout and stderr that were that
+    terminal fail every read and write with EIO: the drain's progress lines and the final summary would
+    end the run with an error instead of its reports. Each such fd is pointed at /dev/null; a console
+    still there (a ``kill -HUP``) is left alone. Never raises."""
+    import errno
+    import termios
+
+    null = None
+    try:
+        for fd in (0, 1, 2):
+            try:
+                termios.tcgetattr(fd)
+                continue  # a terminal that still answers
+            except termios.error as e:
+                if not e.args or e.args[0] != errno.EIO:
+                    continue  # not a terminal (a file, a pipe): it did not hang up
+            except OSError:
+                continue
+            if null is None:
+                null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, fd)
+    except OSError:
+        pass
+    finally:
+        if null is not None:
+            os.close(null)
 
 
 def child_signals(ignore_pause=False):

@@ -9,6 +9,7 @@ leaves nothing stopped and nothing running (``_cleanup``: SIGCONT, then the ``cl
 import json
 import os
 import signal
+import sys
 import textwrap
 import time
 
@@ -342,3 +343,75 @@ def test_row9_a_parallel_plan_passes_sighup_on_to_every_entry(cli, targets):
     assert [d["exit_code"] for d in report["detailed_metrics"]] == [129, 129]
     assert all(d["total_operations"] > 0 for d in report["detailed_metrics"])
     assert wait_for(lambda: not cli.survivors(), timeout=3.0)
+
+
+def test_row9_a_terminal_that_hangs_up_leaves_every_report_and_exit_129(targets):
+    """The run's terminal goes away (a pty whose other end is closed, as an ssh session that drops):
+    the kernel sends SIGHUP, and the terminal fails every write after it. The run drains, its console
+    is let go, every report is written, exit 129. (main: killed by SIGHUP, no report.)"""
+    import pty
+
+    from _helpers import ROOT, TESTS
+    from _reaping import kill_all
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session of its own, the pty its controlling terminal
+        try:
+            os.chdir(targets)
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, ROOT]))
+            os.execve(sys.executable, [sys.executable, "-m", "loadgen", "run", "--target", "sig_targets:hold",
+                                       "--workers", "2", "--concurrency", "2", "--duration", "60s", *BASE], env)
+        finally:
+            os._exit(127)
+    status = None
+    try:
+        assert wait_for(lambda: _read_pty(fd) and _loaded(targets, timeout=0), timeout=30)  # a terminal that is read
+        os.close(fd)  # hang up
+        fd = None
+        deadline = time.monotonic() + 30
+        while status is None and time.monotonic() < deadline:
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            status = os.waitstatus_to_exitcode(raw) if done else None
+            time.sleep(0.05)
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        kill_all(_session(pid))
+    assert status == 129
+    report = _report(targets)
+    assert report["exit_code"] == 129
+    acc = report["accounting"]
+    _adds_up(acc)
+    assert acc["succeeded"] > 0 and acc["crashed"] == 0
+    stops = [e for e in _events(targets) if e["type"] == "phase" and e.get("name") == "stop"]
+    assert [e["reason"] for e in stops] == ["interrupted by SIGHUP"]
+    assert (targets / "out" / "summary.txt").exists()
+
+
+def _read_pty(fd):
+    """Read what the run wrote to its terminal so far (it must not block on a full one); True."""
+    import select
+
+    while select.select([fd], [], [], 0)[0]:
+        try:
+            if not os.read(fd, 65536):
+                break
+        except OSError:
+            break
+    return True
+
+
+def _session(sid):
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(p.pid) == sid:
+                found.append(p)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return found
