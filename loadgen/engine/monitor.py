@@ -27,7 +27,11 @@ The master's death is noticed two ways: PR_SET_PDEATHSIG delivers
 SIGUSR1, whose wake-up fd ends the monitor's wait at once, and every tick
 re-reads the master's /proc entry (pid + start time). Either way the
 monitor kills the pool and exits. A closed pipe is not relied on: forked
-children inherit the master's end of it.
+children inherit the master's end of it. A master found *stopped* (state
+T) for ``TIMING.master_stopped_s`` of ticks in a row has its pool killed as
+a breach (``METRIC_MASTER_STOPPED``): the master reads why if it is ever
+continued. Before every kill the monitor sends ``Killing``, so that the
+master never takes the deaths that follow for crashes.
 
 Roles ``worker``, ``stressor`` and ``descendant`` (``thresholds.POOL_ROLES``) are
 the pool: their memory is the pool's memory and they are killed on a breach.

@@ -27,7 +27,9 @@ aligned on wall-clock seconds; the master writes second S of
 
 Roles beside this loop: ``load.py`` decides the work orders (the load
 model), ``outcome.py`` aggregates what comes back, ``signals.py`` turns
-SIGINT/SIGTERM into a graceful stop, ``pool.py`` and ``monitor.py`` start
+SIGINT/SIGTERM/SIGHUP/SIGUSR1/SIGUSR2/SIGALRM into a graceful stop and SIGTSTP
+into a pause of the whole run (the Runner is its :class:`~.signals.Pausable`),
+``heartbeat.py`` lets the pool end itself under a stopped master, ``pool.py`` and ``monitor.py`` start
 the processes (a Runner takes factories for both, so its loop is
 unit-tested with fakes).
 """
