@@ -30,7 +30,8 @@ class Heartbeat:
     before the workers start (it crosses to them as a ``Process`` argument, fork or spawn)."""
 
     def __init__(self, ctx):
-        self._at = ctx.RawArray("q", 1)
+        # Without a context (a pool that starts no process: tests) the pulse stays in this process.
+        self._at = ctx.RawArray("q", 1) if ctx is not None else [0]
         self.beat()
 
     def beat(self):
