@@ -256,6 +256,9 @@ class Timing:
     # The master's heartbeat (engine.heartbeat): a worker that has not seen its master's loop turn for
     # this long (a stopped master) ends the pool; the master that finds itself that late ends the run.
     master_silent_s: float = 5.0
+    # A spawned monitor imports for a second or more on a busy machine: the pool starts once it answered
+    # (never unguarded), waiting this long at most; its silence counts from its first answer.
+    monitor_start_s: float = 10.0
     second_grace_s: float = 2.0  # write a second this long after it ended even if a worker is silent
     schedule_lead_s: float = 0.1  # open model: arrivals start this long after the order, so all workers start together
     stressor_start_s: float = 5.0  # the master waits this long for its stressors to be under way

@@ -151,6 +151,27 @@ class Runner(FaultHandling, Pausable):
         self.registry.adopt(self.monitor.process, "monitor")
         self.monitor.contain(self.contain.spec(self.monitor.process.pid))
         self._last_sample_at = time.monotonic()
+        self._await_monitor()
+
+    def _await_monitor(self):
+        """Wait (up to ``TIMING.monitor_start_s``) until the monitor answers — its first Sample — or dies,
+        or a signal comes: the pool never runs before its guard, and the monitor's silence (1 s) counts
+        from its first answer, not from a spawned interpreter's imports. The loop reads what came."""
+        from multiprocess.connection import wait
+
+        mon = self.monitor
+        if mon.conn is None or mon.process is None:
+            return
+        deadline = time.monotonic() + TIMING.monitor_start_s
+        while not self.gate.received and time.monotonic() < deadline:
+            ready = wait([mon.conn, mon.process.sentinel, self._wake], deadline - time.monotonic())
+            if mon.conn in ready:
+                self._last_sample_at = time.monotonic()
+                return
+            if mon.process.sentinel in ready:
+                return  # dead: the loop's first turn finds it so
+            if self._wake in ready:
+                self.gate.drain()
 
     def _start_pool(self):
         p = self.plan
