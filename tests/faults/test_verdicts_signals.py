@@ -8,6 +8,7 @@ leaves nothing stopped and nothing running (``_cleanup``: SIGCONT, then the ``cl
 
 import json
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -238,8 +239,10 @@ def test_row7_a_target_that_stops_the_monitor_then_grows_ends_the_run_within_a_s
     finally:
         _cleanup(cli)
     assert p.returncode == 3, out + err
-    assert "FAIL load — stopped: monitor lost: no sample for 1.0s" in out
-    assert "monitor lost (no sample for 1.0s (stopped or hung)): stopping the run — never unmonitored" in err
+    # 1.0 s, or a loop turn more on a busy machine
+    assert re.search(r"FAIL load — stopped: monitor lost: no sample for 1\.[0-2]s \(stopped or hung\)", out), out
+    assert re.search(r"monitor lost \(no sample for 1\.[0-2]s \(stopped or hung\)\): stopping the run — never "
+                     r"unmonitored", err), err
     report = _report(targets)
     assert report["exit_code"] == 3
     _adds_up(report["accounting"])
