@@ -151,7 +151,7 @@ class Session:
                         phase=phase, stressors=stressors, on_second=on_second, gate=self.gate)
         outcome = runner.run()
         self.contained.append({"phase": phase, **outcome.containment, "accounting_anomalies": len(outcome.anomalies)})
-        if outcome.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
+        if ExitCode.is_signal(outcome.exit_code):
             self.interrupted = outcome.exit_code
         elif outcome.target_error:  # found by the workers on the first calls: a usage error, not a measurement
             raise TargetError(outcome.target_error)

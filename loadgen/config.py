@@ -250,8 +250,15 @@ class Timing:
     drain_grace_s: float = 5.0  # drain time after a stop before the pool is killed
     kill_grace_s: float = 0.5  # TERM → KILL, for every process loadgen ends
     # A dead monitor is seen at once (its sentinel); this is for one that is alive but silent
-    # (stopped, starved): long enough that a loaded machine does not end runs by mistake.
-    monitor_silent_s: float = 5.0
+    # (stopped, starved): a sample is due every interval, and the pool must not run unguarded for
+    # long. At least MONITOR_SILENT_INTERVALS intervals (engine.faults) with a slow --sample-interval.
+    monitor_silent_s: float = 1.0
+    # The master's heartbeat (engine.heartbeat): a worker that has not seen its master's loop turn for
+    # this long (a stopped master) ends the pool; the master that finds itself that late ends the run.
+    master_silent_s: float = 5.0
+    # A spawned monitor imports for a second or more on a busy machine: the pool starts once it answered
+    # (never unguarded), waiting this long at most; its silence counts from its first answer.
+    monitor_start_s: float = 10.0
     second_grace_s: float = 2.0  # write a second this long after it ended even if a worker is silent
     schedule_lead_s: float = 0.1  # open model: arrivals start this long after the order, so all workers start together
     stressor_start_s: float = 5.0  # the master waits this long for its stressors to be under way
@@ -269,6 +276,13 @@ class Timing:
     # The hard growth limit looks at a short window so that a runaway allocation is stopped in seconds.
     growth_window_s: float = 5.0
     death_poll_s: float = 0.002  # polling step while waiting for killed processes to die (judged on it)
+    # A master seen stopped (state T: SIGSTOP, a target that stops its parent) this long: the monitor
+    # kills the pool (a Breach), never leaving it running unguarded. Ctrl-Z does not count: the master
+    # then stops the pool and the monitor before itself (engine.signals).
+    master_stopped_s: float = 2.0
+    # Before killing the pool on a breach the monitor tells the master (so that the deaths are not
+    # taken for crashes); it waits this long at most for its pipe to take the message.
+    breach_notice_s: float = 0.2
     # After SIGKILL a process normally vanishes in milliseconds; one in uninterruptible sleep (D state,
     # NFS) may take longer. Bounded so that no wait on it hangs.
     kill_wait_s: float = 5.0

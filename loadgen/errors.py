@@ -19,15 +19,29 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # bad usage, configuration or target: one clear line, no traceback
     BREACH = 3  # stopped by a safety breach its scenario did not expect, or the monitor was lost
     DEGRADED = 4  # a fleet run lost a shard: its totals miss a machine
-    SIGINT = 130  # interrupted by SIGINT
+    # Stopped by a signal: 128 + its number, as a shell reports a process the signal killed. Each
+    # stops a run as SIGTERM does (drain, every report written).
+    SIGHUP = 129  # the terminal hung up (an ssh session dropped)
+    SIGINT = 130  # interrupted by SIGINT (Ctrl-C)
+    SIGUSR1 = 138
+    SIGUSR2 = 140
+    SIGALRM = 142
     SIGTERM = 143  # terminated by SIGTERM
 
     __str__ = int.__repr__  # "3", not "ExitCode.BREACH", wherever a code is printed
 
     @classmethod
     def of_signal(cls, signum):
-        """130 for SIGINT, 143 for anything else that stops a run (SIGTERM)."""
-        return cls.SIGINT if signum == signal.SIGINT else cls.SIGTERM
+        """128 + ``signum`` for a signal that stops a run (:data:`STOP_SIGNALS`), 143 (SIGTERM) for any other."""
+        try:
+            return cls(128 + int(signum)) if int(signum) in STOP_SIGNALS else cls.SIGTERM
+        except ValueError:
+            return cls.SIGTERM
+
+    @classmethod
+    def is_signal(cls, code):
+        """True for a code that says a signal stopped the run (129, 130, 138, 140, 142, 143)."""
+        return code is not None and int(code) in _SIGNAL_CODES
 
     @classmethod
     def worst(cls, codes):
@@ -44,8 +58,12 @@ class ExitCode(enum.IntEnum):
 #: When several codes apply, the first one present wins: bad usage says the run did not measure what was
 #: asked; a signal says a person stopped it; a lost shard qualifies everything the fleet measured; a breach
 #: or a failed criterion is a verdict on the measurement.
-PRIORITY = (ExitCode.USAGE, ExitCode.SIGTERM, ExitCode.SIGINT, ExitCode.DEGRADED, ExitCode.BREACH,
-            ExitCode.FAILED, ExitCode.OK)
+PRIORITY = (ExitCode.USAGE, ExitCode.SIGTERM, ExitCode.SIGHUP, ExitCode.SIGUSR1, ExitCode.SIGUSR2, ExitCode.SIGALRM,
+            ExitCode.SIGINT, ExitCode.DEGRADED, ExitCode.BREACH, ExitCode.FAILED, ExitCode.OK)
+
+#: The signals that stop a run gracefully (drain, reports, exit 128 + the signal), in every command.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+_SIGNAL_CODES = frozenset(128 + int(s) for s in STOP_SIGNALS)
 
 
 class LoadgenError(Exception):

@@ -8,8 +8,10 @@ all of them, then reports every entry as a component, in the plan's order, as a 
 does.
 
 Signals: the entries sit in their own process groups, so a terminal's Ctrl-C reaches the command's
-process only, which passes each SIGINT/SIGTERM on to every entry once (a second SIGINT is a second
-one for each entry). An entry process that dies without a result is reported as a failed component
+process only, which passes each stopping signal (SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM)
+on to every entry once (a second SIGINT is a second one for each entry). Ctrl-Z (SIGTSTP) is passed
+on too, before the command's process stops itself: each entry pauses its own pool and monitor and
+stops; SIGCONT continues the entries. An entry process that dies without a result is reported as a failed component
 naming its exit; whatever it left running is ended by the command's process, a child subreaper for
 the plan's whole life (``engine.contain``). If the command's process is SIGKILLed, every entry gets
 SIGTERM from the kernel (``PR_SET_PDEATHSIG``) and stops as on a signal, its streams kept.
@@ -22,6 +24,7 @@ import logging
 import os
 import signal
 
+from .engine.signals import Pausable
 from .errors import ExitCode, UsageError
 
 log = logging.getLogger("loadgen.parallel")
@@ -40,6 +43,7 @@ def run_parallel(entries, session, kind):
     ctx = get_context("fork")
     contain = Containment(cgroups=False).start()
     running = []
+    pause = None
     try:
         for entry in entries:
             r, w = ctx.Pipe(duplex=False)
@@ -48,6 +52,9 @@ def run_parallel(entries, session, kind):
             p.start()
             w.close()
             running.append(_Running(entry, p, r))
+        if session.gate is not None:  # after the forks: an entry's copy of the gate must not pause its siblings
+            pause = _PassPause(running)
+            session.gate.pausables.append(pause)
         forwarded = 0
         gate = session.gate
         while any(x.result is None and not x.gone for x in running):
@@ -65,8 +72,11 @@ def run_parallel(entries, session, kind):
         for x in running:
             x.process.join(RESULT_WAIT_S)
     finally:
+        if pause is not None:
+            session.gate.pausables.remove(pause)
         for x in running:
             if x.process.is_alive():
+                _kill(x.process.pid, signal.SIGCONT)  # one left stopped would not die of SIGTERM
                 _kill(x.process.pid, signal.SIGKILL)
                 x.process.join(RESULT_WAIT_S)
         contain.sweep()
@@ -84,6 +94,25 @@ def run_parallel(entries, session, kind):
             session.aborted = aborted
         results.append(result)
     return results
+
+
+class _PassPause(Pausable):
+    """Ctrl-Z of a parallel plan (run in the command's signal handler): each entry pauses itself (its
+    own gate stops its pool and monitor, then the entry), and continues on SIGCONT."""
+
+    def __init__(self, running):
+        self.running = running
+
+    def _send(self, sig):
+        for x in self.running:
+            if x.result is None and not x.gone and x.process.exitcode is None:
+                _kill(x.process.pid, sig)
+
+    def pause(self):
+        self._send(signal.SIGTSTP)
+
+    def resume(self):
+        self._send(signal.SIGCONT)
 
 
 @dataclasses.dataclass

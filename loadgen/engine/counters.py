@@ -59,14 +59,20 @@ def running_since(counters, slots):
     return out
 
 
-def late_slots(counters, slots, now_ns, limit_ns):
+def late_slots(counters, slots, now_ns, limit_ns, paused_ns=None):
     """The slots whose operation has been running longer than ``limit_ns`` at ``now_ns``.
 
     ``now_ns`` must be taken *before* this call: each start is then read (once, see
     :func:`running_since`) after it, so a start that was read belongs to an operation still running
     at a moment later than ``now_ns``, and ``now_ns - start`` is never more than that operation's
-    true age — only an operation really older than the limit is late."""
-    return [i for i, t in running_since(counters, slots).items() if now_ns - t > limit_ns]
+    true age — only an operation really older than the limit is late. ``paused_ns(start, now_ns)``:
+    how much of that age the whole run spent paused (Ctrl-Z), left out of it."""
+    late = []
+    for i, t in running_since(counters, slots).items():
+        age = now_ns - t
+        if age > limit_ns and (paused_ns is None or age - paused_ns(t, now_ns) > limit_ns):
+            late.append(i)
+    return late
 
 
 def _table(counters, slots):

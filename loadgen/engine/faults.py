@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from ..config import TIMING
 from ..errors import ExitCode, WorkerCrashed, describe_exitcode
 
 log = logging.getLogger("loadgen.runner")
+
+# A monitor is lost when no sample came for TIMING.monitor_silent_s, or for this many sampling intervals
+# when the interval is slow (--sample-interval 1s: 3 s).
+MONITOR_SILENT_INTERVALS = 3
 
 
 class FaultHandling:
@@ -69,13 +74,21 @@ class FaultHandling:
             self.load.refund(unstarted)
             if not self.pool.handles and self.stopping is None:
                 self._begin_stop(f"no worker could start: {h.error.type_name}: {h.error.message}", ExitCode.USAGE)
-        elif self.load.broken or self.stopping is not None:
+        elif self._killed_by_us(exitcode):
             if acc.crashed or acc.timed_out:
                 self.events.emit("worker_killed", worker=h.index, pid=h.pid, exitcode=exitcode,
                                  operations_lost_in_flight=acc.crashed,
                                  reason=self.stopping[0] if self.stopping else "breach")
         else:
             self._crashed(h, exitcode, acc, unstarted)
+
+    def _killed_by_us(self, exitcode):
+        """True when a worker's death is loadgen's own doing — the monitor's kill on a breach, a stop's
+        kill, the pool ending itself for a stopped master — never a crash. A worker killed by a signal
+        may have died of the monitor's kill whose notice (``Killing``) is still in the pipe: read it first."""
+        if exitcode is not None and exitcode < 0 and not (self.load.broken or self.stopping is not None):
+            self._read_monitor()
+        return self.load.broken or self.stopping is not None
 
     def _retire_dead(self):
         """Retire every worker found dead by its exit status, whatever its sentinel says (a copy it
@@ -106,23 +119,45 @@ class FaultHandling:
         self.load.refund(unstarted)
         self.pool.start_worker(h.index)
 
+    def _monitor_silence_limit(self):
+        """Seconds without a sample after which the monitor is lost (longer while it kills the pool: a
+        kill waits for the pool's death, up to the kill grace and the wait after SIGKILL)."""
+        limit = max(TIMING.monitor_silent_s, MONITOR_SILENT_INTERVALS * self.plan.sample_interval_s)
+        if self._monitor_killing is not None:
+            limit += TIMING.kill_grace_s + TIMING.kill_wait_s
+        return limit
+
     def _check_monitor(self, now):
         if self.monitor is None or self.out.monitor_lost:
             return
-        if now - self._last_sample_at > max(TIMING.monitor_silent_s, 20 * self.plan.sample_interval_s):
-            self._monitor_lost(f"no sample for {now - self._last_sample_at:.1f}s")
+        if now - self._last_sample_at > self._monitor_silence_limit():
+            # A turn of the master's own that took long (a replacement started, a dead worker joined) is
+            # not the monitor's silence: what it sent meanwhile is still in the pipe.
+            self._read_monitor()
+            now = time.monotonic()
+        if not self.out.monitor_lost and now - self._last_sample_at > self._monitor_silence_limit():
+            self._monitor_lost(f"no sample for {now - self._last_sample_at:.1f}s (stopped or hung)")
 
     def _monitor_lost(self, why):
+        """The monitor died, closed its pipe or went silent: the pool is never left unguarded — it is
+        killed, the monitor too (a silent one may be stopped), and the run ends with exit 3 (or a
+        signal's code), also when it was already stopping."""
         if self.out.monitor_lost:
             return
         self.out.monitor_lost = True
+        self._monitor_killing = None  # no Breach will come
+        self.load.broken = True  # the pool's deaths from here on are this kill, not crashes
         self.events.emit("monitor_lost", reason=why)
         log.error("monitor lost (%s): stopping the run — never unmonitored", why)
-        if self.stopping is None:
-            self._begin_stop(f"monitor lost: {why}", ExitCode.BREACH)
+        self._escalate(f"monitor lost: {why}", ExitCode.BREACH)
         self.pool.kill_group()
         try:
             self.monitor.conn.close()
         except (OSError, AttributeError):
             pass
         self.monitor.conn = None
+        try:
+            if self.monitor.process.is_alive():
+                self.monitor.process.kill()  # SIGKILL ends a stopped process too
+        except (OSError, ValueError, AttributeError, AssertionError):
+            pass

@@ -193,6 +193,17 @@ class Breach:
 
 
 @dataclass(frozen=True)
+class Killing:
+    """Monitor → master, just before it kills the pool for ``metric`` (its :class:`Breach` follows once
+    the pool is dead): the workers about to die are the monitor's kills, never crashes."""
+
+    metric: str
+    value: float
+    limit: float
+    detected_at: float
+
+
+@dataclass(frozen=True)
 class Exceeded:
     """Monitor → master: ``metric`` passed a report-only ``limit`` (machine CPU, memory growth) at ``t``
     (UNIX s); the pool was left running. Sent once per episode: again only after it fell back under."""

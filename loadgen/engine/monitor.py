@@ -27,7 +27,11 @@ The master's death is noticed two ways: PR_SET_PDEATHSIG delivers
 SIGUSR1, whose wake-up fd ends the monitor's wait at once, and every tick
 re-reads the master's /proc entry (pid + start time). Either way the
 monitor kills the pool and exits. A closed pipe is not relied on: forked
-children inherit the master's end of it.
+children inherit the master's end of it. A master found *stopped* (state
+T) for ``TIMING.master_stopped_s`` of ticks in a row has its pool killed as
+a breach (``METRIC_MASTER_STOPPED``): the master reads why if it is ever
+continued. Before every kill the monitor sends ``Killing``, so that the
+master never takes the deaths that follow for crashes.
 
 Roles ``worker``, ``stressor`` and ``descendant`` (``thresholds.POOL_ROLES``) are
 the pool: their memory is the pool's memory and they are killed on a breach.
@@ -65,8 +69,9 @@ import traceback
 from . import _proc, _procfs
 from ..config import TIMING, ResourceThresholds
 from .contain import SCAN_S, Tracker
-from .messages import Breach, Contain, Exceeded, MonitorError, Sample, Stop, Unwatch, Watch
+from .messages import Breach, Contain, Exceeded, Killing, MonitorError, Sample, Stop, Unwatch, Watch
 from .sampler import Sampler
+from .signals import child_signals
 from .thresholds import GROWTH_ROLES, ThresholdEvaluator, kills
 
 log = logging.getLogger("loadgen.monitor")
@@ -90,6 +95,9 @@ MAX_DESCENDANTS = 200
 # After the master's pipe closed without Stop, how long the monitor looks for its death (a killed
 # master's fds close a moment before it is gone) before it takes the close as a plain goodbye.
 MASTER_EXIT_WAIT_S = 1.0
+
+# A stopped master (state T) is not a breach of a threshold the user set: the Breach names it thus.
+METRIC_MASTER_STOPPED = "master_stopped_s"
 
 # The kernel sends this to the monitor when the master dies (PR_SET_PDEATHSIG).
 # Not SIGKILL: the monitor must outlive the master long enough to kill the pool.
@@ -139,6 +147,9 @@ class Monitor:
         self._next_look = 0.0
         self._master = None  # (pid, start ticks or None if already gone, StatReader)
         self._master_is_parent = False
+        # Ticks in a row that found the master stopped: ticks, not seconds, so that the time the monitor
+        # was stopped itself (a paused run) never counts as the master's.
+        self._master_stopped_ticks = 0
         if master_pid is not None:
             self._master = self._identify_master(master_pid, master_create_time)
             self._master_is_parent = self._master[1] is not None and os.getppid() == master_pid
@@ -215,6 +226,7 @@ class Monitor:
         killing the pool) if the master has died.
         """
         self.check_master()
+        master_stopped_s = self._master_stopped_for()
         now_mono = time.monotonic()
         self._discover(now_mono)
         t = time.time()
@@ -232,6 +244,11 @@ class Monitor:
         self.send(sample)
         pool = self._armed and any(w.in_pool for w in self.watched.values())
         breach = next((c for c in crossings if kills(self.thresholds, c[0])), None)
+        if breach is None and master_stopped_s >= TIMING.master_stopped_s:
+            # The master stopped serving the pool (SIGSTOP, a target that stopped its parent): the pool
+            # would run on unguarded by its master's loop, past its duration. It ends; the master, if it
+            # is ever continued, reads why.
+            breach = (METRIC_MASTER_STOPPED, master_stopped_s, TIMING.master_stopped_s)
         if breach is not None and pool:
             self._breach(*breach)
         elif breach is not None:
@@ -307,6 +324,9 @@ class Monitor:
     def _breach(self, metric, value, limit):
         detected_at = time.time()
         log.warning("monitor: %s = %.6g past the limit %.6g: killing the pool", metric, value, limit)
+        # The master hears of the kill before the first worker dies: their deaths are never crashes.
+        self.send(Killing(metric=metric, value=value, limit=limit, detected_at=detected_at))
+        self.flush(wait_s=TIMING.breach_notice_s)
         dead_at, killed = self.kill_pool()
         self.breaches += 1
         self._armed = False
@@ -337,6 +357,18 @@ class Monitor:
         st = reader.read()
         return not _procfs.is_dead_stat(st) and st.start_ticks == ticks
 
+    def _master_stopped_for(self):
+        """Seconds the master has been seen stopped (state ``T``) in a row, counted in ticks; 0.0 while
+        it runs. A traced stop (``t``: a debugger) is not counted."""
+        if self._master is None or self._master[2] is None:
+            return 0.0
+        st = self._master[2].read()
+        if st is not None and st.state == "T":
+            self._master_stopped_ticks += 1
+        else:
+            self._master_stopped_ticks = 0
+        return self._master_stopped_ticks * self.interval_s
+
     def check_master(self):
         """Raise :class:`_MasterGone` after killing the pool, and everything the run started, if the
         master is dead."""
@@ -362,6 +394,17 @@ class Monitor:
 
     # -- sending
 
+    def _wait_writable(self, deadline):
+        """Wait until the pipe takes a message or ``deadline`` (CLOCK_MONOTONIC) passes: True if it does."""
+        fileno = getattr(self.conn, "fileno", None)
+        while fileno is not None and time.monotonic() < deadline:
+            try:
+                if select.select([], [fileno()], [], max(0.0, deadline - time.monotonic()))[1]:
+                    return True
+            except (OSError, ValueError):
+                return True  # closed: let send raise
+        return False
+
     def _writable(self):
         fileno = getattr(self.conn, "fileno", None)
         if fileno is None:
@@ -382,11 +425,13 @@ class Monitor:
         self._outbox.append(msg)
         self.flush()
 
-    def flush(self):
+    def flush(self, wait_s=0.0):
         """Send what the pipe takes now, oldest first; past :data:`MAX_PENDING_SAMPLES`
-        queued Samples the oldest are dropped (never a Breach). Non-blocking."""
+        queued Samples the oldest are dropped (never a Breach). Waits up to ``wait_s`` for the pipe
+        to take everything (a master that reads), else non-blocking."""
+        deadline = time.monotonic() + wait_s
         while self._outbox:
-            if not self._writable():
+            if not self._writable() and not self._wait_writable(deadline):
                 excess = sum(isinstance(m, Sample) for m in self._outbox) - MAX_PENDING_SAMPLES
                 if excess > 0:
                     kept = collections.deque()
@@ -541,10 +586,11 @@ def monitor_main(conn, thresholds, interval_s, master_pid, master_create_time):
     exit code 1. Blocks for the whole run.
     """
     _proc.set_title("loadgen: monitor")
-    _proc.ignore_sigint()
-    # A forked child inherits the master's handlers (e.g. a SIGTERM handler
-    # that writes a report): the monitor wants the plain default.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # A forked child inherits the master's handlers (e.g. a SIGTERM handler that writes a report):
+    # the monitor wants the plain default for SIGTERM, and ignores what only the master acts on (a
+    # terminal's Ctrl-C or hangup reaches the monitor too: the run's guard must outlive it), Ctrl-Z
+    # included: the master stops the monitor itself, after the pool (engine.signals).
+    child_signals(ignore_pause=True)
     wake_r = None
     try:
         wake_r, wake_w = os.pipe()

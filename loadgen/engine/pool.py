@@ -23,6 +23,7 @@ from ..config import TIMING
 from ..errors import UsageError
 from ..analysis.stats import Accounting
 from .counters import SLOT_FIELDS, late_slots, slot_totals
+from .heartbeat import Heartbeat
 from .worker import worker_main
 
 log = logging.getLogger("loadgen.pool")
@@ -155,16 +156,24 @@ class Pool:
         self.handles = {}  # index → WorkerHandle
         self.inputs_used = {}  # index → records of that worker's share used by its dead predecessors
         self.restarts = 0
+        self.heartbeat = Heartbeat(ctx)  # the master's pulse: a worker that stops feeling it ends the pool
+        self.pauses_ns = []  # (start, end) CLOCK_MONOTONIC ns of each pause of the whole run (Ctrl-Z)
+
+    def beat(self):
+        """The master serves the pool now (its loop's every turn): see ``engine.heartbeat``."""
+        self.heartbeat.beat()
 
     def start_worker(self, index):
         """Start worker ``index`` (first start or replacement) in the pool's process group, with fresh
         shared counters and a duplex pipe; a replacement skips the input records its predecessors used.
         Returns its :class:`WorkerHandle` at once; the worker is ready when its ``Ready`` arrives."""
+        self.beat()  # starting a large pool takes seconds: the first workers must not take it for a stop
         shm = self.ctx.RawArray("q", self.slots * SLOT_FIELDS)
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
         spec = dataclasses.replace(self.template, index=index, pgid=self._live_pgid(), master_pid=os.getpid(),
                                    inputs_skip=self.inputs_used.get(index, 0))
-        proc = self.registry.start(worker_main, (spec, child_conn, shm), f"loadgen: worker {index}", "worker")
+        proc = self.registry.start(worker_main, (spec, child_conn, shm, self.heartbeat), f"loadgen: worker {index}",
+                                   "worker")
         child_conn.close()
         # Both sides call setpgid so the group exists before either one relies on it.
         try:
@@ -292,10 +301,16 @@ class Pool:
             # An async worker cancels an operation at its timeout itself: it is replaced only when the
             # operation ignores the cancellation for CANCEL_GRACE_S more.
             limit_ns = (timeout_s + (CANCEL_GRACE_S if h.cancels else 0.0)) * 1e9
-            late = late_slots(h.counters, self.slots, now_ns, limit_ns)
+            late = late_slots(h.counters, self.slots, now_ns, limit_ns, self.paused_ns if self.pauses_ns else None)
             if late:
                 out.append((h, late))
         return out
+
+
+    def paused_ns(self, since_ns, now_ns):
+        """How much of ``since_ns`` → ``now_ns`` (CLOCK_MONOTONIC ns) the whole run spent paused: an
+        operation's age leaves it out (a paused pool runs nothing; it did not time out)."""
+        return sum(max(0, min(end, now_ns) - max(start, since_ns)) for start, end in self.pauses_ns)
 
 
 def _pgid_of(pid):

@@ -27,7 +27,9 @@ aligned on wall-clock seconds; the master writes second S of
 
 Roles beside this loop: ``load.py`` decides the work orders (the load
 model), ``outcome.py`` aggregates what comes back, ``signals.py`` turns
-SIGINT/SIGTERM into a graceful stop, ``pool.py`` and ``monitor.py`` start
+SIGINT/SIGTERM/SIGHUP/SIGUSR1/SIGUSR2/SIGALRM into a graceful stop and SIGTSTP
+into a pause of the whole run (the Runner is its :class:`~.signals.Pausable`),
+``heartbeat.py`` lets the pool end itself under a stopped master, ``pool.py`` and ``monitor.py`` start
 the processes (a Runner takes factories for both, so its loop is
 unit-tested with fakes).
 """
@@ -47,12 +49,13 @@ from . import _proc
 from .contain import Containment
 from .faults import FaultHandling
 from .load import LoadModel
-from .messages import (Breach, Exceeded, MonitorError, Ready, ResultBatch, Sample, Stop, TargetMisused, WorkerError,
-                       WorkerExit)
+from .messages import (Breach, Exceeded, Killing, MonitorError, Ready, ResultBatch, Sample, Stop, TargetMisused,
+                       WorkerError, WorkerExit)
+from .monitor import METRIC_MASTER_STOPPED
 from .monitor_handle import SystemResourceMonitor
 from .outcome import RunOutcome, Seconds
 from .pool import Pool, ProcessRegistry, get_context
-from .signals import SignalGate
+from .signals import Pausable, SignalGate
 from .worker import WorkerSpec
 
 log = logging.getLogger("loadgen.runner")
@@ -60,7 +63,7 @@ log = logging.getLogger("loadgen.runner")
 WORKER_LOG = "workers.log"  # what targets print goes here
 
 
-class Runner(FaultHandling):
+class Runner(FaultHandling, Pausable):
     """Runs one :class:`~loadgen.engine.load.RunPlan`. Use :meth:`run`; it always returns a
     :class:`~loadgen.engine.outcome.RunOutcome` (or raises ``UsageError`` before any load).
 
@@ -97,6 +100,10 @@ class Runner(FaultHandling):
         self.gate = gate or SignalGate()
         self._wake = None
         self._last_sample_at = None
+        self._hard_end = None  # CLOCK_MONOTONIC: max_execution_time_seconds from the loop's start
+        self._monitor_killing = None  # the monitor's Killing, until its Breach says the pool is dead
+        self._paused_at_ns = None  # CLOCK_MONOTONIC ns the run paused (SIGTSTP), until it resumes
+        self._pauses_done = []  # seconds of each pause, for the loop to write as events
 
     def run(self):
         """Start the monitor, the stressors and the pool; apply the load until a stop; tear down.
@@ -107,6 +114,7 @@ class Runner(FaultHandling):
         installed = self.gate.install() if self._own_gate else False
         self._wake = self.gate.open_wakeup()
         self._open_streams()
+        self.gate.pausables.append(self)
         try:
             self.out.started_at = time.time()
             self.events.emit("phase", name="start", plan=self.plan.to_dict(), thresholds=self.thresholds.to_dict())
@@ -118,6 +126,7 @@ class Runner(FaultHandling):
             self._loop()
         finally:
             self._teardown()
+            self.gate.pausables.remove(self)
             self.gate.close_wakeup()
             if installed:
                 self.gate.restore()
@@ -142,6 +151,27 @@ class Runner(FaultHandling):
         self.registry.adopt(self.monitor.process, "monitor")
         self.monitor.contain(self.contain.spec(self.monitor.process.pid))
         self._last_sample_at = time.monotonic()
+        self._await_monitor()
+
+    def _await_monitor(self):
+        """Wait (up to ``TIMING.monitor_start_s``) until the monitor answers — its first Sample — or dies,
+        or a signal comes: the pool never runs before its guard, and the monitor's silence (1 s) counts
+        from its first answer, not from a spawned interpreter's imports. The loop reads what came."""
+        from multiprocess.connection import wait
+
+        mon = self.monitor
+        if mon.conn is None or mon.process is None:
+            return
+        deadline = time.monotonic() + TIMING.monitor_start_s
+        while not self.gate.received and time.monotonic() < deadline:
+            ready = wait([mon.conn, mon.process.sentinel, self._wake], deadline - time.monotonic())
+            if mon.conn in ready:
+                self._last_sample_at = time.monotonic()
+                return
+            if mon.process.sentinel in ready:
+                return  # dead: the loop's first turn finds it so
+            if self._wake in ready:
+                self.gate.drain()
 
     def _start_pool(self):
         p = self.plan
@@ -163,7 +193,7 @@ class Runner(FaultHandling):
     def _loop(self):
         from multiprocess.connection import wait
 
-        hard_end = time.monotonic() + self.thresholds.max_execution_time_seconds
+        self._hard_end = time.monotonic() + self.thresholds.max_execution_time_seconds
         while True:
             timeout = TIMING.tick_s
             held = self.load.held
@@ -171,30 +201,109 @@ class Runner(FaultHandling):
             left = at - time.time() if at is not None else 0.0
             if 0 < left < timeout:
                 timeout = left  # wake on the instant, not up to a tick after it
-            for obj in wait(self._wait_objects(), timeout):
+            ready = wait(self._wait_objects(), timeout)
+            self._served(time.monotonic())
+            for obj in sorted(ready, key=self._reading_order):
                 self._ready(obj)
             if held and self.stopping is None:
                 self.load.maybe_start()
             self._retire_dead()
             self.contain.reap()
             now = time.monotonic()
+            while self._pauses_done:
+                self.events.emit("paused", seconds=round(self._pauses_done.pop(0), 3),
+                                 reason="SIGTSTP: the pool, the monitor and the master stopped until SIGCONT")
             if self.stopping is None:
-                self._check_stop(now, hard_end)
+                self._check_stop(now, self._hard_end)
             elif len(self.gate.received) > 1:
                 self._kill_pool("second signal: killing the pool now", now)
-            elif now >= hard_end:
+            elif now >= self._hard_end:
                 self._kill_pool("max_execution_time_seconds reached while stopping: killing the pool", now)
             self._check_timeouts()
             self._check_monitor(now)
             self._write_seconds(final=False)
             if self.stopping is not None:
-                if not self.pool.handles:
+                if not self.pool.handles and self._monitor_killing is None:
                     self.out.load_ended_at = time.time()
                     return
                 if self.stop_deadline is not None and now >= self.stop_deadline:
                     self._kill_pool("drain grace exceeded: killing the pool", now, grace_s=self.plan.stop_grace_s)
                 if self._kill_deadline is not None and now >= self._kill_deadline:
                     self._force_retire("alive after SIGKILL")
+
+    def _served(self, now):
+        """Every turn of the loop: the pool feels its master (``engine.heartbeat``). A master that finds
+        it has not served the pool past ``TIMING.master_silent_s`` (it was stopped: SIGSTOP, not a
+        Ctrl-Z pause) knows the workers ended the pool themselves: the run ends, exit 3."""
+        late_s = self.pool.heartbeat.age_s()
+        if late_s > TIMING.master_silent_s and self.pool.handles:
+            self._read_monitor()  # the monitor may have killed the pool first: its Breach says why
+            self.load.broken = True  # the workers' deaths are the watchdog's, not crashes
+            self._escalate(f"the master was stopped for {late_s:.1f} s: its pool ended itself (a pool never "
+                           f"runs more than {TIMING.master_silent_s:g} s without its master)", ExitCode.BREACH)
+            self.pool.kill_group()
+        self.pool.beat()
+        if late_s > self._monitor_silence_limit():
+            self._last_sample_at = now  # the master could not read: the monitor's silence is not its own
+
+    def _reading_order(self, obj):
+        """Ready objects in the order they are read: the monitor's messages first (a Killing explains
+        the worker deaths of the same round), then the workers' pipes, then their sentinels."""
+        mon = self.monitor
+        if mon is not None and mon.conn is not None and obj is mon.conn:
+            return 0
+        if obj == self._wake:
+            return 1
+        if self.pool.by_conn(obj) is not None:
+            return 2
+        return 3
+
+    # ================================================================== pause (SIGTSTP)
+
+    def pause(self):
+        """SIGTSTP (the gate, in the master's signal handler): stop the pool, the stressors and the
+        monitor, in that order, before the master stops itself — the pool never runs unguarded."""
+        self._paused_at_ns = time.monotonic_ns()
+        if self.pool is not None:
+            self.pool.kill_group(signal.SIGSTOP)
+        self._signal_helpers(signal.SIGSTOP)
+
+    def resume(self):
+        """SIGCONT after :meth:`pause`: the deadlines move by the pause (a paused run's duration,
+        operation timeouts and time limit count running time), the heartbeat and the monitor's
+        silence start afresh, then the monitor, the stressors and the pool continue."""
+        if self._paused_at_ns is None:
+            return
+        start_ns, end_ns = self._paused_at_ns, time.monotonic_ns()
+        self._paused_at_ns = None
+        paused_s = (end_ns - start_ns) / 1e9
+        self._last_sample_at = time.monotonic()
+        for name in ("_hard_end", "stop_deadline", "_kill_deadline"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name) + paused_s)
+        if self.load is not None:
+            for name in ("end_at", "started_mono"):
+                if getattr(self.load, name) is not None:
+                    setattr(self.load, name, getattr(self.load, name) + paused_s)
+        self._pauses_done.append(paused_s)
+        if self.pool is not None:
+            self.pool.pauses_ns.append((start_ns, end_ns))
+            self.pool.beat()  # before the pool continues: its watchdog must not take the pause for a stop
+        self._signal_helpers(signal.SIGCONT)
+        if self.pool is not None:
+            self.pool.kill_group(signal.SIGCONT)
+
+    def _signal_helpers(self, sig):
+        """Signal the monitor and the stressors (our unreaped children: their pids are theirs)."""
+        procs = [p for role, p in self.registry.procs if role in ("stressor", "monitor")]
+        if self.monitor is not None and self.monitor.process is not None and self.monitor.process not in procs:
+            procs.append(self.monitor.process)
+        for p in procs:
+            try:
+                if p.is_alive():
+                    os.kill(p.pid, sig)
+            except (OSError, ValueError, AssertionError):
+                pass
 
     def _kill_pool(self, reason, now, **fields):
         """SIGKILL the pool (again, on every call); the first call logs ``reason`` and starts the
@@ -245,11 +354,7 @@ class Runner(FaultHandling):
             return
         mon = self.monitor
         if mon is not None and mon.conn is not None and obj is mon.conn:
-            try:
-                while mon.conn.poll():
-                    self._dispatch(mon.conn.recv(), None)
-            except (EOFError, OSError):
-                self._monitor_lost("monitor pipe closed")
+            self._read_monitor()
             return
         if mon is not None and mon.process is not None and obj == mon.process.sentinel:
             mon.process.join(0.5)
@@ -283,6 +388,8 @@ class Runner(FaultHandling):
         elif isinstance(msg, WorkerExit):
             handle.said_goodbye = True
             handle.exit_reason = msg.reason
+        elif isinstance(msg, Killing):
+            self._on_killing(msg)
         elif isinstance(msg, Breach):
             self._on_breach(msg)
         elif isinstance(msg, Exceeded):
@@ -321,19 +428,56 @@ class Runner(FaultHandling):
             return
         self.load.on_ready(h)
 
+    def _read_monitor(self):
+        """Every message waiting from the monitor (non-blocking)."""
+        mon = self.monitor
+        try:
+            while mon is not None and mon.conn is not None and mon.conn.poll():
+                self._dispatch(mon.conn.recv(), None)
+        except (EOFError, OSError):
+            self._monitor_lost("monitor pipe closed")
+
+    def _breach_verdict(self, metric, value, limit):
+        """(reason, exit code) of a breach: 0 when the scenario expects one, but never for a stopped master."""
+        if metric == METRIC_MASTER_STOPPED:
+            return (f"the master was stopped (SIGSTOP) for {value:.1f} s: the monitor killed the pool (a pool "
+                    f"never runs unserved past {limit:g} s)", ExitCode.BREACH)
+        code = ExitCode.OK if self.plan.expect_breach else ExitCode.BREACH
+        return str(ThresholdBreached(metric, value, limit)), code
+
+    def _on_killing(self, k):
+        """The monitor is about to kill the pool: from now on a worker's death is its kill, not a crash.
+        The run waits for its Breach (the report's breach, with when the pool was dead) — or, if none
+        comes, the monitor is lost (its silence limit is the kill's wait then)."""
+        self.load.broken = True
+        self._monitor_killing = k
+        self._escalate(*self._breach_verdict(k.metric, k.value, k.limit))
+
     def _on_breach(self, b):
         self.load.broken = True
+        self._monitor_killing = None
         record = self.events.emit("breach", metric=b.metric, value=b.value, limit=b.limit,
                                   detected_at=b.detected_at, pool_dead_at=b.pool_dead_at,
                                   killed_pids=list(b.killed_pids))
         self.out.breaches.append(record)
-        code = ExitCode.OK if self.plan.expect_breach else ExitCode.BREACH
-        if self.stopping is None:
-            self._begin_stop(str(ThresholdBreached(b.metric, b.value, b.limit)), code)
+        self._escalate(*self._breach_verdict(b.metric, b.value, b.limit))
         # The monitor has killed the pool; make sure nothing of it is left.
         self.pool.kill_group()
 
     # ================================================================== stopping
+
+    def _escalate(self, reason, code):
+        """A stop for ``reason`` with ``code``: begun now, or, during a stop already under way, its exit
+        code raised to ``code`` when that outranks it (``ExitCode.worst``): a breach or a lost monitor
+        during the drain, or after a restart limit the monitor's own kills reached, is still exit 3."""
+        if self.stopping is None:
+            self._begin_stop(reason, code)
+            return
+        worst = ExitCode.worst([self.out.exit_code, code])
+        if worst != self.out.exit_code:
+            self.stopping = (reason, worst)
+            self.out.stop_reason, self.out.exit_code = reason, worst
+            self.events.emit("stop", reason=reason, exit_code=int(worst))
 
     def _begin_stop(self, reason, code):
         if self.stopping is not None:

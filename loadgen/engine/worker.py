@@ -66,9 +66,13 @@ class WorkerSpec:
     op_timeout_s: float | None = None  # async slots cancel an operation past it (thread slots cannot)
 
 
-def worker_main(spec, conn, shm):
-    """Process body. Exits 0 after a clean stop, 3 when the target cannot be built."""
+def worker_main(spec, conn, shm, heartbeat=None):
+    """Process body. Exits 0 after a clean stop, 3 when the target cannot be built. ``heartbeat``: the
+    master's (``engine.heartbeat``): the worker ends the pool when the master stops serving it."""
     import gc
+
+    from .heartbeat import start_watchdog
+    from .signals import child_signals
 
     # What the master had when it forked us stays shared: the cyclic GC would write to every
     # inherited object's header and unshare those pages (the pool's memory would climb with
@@ -76,14 +80,14 @@ def worker_main(spec, conn, shm):
     gc.freeze()
     _proc.join_group(spec.pgid)
     _proc.set_pdeathsig(signal.SIGKILL)
-    _proc.ignore_sigint()
-    # TERM from the monitor or the master ends the worker at once, without Python cleanup
-    # that could hang on a stuck slot thread.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Only the master acts on Ctrl-C, SIGHUP…; TERM from the monitor or the master ends the worker
+    # at once, without Python cleanup that could hang on a stuck slot thread.
+    child_signals()
     _proc.set_title(f"loadgen: worker {spec.index}")
     _redirect_output(spec.log_path)
     if spec.master_pid and os.getppid() != spec.master_pid:
         os._exit(1)  # the master died while we were starting
+    start_watchdog(heartbeat, spec.master_pid)
     if spec.nice:
         try:
             os.nice(spec.nice)

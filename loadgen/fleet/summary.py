@@ -45,7 +45,7 @@ def fleet_report(master, run_dir, started, ended):
     report["fleet"] = fleet
     codes = [report["exit_code"]]
     codes += [s.result.get("exit_code", 0) for s in finished
-              if s.result.get("exit_code") in (ExitCode.SIGINT, ExitCode.SIGTERM)]
+              if ExitCode.is_signal(s.result.get("exit_code"))]
     if master.stop_code is not None:
         codes.append(master.stop_code)
     if fleet["shards_lost"]:

@@ -36,7 +36,8 @@ JUNIT_FILE = "junit.xml"
 
 # Exit codes (DESIGN §10) that are errors of the run rather than failed criteria.
 _ERROR_TYPES = {ExitCode.USAGE: "UsageError", ExitCode.BREACH: "ThresholdBreached", ExitCode.SIGINT: "Interrupted",
-                ExitCode.SIGTERM: "Terminated"}
+                ExitCode.SIGTERM: "Terminated", ExitCode.SIGHUP: "Terminated", ExitCode.SIGUSR1: "Terminated",
+                ExitCode.SIGUSR2: "Terminated", ExitCode.SIGALRM: "Terminated"}
 
 
 def write_junit(run_dir, report):

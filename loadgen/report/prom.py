@@ -41,7 +41,7 @@ METRICS = {
     "loadgen_peak_memory_bytes": "Peak memory of the worker pool (PSS) during the component's run.",
     "loadgen_breaches_total": "Safety-threshold breaches during the component's run.",
     "loadgen_component_passed": "1 when every criterion of the component passed, else 0.",
-    "loadgen_exit_code": "Exit code of the run (0 passed, 1 failed, 2 usage, 3 breach, 130/143 signal).",
+    "loadgen_exit_code": "Exit code of the run (0 passed, 1 failed, 2 usage, 3 breach, 128+N signal N: 129 SIGHUP, 130 SIGINT, 143 SIGTERM …).",
     "loadgen_last_run_timestamp_seconds": "UNIX time the run ended.",
 }
 
