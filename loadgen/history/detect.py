@@ -10,13 +10,14 @@ a test:
    differences (their MAD: a step moves one difference, not the scale), with a
    floor of :data:`NOISE_FLOOR_REL` of the level (a success rate of exactly 1.0
    every night is not infinitely precise);
-2. PELT (``min_size`` 2: a single odd night is an outlier, not a segment)
+2. PELT (ruptures' ``KernelCPD``, linear kernel; ``min_size`` 2: a single odd night is an outlier, not a segment)
    segments the series scaled by ``sigma`` with a penalty of
    :data:`PENALTY_PER_LOG_N` × ln(n);
-3. the weakest boundary is removed while its two-sided z-test between the
-   means of the segments on either side (``sigma`` as the per-night error) has
-   p > :data:`ALPHA`, or its relative change is under :data:`MIN_CHANGE_PCT`;
-   the means are recomputed after each removal.
+3. the weakest boundary is removed while its two-sided t-test between the
+   means of the segments on either side has p > :data:`ALPHA`, or its relative
+   change is under :data:`MIN_CHANGE_PCT`; the test's per-night error is the
+   pooled sd within the current segments (n − segments degrees of freedom, as
+   an ANOVA's), and means and sd are recomputed after each removal.
 
 A series is judged once it has :data:`MIN_NIGHTS` usable nights (failed nights
 are never part of it). The newest night is *regressed* when it lies in a last
@@ -32,7 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 # Tuned with benchmarks/history.py on the measured noise of `suite --profile ci` (README, History).
-ALPHA = 1e-5  # per boundary; PELT picked the split that fits best, so the nominal p is optimistic
+ALPHA = 1e-3  # per boundary of one series; PELT picked the best-fitting split, so the nominal p is optimistic
+FAMILY_ALPHA = 1e-2  # per night over all of a series' figures (Bonferroni): min(ALPHA, this / figures judged)
 PENALTY_PER_LOG_N = 3.0  # PELT's penalty per ln(n), in units of sigma²: proposes; the test decides
 MIN_CHANGE_PCT = 2.0  # a smaller move is not called a change, however significant
 NOISE_FLOOR_REL = 0.003  # sigma is at least this share of the series' median level
@@ -76,12 +78,17 @@ def noise_sd(values):
     holds two nights' noise), floored at :data:`NOISE_FLOOR_REL` of the median level and at a tiny
     absolute value (a constant series)."""
     x = np.asarray(values, dtype=float)
-    floor = max(NOISE_FLOOR_REL * abs(float(np.median(x))), 1e-9)
+    floor = noise_floor(x)
     if len(x) < 3:
         return floor
     d = np.diff(x)
     mad = float(np.median(np.abs(d - np.median(d))))
     return max(_MAD_TO_SD * mad / math.sqrt(2.0), floor)
+
+
+def noise_floor(x):
+    """The least sigma of a series: :data:`NOISE_FLOOR_REL` of its median level, or a tiny absolute value."""
+    return max(NOISE_FLOOR_REL * abs(float(np.median(x))), 1e-9)
 
 
 def _candidates(x):
@@ -90,12 +97,18 @@ def _candidates(x):
     import ruptures
 
     n = len(x)
-    algo = ruptures.Pelt(model="l2", min_size=MIN_SEGMENT, jump=1).fit(x.reshape(-1, 1))
+    # KernelCPD with the linear kernel is PELT on the least-squares cost in ruptures' C code: 365 nights
+    # take about a millisecond, where ruptures.Pelt(model="l2"), pure Python, took 0.7 s (benchmarks/history.py).
+    algo = ruptures.KernelCPD(kernel="linear", min_size=MIN_SEGMENT, jump=1).fit(x.reshape(-1, 1))
     return [b for b in algo.predict(pen=PENALTY_PER_LOG_N * math.log(n)) if b < n]
 
 
-def _p_two_sided(z):
-    return math.erfc(abs(z) / math.sqrt(2.0))
+def _p_two_sided(z, df):
+    """Two-sided p of ``z`` under Student's t with ``df`` degrees of freedom: a short history's sigma is
+    uncertain, and a normal z-test on it raised false alarms in the first weeks of a series."""
+    from scipy.stats import t
+
+    return float(2.0 * t.sf(abs(z), max(df, 1)))
 
 
 def segment(values, direction, alpha=ALPHA, min_change_pct=MIN_CHANGE_PCT):
@@ -109,15 +122,20 @@ def segment(values, direction, alpha=ALPHA, min_change_pct=MIN_CHANGE_PCT):
     while True:
         edges = [0, *cuts, n]
         means = [float(x[a:b].mean()) for a, b in zip(edges, edges[1:])]
+        # The test's sigma: the pooled sd within the segments (an ANOVA's), with n − segments degrees of freedom;
+        # the MAD-based sigma only scales the proposal.
+        df = n - len(means)
+        resid = sum(float(((x[a:b] - m) ** 2).sum()) for (a, b), m in zip(zip(edges, edges[1:]), means))
+        sd = max(math.sqrt(resid / df), noise_floor(x)) if df > 0 else sigma
         tests = []
         for i, c in enumerate(cuts):
             nl, nr = edges[i + 1] - edges[i], edges[i + 2] - edges[i + 1]
             before, after = means[i], means[i + 1]
-            z = (after - before) / (sigma * math.sqrt(1.0 / nl + 1.0 / nr))
+            z = (after - before) / (sd * math.sqrt(1.0 / nl + 1.0 / nr))
             pct = (after - before) / abs(before) * 100.0 if before else math.copysign(math.inf, after - before)
-            keep = _p_two_sided(z) <= alpha and abs(pct) >= min_change_pct
-            tests.append((keep, _p_two_sided(z), c, Change(c, before, after, pct, _p_two_sided(z),
-                                                             (after - before) * direction < 0)))
+            p = _p_two_sided(z, df)
+            keep = p <= alpha and abs(pct) >= min_change_pct
+            tests.append((keep, p, c, Change(c, before, after, pct, p, (after - before) * direction < 0)))
         weak = [t for t in tests if not t[0]]
         if not weak:
             break
@@ -180,17 +198,27 @@ def split_series(nights):
     return [(k, members[k], started[k]) for k in order]
 
 
-def judge_series(key, nights, started_by, alpha=ALPHA):
+def series_alpha(n_figures):
+    """The per-figure level that keeps a night's chance of any false alarm over ``n_figures`` figures at
+    most :data:`FAMILY_ALPHA` (a suite judges about a hundred), and never above :data:`ALPHA`."""
+    return min(ALPHA, FAMILY_ALPHA / max(1, n_figures))
+
+
+def judge_series(key, nights, started_by, alpha=None):
     """The :class:`SeriesVerdict` of one series' nights: every (component, metric) of its usable nights
-    segmented, the changes mapped to nights, each marked current and new."""
+    segmented, the changes mapped to nights, each marked current and new. ``alpha``: per figure
+    (default :func:`series_alpha` of the figures judged)."""
     from .series import direction
 
     metrics = sorted({k for n in nights for k in n.figures})
-    found, segs = [], {}
+    columns = {}
     for comp, metric in metrics:
         used = [n for n in nights if (comp, metric) in n.figures and n.usable_for(comp)]
-        if len(used) < MIN_NIGHTS:
-            continue
+        if len(used) >= MIN_NIGHTS:
+            columns[(comp, metric)] = used
+    alpha = series_alpha(len(columns)) if alpha is None else alpha
+    found, segs = [], {}
+    for (comp, metric), used in columns.items():
         values = [n.figures[(comp, metric)][0] for n in used]
         sign = direction(metric)
         s = segment(values, sign, alpha)

@@ -168,9 +168,8 @@ def figures(report):
         add("leak_slope_mb_per_s", _dict(d.get("leak")).get("slope_mb_per_s"))
         add("recovery_time_s", d.get("recovery_time_seconds"))
         named = d.get("measures_ms") if isinstance(d.get("measures_ms"), dict) else {}
-        for m, s in named.items():
+        for m, s in named.items():  # the median only: a stage's p99 moved 14 % night to night (A/A), its p50 5 %
             add(f"measure.{m}.p50_ms", _dict(s).get("p50"))
-            add(f"measure.{m}.p99_ms", _dict(s).get("p99"))
         for c, s in _dict(d.get("checks")).items():
             s = _dict(s)
             rate = s.get("rate")
