@@ -106,9 +106,9 @@ def _candidates(x):
 def _p_two_sided(z, df):
     """Two-sided p of ``z`` under Student's t with ``df`` degrees of freedom: a short history's sigma is
     uncertain, and a normal z-test on it raised false alarms in the first weeks of a series."""
-    from scipy.stats import t
+    from scipy.special import stdtr  # Student's t CDF; scipy.stats' t.sf costs 50 µs a call and 1 s to import
 
-    return float(2.0 * t.sf(abs(z), max(df, 1)))
+    return float(2.0 * stdtr(max(df, 1), -abs(z)))
 
 
 def segment(values, direction, alpha=ALPHA, min_change_pct=MIN_CHANGE_PCT):
