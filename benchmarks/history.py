@@ -111,7 +111,6 @@ def libraries():
         print(f"(apache-otava not importable: {e})")
     try:
         import itertools
-        import logging
         import types
 
         # Its logging and one helper only: stand-ins so its e_divisive can be measured without its pins.

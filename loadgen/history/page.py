@@ -15,7 +15,9 @@ Older series are listed with what started the next one.
 
 from __future__ import annotations
 
-from ..report.html import PAGE_HEAD, PAGE_SCRIPT, escape as _e
+import os
+
+from ..report.html import HTML_FILE, PAGE_HEAD, PAGE_SCRIPT, escape as _e
 from ..streams import atomic_write
 from .series import CORE_METRICS
 
@@ -60,7 +62,7 @@ def render_page(summary, verdicts):
             _e(f"{r['component']} {r['metric']} {r['change_pct']:+.1f}% since {r['night']}") for r in regs) + "</p>")
     parts.append("<section id='changes'><h2>Change points (newest series)</h2>")
     if cur["changes"]:
-        parts.append(_changes_table(cur["changes"], {n["night"]: n for n in cur["nights"]}))
+        parts.append(_changes_table(summary["root"], cur["changes"], {n["night"]: n for n in cur["nights"]}))
     else:
         parts.append("<p>None found.</p>")
     parts.append("</section><section id='charts'><h2>Charts</h2>")
@@ -70,7 +72,7 @@ def render_page(summary, verdicts):
     if not by_comp:
         parts.append(f"<p class='note'>No figure has {_e(summary['min_nights'])} usable nights in this series yet.</p>")
     for comp, keys in by_comp.items():
-        parts.append(_chart(comp, keys, current))
+        parts.append(_chart(summary["root"], comp, keys, current))
     parts.append("</section><section id='nights'><h2>Nights</h2>")
     parts.append(_nights_table(summary))
     parts.append("</section><section id='series'><h2>Series</h2>")
@@ -82,21 +84,32 @@ def render_page(summary, verdicts):
     return "\n".join(parts)
 
 
-def _link(n):
-    """A night's name linked to its report.html (beside the page: ROOT/NIGHT/report.html), else its report."""
-    if n.get("dir_present") and n.get("report"):
-        return f"<a href='{_e(n['night'])}/report.html'>{_e(n['night'])}</a>"
-    return _e(n["night"]) + " <small>(pruned)</small>" if not n.get("dir_present") else _e(n["night"])
+def _target(root, night, report):
+    """The href of a night's report beside the page: its report.html, else (a pruned night keeps only its
+    reports) its report's JSON, else None (the directory is gone)."""
+    if os.path.isfile(os.path.join(root, night, HTML_FILE)):
+        return f"{night}/{HTML_FILE}"
+    if report and os.path.isfile(os.path.join(root, night, report)):
+        return f"{night}/{report}"
+    return None
 
 
-def _changes_table(changes, nights):
+def _link(root, n):
+    """A night's name linked to its report (:func:`_target`), or marked as gone."""
+    href = _target(root, n["night"], n["report"] and os.path.basename(n["report"]))
+    if href:
+        return f"<a href='{_e(href)}'>{_e(n['night'])}</a>"
+    return _e(n["night"]) + " <small>(directory gone; figures kept)</small>"
+
+
+def _changes_table(root, changes, nights):
     rows = []
     for c in changes:
         cls = "fail" if c["direction"] == "regression" else "pass"
         night = nights.get(c["night"], {"night": c["night"], "dir_present": False})
         before, after = format(c["before"], ".4g"), format(c["after"], ".4g")
         pct, p = format(c["change_pct"], "+.1f") + "%", format(c["p"], ".1g")
-        rows.append(f"<tr><td>{_e(c['component'])}</td><td>{_e(c['metric'])}</td><td>{_link(night)}</td>"
+        rows.append(f"<tr><td>{_e(c['component'])}</td><td>{_e(c['metric'])}</td><td>{_link(root, night)}</td>"
                     f"<td>{_e(c['label'] or '—')}</td><td class='num'>{_e(before)}</td><td class='num'>{_e(after)}</td>"
                     f"<td class='num'>{_e(pct)}</td><td class='num'>{_e(p)}</td><td class='{cls}'>{_e(c['direction'])}"
                     f"{' (current)' if c['current'] else ''}{' NEW' if c['new'] else ''}</td></tr>")
@@ -106,13 +119,14 @@ def _changes_table(changes, nights):
 
 
 def _nights_table(summary):
+    root = summary["root"]
     rows = []
     for s in summary["series"]:
         for n in s["nights"]:
             status = "failed" if n["failed"] else "ok"
             extra = (f"; failed: {', '.join(n['failed_components'])}" if n["failed_components"] else "") + \
                 ("; rebuilt from streams" if n["rebuilt_from_streams"] else "")
-            rows.append((n["ended_at"], f"<tr><td>{_link(n)}</td><td>{_e(n['label'] or '—')}</td>"
+            rows.append((n["ended_at"], f"<tr><td>{_link(root, n)}</td><td>{_e(n['label'] or '—')}</td>"
                                         f"<td><code>{_e(s['key'])}</code></td><td class='num'>{_e(n['exit_code'])}</td>"
                                         f"<td class='{'fail' if n['failed'] else 'pass'}'>{_e(status + extra)}</td></tr>"))
     rows.sort(key=lambda r: r[0], reverse=True)
@@ -130,10 +144,10 @@ def _series_table(summary):
             + rows + "</tbody></table>")
 
 
-def _chart(comp, keys, verdict):
+def _chart(root, comp, keys, verdict):
     """One component's figure: a panel (inline SVG) per metric over the series' nights."""
     index = {n.id: i for i, n in enumerate(verdict.nights)}
-    panels = "".join(_panel(comp, key, verdict, index) for key in keys)
+    panels = "".join(_panel(root, comp, key, verdict, index) for key in keys)
     caption = ("Dots: usable nights, each a link to its report (hover: night, value, label); red crosses: failed "
                "nights (kept, never a baseline); yellow: segment means; dashed: change points (red regression, green "
                "improvement). x: night number in the series.")
@@ -141,7 +155,7 @@ def _chart(comp, keys, verdict):
             f"<figcaption><b>{_e(comp)}.</b> {_e(caption)}</figcaption></figure>")
 
 
-def _panel(comp, key, verdict, index):
+def _panel(root, comp, key, verdict, index):
     """One metric's panel: ``<svg class='trend' data-component data-metric>`` (drawn here, not with matplotlib:
     8 components' panels took 3.5 s through matplotlib and 20 ms so, and a night's dot can link to its report)."""
     used, seg = verdict.segments[key]
@@ -181,21 +195,21 @@ def _panel(comp, key, verdict, index):
         line = " ".join(f"{X(i):.1f},{Y(v):.1f}" for i, v, _ in good)
         out.append(f"<polyline points='{line}' fill='none' stroke='{LINE_COLOUR}' stroke-width='1'/>")
     for i, v, n in good:
-        out.append(f"{_a(n)}<circle cx='{X(i):.1f}' cy='{Y(v):.1f}' r='2.2' fill='{LINE_COLOUR}'>"
+        out.append(f"{_a(root, n)}<circle cx='{X(i):.1f}' cy='{Y(v):.1f}' r='2.2' fill='{LINE_COLOUR}'>"
                    f"<title>{_e(_tip(n, v))}</title></circle></a>")
     for i, v, n in bad:
         x, y = X(i), Y(v)
-        out.append(f"{_a(n)}<path class='failed' d='M{x - 3:.1f},{y - 3:.1f}L{x + 3:.1f},{y + 3:.1f}M{x - 3:.1f},"
+        out.append(f"{_a(root, n)}<path class='failed' d='M{x - 3:.1f},{y - 3:.1f}L{x + 3:.1f},{y + 3:.1f}M{x - 3:.1f},"
                    f"{y + 3:.1f}L{x + 3:.1f},{y - 3:.1f}' stroke='{FAILED_COLOUR}' stroke-width='1.5'>"
                    f"<title>{_e(_tip(n, v) + ' — failed, never a baseline')}</title></path></a>")
     out.append("</svg>")
     return "".join(out)
 
 
-def _a(n):
-    """An SVG link to the night's report beside the page (report.html, or its JSON once pruned)."""
-    target = f"{n.name}/report.html" if n.present else f"{n.name}/{n.report or ''}"
-    return f"<a href='{_e(target)}'>"
+def _a(root, n):
+    """An SVG link to the night's report beside the page (:func:`_target`); an inert group when it is gone."""
+    href = _target(root, n.name, n.report)
+    return f"<a href='{_e(href)}'>" if href else "<a>"
 
 
 def _tip(n, v):

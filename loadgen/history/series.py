@@ -24,6 +24,7 @@ import json
 import math
 
 from .. import options as opts
+from ..report.fmt import measures_of
 
 MACHINE_KEYS = ("cpu_count", "total_memory_gb", "machine")
 
@@ -167,8 +168,7 @@ def figures(report):
         add("capacity", pm.get("max_capacity"), pm.get("capacity_low"), pm.get("capacity_high"))
         add("leak_slope_mb_per_s", _dict(d.get("leak")).get("slope_mb_per_s"))
         add("recovery_time_s", d.get("recovery_time_seconds"))
-        named = d.get("measures_ms") if isinstance(d.get("measures_ms"), dict) else {}
-        for m, s in named.items():  # the median only: a stage's p99 moved 14 % night to night (A/A), its p50 5 %
+        for m, s in measures_of(d).items():  # the median only: a stage's p99 moved 14 % night to night (A/A), its p50 5 %
             add(f"measure.{m}.p50_ms", _dict(s).get("p50"))
         for c, s in _dict(d.get("checks")).items():
             s = _dict(s)
