@@ -17,7 +17,8 @@ a test:
    means of the segments on either side has p > :data:`ALPHA`, or its relative
    change is under :data:`MIN_CHANGE_PCT`; the test's per-night error is the
    pooled sd within the current segments (n − segments degrees of freedom, as
-   an ANOVA's), and means and sd are recomputed after each removal.
+   an ANOVA's; never below ``sigma``), and means and sd are recomputed after
+   each removal.
 
 A series is judged once it has :data:`MIN_NIGHTS` usable nights (failed nights
 are never part of it). The newest night is *regressed* when it lies in a last
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # Tuned with benchmarks/history.py on the measured noise of `suite --profile ci` (README, History).
-ALPHA = 1e-3  # per boundary of one series; PELT picked the best-fitting split, so the nominal p is optimistic
+ALPHA = 3e-4  # per boundary of one figure; PELT picked the best-fitting split, so the nominal p is optimistic
 FAMILY_ALPHA = 1e-2  # per night over all of a series' figures (Bonferroni): min(ALPHA, this / figures judged)
 PENALTY_PER_LOG_N = 3.0  # PELT's penalty per ln(n), in units of sigma²: proposes; the test decides
 MIN_CHANGE_PCT = 2.0  # a smaller move is not called a change, however significant
@@ -126,7 +127,9 @@ def segment(values, direction, alpha=ALPHA, min_change_pct=MIN_CHANGE_PCT):
         # the MAD-based sigma only scales the proposal.
         df = n - len(means)
         resid = sum(float(((x[a:b] - m) ** 2).sum()) for (a, b), m in zip(zip(edges, edges[1:]), means))
-        sd = max(math.sqrt(resid / df), noise_floor(x)) if df > 0 else sigma
+        # Never below the MAD-based sigma either: a series cut into many short segments fits its own noise and
+        # its pooled sd reads low (A/A histories showed spurious "p 1e-8" changes without this).
+        sd = max(math.sqrt(resid / df), sigma) if df > 0 else sigma
         tests = []
         for i, c in enumerate(cuts):
             nl, nr = edges[i + 1] - edges[i], edges[i + 2] - edges[i + 1]
@@ -147,6 +150,10 @@ def segment(values, direction, alpha=ALPHA, min_change_pct=MIN_CHANGE_PCT):
 # ====================================================================== the verdict over a history
 
 NEW_WITHIN_NIGHTS = 2  # a change found again up to this many nights off is the same change, not a new one
+# Only a change that began within this many usable nights can be new: an old boundary that a noisy series
+# drops and finds again (it moves by a few nights) is not announced again (A/A histories announced such
+# flickers up to 6 times in 100 nights). A drift is found mid-way, a few nights after its start.
+NEW_MAX_AGE_NIGHTS = 14
 
 
 @dataclass(frozen=True)
@@ -231,7 +238,7 @@ def judge_series(key, nights, started_by, alpha=None):
         before = segment(values[:-1], sign, alpha).changes if revealed else s.changes
         last = s.changes[-1].index
         for c in s.changes:
-            new = revealed and not any(abs(b.index - c.index) <= NEW_WITHIN_NIGHTS and b.worse == c.worse
-                                       for b in before)
+            new = revealed and len(used) - c.index <= NEW_MAX_AGE_NIGHTS and not any(
+                abs(b.index - c.index) <= NEW_WITHIN_NIGHTS and b.worse == c.worse for b in before)
             found.append(Found(comp, metric, used[c.index], c, c.index == last, new))
     return SeriesVerdict(key, nights, started_by, found, segs)
