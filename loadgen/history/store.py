@@ -108,20 +108,23 @@ def open_store(root, rebuild=False, now=None):
         raise UsageError(f"{root}: not a directory (give the nightly root that holds the run directories)")
     path = store_path(root)
     warnings = []
-    if rebuild or not os.path.exists(path):
-        con = _fresh(path)
-    else:
-        try:
-            con = _open_existing(path)
-        except sqlite3.DatabaseError as e:
-            warnings.append(f"{path}: corrupt store ({e}); rebuilt from the run directories")
-            con = _fresh(path)
     try:
-        with con:
-            skipped, added = _sync(con, root, warnings, time.time() if now is None else now)
-        nights = _nights(con)
-    finally:
-        con.close()
+        if rebuild or not os.path.exists(path):
+            con = _fresh(path)
+        else:
+            try:
+                con = _open_existing(path)
+            except sqlite3.DatabaseError as e:
+                warnings.append(f"{path}: corrupt store ({e}); rebuilt from the run directories")
+                con = _fresh(path)
+        try:
+            with con:
+                skipped, added = _sync(con, root, warnings, time.time() if now is None else now)
+            nights = _nights(con)
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error) as e:  # a store that cannot be made or written (a directory there, a full disk)
+        raise UsageError(f"{path}: cannot keep the history's store here: {getattr(e, 'strerror', None) or e}") from None
     if not nights:
         why = "; ".join(f"{n}: {w}" for n, w in skipped[:3])
         raise UsageError(f"{root}: no runs to judge (no run directory with a report{': ' + why if why else ''})")

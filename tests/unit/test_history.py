@@ -96,6 +96,13 @@ def test_a_store_from_a_newer_loadgen_is_refused_unless_rebuilt(tmp_path):
     assert len(store.open_store(str(tmp_path), rebuild=True).nights) == 3
 
 
+def test_a_store_that_cannot_be_made_is_a_usage_error(tmp_path):
+    write_history(tmp_path, throughputs(2))
+    os.makedirs(store.store_path(str(tmp_path)))  # a directory where the store goes
+    with pytest.raises(UsageError, match="cannot keep the history's store here"):
+        store.open_store(str(tmp_path))
+
+
 def test_a_root_without_runs_is_a_usage_error(tmp_path):
     os.makedirs(tmp_path / "notes")
     with pytest.raises(UsageError, match="no runs to judge"):
