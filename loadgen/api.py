@@ -376,7 +376,7 @@ def _run_and_report(scs, session, kind, command, started):
 
     report = build_report(results, kind=kind, started_at=started, ended_at=time.time(),
                           thresholds=session.thresholds, run_dir=session.run_dir, command=command,
-                          seed=session.target.seed,
+                          seed=session.target.seed, label=session.settings.get("label"),
                           run=run_info(session.settings, profile=session.profile, target=session.target,
                                        entries=[(sc.name, sc.settings) for sc in scs if hasattr(sc, "settings")]))
     if session.contained:  # every phase, baselines included (the results hold their main phase's)

@@ -129,6 +129,18 @@ def build_parser():
     rb = sub.add_parser("report", help="rebuild a run directory's reports from its streams")
     rb.add_argument("run_dir", metavar="RUN_DIR")
 
+    h = sub.add_parser("history", help="change points over the nights under a nightly root; exit 1 when the newest "
+                       "night is regressed", description="Bring ROOT/history.sqlite up to date with ROOT's run "
+                       "directories, find each series' change points, write ROOT/history.html and judge the newest "
+                       "night: exit 1 when it lies in a regressed segment or failed, 0 otherwise, 2 when nothing "
+                       "can be judged.")
+    h.add_argument("root", metavar="ROOT", help="the nightly root: one run directory per night")
+    h.add_argument("--rebuild", action="store_true", help="rebuild the store from the run directories")
+    h.add_argument("--format", default="text", choices=("text", "json"), help="text (default) or json")
+    h.add_argument("--label", metavar="GLOB", help="judge only the nights whose --label matches (e.g. 'main-*')")
+    h.add_argument("--prom-textfile", metavar="PATH", help="also write the verdict's gauges for node_exporter")
+    h.add_argument("--no-page", action="store_true", help="do not write ROOT/history.html")
+
     c = sub.add_parser("compare", help="compare two reports; exit 1 on a regression")
     c.add_argument("baseline", metavar="BASELINE", help="report.json or run directory")
     c.add_argument("current", metavar="CURRENT", help="report.json or run directory")
@@ -338,6 +350,11 @@ def _command(args, command):
         from .report.compare import compare_command
 
         return compare_command(args.baseline, args.current, args.tolerance, alpha=args.alpha, force=args.force)
+    if args.command == "history":
+        from .history.command import history_command
+
+        return history_command(args.root, rebuild=args.rebuild, fmt=args.format, label=args.label,
+                               prom_textfile=args.prom_textfile, page=not args.no_page)
     if args.command == "cluster":
         if args.cluster_command != "local":
             raise UsageError("cluster: expected `cluster local --workers N`")

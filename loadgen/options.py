@@ -491,6 +491,9 @@ OPTIONS = (
       default="fork", choices=START_METHODS, level="plan"),
     O("prom_textfile", _text, "also write key gauges for node_exporter's textfile collector (atomically)",
       "--prom-textfile", metavar="PATH", level=None),
+    O("label", _text, "a name for this run recorded in report.json (metadata.label), e.g. a commit id; "
+      "`loadgen history` shows it beside each night (not part of what makes nights comparable)", "--label",
+      metavar="TEXT", level="plan"),
     O("name", _text, "the plan's name: the report's kind is \"plan NAME\" (default: the file's name)",
       level="plan"),
     O("parallel", _bool, "run the plan's scenarios at the same time, each with its own load model and processes "

@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
-# Nightly loadgen suite for cron: one run directory per night, compared with the previous one.
+# Nightly loadgen suite for cron: one run directory per night, judged against the history of every night.
 #
-#   LOADGEN_ROOT=/var/tmp/loadgen-nightly   where run directories live (ROOT/<UTC stamp>/, ROOT/latest)
-#   LOADGEN_KEEP=14                         run directories kept (older ones are removed)
+#   LOADGEN_ROOT=/var/tmp/loadgen-nightly   where run directories live (ROOT/<UTC stamp>/, ROOT/latest), with
+#                                           the history's store (ROOT/history.sqlite) and page (ROOT/history.html)
+#   LOADGEN_KEEP=14                         run directories kept whole; older ones keep only their reports
+#                                           (report JSON, summary .txt, nightly.log, history.txt): the history
+#                                           needs every night, the streams and pages are the bulk (~0.9 MB a night)
 #   LOADGEN_PROFILE=nightly                 suite profile: ci, standard or nightly
 #   LOADGEN_PYTHON=python3                  the Python that has loadgen installed
-#   LOADGEN_TOLERANCE=10                    compare: allowed change in percent before a regression
 #   LOADGEN_ARGS=                           more suite arguments, split on spaces (e.g. --only concurrent_load)
+#   LOADGEN_LABEL=                          recorded with the run (e.g. a commit id) and shown beside its night
+#   LOADGEN_HISTORY_PROM=                   also write the history's verdict for node_exporter's textfile collector
 #   LOADGEN_VERBOSE=0                       1: also print the summary line when all is well
 #
-# Quiet for cron mail: nothing on stdout when the suite passed without regression; otherwise each
-# failed component with its failed criteria and what they measured, the suite's last lines (its
-# summary line, or what a dying suite said) and the comparison table. Exit code: the suite's (DESIGN §10: 0, 1, 2, 3,
-# 130, 143); when the suite passed, compare's 1 on a regression; 75 when another run holds the lock.
-# Whatever happens, the run directory keeps nightly.log (suite output) and compare.txt; a suite that
-# died without its reports gets them rebuilt from its streams (`loadgen report`).
+# Quiet for cron mail: nothing on stdout unless the suite failed, the history found a new change point
+# (each named: component, metric, the night it began, its size), the night began a new series (one line:
+# what changed), or the history could not be judged. Then: each failed component with its failed criteria
+# and what they measured, the suite's last lines, and the history's new change points and verdict.
+# Exit code: the suite's (DESIGN §10: 0, 1, 2, 3, 130, 143); when the suite passed, `loadgen history`'s
+# (1 while the newest night lies in a regressed segment, 2 when nothing could be judged); 75 when another
+# run holds the lock. Whatever happens, the run directory keeps nightly.log (suite output) and history.txt;
+# a suite that died without its reports gets them rebuilt from its streams (`loadgen report`).
 set -u -o pipefail
 
 root=${LOADGEN_ROOT:-/var/tmp/loadgen-nightly}
 keep=${LOADGEN_KEEP:-14}
 profile=${LOADGEN_PROFILE:-nightly}
 python=${LOADGEN_PYTHON:-python3}
-tolerance=${LOADGEN_TOLERANCE:-10}
+history_prom=${LOADGEN_HISTORY_PROM:-}
 verbose=${LOADGEN_VERBOSE:-0}
 read -r -a extra <<<"${LOADGEN_ARGS:-}"
 
@@ -68,16 +74,6 @@ done
 run_dir="$root/$name"
 mkdir -- "$run_dir" || die "cannot create $run_dir"
 
-previous=""
-if [ -L "$root/latest" ]; then
-    previous=$(readlink -- "$root/latest")
-    case $previous in
-        /*) ;;
-        *) previous="$root/$previous" ;;
-    esac
-    [ -d "$previous" ] || previous=""
-fi
-
 "$python" -m loadgen suite --profile "$profile" --quiet --out "$run_dir" "${extra[@]}" >"$run_dir/nightly.log" 2>&1
 suite_rc=$?
 
@@ -92,31 +88,38 @@ fi
 # latest → this run (relative, so the root can move), swapped in atomically.
 ln -sfn -- "$name" "$root/.latest.tmp" && mv -Tf -- "$root/.latest.tmp" "$root/latest"
 
-compare_rc=0
-if [ -n "$previous" ]; then
-    "$python" -m loadgen compare "$previous" "$run_dir" --tolerance "$tolerance" >"$run_dir/compare.txt" 2>&1
-    compare_rc=$?
-else
-    echo "no previous run to compare with" >"$run_dir/compare.txt"
-fi
+# Judge tonight against every night of its series (the store under the root takes tonight's report first).
+history_args=()
+[ -z "$history_prom" ] || history_args=(--prom-textfile "$history_prom")
+"$python" -m loadgen history "$root" "${history_args[@]}" >"$run_dir/history.txt" 2>&1
+history_rc=$?
 
-# Keep the newest $keep run directories (names sort by time).
+# Keep the newest $keep run directories whole (names sort by time); older ones keep their reports only,
+# which the history reads (`loadgen history --rebuild` loses nothing). One left with no report goes.
 mapfile -t runs < <(find "$root" -mindepth 1 -maxdepth 1 -type d -name '[0-9]*T[0-9]*Z*' -printf '%f\n' | LC_ALL=C sort)
 excess=$((${#runs[@]} - keep))
 for ((i = 0; i < excess; i++)); do
-    rm -rf -- "${root:?}/${runs[$i]}"
+    old="${root:?}/${runs[$i]}"
+    find "$old" -mindepth 1 -maxdepth 1 ! -name '*report.json' ! -name '*.txt' ! -name nightly.log -exec rm -rf -- {} +
+    compgen -G "$old/*report.json" >/dev/null || rm -rf -- "$old"
 done
 
 rc=$suite_rc
-if [ "$suite_rc" -eq 0 ] && [ "$compare_rc" -eq 1 ]; then
-    rc=1
+if [ "$suite_rc" -eq 0 ] && [ "$history_rc" -ne 0 ]; then
+    rc=$history_rc
 fi
-if [ "$rc" -ne 0 ] || [ "$compare_rc" -ne 0 ] || [ "$verbose" = 1 ]; then
-    echo "nightly: $run_dir: suite exit $suite_rc, compare exit $compare_rc${previous:+ (against $previous)}"
-    failed_components
-    grep -vE '^FAIL ' -- "$run_dir/nightly.log" | tail -n 5
-    if [ "$compare_rc" -ne 0 ]; then
-        cat -- "$run_dir/compare.txt"
+new_changes=$(grep -E '^NEW ' -- "$run_dir/history.txt")
+new_series=$(grep -E '^history: new series: ' -- "$run_dir/history.txt")
+if [ "$suite_rc" -ne 0 ] || [ -n "$new_changes" ] || [ "$history_rc" -eq 2 ] || [ "$verbose" = 1 ]; then
+    echo "nightly: $run_dir: suite exit $suite_rc, history exit $history_rc"
+    if [ "$suite_rc" -ne 0 ]; then
+        failed_components
+        grep -vE '^FAIL ' -- "$run_dir/nightly.log" | tail -n 5
     fi
+    [ -z "$new_changes" ] || printf '%s\n' "$new_changes"
+    # the verdict line (and, when the history could not judge, what it said)
+    grep -E '^(history: (REGRESSED|FAILED|ok|no verdict)|loadgen: )' -- "$run_dir/history.txt"
+elif [ -n "$new_series" ]; then
+    echo "nightly: $name ${new_series#history: }"
 fi
 exit "$rc"

@@ -39,7 +39,7 @@ def fleet_report(master, run_dir, started, ended):
             add_lost(merged, lost_accounting(s.seconds, master.names[0]), s.label)
     report = build_report(merged, kind=master.report_kind, started_at=started, ended_at=ended,
                           thresholds=master.thresholds, run_dir=run_dir, command=master.command,
-                          seed=master.settings.get("seed"),
+                          seed=master.settings.get("seed"), label=master.settings.get("label"),
                           run=run_info(master.settings, shards=len(master.shards)))
     fleet = fleet_summary(master, per_shard)
     report["fleet"] = fleet

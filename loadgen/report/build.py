@@ -74,13 +74,14 @@ def run_info(settings, *, profile=None, target=None, shards=None, entries=()):
 
 
 def build_report(results, *, kind, started_at, ended_at, thresholds, run_dir=None, command=None, seed=None,
-                 run=None):
+                 run=None, label=None):
     """The full report dict (plain data, JSON-ready after ``write_reports``' clean-up).
 
     ``results``: list of ``StressTestResult``; ``kind``: 'suite' or a scenario
     name; ``started_at``/``ended_at``: UNIX seconds; ``thresholds``: a
     ``ResourceThresholds`` or a dict; ``run``: :func:`run_info` of the
-    settings (``metadata.run``; None when unknown, e.g. a rebuilt report).
+    settings (``metadata.run``; None when unknown, e.g. a rebuilt report); ``label``: the run's
+    ``--label`` (``metadata.label``, e.g. a commit id; None when not given).
     """
     acc = Accounting()
     latency = Histogram()
@@ -114,6 +115,7 @@ def build_report(results, *, kind, started_at, ended_at, thresholds, run_dir=Non
             "command": command,
             "seed": seed,
             "run": run,
+            "label": label,
         },
         "executive_summary": {
             "total_components": len(results),

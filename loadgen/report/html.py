@@ -309,3 +309,12 @@ def _when(t):
         return _dt.datetime.fromtimestamp(float(t), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     except (TypeError, ValueError, OverflowError, OSError):
         return "—"
+
+
+# The page's parts that other pages (loadgen/history/page.py: history.html) share, so every loadgen page
+# looks alike and escapes alike.
+PAGE_HEAD = _HEAD
+PAGE_SCRIPT = _SCRIPT
+escape = _e
+figure_html = _figure
+

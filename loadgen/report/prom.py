@@ -144,3 +144,43 @@ def _labels(labels):
 def _escape(value):
     """Label value escaping of the text format: backslash, double quote, line feed."""
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+# ``loadgen history ROOT --prom-textfile PATH``: the trend's latest verdict. Gauges of the newest night's series.
+HISTORY_METRICS = {
+    "loadgen_history_regressed": "1 when the newest night lies in a regressed segment of its series (or failed), else 0.",
+    "loadgen_history_exit_code": "Exit code of `loadgen history` (0 fine, 1 regressed or failed).",
+    "loadgen_history_nights": "Nights in the newest night's series.",
+    "loadgen_history_new_series": "1 when the newest night began a new series (its settings changed), else 0.",
+    "loadgen_history_change_percent": "Size of the change the newest night is regressed by (labels component, metric).",
+    "loadgen_history_change_began_timestamp_seconds": "UNIX time of the night that change began (labels component, metric).",
+    "loadgen_history_last_night_timestamp_seconds": "UNIX time the newest night ended.",
+}
+
+
+def write_history_textfile(path, summary):
+    """Write the gauges of a ``loadgen history`` verdict (``history.command.summarise``'s dict) to ``path``,
+    atomically and world-readable as :func:`write_textfile`; returns ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--prom-textfile {path!r}: folder {folder!r} does not exist")
+    cur = next(s for s in summary["series"] if s["current"])
+    top = {"series": cur["key"]}
+    samples = {name: [] for name in HISTORY_METRICS}
+    samples["loadgen_history_regressed"].append((top, int(summary["verdict"] in ("regressed", "failed"))))
+    samples["loadgen_history_exit_code"].append((top, summary["exit_code"]))
+    samples["loadgen_history_nights"].append((top, len(cur["nights"])))
+    samples["loadgen_history_new_series"].append((top, int(summary["verdict"] == "new_series")))
+    for r in cur["regressions"]:
+        labels = {**top, "component": r["component"], "metric": r["metric"]}
+        samples["loadgen_history_change_percent"].append((labels, r["change_pct"]))
+        samples["loadgen_history_change_began_timestamp_seconds"].append((labels, r["ended_at"]))
+    samples["loadgen_history_last_night_timestamp_seconds"].append((top, summary["newest"]["ended_at"]))
+    lines = []
+    for name, help_text in HISTORY_METRICS.items():
+        rows = [(labels, v) for labels, v in samples[name] if _finite(v)]
+        if rows:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+            lines += [f"{name}{{{_labels(labels)}}} {_value(value)}" for labels, value in rows]
+    atomic_write(path, "\n".join(lines) + "\n", mode=0o644)
+    return path

@@ -8,6 +8,7 @@ docs drift from the code, this fails."""
 import os
 import re
 import shlex
+import shutil
 
 import pytest
 
@@ -69,6 +70,8 @@ def _real(argv, tmp, made):
             a = made.get("run_b", a)
         elif a == "plan.toml":
             a = made.get("plan", a)
+        elif a == "ROOT":  # `loadgen history ROOT`: a nightly root of run directories
+            a = made.get("root", a)
         out.append(a)
     return out
 
@@ -107,6 +110,9 @@ def test_every_readme_command_runs(cli, tmp_path):
         made[key] = os.path.join(tmp, key)
     (tmp_path / "plan.toml").write_text('[[scenario]]\nname = "load"\ntarget = "_targets:sleep_ms"\nduration = "1s"\n')
     made["plan"] = str(tmp_path / "plan.toml")
+    for key in ("run_a", "run_b"):
+        shutil.copytree(made[key], tmp_path / "root" / key)
+    made["root"] = str(tmp_path / "root")
     served = start_serve(cli)  # the README's `loadgen serve --port 8080`, on a free port
     runs = []
     for i, (cmd, argv) in enumerate(COMMANDS):
