@@ -77,12 +77,14 @@ class Times:
     """A worker's per-request timings (µs) since the last drain, in plain lists: an int appended per
     request rather than a tuple through :func:`loadgen.named.record`."""
 
+    NAMES = ("ttfb", "transfer", "ttft", "inter_event", "stream")
+
     def __init__(self):
-        self.ttfb, self.transfer = [], []
+        self.ttfb, self.transfer, self.ttft, self.inter_event, self.stream = [], [], [], [], []
 
     def take(self):
         out = {}
-        for name in ("ttfb", "transfer"):
+        for name in self.NAMES:
             values = getattr(self, name)
             n = len(values)
             if n:
@@ -422,16 +424,15 @@ class HttpOp:
 def _stream(conn, t0):
     """A streamed response's measurements: ``ttft``, each ``inter_event`` gap, ``stream``."""
     times = conn.splitter.times_ns if conn.splitter is not None else conn.chunks_ns
-    done = conn.done_ns
     if not times:
         return
-    record = named.record
-    record("ttft", (times[0] - t0) // 1000)
+    TIMES.ttft.append((times[0] - t0) // 1000)
+    gap = TIMES.inter_event.append
     prev = times[0]
     for t in times[1:]:
-        record("inter_event", (t - prev) // 1000)
+        gap((t - prev) // 1000)
         prev = t
-    record("stream", (done - t0) // 1000)
+    TIMES.stream.append((conn.done_ns - t0) // 1000)
     STATS.events += len(times)
 
 
