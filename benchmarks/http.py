@@ -17,9 +17,11 @@ a generator that is not installed is left out, and said so).
    arrivals' latencies are spread evenly over 0–1 s and, with ``f`` = 1 s ÷ the run, the p99 from
    intended start is ``1000 × (1 − 0.01 ÷ f)`` ms plus the unstalled service time. Prints the rate
    held (completed ÷ seconds ÷ 20,000) and loadgen's p99 against that truth.
-3. **sse** — 1,000 streams in flight (``--concurrency 1000``, 2 workers) on ``loadgen serve``'s
+3. **sse** — 1,000 streams in flight (``--concurrency 1000``, one worker) on ``loadgen serve``'s
    ``/stream?events=20&first_ms=200&gap_ms=10``: time to first event and inter-event p50 against
-   the 200 ms and 10 ms the server keeps.
+   the 200 ms and 10 ms the server is asked for; 1 stream in 50 goes to a second, nearly idle server
+   (the control), whose whole-stream time shows how exact the measurement is (390 ms exactly) apart
+   from what the loaded Python server itself slips.
 4. **connections** — 10,000 keep-alive connections held open by 2 workers (each operation a stream of
    two events 3 s apart, so every connection stays busy): errors, and the pool's memory per
    connection (peak PSS at 10,000 less that at 100, ÷ 9,900).
@@ -292,21 +294,29 @@ def open_model(seconds, repeat, tmp, rate=20000, stall_ms=1000, stall_at_s=4.0):
 # ---------------------------------------------------------------- 3. SSE at 1,000 streams
 
 
-def sse(seconds, repeat, tmp, streams=1000):
+def sse(seconds, repeat, tmp, streams=1000, control_weight=50):
+    """1,000 streams: 49 in 50 on one ``loadgen serve`` (the load), 1 in 50 on a second, nearly idle one (the
+    control: its streams should last exactly 200 + 19 × 10 = 390 ms). The control tells how far the
+    measurement is off; the loaded server's own lateness is what it adds beyond that."""
+    path = "/stream?events=20&first_ms=200&gap_ms=10"
     for r in range(repeat):
-        srv = Serve()
+        busy, idle = Serve(), Serve()
         try:
-            rep = loadgen(["--url", srv.url + "/stream?events=20&first_ms=200&gap_ms=10", "--header",
-                           "Accept: text/event-stream", "--concurrency", str(streams), "--workers", "2",
+            rep = loadgen(["--url", f"busy={busy.url}{path}@{control_weight - 1}", "--url", f"control={idle.url}{path}@1",
+                           "--header", "Accept: text/event-stream", "--concurrency", str(streams), "--workers", "1",
                            "--duration", f"{max(seconds, 5)}s", "--max-concurrent-operations", str(streams)],
                           tempfile.mkdtemp(dir=tmp), core="1")
         finally:
-            srv.close()
-        m = rep["detailed_metrics"][0]["measures_ms"]
+            busy.close()
+            idle.close()
+        d = rep["detailed_metrics"][0]
+        m, ops = d["measures_ms"], d["ops"]
         print(f"  run {r + 1}: {rep['accounting']['succeeded']:,} streams, failed {rep['accounting']['failed']}; "
               f"ttft p50 {m['ttft']['p50']:.1f} ms (server: 200; {m['ttft']['p50'] - 200:+.1f}), p99 "
               f"{m['ttft']['p99']:.1f}; inter-event p50 {m['inter_event']['p50']:.2f} ms (server: 10; "
-              f"{m['inter_event']['p50'] - 10:+.2f}), p99 {m['inter_event']['p99']:.2f}")
+              f"{m['inter_event']['p50'] - 10:+.2f}), p99 {m['inter_event']['p99']:.2f}; whole stream p50: control "
+              f"{ops['control']['latency_ms']['p50']:.1f} ms (exact: 390; {ops['control']['latency_ms']['p50'] - 390:+.1f}),"
+              f" loaded server {ops['busy']['latency_ms']['p50']:.1f} ms")
 
 
 # ---------------------------------------------------------------- 4. 10,000 connections

@@ -116,7 +116,7 @@ def _target(value, where, strict):
 
 
 def _urls(value, where, strict):
-    """``[(method or None, url, weight or None), …]`` of ``--url "[METHOD ]URL[@WEIGHT]"`` (repeatable);
+    """``[(name, method, url, weight), …]`` (None where not given) of ``--url "[NAME=][METHOD ]URL[@WEIGHT]"``;
     the URLs themselves are checked when the ops are built (:func:`http_ops`), with their headers."""
     from .http.spec import split_item
 
@@ -168,8 +168,8 @@ def http_ops(layer):
         return None
     where = layer.origin("url")
     ops = []
-    for method, url, weight in layer["url"]:
-        table = {"url": url, "method": method or layer.get("method"), "headers": [f"{k}: {v}" for k, v in
+    for name, method, url, weight in layer["url"]:
+        table = {"url": url, "name": name, "method": method or layer.get("method"), "headers": [f"{k}: {v}" for k, v in
                  layer.get("headers") or ()], "body": layer.get("body"), "json": layer.get("json"),
                  "expect_status": layer.get("expect_status"), "insecure": bool(layer.get("insecure")),
                  "checks": layer.get("http_checks")}
@@ -432,9 +432,10 @@ OPTIONS = (
     O("ops", _ops, "a weighted mix of operations ([[scenario.ops]]: target, weight, name, args; or an HTTP op: "
       "url, method, headers, json or body, expect_status, name, weight)"),
     # -- HTTP ops (loadgen.http): no code needed
-    O("url", _urls, "an HTTP op instead of a target: [METHOD ]URL[@WEIGHT], repeatable for a weighted mix "
-      "('GET http://127.0.0.1:8080/drafts/{id}@9'); {field} places are filled from --inputs records; a status "
-      ">= 400 fails the op", "--url", metavar="[METHOD ]URL[@W]", action="append", group="http"),
+    O("url", _urls, "an HTTP op instead of a target: [NAME=][METHOD ]URL[@WEIGHT], repeatable for a weighted mix "
+      "('GET http://127.0.0.1:8080/drafts/{id}@9'); {field} places are filled from --inputs records; named after "
+      "its method and path template unless NAME= names it; a status >= 400 fails the op", "--url",
+      metavar="[NAME=][METHOD ]URL[@W]", action="append", group="http"),
     O("method", _text, "the --url ops' method when the URL does not say (default GET; POST with a body)",
       "--method", metavar="METHOD", group="http"),
     O("headers", _headers, "request header of the --url ops (repeatable)", "--header", env="LOADGEN_HEADERS",

@@ -208,10 +208,16 @@ def _json_path(path, text, where):
 
 
 def split_item(text, where):
-    """``(method or None, url, weight or None)`` of ``"[METHOD ]URL[@WEIGHT]"``."""
+    """``(name or None, method or None, url, weight or None)`` of ``"[NAME=][METHOD ]URL[@WEIGHT]"``
+    (a name is what stands before an ``=`` ahead of the URL's ``://``, as ``--target NAME=MOD:fn``)."""
     if not isinstance(text, str) or not text.strip():
-        raise UsageError(f"{where}: expected \"[METHOD ]URL[@WEIGHT]\", got {text!r}")
+        raise UsageError(f"{where}: expected \"[NAME=][METHOD ]URL[@WEIGHT]\", got {text!r}")
     text = text.strip()
+    name = None
+    scheme_at = text.find("://")
+    eq = text.find("=")
+    if 0 <= eq < scheme_at:
+        name, text = text[:eq].strip(), text[eq + 1:].strip()
     weight = None
     head, at, tail = text.rpartition("@")
     if at and tail.isdigit() and "/" not in tail:
@@ -220,7 +226,7 @@ def split_item(text, where):
     first, _, rest = text.partition(" ")
     if rest.strip() and "://" not in first:
         method, text = first, rest.strip()
-    return method, text, weight
+    return name, method, text, weight
 
 
 def build(url, where, method=None, headers=(), body=None, json_text=None, expect_status=None, insecure=False,

@@ -10,10 +10,12 @@ from loadgen.http.sse import EventSplitter
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("http://h/x", (None, "http://h/x", None)),
-    ("GET http://h/x@9", ("GET", "http://h/x", 9)),
-    ("POST  http://h:8080/drafts@1", ("POST", "http://h:8080/drafts", 1)),
-    ("http://user@h/x", (None, "http://user@h/x", None)),  # an @ that is no weight
+    ("http://h/x", (None, None, "http://h/x", None)),
+    ("GET http://h/x@9", (None, "GET", "http://h/x", 9)),
+    ("POST  http://h:8080/drafts@1", (None, "POST", "http://h:8080/drafts", 1)),
+    ("http://user@h/x", (None, None, "http://user@h/x", None)),  # an @ that is no weight
+    ("read drafts=GET http://h/x?a=1@3", ("read drafts", "GET", "http://h/x?a=1", 3)),
+    ("http://h/x?a=1", (None, None, "http://h/x?a=1", None)),  # an = after the scheme is the query's
 ])
 def test_split_item(text, expected):
     assert split_item(text, "--url") == expected
@@ -99,6 +101,8 @@ def test_url_options_make_a_mix_of_http_ops():
                              "header": ["Authorization: Bearer x"], "json": '{"t": 1}'})
     ops = opts.http_ops(layer)
     assert [(op.name, op.weight) for op in ops] == [("GET /drafts/{id}", 9), ("POST /drafts", 1)]
+    named = opts.http_ops(opts.from_flags({"url": ["read=http://h:1/drafts/{id}"]}))
+    assert named[0].name == "read" and named[0].http.target == "/drafts/{id}"
     assert all(("Authorization", "Bearer x") in op.http.headers for op in ops)
 
 
