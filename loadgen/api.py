@@ -333,10 +333,13 @@ def execute(kind, names, settings, *, progress=None, command=None, write=True):
     names = list(names or scenarios.names())
     scs = [scenarios.get(n) for n in names]
     report_kind = names[0] if kind == opts.RUN else "suite"
-    session = Session.open(settings, name=report_kind, progress=progress, write=write)
-    if kind == opts.RUN:  # the scenario's own criteria depend on the target (scenarios.load)
-        session.settings = opts.mark_abort(session.settings, scs[0].criteria_for(session))
-    return run_scenarios(scs, session, kind=report_kind, command=command)
+    from .engine.signals import SignalGate
+
+    with SignalGate.around() as gate:
+        session = Session.open(settings, name=report_kind, progress=progress, write=write, gate=gate)
+        if kind == opts.RUN:  # the scenario's own criteria depend on the target (scenarios.load)
+            session.settings = opts.mark_abort(session.settings, scs[0].criteria_for(session))
+        return run_scenarios(scs, session, kind=report_kind, command=command)
 
 
 def run_scenarios(scs, session, kind, command=None):

@@ -301,8 +301,12 @@ def run_plan_file(path, upper=None, *, only=None, progress=None, command=None):
                          "process of its own); run it without --metrics-port, or with parallel = false")
     # The plan's own session: its run directory, thresholds and seed for the report; each entry
     # brings its own target (Entry.session_for), so none is checked here.
-    shared = api.Session.open(prepared.settings.without(*TARGET_KEYS), name=prepared.plan.name, progress=progress)
-    return api.run_scenarios(prepared.entries, shared, kind=f"plan {prepared.plan.name}", command=command)
+    from .engine.signals import SignalGate
+
+    with SignalGate.around() as gate:
+        shared = api.Session.open(prepared.settings.without(*TARGET_KEYS), name=prepared.plan.name,
+                                  progress=progress, gate=gate)
+        return api.run_scenarios(prepared.entries, shared, kind=f"plan {prepared.plan.name}", command=command)
 
 
 def run_config(path, *, environ=None, only=None, progress=None, command=None, **overrides):

@@ -89,7 +89,9 @@ def noisy(inputs=None, lines=200):
 
 
 def unpicklable(inputs=None):
-    return lambda: None
+    import threading
+
+    return threading.Lock()  # not a function (a function is no result: issue #23 row 3), and unpicklable
 
 
 def stall_every(inputs=None, period_s=2.0, stall_s=0.5, ms=1):

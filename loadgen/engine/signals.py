@@ -24,6 +24,7 @@ child inherits the master's Python handlers, which must not run there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -70,6 +71,19 @@ class SignalGate:
         self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         self._old[self.PAUSE] = signal.signal(self.PAUSE, self._on_pause)
         return True
+
+    @classmethod
+    @contextlib.contextmanager
+    def around(cls):
+        """``with SignalGate.around() as gate:`` — a gate installed for the block (from before a command
+        claims its run directory: a signal the moment the directory exists still leaves a report)."""
+        gate = cls()
+        installed = gate.install()
+        try:
+            yield gate
+        finally:
+            if installed:
+                gate.restore()
 
     def restore(self):
         """Put back the handlers :meth:`install` replaced."""

@@ -114,6 +114,27 @@ def test_fleet_run_merges_histograms_exactly_and_compares(cluster, tmp_path):
 
 
 @pytest.mark.slow
+def test_fleet_runs_http_ops_and_sums_their_counts(cluster, tmp_path, cli):
+    from _helpers import start_serve
+
+    srv = start_serve(cli)
+    out = tmp_path / "fleet"
+    code, stdout, err = _main(["run", "--url", f"{srv.url}/ping@3", "--url", f"{srv.url}/drafts/7@1", "--check",
+                               "status == 200", "--concurrency", "4", "--duration", "2s", "--workers", "1",
+                               "--max-cpu-percent", "100", "--out", str(out), "--cluster", cluster.scheduler_address,
+                               "--quiet"])
+    assert code == 0, err
+    (d,) = json.loads((out / "report.json").read_text())["detailed_metrics"]
+    shards = [json.loads((out / "shards" / str(i) / "report.json").read_text())["detailed_metrics"][0] for i in (0, 1)]
+    for op in ("GET /ping", "GET /drafts/7"):
+        assert d["ops"][op]["operations"] == sum(s["ops"][op]["operations"] for s in shards) > 0
+    for key in ("http_bytes_received", "http_connections_opened", "http_connections_reused"):
+        assert d["performance_metrics"][key] == sum(s["performance_metrics"][key] for s in shards) > 0
+    assert d["checks"]["status == 200"]["passes"] == d["accounting"]["succeeded"]
+    assert d["measures_ms"]["ttfb"]["count"] == d["accounting"]["dispatched"]
+
+
+@pytest.mark.slow
 def test_fleet_merges_a_mix_named_measurements_and_checks_exactly(cluster, tmp_path):
     out = tmp_path / "fleet"
     targets = os.path.join(TESTS, "_targets.py")
