@@ -14,6 +14,22 @@ after the worker is gone: the accounting survives any death.
 
 SLOT_FIELDS = 7
 STARTED, SUCCEEDED, FAILED, START_NS, DROPPED, REJECTED, TIMED_OUT = range(SLOT_FIELDS)
+# After the slots, the worker's own fields: COPIES counts the copies of the worker an operation forked
+# without Python's ``os.fork`` (``libc.fork()``, a raw clone) that came back into a slot loop: each is
+# stopped there, before it counts anything (``Worker.own``), and counts itself here.
+WORKER_FIELDS = 1
+COPIES = 0
+
+
+def counters_size(slots):
+    """int64 fields of a worker's shared counters: :data:`SLOT_FIELDS` per slot, then :data:`WORKER_FIELDS`."""
+    return slots * SLOT_FIELDS + WORKER_FIELDS
+
+
+def copies(counters, slots):
+    """The forked copies a worker's slot loops stopped (:data:`COPIES`; 0 for counters without the field)."""
+    at = slots * SLOT_FIELDS + COPIES
+    return counters[at] if len(counters) > at else 0
 
 
 VECTOR_SLOTS = 64  # from this many slots on, sums and scans are numpy's (async workers hold thousands)

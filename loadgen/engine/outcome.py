@@ -157,6 +157,11 @@ class RunOutcome:
             self.stop_reason = "finished"
 
 
+def _fold_histogram(histograms, pushed):
+    """A measurement name pushed out of the kept ones (``named.kept_name``): its histogram joins OTHER's."""
+    _kept(histograms, named.OTHER).merge(histograms.pop(pushed))
+
+
 def _kept(histograms, key):
     """The histogram kept under ``key``, made on first use. Not ``setdefault(key, Histogram())``: that
     builds a full histogram (184 KiB of counters, freed only by the cyclic GC: the package's encoder
@@ -238,7 +243,7 @@ class Seconds:
         if b.lateness is not None:
             out.lateness.add_sparse(b.lateness)
         for name, sparse in b.measures.items():
-            _kept(out.measures, named.kept_name(out.measures, name)).add_sparse(sparse)
+            _kept(out.measures, named.kept_name(out.measures, name, _fold_histogram)).add_sparse(sparse)
         if b.checks:
             named.add_checks(out.checks, b.checks)
             named.add_checks(sec.checks, b.checks)

@@ -25,7 +25,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from . import _proc
-from .counters import DROPPED, slot_totals
+from .counters import COPIES, DROPPED, SLOT_FIELDS, slot_totals
 from .messages import Ready, ResultBatch, Stop, TargetMisused, WorkerError, WorkerExit, WorkOrder
 from .slots import closed_slot, open_slot
 from .. import named
@@ -110,6 +110,25 @@ def worker_main(spec, conn, shm, heartbeat=None):
         os._exit(code)
 
 
+MADV_WIPEONFORK = 18  # <asm-generic/mman-common.h>, Linux ≥ 4.14 (Python 3.11's mmap does not name it)
+
+
+def _ownership_mark():
+    """An int64 view holding this process's pid, in a page that reads 0 in any forked child (see
+    ``Worker.own``); where the kernel cannot wipe on fork, a plain list that always reads the pid
+    (copies go undetected there, as before)."""
+    import mmap
+
+    try:
+        page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        page.madvise(getattr(mmap, "MADV_WIPEONFORK", MADV_WIPEONFORK))
+    except (OSError, ValueError, AttributeError):
+        return [os.getpid()]
+    mark = memoryview(page).cast("q")
+    mark[0] = os.getpid()
+    return mark
+
+
 def _redirect_output(path):
     """Send the target's prints to a log file, never to the master's terminal or pipe:
     a reader that stops reading must not block a worker, and the streams stay clean.
@@ -121,8 +140,12 @@ def _redirect_output(path):
         fd = open_stream(path or os.devnull)
     except OSError:
         fd = os.open(os.devnull, os.O_WRONLY)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # None when the master's were closed (``>&-``)
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -158,6 +181,7 @@ class Worker:
         self.latencies = []  # ns, appended by slots
         self.errors = []  # (key, traceback or None)
         self.tracebacks = {}  # error key → how many of its tracebacks were shipped
+        self._tracebacks_asked = {}  # error key → tracebacks the slots formatted (wants_traceback)
         self._last = [0, 0, 0, 0, 0, 0]  # started, succeeded, failed, dropped, rejected, timed out at the previous batch
         self.breaker = None
         if spec.breaker is not None:
@@ -172,6 +196,11 @@ class Worker:
         self.feed = None  # iterator of input records (None: operations get None)
         self.threads = []
         self.forked = False  # True in a copy an operation forked (see forked_copy)
+        # The worker's ownership mark: its pid in a private page the kernel zeroes in every child
+        # (MADV_WIPEONFORK), so a copy made by any fork — ``libc.fork()``, a raw clone, which run no
+        # ``os.register_at_fork`` handler — reads 0 where the worker reads its pid. The slot loops read
+        # it after each operation (a memory read, no syscall): a copy stops there, uncounted.
+        self.own = _ownership_mark()
         # Copies that came back into a slot loop write their pid here and exit; the main thread
         # reaps them (else every operation that forks would leave a zombie holding a pid).
         self._copies_r, self._copies_w = os.pipe()
@@ -278,6 +307,32 @@ class Worker:
                 except OSError:
                     pass  # pipe full: the master reaps it after the worker is gone
                 os._exit(0)
+
+    def wants_traceback(self, key):
+        """Should a slot format the traceback of a failure of ``key``? Only while fewer than
+        :data:`TRACEBACKS_PER_KEY` were asked for this key, and for at most :data:`MAX_ERROR_KEYS` keys:
+        the rest would be dropped at the flush, and formatting each (a copy of its message: 10 MB for a
+        target raising 10 MB messages) grew the worker by gigabytes a second in a failure storm — a
+        "memory breach" of loadgen's own making. Unlocked: two threads may both get a yes, a few more
+        than the bound, never a number that grows with the failures."""
+        asked = self._tracebacks_asked
+        n = asked.get(key, 0)
+        if n >= TRACEBACKS_PER_KEY or (not n and len(asked) >= MAX_ERROR_KEYS):
+            return False
+        asked[key] = n + 1
+        return True
+
+    def copy_detected(self):
+        """Called by a slot loop that finds itself in a copy of the worker (:attr:`own` reads 0): the copy
+        counts itself in the worker's shared :data:`~.counters.COPIES` (the master reports it), announces its
+        pid for reaping and exits at once, having counted nothing of the operation. A copy made by
+        ``os.fork`` has its counters remapped private already (:meth:`forked_copy`): it is not reported."""
+        try:
+            self.counters[self.spec.slots * SLOT_FIELDS + COPIES] += 1
+            os.write(self._copies_w, os.getpid().to_bytes(4, "little"))
+        except (OSError, IndexError):
+            pass
+        os._exit(0)
 
     def slot_died(self, what):
         """A slot (thread, or the async slots' loop) died of an error of its own, not of an operation's

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..result import NONE_SUCCEEDED, NOTHING_RAN
 from .fleet import render_fleet_text
-from .fmt import CHECK_HEAD, MEASURE_HEAD, OP_HEAD, named_tables, op_table
+from .fmt import CHECK_HEAD, MEASURE_HEAD, OP_HEAD, named_tables, op_table, printable, printable_tree
 
 
 TOP_ERRORS = 5  # error kinds listed per component, most frequent first
@@ -24,7 +24,9 @@ def top_errors(detail, n=TOP_ERRORS):
     for key, count in sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:n]:
         tbs = tracebacks.get(key) or []
         lines = [x for x in (tbs[0].splitlines() if tbs else []) if x.strip()]
-        out.append((key, count, lines[-1].strip() if lines else key))
+        # The key and message are the target's text (an exception class and its message): escaped, so
+        # that a newline or an ESC in them cannot forge a line or drive the terminal.
+        out.append((printable(key), count, printable(lines[-1].strip() if lines else key)))
     return out
 
 
@@ -33,7 +35,7 @@ def error_lines(report, n=TOP_ERRORS, width=160):
     out = []
     for d in report.get("detailed_metrics") or []:
         for key, count, message in top_errors(d, n):
-            line = f"{d.get('test_name')}: {count} × {message}"
+            line = f"{printable(d.get('test_name'))}: {count} × {message}"
             out.append(line if len(line) <= width else line[:width - 1] + "…")
     return out
 
@@ -76,8 +78,12 @@ def failure_lines(report):
 
 
 def render_summary(report):
-    """``summary.txt`` (str): the seed's human summary of a report dict, with tabulate tables."""
+    """``summary.txt`` (str): the seed's human summary of a report dict, with tabulate tables. Every name,
+    label and message is escaped (:func:`~.fmt.printable`): a label holding a newline or ESC cannot
+    forge a line ("1/1 passed") or restyle the text."""
     from tabulate import tabulate
+
+    report = printable_tree(report)
 
     md, ex = report["metadata"], report["executive_summary"]
     si = md["system_info"]
