@@ -17,8 +17,10 @@ STARTED, SUCCEEDED, FAILED, START_NS, DROPPED, REJECTED, TIMED_OUT = range(SLOT_
 # After the slots, the worker's own fields: COPIES counts the copies of the worker an operation forked
 # without Python's ``os.fork`` (``libc.fork()``, a raw clone) that came back into a slot loop: each is
 # stopped there, before it counts anything (``Worker.own``), and counts itself here.
-WORKER_FIELDS = 1
-COPIES = 0
+# OUTPUT_DROPPED: bytes of the worker's stdout/stderr dropped past the cap of workers.log (the worker's
+# output pump writes it; ``worker._redirect_output``).
+WORKER_FIELDS = 2
+COPIES, OUTPUT_DROPPED = range(WORKER_FIELDS)
 
 
 def counters_size(slots):
@@ -95,3 +97,9 @@ def _table(counters, slots):
     import numpy as np
 
     return np.frombuffer(counters, dtype=np.int64, count=slots * SLOT_FIELDS).reshape(slots, SLOT_FIELDS)
+
+
+def output_dropped(counters, slots):
+    """Bytes of a worker's output dropped past the cap of ``workers.log`` (:data:`OUTPUT_DROPPED`)."""
+    at = slots * SLOT_FIELDS + OUTPUT_DROPPED
+    return counters[at] if len(counters) > at else 0

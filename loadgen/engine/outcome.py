@@ -96,6 +96,8 @@ class RunOutcome:
     breaches: list = field(default_factory=list)
     exceeded: list = field(default_factory=list)  # report-only thresholds passed (threshold_exceeded events)
     crashes: list = field(default_factory=list)
+    output_dropped_bytes: int = 0  # what the workers printed past workers.log's cap (counters.OUTPUT_DROPPED)
+    forked_copies: int = 0  # copies of workers an operation forked without os.fork, stopped (counters.COPIES)
     anomalies: list = field(default_factory=list)  # accounting_anomaly events: counters a forked copy wrote
     containment: dict = field(default_factory=dict)  # contain.Containment.to_dict(): mechanism, strays ended
     stop_reason: str = ""

@@ -142,6 +142,13 @@ def render_summary(report):
         lines += ["", "ERRORS (most frequent first, with the first message)", "=" * 52] + errors
     acc = report["accounting"]
     lines += ["", "Accounting: " + ", ".join(f"{k} {v}" for k, v in acc.items())]
+    cont = report.get("containment") if isinstance(report.get("containment"), dict) else {}
+    if cont.get("output_dropped_bytes"):
+        lines.append(f"Output: {cont['output_dropped_bytes']:,} bytes the targets printed past the cap of workers.log "
+                     "were counted and dropped (--max-output-mb)")
+    if cont.get("forked_copies"):
+        lines.append(f"Forked copies: {cont['forked_copies']:,} copies of a worker, forked by an operation outside "
+                     "os.fork, came back into a slot loop and were stopped before they counted anything")
     for b in report["breaches"]:
         lines.append(f"Breach: {b['metric']} = {b['value']:.1f} > {b['limit']:.1f}")
     for d in report["detailed_metrics"]:

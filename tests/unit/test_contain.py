@@ -101,9 +101,11 @@ def test_containment_mode_from_the_environment(monkeypatch):
 
 
 def test_the_reports_containment_adds_up_the_phases():
-    s = containment_summary([{"mechanism": "cgroup2", "strays_ended": 2, "accounting_anomalies": 0},
-                             {"mechanism": "cgroup2", "strays_ended": 1, "accounting_anomalies": 1}])
-    assert s == {"mechanism": "cgroup2", "strays_ended": 3, "accounting_anomalies": 1}
+    s = containment_summary([{"mechanism": "cgroup2", "strays_ended": 2, "accounting_anomalies": 0,
+                              "output_dropped_bytes": 5},
+                             {"mechanism": "cgroup2", "strays_ended": 1, "accounting_anomalies": 1, "forked_copies": 2}])
+    assert s == {"mechanism": "cgroup2", "strays_ended": 3, "accounting_anomalies": 1, "forked_copies": 2,
+                 "output_dropped_bytes": 5}
     mixed = containment_summary([{"mechanism": "cgroup2"}, {"mechanism": "subreaper"}])
     assert mixed["mechanism"] == ["cgroup2", "subreaper"]
 
