@@ -32,7 +32,7 @@ import traceback
 from ..config import TIMING
 from ..workload.targets import outcome
 from .counters import DROPPED, FAILED, REJECTED, SLOT_FIELDS, START_NS, STARTED, SUCCEEDED, TIMED_OUT
-from .slots import OWNED, capped, raised_key, traceback_of
+from .slots import OWNED, capped_traceback, raised_key, traceback_of
 
 WATCH_TICK_S = 0.01  # the stall watchdog's period
 STALL_MS = 100.0  # the loop woke the watchdog this late: a stall
@@ -122,11 +122,11 @@ async def _call(op, record, timeout_s, wants=None):
     except asyncio.TimeoutError:
         if deadline is not None and deadline.expired():
             return _cancelled(timeout_s)
-        return "TimeoutError", capped(traceback.format_exc()), False
+        return "TimeoutError", capped_traceback(), False
     except asyncio.CancelledError:
         if _cancel_pending():
             raise  # this slot's task is being cancelled: not the operation's doing
-        return "CancelledError", capped(traceback.format_exc()), False  # raised by the target's own code
+        return "CancelledError", capped_traceback(), False  # raised by the target's own code
     except BaseException as e:  # noqa: BLE001 - an exception is the operation's failure, as in a thread slot
         key = raised_key(e)
         return key, traceback_of(e) if wants is None or wants(key) else None, False

@@ -205,14 +205,31 @@ def traceback_of(e):
     formatting one costs ~20 µs a failure — most of the budget of a request in a failure storm). Cut to
     :data:`MAX_TRACEBACK_CHARS` (:func:`capped`): a target's 10 MB exception message is not loadgen's to
     keep."""
-    return None if getattr(e, "error_key", None) is not None else capped(traceback.format_exc())
+    return None if getattr(e, "error_key", None) is not None else capped_traceback()
 
 
-MAX_TRACEBACK_CHARS = 16 * 1024  # of a traceback (and its message) a worker keeps; the rest is counted, dropped
+MAX_TRACEBACK_PART_CHARS = 8 * 1024  # of each part of a kept traceback (a frame; the exception and its message)
+MAX_TRACEBACK_PARTS = 64  # parts kept of a long traceback: the first and the last half (the exception is last)
 
 
-def capped(text, limit=MAX_TRACEBACK_CHARS):
-    """``text`` cut to its first ``limit`` characters, saying how many were cut."""
-    if text is None or len(text) <= limit:
+def capped_traceback():
+    """The traceback of the exception being handled, formatted with each part (a frame, the exception's
+    line and message) cut to :data:`MAX_TRACEBACK_PART_CHARS` and at most :data:`MAX_TRACEBACK_PARTS`
+    parts, each cut said: a target's 10 MB message is not loadgen's to keep, and the exception's own
+    line stays last."""
+    parts = [_cut(part, MAX_TRACEBACK_PART_CHARS) for part in traceback.format_exc().splitlines(keepends=True)]
+    if len(parts) > MAX_TRACEBACK_PARTS:
+        half = MAX_TRACEBACK_PARTS // 2
+        parts = parts[:half] + [f"  … [{len(parts) - 2 * half:,} lines cut by loadgen]\n"] + parts[-half:]
+    return "".join(parts)
+
+
+def capped(text, limit=MAX_TRACEBACK_PART_CHARS * MAX_TRACEBACK_PARTS):
+    """``text`` (a formatted traceback) cut to its first ``limit`` characters, saying how many were cut."""
+    return text if text is None or len(text) <= limit else _cut(text, limit)
+
+
+def _cut(text, limit):
+    if len(text) <= limit:
         return text
-    return f"{text[:limit]}\n… [{len(text) - limit:,} more characters cut by loadgen]"
+    return f"{text[:limit]}… [{len(text) - limit:,} more characters cut by loadgen]\n"

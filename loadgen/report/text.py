@@ -24,9 +24,12 @@ def top_errors(detail, n=TOP_ERRORS):
     for key, count in sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:n]:
         tbs = tracebacks.get(key) or []
         lines = [x for x in (tbs[0].splitlines() if tbs else []) if x.strip()]
-        # The key and message are the target's text (an exception class and its message): escaped, so
-        # that a newline or an ESC in them cannot forge a line or drive the terminal.
-        out.append((printable(key), count, printable(lines[-1].strip() if lines else key)))
+        # The exception's own text: what follows the last frame (indented lines), which is one line
+        # unless the class name or the message holds newlines. It is the target's text: escaped
+        # (one line, no ESC, no bidi override), so that it cannot forge a line or drive the terminal.
+        frames = [i for i, x in enumerate(lines) if x.startswith("  ")]
+        message = "\n".join(lines[frames[-1] + 1:] if frames else lines[-1:]).strip()
+        out.append((printable(key), count, printable(message or key)))
     return out
 
 
