@@ -184,8 +184,9 @@ class Progress:
     so a long run is not silent in a Jenkins or GitHub Actions log. ``enabled=False`` (``--quiet``):
     nothing."""
 
-    def __init__(self, stream=sys.stderr, enabled=None, interval=10.0, plain=None):
-        self.stream = stream
+    def __init__(self, stream=None, enabled=None, interval=10.0, plain=None):
+        # sys.stderr now, not at import: a default bound then was None for a run started with 2>&-
+        stream = self.stream = stream if stream is not None else sys.stderr
         self.live = stream.isatty() if enabled is None else enabled
         self.plain = (plain or sys.stdout) if enabled is None and not self.live else None
         self.interval = interval

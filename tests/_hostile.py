@@ -148,3 +148,8 @@ Evil = type(EVIL, (Exception,), {})  # an exception class named with a newline, 
 def evil_failure(inputs=None):
     """Fail with an exception whose class name and message hold a newline, ESC and an RTL override."""
     raise Evil(EVIL)
+
+
+def noop(inputs=None, ms=1):
+    """Behave: sleep ``ms``."""
+    time.sleep(float(ms) / 1000)

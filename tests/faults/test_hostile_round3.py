@@ -51,7 +51,7 @@ def _cgroups_writable():
 
 
 def _base(target, *args, duration="60s", workers=1, concurrency=1, out="out", quiet=True):
-    return ["run", "sustained_load", "--target", target, *args, "--workers", str(workers), "--concurrency",
+    return ["run", "--target", target, *args, "--workers", str(workers), "--concurrency",
             str(concurrency), "--duration", duration, "--max-cpu-percent", "100", "--out", out] + ["--quiet"] * quiet
 
 
@@ -230,8 +230,8 @@ def test_a_run_with_stdout_or_stderr_closed_works(tmp_path, closed):
     a report, operations done (before: every worker died in ``_redirect_output``, "internal error:
     isatty", no run directory)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, ROOT]))
-    cmd = (f"exec {sys.executable} -m loadgen run sustained_load --workers 2 --concurrency 2 --duration 2s "
-           f"--flow-param processing_time_base=0.005 --max-cpu-percent 100 --out out {closed}")
+    cmd = (f"exec {sys.executable} -m loadgen run --target _hostile:noop --workers 2 --concurrency 2 --duration 2s "
+           f"--max-cpu-percent 100 --out out {closed}")
     p = subprocess.run(["sh", "-c", cmd], cwd=str(tmp_path), env=env, timeout=120, stdin=subprocess.DEVNULL,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.returncode == 0, p.stderr[-2000:]
