@@ -74,7 +74,7 @@ def hop(inputs=None, pidfile="", marker="", hop_ms=2, ms=20):
 def scrubbed_escape(inputs=None, pidfile="", ms=20):
     """Every operation: ``setsid`` + ``env -i`` + a double fork: a ``sleep`` without the run's mark,
     reparented to the master as soon as its parent exits."""
-    p = subprocess.Popen(["setsid", "env", "-i", "sh", "-c", "sleep 600 & echo $!"], stdout=subprocess.PIPE,
+    p = subprocess.Popen(["setsid", "env", "-i", "sh", "-c", "sleep 600 </dev/null >/dev/null 2>&1 & echo $!"], stdout=subprocess.PIPE,
                          text=True, env={})
     out, _ = p.communicate()
     try:
