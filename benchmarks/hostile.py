@@ -1,7 +1,8 @@
 """loadgen's own bookkeeping under hostile targets (issue #26): bounded per second, whatever the target does.
 
 Run: ``python benchmarks/hostile.py [SECONDS]`` (default 10). Prints, each measured in this run through
-the real CLI (2 workers, 2 slots, default limits):
+the real CLI (``run sustained_load``, 2 workers, 2 slots, default limits; its exit code is printed but not
+the point: the scenario's p99-drift criterion may fail a 10 s run, exit 1 — a breach would be exit 3):
 
 1. ``loadgen.check`` in a tight loop (100,000 a call) against the same loop with a plain function in its
    place: checks a second, and the pool's memory (PSS: mean and peak of the monitor's samples) of both
