@@ -36,3 +36,26 @@ async def asleep(inputs=None, ms=1000.0):
 
 async def anoop(inputs=None):
     return None
+
+
+def many_checks(inputs=None, n=100_000):
+    """``loadgen.check`` ``n`` times in one operation (benchmarks/hostile.py)."""
+    import loadgen
+
+    check = loadgen.check
+    for _ in range(int(n)):
+        check(True, "hot")
+
+
+def same_loop(inputs=None, n=100_000):
+    """The loop of :func:`many_checks`, a plain call in place of the check (its baseline)."""
+    def check(ok, name):
+        return ok
+
+    for _ in range(int(n)):
+        check(True, "hot")
+
+
+def huge_failure(inputs=None, mb=10):
+    """Fail with an ``mb`` MB message (benchmarks/hostile.py)."""
+    raise RuntimeError("x" * int(float(mb) * 2**20))

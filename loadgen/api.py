@@ -65,6 +65,7 @@ class Session:
     sample_interval_s: float = 0.1
     stop_file: str | None = None
     start_method: str | None = None
+    max_output_mb: float | None = None  # workers.log's cap (None: none)
     progress: object = None
     interrupted: int | None = None  # exit code of a signal that stopped a phase
     baselines: dict = field(default_factory=dict)  # (concurrency, seconds) → RunOutcome, shared in a suite
@@ -105,7 +106,8 @@ class Session:
             opts.check_room(settings, thresholds, threads=not target.asynchronous)
         return cls(settings=settings, target=target, thresholds=thresholds,
                    profile=opts.value(settings, "profile"), sample_interval_s=opts.value(settings, "sample_interval"),
-                   stop_file=settings.get("stop_file"), start_method=settings.get("start_method"), **fields)
+                   stop_file=settings.get("stop_file"), start_method=settings.get("start_method"),
+                   max_output_mb=opts.value(settings, "max_output_mb"), **fields)
 
     def derive(self, settings):
         """A session for another plan entry's ``settings``: this one's run directory, progress, gate,
@@ -114,7 +116,7 @@ class Session:
         return dataclasses.replace(type(self).configured(settings), run_dir=self.run_dir, progress=self.progress,
                                    gate=self.gate, sample_interval_s=self.sample_interval_s,
                                    stop_file=self.stop_file, start_method=self.start_method,
-                                   contained=self.contained, phase_prefix=self.phase_prefix)
+                                   max_output_mb=self.max_output_mb, contained=self.contained, phase_prefix=self.phase_prefix)
 
     @property
     def load(self):
@@ -146,7 +148,8 @@ class Session:
         phase = self.phase_prefix + phase
         plan = dataclasses.replace(plan, name=phase, target=plan.target or self.target,
                                    sample_interval_s=self.sample_interval_s, stop_file=self.stop_file,
-                                   start_method=self.start_method or plan.start_method)
+                                   start_method=self.start_method or plan.start_method,
+                                   max_output_mb=self.max_output_mb)
         runner = Runner(plan, thresholds or self.thresholds, run_dir=self.run_dir, progress=self.progress,
                         phase=phase, stressors=stressors, on_second=on_second, gate=self.gate)
         outcome = runner.run()

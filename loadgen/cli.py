@@ -184,8 +184,9 @@ class Progress:
     so a long run is not silent in a Jenkins or GitHub Actions log. ``enabled=False`` (``--quiet``):
     nothing."""
 
-    def __init__(self, stream=sys.stderr, enabled=None, interval=10.0, plain=None):
-        self.stream = stream
+    def __init__(self, stream=None, enabled=None, interval=10.0, plain=None):
+        # sys.stderr now, not at import: a default bound then was None for a run started with 2>&-
+        stream = self.stream = stream if stream is not None else sys.stderr
         self.live = stream.isatty() if enabled is None else enabled
         self.plain = (plain or sys.stdout) if enabled is None and not self.live else None
         self.interval = interval
@@ -255,9 +256,10 @@ def _print_outcome(rep, quiet):
     """The verdict on stdout: a line per component (``--quiet``: only the failed ones), each failed one
     with every failed criterion and what it measured (``(default)``: the scenario's own criterion),
     the accounting and top errors (not with ``--quiet``), then the summary line naming the failed."""
+    from .report.fmt import printable_tree
     from .report.text import criterion_text, error_lines, failed_components
 
-    r = rep.report
+    r = printable_tree(rep.report)  # names and messages are the target's and the plan's: escaped
     ex = r["executive_summary"]
     lat = r["latency_ms"]
     acc = r["accounting"]
@@ -291,10 +293,29 @@ def _finish(rep, settings, progress):
     return rep.exit_code
 
 
+def standard_fds():
+    """Give fds 0, 1 and 2 a target if they are closed (``loadgen ... >&- 2>&-``), as daemons do: /dev/null.
+    A closed fd 1 is the next fd ``open`` returns — a report file, a pipe to a worker — and the workers'
+    ``dup2`` onto 1 and 2 would land on it; Python also sets ``sys.stdout`` to None then, and every
+    ``print`` and ``isatty`` failed ("internal error"). With this the run works, its output going nowhere."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "w", encoding="utf-8", errors="replace", closefd=False))
+
+
 def main(argv=None):
     """Entry point; returns the process exit code (:class:`~loadgen.errors.ExitCode`, DESIGN §10)."""
     from .errors import ExitCode, LoadgenError, UsageError
 
+    standard_fds()
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     try:

@@ -314,6 +314,7 @@ TIMING = Timing()
 # Defaults of run settings that the engine and the options table share (one declaration each).
 DEFAULT_MAX_LATENESS_S = 1.0  # open model: an arrival no slot can start within this is dropped
 DEFAULT_SAMPLE_INTERVAL_S = 0.1  # the monitor's sampling period
+DEFAULT_MAX_OUTPUT_MB = 100  # workers.log's cap: what targets print past it is counted and dropped
 
 
 def default_workers():

@@ -38,7 +38,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .config import (DEFAULT_MAX_LATENESS_S, DEFAULT_SAMPLE_INTERVAL_S, KILLABLE, THRESHOLD_CHECKS, TIMING, ResourceThresholds,
+from .config import (DEFAULT_MAX_LATENESS_S, DEFAULT_MAX_OUTPUT_MB, DEFAULT_SAMPLE_INTERVAL_S, KILLABLE, THRESHOLD_CHECKS, TIMING, ResourceThresholds,
                      Stage, check_bool, check_choice, check_int, check_number, check_text, did_you_mean,
                      parse_duration, parse_stages, show)
 from .errors import UsageError
@@ -488,6 +488,9 @@ OPTIONS = (
     O("sample_interval", _sample_interval, "monitor sampling interval", "--sample-interval",
       metavar="D", default=DEFAULT_SAMPLE_INTERVAL_S, level="plan"),
     O("stop_file", _text, "stop gracefully when this file appears", "--stop-file", metavar="PATH", level="plan"),
+    O("max_output_mb", _number(0), "cap of workers.log (what targets print, MB): past it output is counted and "
+      "dropped, and the report says how much", "--max-output-mb", metavar="MB", default=DEFAULT_MAX_OUTPUT_MB,
+      level="plan"),
     O("start_method", _choice(START_METHODS), "how worker processes start", "--start-method",
       default="fork", choices=START_METHODS, level="plan"),
     O("prom_textfile", _text, "also write key gauges for node_exporter's textfile collector (atomically)",

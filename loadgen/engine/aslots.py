@@ -32,7 +32,7 @@ import traceback
 from ..config import TIMING
 from ..workload.targets import outcome
 from .counters import DROPPED, FAILED, REJECTED, SLOT_FIELDS, START_NS, STARTED, SUCCEEDED, TIMED_OUT
-from .slots import raised_key, traceback_of
+from .slots import OWNED, capped_traceback, raised_key, traceback_of
 
 WATCH_TICK_S = 0.01  # the stall watchdog's period
 STALL_MS = 100.0  # the loop woke the watchdog this late: a stall
@@ -100,7 +100,7 @@ async def _watch(w):
             w.stalls.append(late_ms)
 
 
-async def _call(op, record, timeout_s):
+async def _call(op, record, timeout_s, wants=None):
     """``(key, traceback, cancelled)`` of one operation: key None on success; ``cancelled`` when the
     operation was cancelled at ``timeout_s`` (a TimeoutError of the target's own is its failure)."""
     deadline = None
@@ -122,13 +122,14 @@ async def _call(op, record, timeout_s):
     except asyncio.TimeoutError:
         if deadline is not None and deadline.expired():
             return _cancelled(timeout_s)
-        return "TimeoutError", traceback.format_exc(), False
+        return "TimeoutError", capped_traceback(), False
     except asyncio.CancelledError:
         if _cancel_pending():
             raise  # this slot's task is being cancelled: not the operation's doing
-        return "CancelledError", traceback.format_exc(), False  # raised by the target's own code
+        return "CancelledError", capped_traceback(), False  # raised by the target's own code
     except BaseException as e:  # noqa: BLE001 - an exception is the operation's failure, as in a thread slot
-        return raised_key(e), traceback_of(e), False
+        key = raised_key(e)
+        return key, traceback_of(e) if wants is None or wants(key) else None, False
     return outcome(result), None, False
 
 
@@ -151,6 +152,8 @@ def _cancelled(timeout_s):
 
 
 def _ended(w, c, base, key, tb, cancelled):
+    if not getattr(w, "own", OWNED)[0]:  # a copy of the worker forked by the operation (see Worker.own): ends, uncounted
+        w.copy_detected()
     c[base + START_NS] = 0
     if key is None:
         c[base + SUCCEEDED] += 1
@@ -195,7 +198,7 @@ async def _closed(w, i):
         c[base + STARTED] += 1
         c[base + START_NS] = mono()
         t0 = clock()
-        key, tb, cancelled = await _call(op, record, timeout_s)
+        key, tb, cancelled = await _call(op, record, timeout_s, getattr(w, "wants_traceback", None))
         t1 = clock()
         latencies.append(t1 - t0)
         _ended(w, c, base, key, tb, cancelled)
@@ -230,7 +233,7 @@ async def _open(w):
         try:
             base = i * SLOT_FIELDS
             t0 = mono()
-            key, tb, cancelled = await _call(op, record, timeout_s)
+            key, tb, cancelled = await _call(op, record, timeout_s, getattr(w, "wants_traceback", None))
             t1 = mono()
             w.latencies.append(t1 - t0)
             w.responses.append(t1 - min(t0, due))

@@ -15,9 +15,11 @@ import time
 from dataclasses import dataclass
 
 from . import _procfs
+from ..config import TIMING
 
 log = logging.getLogger("loadgen.contain")
 
+RMDIR_TRIES = 50  # EBUSY retries of a cgroup's rmdir, TIMING.death_poll_s × 5 apart
 SWEEP_S = 3.0  # the longest a sweep goes on killing (a fork bomb that outruns it is logged)
 CGROUP_PREFIX = "loadgen-"
 _NAME = re.compile(r"^loadgen-(\d+)-(\d+)-\d+$")  # loadgen-<master pid>-<its start ticks>-<seq>
@@ -142,29 +144,44 @@ class RunCgroup:
                 ok = False
         return ok
 
+    def subtree(self):
+        """The kill dir and every cgroup nested below it (a member may make one and move into it: it is
+        still the run's), deepest last."""
+        out = []
+        for top, dirs, _ in os.walk(self.kill_dir) if self.kill_dir else ():
+            out.append(top)
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(top, d))]
+        return out
+
     def pids(self):
-        """The members now (kill dir's ``cgroup.procs``); empty once the cgroup is gone."""
-        try:
-            return [int(x) for x in _read(os.path.join(self.kill_dir, "cgroup.procs")).split()]
-        except (OSError, ValueError):
-            return []
+        """The members now, nested cgroups included (each directory's ``cgroup.procs``); empty once the
+        cgroup is gone."""
+        out = []
+        for d in self.subtree():
+            try:
+                out += [int(x) for x in _read(os.path.join(d, "cgroup.procs")).split()]
+            except (OSError, ValueError):
+                continue
+        return out
 
     def kill(self, timeout_s=SWEEP_S):
-        """End every member, exactly, and wait (up to ``timeout_s``) until the cgroup is empty.
-        Returns the number of members there were."""
+        """End every member of the cgroup and of every cgroup nested in it, exactly, and wait (up to
+        ``timeout_s``) until none is left. Returns the number of members there were. Not only the top
+        directory's ``cgroup.procs`` is asked: a member that moved itself into a nested cgroup leaves it
+        empty, and the sweep of a killed run's cgroup returned early and left it alive."""
         members = self.pids()
         if not members:
             return 0
         try:
             if self.kind == "cgroup2":
-                _write(os.path.join(self.kill_dir, "cgroup.kill"), "1")
+                _write(os.path.join(self.kill_dir, "cgroup.kill"), "1")  # the whole subtree (cgroup v2)
             else:
                 self._freeze_kill()
         except OSError as e:
             log.warning("containment: could not kill cgroup %s: %s", self.kill_dir, e)
         deadline = time.monotonic() + timeout_s
         while self.pids() and time.monotonic() < deadline:
-            time.sleep(0.005)
+            time.sleep(TIMING.death_poll_s)
         left = self.pids()
         if left:
             log.error("containment: cgroup %s still holds %s after %.1f s", self.kill_dir, left[:20], timeout_s)
@@ -191,21 +208,16 @@ class RunCgroup:
             _write(state, "THAWED" if v1 else "0")
 
     def remove(self):
-        """Remove the run's directories (they must be empty). True when none is left. Never raises."""
+        """Remove the run's directories (they must be empty), nested cgroups first. True when none is
+        left. Never raises."""
         gone = True
-        for d in self.dirs:
-            for attempt in range(50):
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as e:
-                    if e.errno != errno.EBUSY or attempt == 49:
-                        log.debug("containment: rmdir %s: %s", d, e)
-                        gone = False
-                        break
-                    time.sleep(0.01)  # the last member's exit is still being accounted
+        for top in self.dirs:
+            nested = []
+            for d, dirs, _ in os.walk(top):
+                nested.append(d)
+                dirs[:] = [x for x in dirs if not os.path.islink(os.path.join(d, x))]
+            for d in reversed(nested):  # children before their parent: rmdir takes empty cgroups only
+                gone = _rmdir(d) and gone
         return gone
 
     def memory_alarm(self, threshold_mb):
@@ -255,6 +267,22 @@ class RunCgroup:
             except (OSError, ValueError):
                 pass
         return mem, cpu
+
+
+def _rmdir(d):
+    """rmdir a cgroup, waiting a little while its last member's exit is accounted (EBUSY). True if gone."""
+    for attempt in range(RMDIR_TRIES):
+        try:
+            os.rmdir(d)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as e:
+            if e.errno != errno.EBUSY or attempt == RMDIR_TRIES - 1:
+                log.debug("containment: rmdir %s: %s", d, e)
+                return False
+            time.sleep(TIMING.death_poll_s * 5)
+    return False
 
 
 def make_cgroup(tag):

@@ -49,6 +49,7 @@ SCAN_S = 0.5  # the monitor's /proc scan for descendants (subreaper mechanism on
 MARK_ENV = "LOADGEN_RUN"
 
 SUBREAPER = "subreaper"
+STOPPED_STATES = ("T", "t")  # /proc/PID/stat states of a stopped (or traced and stopped) process
 
 
 # ---------------------------------------------------------------- descendants
@@ -151,36 +152,53 @@ def _orphans_of(seen, table):
 
 
 def kill_rounds(find, timeout_s, *, polite_s=0.0, reap=None):
-    """Signal what ``find(table)`` returns (pid → StatInfo) until it returns nothing or ``timeout_s``:
-    SIGTERM first if ``polite_s`` (waiting that long for it), then SIGKILL each round. ``reap()`` is
+    """End what ``find(table)`` returns (pid → StatInfo) until it returns nothing or ``timeout_s``:
+    SIGTERM first if ``polite_s`` (waiting that long for it), then freeze and kill, round after round:
+    every running process found is stopped (SIGSTOP: a stopped process cannot fork), and only when a
+    look finds none running — nothing was born since the last — is every one found SIGKILLed. Killing
+    without the stop lost to a process that re-forks faster than a ``/proc`` scan (a child every 2 ms
+    that ignores SIGTERM: each kill hit a pid that had already handed over to its child). ``reap()`` is
     called between rounds (zombies of ours). Returns ``{pid: start ticks}`` of every process signalled.
     Each signal goes through the pid + start ticks check (:func:`_proc._signal_ticks`)."""
     signalled, refused = {}, set()
     deadline = time.monotonic() + timeout_s
-    sig = signal.SIGTERM if polite_s > 0 else signal.SIGKILL
-    while True:
+
+    def look():
         if reap is not None:
             reap()
-        live = {pid: st for pid, st in find(_procfs.process_table()).items()
+        return {pid: st for pid, st in find(_procfs.process_table()).items()
                 if not _procfs.is_dead_stat(st) and pid not in refused}
-        if not live:
-            return signalled
-        if time.monotonic() >= deadline:
-            log.error("containment: %d processes still alive after %.1f s of killing: %s", len(live), timeout_s,
-                      sorted(live)[:20])
-            return signalled
-        for pid, st in live.items():
+
+    def send(procs, sig):
+        for pid, st in procs.items():
             try:
                 if _proc._signal_ticks(pid, st.start_ticks, sig):
                     signalled[pid] = st.start_ticks
             except PermissionError:  # e.g. an operation ran ``sudo``: not ours to signal; the rest still are
                 refused.add(pid)
                 log.warning("containment: not allowed to signal pid %d: left alone", pid)
-        if sig == signal.SIGTERM:
-            _wait_gone(live, polite_s)
-            sig = signal.SIGKILL
-        else:
-            _wait_gone(live, 0.05)
+
+    if polite_s > 0:
+        live = look()
+        if not live:
+            return signalled
+        send(live, signal.SIGTERM)
+        _wait_gone(live, polite_s)
+    while True:
+        live = look()
+        if not live:
+            return signalled
+        running = {pid: st for pid, st in live.items() if st.state not in STOPPED_STATES}
+        if time.monotonic() >= deadline:
+            send(live, signal.SIGKILL)  # never leave one stopped for good
+            log.error("containment: %d processes still alive after %.1f s of killing: %s", len(live), timeout_s,
+                      sorted(live)[:20])
+            return signalled
+        if running:
+            send(running, signal.SIGSTOP)
+            continue  # look again at once: what they forked before they stopped
+        send(live, signal.SIGKILL)
+        _wait_gone(live, TIMING.death_poll_s * 10)
 
 
 def _wait_gone(procs, timeout_s):

@@ -14,6 +14,24 @@ after the worker is gone: the accounting survives any death.
 
 SLOT_FIELDS = 7
 STARTED, SUCCEEDED, FAILED, START_NS, DROPPED, REJECTED, TIMED_OUT = range(SLOT_FIELDS)
+# After the slots, the worker's own fields: COPIES counts the copies of the worker an operation forked
+# without Python's ``os.fork`` (``libc.fork()``, a raw clone) that came back into a slot loop: each is
+# stopped there, before it counts anything (``Worker.own``), and counts itself here.
+# OUTPUT_DROPPED: bytes of the worker's stdout/stderr dropped past the cap of workers.log (the worker's
+# output pump writes it; ``worker._redirect_output``).
+WORKER_FIELDS = 2
+COPIES, OUTPUT_DROPPED = range(WORKER_FIELDS)
+
+
+def counters_size(slots):
+    """int64 fields of a worker's shared counters: :data:`SLOT_FIELDS` per slot, then :data:`WORKER_FIELDS`."""
+    return slots * SLOT_FIELDS + WORKER_FIELDS
+
+
+def copies(counters, slots):
+    """The forked copies a worker's slot loops stopped (:data:`COPIES`; 0 for counters without the field)."""
+    at = slots * SLOT_FIELDS + COPIES
+    return counters[at] if len(counters) > at else 0
 
 
 VECTOR_SLOTS = 64  # from this many slots on, sums and scans are numpy's (async workers hold thousands)
@@ -79,3 +97,9 @@ def _table(counters, slots):
     import numpy as np
 
     return np.frombuffer(counters, dtype=np.int64, count=slots * SLOT_FIELDS).reshape(slots, SLOT_FIELDS)
+
+
+def output_dropped(counters, slots):
+    """Bytes of a worker's output dropped past the cap of ``workers.log`` (:data:`OUTPUT_DROPPED`)."""
+    at = slots * SLOT_FIELDS + OUTPUT_DROPPED
+    return counters[at] if len(counters) > at else 0

@@ -16,6 +16,7 @@ import os
 import time
 
 from ..config import TIMING
+from .counters import copies, output_dropped
 from ..errors import ExitCode, WorkerCrashed, describe_exitcode
 
 log = logging.getLogger("loadgen.runner")
@@ -53,6 +54,8 @@ class FaultHandling:
         except (EOFError, OSError):
             pass
         acc, anomaly = h.final_accounting(self.plan.slots)
+        self.out.output_dropped_bytes += output_dropped(h.counters, self.plan.slots)
+        self.out.forked_copies += copies(h.counters, self.plan.slots)
         if anomaly is not None:
             record = self.events.emit("accounting_anomaly", **anomaly,
                                       reason="impossible counters (more operations ended than started, or "

@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 
-from ..config import DEFAULT_MAX_LATENESS_S, DEFAULT_SAMPLE_INTERVAL_S, TIMING, check_int, check_number, default_workers
+from ..config import DEFAULT_MAX_LATENESS_S, DEFAULT_MAX_OUTPUT_MB, DEFAULT_SAMPLE_INTERVAL_S, TIMING, check_int, check_number, default_workers
 from ..errors import UsageError
 from ..workload.targets import TargetSpec
 from . import room
@@ -70,6 +70,7 @@ class RunPlan:
     start_method: str | None = None
     sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S
     stop_file: str | None = None
+    max_output_mb: float | None = DEFAULT_MAX_OUTPUT_MB  # workers.log's cap (None: none)
     expect_breach: bool = False
     nice: int = 10
     blas_threads: int | None = 1

@@ -68,7 +68,8 @@ import traceback
 
 from . import _proc, _procfs
 from ..config import TIMING, ResourceThresholds
-from .contain import SCAN_S, Tracker
+from .cgroup import SWEEP_S
+from .contain import SCAN_S, Tracker, kill_rounds, marked
 from .messages import Breach, Contain, Exceeded, Killing, MonitorError, Sample, Stop, Unwatch, Watch
 from .sampler import Sampler
 from .signals import child_signals
@@ -206,7 +207,9 @@ class Monitor:
 
     def _on_contain(self, msg):
         self.contain = msg.spec
-        if msg.spec.cgroup is None and self._master is not None:
+        # In every mode, the cgroup's too: a member may leave the cgroup (for its parent cgroup, which a
+        # process of the same user may write to) and the cgroup's kill misses it; the scan has seen it.
+        if self._master is not None:
             self.tracker = Tracker(self._master[0], msg.spec.exclude)
         self._arm_alarm()
 
@@ -282,6 +285,8 @@ class Monitor:
         if spec is None:
             return
         if spec.cgroup is not None:
+            if self.tracker is not None:
+                self.tracker.scan(now_mono)  # what left the cgroup is still the run's (see _on_contain)
             if now_mono < self._next_discover:
                 return
             self._next_discover = now_mono + SCAN_S
@@ -388,9 +393,14 @@ class Monitor:
             return
         if spec.cgroup is not None:
             spec.cgroup.kill()
-            spec.cgroup.remove()
-        elif self.tracker is not None:
+        # In every mode: with a cgroup too, since a member can leave it keeping the run's mark, or
+        # be a descendant the scan saw; the cgroup is removed once that is done (nested ones too).
+        if self.tracker is not None:
             self.tracker.sweep(mark=spec.mark)
+        elif spec.mark:
+            kill_rounds(lambda table: marked(table, spec.mark, set(spec.exclude) | {os.getpid()}), SWEEP_S)
+        if spec.cgroup is not None:
+            spec.cgroup.remove()
 
     # -- sending
 

@@ -96,6 +96,8 @@ class RunOutcome:
     breaches: list = field(default_factory=list)
     exceeded: list = field(default_factory=list)  # report-only thresholds passed (threshold_exceeded events)
     crashes: list = field(default_factory=list)
+    output_dropped_bytes: int = 0  # what the workers printed past workers.log's cap (counters.OUTPUT_DROPPED)
+    forked_copies: int = 0  # copies of workers an operation forked without os.fork, stopped (counters.COPIES)
     anomalies: list = field(default_factory=list)  # accounting_anomaly events: counters a forked copy wrote
     containment: dict = field(default_factory=dict)  # contain.Containment.to_dict(): mechanism, strays ended
     stop_reason: str = ""
@@ -155,6 +157,11 @@ class RunOutcome:
             self.leak = {"leak": None, "reason": f"no verdict: {e}"}
         if not self.stop_reason:
             self.stop_reason = "finished"
+
+
+def _fold_histogram(histograms, pushed):
+    """A measurement name pushed out of the kept ones (``named.kept_name``): its histogram joins OTHER's."""
+    _kept(histograms, named.OTHER).merge(histograms.pop(pushed))
 
 
 def _kept(histograms, key):
@@ -238,7 +245,7 @@ class Seconds:
         if b.lateness is not None:
             out.lateness.add_sparse(b.lateness)
         for name, sparse in b.measures.items():
-            _kept(out.measures, named.kept_name(out.measures, name)).add_sparse(sparse)
+            _kept(out.measures, named.kept_name(out.measures, name, _fold_histogram)).add_sparse(sparse)
         if b.checks:
             named.add_checks(out.checks, b.checks)
             named.add_checks(sec.checks, b.checks)

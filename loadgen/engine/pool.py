@@ -22,7 +22,7 @@ from . import _proc
 from ..config import TIMING
 from ..errors import UsageError
 from ..analysis.stats import Accounting
-from .counters import SLOT_FIELDS, late_slots, slot_totals
+from .counters import copies, counters_size, late_slots, slot_totals
 from .heartbeat import Heartbeat
 from .worker import worker_main
 
@@ -129,12 +129,17 @@ class WorkerHandle:
         anomaly says by how much the counters were written to."""
         started, succ, fail, dropped, rejected, cancelled = self.totals(slots)
         anomaly = None
+        stray = copies(self.counters, slots)
         if succ + fail > started or cancelled > fail or min(started, succ, fail, dropped, rejected, cancelled) < 0:
             anomaly = {"worker": self.index, "pid": self.pid, "started": started, "ended": succ + fail,
-                       "excess": succ + fail - started}
+                       "excess": succ + fail - started, "forked_copies": stray}
             succ, fail, dropped, rejected, cancelled = (max(0, x) for x in (succ, fail, dropped, rejected, cancelled))
             cancelled = min(cancelled, fail)
             started = max(started, succ + fail)
+        elif stray:
+            # Copies stopped before they counted anything: the accounting is exact, and the report says so.
+            anomaly = {"worker": self.index, "pid": self.pid, "started": started, "ended": succ + fail,
+                       "excess": 0, "forked_copies": stray}
         in_flight = started - succ - fail
         timed_out = min(len(self.timed_out_slots), in_flight)
         return Accounting(dispatched=started, succeeded=succ, failed=fail - cancelled, timed_out=timed_out + cancelled,
@@ -168,7 +173,7 @@ class Pool:
         shared counters and a duplex pipe; a replacement skips the input records its predecessors used.
         Returns its :class:`WorkerHandle` at once; the worker is ready when its ``Ready`` arrives."""
         self.beat()  # starting a large pool takes seconds: the first workers must not take it for a stop
-        shm = self.ctx.RawArray("q", self.slots * SLOT_FIELDS)
+        shm = self.ctx.RawArray("q", counters_size(self.slots))
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
         spec = dataclasses.replace(self.template, index=index, pgid=self._live_pgid(), master_pid=os.getpid(),
                                    inputs_skip=self.inputs_used.get(index, 0))

@@ -181,6 +181,7 @@ class Runner(FaultHandling, Pausable):
         self.pool = self.pool_factory(self.ctx, self.registry, WorkerSpec(
             index=0, slots=p.slots, target=p.target, nice=p.nice, blas_threads=p.blas_threads,
             log_path=os.path.join(self.run_dir, WORKER_LOG) if self.run_dir else None,
+            log_cap_bytes=None if p.max_output_mb is None else int(p.max_output_mb * 2**20),
             bounded=p.operations is not None, schedule=self.load.schedule, stride=p.workers, workers=p.workers,
             max_lateness_s=p.max_lateness_s, breaker=p.breaker, op_timeout_s=p.op_timeout_s))
         self.load.attach(self.pool)
@@ -519,6 +520,9 @@ class Runner(FaultHandling, Pausable):
             self.contain.close()
             self.registry.cgroup = None
             self.out.containment = self.contain.to_dict()
+            # What targets printed past workers.log's cap: counted, dropped, said (report.json, summary.txt).
+            self.out.containment["output_dropped_bytes"] = self.out.output_dropped_bytes
+            self.out.containment["forked_copies"] = self.out.forked_copies
             if self.out.peak_cgroup_memory_mb is not None:
                 self.out.containment["cgroup_peak_memory_mb"] = round(self.out.peak_cgroup_memory_mb, 1)
 

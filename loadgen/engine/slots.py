@@ -21,6 +21,7 @@ from ..workload.targets import error_key, outcome
 from .counters import DROPPED, FAILED, REJECTED, SLOT_FIELDS, START_NS, STARTED, SUCCEEDED
 
 SPIN_NS = int(TIMING.spin_s * 1e9)
+OWNED = (1,)  # the ownership mark of a slot's worker where none is kept (the unit tests' fake workers)
 
 
 def closed_slot(w, i):
@@ -40,6 +41,8 @@ def closed_slot(w, i):
     record = None
     clock, mono = time.perf_counter_ns, time.monotonic_ns
     classify = outcome
+    own = getattr(w, "own", OWNED)  # 0 in a copy forked by any means (MADV_WIPEONFORK): see Worker.own
+    wants = getattr(w, "wants_traceback", _always)  # a traceback is formatted only when it will be kept
     while True:
         # Fast path: an active slot of a duration-bound run never takes the lock.
         # ``active`` is read before ``quota``: _order sets quota first, so a slot
@@ -65,15 +68,19 @@ def closed_slot(w, i):
             result = op(record)
         except BaseException as e:  # noqa: BLE001 - an exception is the operation's failure (see raised_key)
             t1 = clock()
+            if not own[0]:
+                return w.copy_detected()
             latencies.append(t1 - t0)
             key = raised_key(e)
-            errors.append((key, traceback_of(e)))
+            errors.append((key, traceback_of(e) if wants(key) else None))
             c[base + START_NS] = 0
             c[base + FAILED] += 1
             if breaker is not None:
                 breaker.record(False)
             continue
         t1 = clock()
+        if not own[0]:  # a copy of the worker (libc fork, clone): it must not count, nor run on
+            return w.copy_detected()
         latencies.append(t1 - t0)
         key = classify(result)  # never raises: an odd result is the user's, a success
         c[base + START_NS] = 0
@@ -110,6 +117,8 @@ def open_slot(w, i):
     horizon_s = w.schedule_horizon_s if w.schedule_horizon_s is not None else math.inf
     feed, breaker = w.feed, w.breaker
     record = None
+    own = getattr(w, "own", OWNED)
+    wants = getattr(w, "wants_traceback", _always)
     while not w.stopping:
         due_s = time_of(claim() * stride + index)
         if due_s >= horizon_s:  # the schedule ends before this arrival: idle until the stop
@@ -138,8 +147,10 @@ def open_slot(w, i):
         c[base + STARTED] += 1
         t0 = mono()
         c[base + START_NS] = t0
-        result, key, tb = _call(op, record)
+        result, key, tb = _call(op, record, wants)
         t1 = mono()
+        if not own[0]:
+            return w.copy_detected()
         latencies.append(t1 - t0)
         responses.append(t1 - min(t0, due))
         lateness.append(max(0, t0 - due))
@@ -163,13 +174,19 @@ def _sleep_until(w, due_ns):
     return wait
 
 
-def _call(op, record):
-    """``(result, error key or None, traceback or None)`` of one operation: see :func:`raised_key`."""
+def _call(op, record, wants=None):
+    """``(result, error key or None, traceback or None)`` of one operation: see :func:`raised_key`; the
+    traceback only if ``wants(key)`` (default: always)."""
     try:
         result = op(record)
     except BaseException as e:  # noqa: BLE001 - an exception is the operation's failure
-        return None, raised_key(e), traceback_of(e)
+        key = raised_key(e)
+        return None, key, traceback_of(e) if wants is None or wants(key) else None
     return result, outcome(result), None
+
+
+def _always(key):
+    return True
 
 
 def raised_key(e):
@@ -185,5 +202,34 @@ def raised_key(e):
 def traceback_of(e):
     """The formatted traceback of the exception being handled, or None for a failure that names itself
     (an ``error_key`` such as ``HTTP 404 GET /drafts/{id}``: its traceback says nothing more, and
-    formatting one costs ~20 µs a failure — most of the budget of a request in a failure storm)."""
-    return None if getattr(e, "error_key", None) is not None else traceback.format_exc()
+    formatting one costs ~20 µs a failure — most of the budget of a request in a failure storm). Cut to
+    :data:`MAX_TRACEBACK_CHARS` (:func:`capped`): a target's 10 MB exception message is not loadgen's to
+    keep."""
+    return None if getattr(e, "error_key", None) is not None else capped_traceback()
+
+
+MAX_TRACEBACK_PART_CHARS = 8 * 1024  # of each part of a kept traceback (a frame; the exception and its message)
+MAX_TRACEBACK_PARTS = 64  # parts kept of a long traceback: the first and the last half (the exception is last)
+
+
+def capped_traceback():
+    """The traceback of the exception being handled, formatted with each part (a frame, the exception's
+    line and message) cut to :data:`MAX_TRACEBACK_PART_CHARS` and at most :data:`MAX_TRACEBACK_PARTS`
+    parts, each cut said: a target's 10 MB message is not loadgen's to keep, and the exception's own
+    line stays last."""
+    parts = [_cut(part, MAX_TRACEBACK_PART_CHARS) for part in traceback.format_exc().splitlines(keepends=True)]
+    if len(parts) > MAX_TRACEBACK_PARTS:
+        half = MAX_TRACEBACK_PARTS // 2
+        parts = parts[:half] + [f"  … [{len(parts) - 2 * half:,} lines cut by loadgen]\n"] + parts[-half:]
+    return "".join(parts)
+
+
+def capped(text, limit=MAX_TRACEBACK_PART_CHARS * MAX_TRACEBACK_PARTS):
+    """``text`` (a formatted traceback) cut to its first ``limit`` characters, saying how many were cut."""
+    return text if text is None or len(text) <= limit else _cut(text, limit)
+
+
+def _cut(text, limit):
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit:,} more characters cut by loadgen]\n"

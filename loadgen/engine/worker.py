@@ -25,7 +25,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from . import _proc
-from .counters import DROPPED, slot_totals
+from .counters import COPIES, DROPPED, OUTPUT_DROPPED, SLOT_FIELDS, slot_totals
 from .messages import Ready, ResultBatch, Stop, TargetMisused, WorkerError, WorkerExit, WorkOrder
 from .slots import closed_slot, open_slot
 from .. import named
@@ -56,6 +56,7 @@ class WorkerSpec:
     nice: int = 10
     blas_threads: int | None = 1  # None: leave numpy's BLAS thread count alone
     log_path: str | None = None  # the worker's stdout/stderr go here (None: /dev/null)
+    log_cap_bytes: int | None = None  # past this size of the log, output is counted and dropped (None: no cap)
     bounded: bool = False  # an operations-bound run: start nothing before quota arrives
     schedule: object = None  # open model: schedule.Schedule of the whole run (None: closed model)
     stride: int = 1  # open model: this worker takes arrivals index, index + stride, …
@@ -84,7 +85,8 @@ def worker_main(spec, conn, shm, heartbeat=None):
     # at once, without Python cleanup that could hang on a stuck slot thread.
     child_signals()
     _proc.set_title(f"loadgen: worker {spec.index}")
-    _redirect_output(spec.log_path)
+    counters = memoryview(shm).cast("B").cast("q")
+    pump = _redirect_output(spec.log_path, spec.log_cap_bytes, counters, spec.slots * SLOT_FIELDS + OUTPUT_DROPPED)
     if spec.master_pid and os.getppid() != spec.master_pid:
         os._exit(1)  # the master died while we were starting
     start_watchdog(heartbeat, spec.master_pid)
@@ -104,36 +106,141 @@ def worker_main(spec, conn, shm, heartbeat=None):
         conn.close()
         sys.stdout.flush()
         sys.stderr.flush()
+        _end_output(pump)
     except (OSError, ValueError):
         pass
     finally:
         os._exit(code)
 
 
-def _redirect_output(path):
+MADV_WIPEONFORK = 18  # <asm-generic/mman-common.h>, Linux ≥ 4.14 (Python 3.11's mmap does not name it)
+
+
+def _ownership_mark():
+    """An int64 view holding this process's pid, in a page that reads 0 in any forked child (see
+    ``Worker.own``); where the kernel cannot wipe on fork, a plain list that always reads the pid
+    (copies go undetected there, as before)."""
+    import mmap
+
+    try:
+        page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        page.madvise(getattr(mmap, "MADV_WIPEONFORK", MADV_WIPEONFORK))
+    except (OSError, ValueError, AttributeError):
+        return [os.getpid()]
+    mark = memoryview(page).cast("q")
+    mark[0] = os.getpid()
+    return mark
+
+
+PUMP_CHUNK = 1 << 16  # bytes the output pump moves at a time
+PUMP_JOIN_S = 0.5  # how long a worker's exit waits for the pump to write out what is in the pipe
+
+
+def _redirect_output(path, cap_bytes=None, counters=None, dropped_at=None):
     """Send the target's prints to a log file, never to the master's terminal or pipe:
     a reader that stops reading must not block a worker, and the streams stay clean.
     The log is opened as the run's streams are (``streams.open_stream``): no symlink
-    followed, a regular file only, 0644 at most; else the prints go to /dev/null."""
+    followed, a regular file only, 0644 at most; else the prints go to /dev/null.
+
+    With ``cap_bytes``, fds 1 and 2 are a pipe and a thread of the worker (the pump) moves what comes
+    through into the log while the log (shared by every worker, appended to) is below the cap, and
+    counts the rest in ``counters[dropped_at]`` (the master reports it): a target printing 330 MB/s
+    made a 1.68 GB log in 5 s. Returns the pump thread (None without a cap)."""
     from ..streams import open_stream
 
     try:
         fd = open_stream(path or os.devnull)
     except OSError:
         fd = os.open(os.devnull, os.O_WRONLY)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    for stream in (sys.stdout, sys.stderr):  # None when the master's were closed (``>&-``)
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    pump = None
+    if cap_bytes is not None and path:
+        r, w = os.pipe()
+        pump = threading.Thread(target=_pump, args=(r, fd, cap_bytes, counters, dropped_at), name="output-pump",
+                                daemon=True)
+        pump.start()
+        os.dup2(w, 1)
+        os.dup2(w, 2)
+        os.close(w)
+        log = os.fdopen(os.dup(fd), "w", encoding="utf-8", errors="replace")
+    else:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        log = None
     # The inherited sys.stdout may not write to fd 1 at all (pytest's capture, a
     # redirected master); give the target plain files on the new fds.
     sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
     sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
-    # A segfaulting target leaves its Python traceback in the log, not on an inherited fd.
+    # A segfaulting target leaves its Python traceback in the log, not on an inherited fd (nor in the
+    # pipe: the pump dies with the worker).
     import faulthandler
 
-    faulthandler.enable(sys.stderr)
+    faulthandler.enable(log or sys.stderr)
+    global _direct_log
+    _direct_log = log
+    return pump
+
+
+_direct_log = None  # the log itself, past the pump (for what is written as the worker dies)
+
+
+def _pump(r, log_fd, cap_bytes, counters, dropped_at):
+    """The output pump (see :func:`_redirect_output`): until the pipe's writers are all gone."""
+    dropped = 0
+    while True:
+        try:
+            data = os.read(r, PUMP_CHUNK)
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+        if not data:
+            return
+        try:
+            room = cap_bytes - os.fstat(log_fd).st_size
+        except OSError:
+            room = 0
+        if room > 0:
+            keep = memoryview(data)[:room]
+            try:
+                while keep:
+                    keep = keep[os.write(log_fd, keep):]
+            except OSError:
+                pass
+            data = data[room:]
+        if data:
+            if not dropped:
+                _write_all(log_fd, f"loadgen: workers.log reached its cap ({cap_bytes / 2**20:g} MB, --max-output-mb): "
+                                   f"worker pid {os.getpid()}'s output from here on is counted and dropped\n".encode())
+            dropped += len(data)
+            if counters is not None:
+                counters[dropped_at] = dropped
+
+
+def _write_all(fd, data):
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass
+
+
+def _end_output(pump):
+    """Before the worker exits: close its ends of the pipe and let the pump write out what is in it
+    (bounded: a child of the target may hold the pipe open for good)."""
+    if pump is None:
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
+    pump.join(PUMP_JOIN_S)
 
 
 class Worker:
@@ -158,6 +265,7 @@ class Worker:
         self.latencies = []  # ns, appended by slots
         self.errors = []  # (key, traceback or None)
         self.tracebacks = {}  # error key → how many of its tracebacks were shipped
+        self._tracebacks_asked = {}  # error key → tracebacks the slots formatted (wants_traceback)
         self._last = [0, 0, 0, 0, 0, 0]  # started, succeeded, failed, dropped, rejected, timed out at the previous batch
         self.breaker = None
         if spec.breaker is not None:
@@ -172,6 +280,11 @@ class Worker:
         self.feed = None  # iterator of input records (None: operations get None)
         self.threads = []
         self.forked = False  # True in a copy an operation forked (see forked_copy)
+        # The worker's ownership mark: its pid in a private page the kernel zeroes in every child
+        # (MADV_WIPEONFORK), so a copy made by any fork — ``libc.fork()``, a raw clone, which run no
+        # ``os.register_at_fork`` handler — reads 0 where the worker reads its pid. The slot loops read
+        # it after each operation (a memory read, no syscall): a copy stops there, uncounted.
+        self.own = _ownership_mark()
         # Copies that came back into a slot loop write their pid here and exit; the main thread
         # reaps them (else every operation that forks would leave a zombie holding a pid).
         self._copies_r, self._copies_w = os.pipe()
@@ -279,6 +392,32 @@ class Worker:
                     pass  # pipe full: the master reaps it after the worker is gone
                 os._exit(0)
 
+    def wants_traceback(self, key):
+        """Should a slot format the traceback of a failure of ``key``? Only while fewer than
+        :data:`TRACEBACKS_PER_KEY` were asked for this key, and for at most :data:`MAX_ERROR_KEYS` keys:
+        the rest would be dropped at the flush, and formatting each (a copy of its message: 10 MB for a
+        target raising 10 MB messages) grew the worker by gigabytes a second in a failure storm — a
+        "memory breach" of loadgen's own making. Unlocked: two threads may both get a yes, a few more
+        than the bound, never a number that grows with the failures."""
+        asked = self._tracebacks_asked
+        n = asked.get(key, 0)
+        if n >= TRACEBACKS_PER_KEY or (not n and len(asked) >= MAX_ERROR_KEYS):
+            return False
+        asked[key] = n + 1
+        return True
+
+    def copy_detected(self):
+        """Called by a slot loop that finds itself in a copy of the worker (:attr:`own` reads 0): the copy
+        counts itself in the worker's shared :data:`~.counters.COPIES` (the master reports it), announces its
+        pid for reaping and exits at once, having counted nothing of the operation. A copy made by
+        ``os.fork`` has its counters remapped private already (:meth:`forked_copy`): it is not reported."""
+        try:
+            self.counters[self.spec.slots * SLOT_FIELDS + COPIES] += 1
+            os.write(self._copies_w, os.getpid().to_bytes(4, "little"))
+        except (OSError, IndexError):
+            pass
+        os._exit(0)
+
     def slot_died(self, what):
         """A slot (thread, or the async slots' loop) died of an error of its own, not of an operation's
         (those are failures; see ``slots.raised_key``). Its ops would silently stop, the worker would say
@@ -286,8 +425,9 @@ class Worker:
         with :data:`~loadgen.errors.SLOT_DIED_EXITCODE`, the traceback in its log: the master counts a
         crash (the operations in flight crashed, a ``worker_crash`` event) and replaces the worker."""
         try:
-            sys.stderr.write(f"loadgen worker {self.spec.index}: {what} died:\n{traceback.format_exc()}")
-            sys.stderr.flush()
+            out = _direct_log or sys.stderr  # the pump would not outlive the exit below
+            out.write(f"loadgen worker {self.spec.index}: {what} died:\n{traceback.format_exc()}")
+            out.flush()
         finally:
             os._exit(SLOT_DIED_EXITCODE)
 

@@ -10,7 +10,8 @@ class FleetProgress:
     """The status of a fleet run: a live line on a terminal, else (CI, a pipe) a plain timestamped line
     on stdout every ``interval`` seconds, as :class:`loadgen.cli.Progress`; ``enabled=False``: none."""
 
-    def __init__(self, stream=sys.stderr, enabled=None, interval=10.0):
+    def __init__(self, stream=None, enabled=None, interval=10.0):
+        stream = stream if stream is not None else sys.stderr  # now, not at import (``2>&-`` made it None)
         self.stream = stream
         self.live = stream.isatty() if enabled is None else enabled
         self.plain = sys.stdout if enabled is None and not self.live else None

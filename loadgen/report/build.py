@@ -148,7 +148,11 @@ def containment_summary(phases):
     mechanisms = sorted({r["mechanism"] for r in rows if r.get("mechanism")})
     out = {"mechanism": mechanisms[0] if len(mechanisms) == 1 else mechanisms,
            "strays_ended": sum(r.get("strays_ended", 0) for r in rows),
-           "accounting_anomalies": sum(r.get("accounting_anomalies", 0) for r in rows)}
+           "accounting_anomalies": sum(r.get("accounting_anomalies", 0) for r in rows),
+           # copies of workers forked outside os.fork (libc.fork), stopped before they counted anything
+           "forked_copies": sum(r.get("forked_copies", 0) for r in rows),
+           # what targets printed past workers.log's cap (--max-output-mb): counted, then dropped
+           "output_dropped_bytes": sum(r.get("output_dropped_bytes", 0) for r in rows)}
     peaks = [r["cgroup_peak_memory_mb"] for r in rows if r.get("cgroup_peak_memory_mb") is not None]
     if peaks:  # what the kernel charged the run's cgroup (page cache included): beside the pool's PSS
         out["cgroup_peak_memory_mb"] = max(peaks)

@@ -20,6 +20,41 @@ def clean_text(text):
     return _UNSAFE_TEXT.sub("\ufffd", str(text))
 
 
+# What a terminal or a text file must never get raw from a name, a label or a message: C0 controls (a
+# newline forges a line, ESC drives the terminal), DEL and C1, the bidirectional overrides and isolates
+# (U+202A–U+202E, U+2066–U+2069, the marks U+200E/U+200F/U+061C: they reorder what is shown), the
+# line and paragraph separators and lone surrogates. Shown as escapes (``\x1b``, ``\n``, ``\u202e``),
+# as ``repr`` does, so what the name really holds stays readable.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                          "\ud800-\udfff]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match):
+    ch = match.group()
+    return _SHORT_ESCAPES.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+
+
+def printable(text):
+    """``text`` (str() of anything) on one line and inert on a terminal: control characters, ESC,
+    newlines and bidi overrides escaped (``\x1b``, ``\n``, ``\u202e``). For the console and
+    ``summary.txt``, as :func:`clean_text` is for ``junit.xml`` and ``report.html``."""
+    return _UNPRINTABLE.sub(_escape, str(text))
+
+
+def printable_tree(obj, keep=("tracebacks",)):
+    """A copy of ``obj`` (a report dict) with every string, keys too, through :func:`printable`; the
+    values under the keys of ``keep`` (multi-line texts the writer splits itself) are left as they are."""
+    if isinstance(obj, str):
+        return printable(obj)
+    if isinstance(obj, dict):
+        return {printable(k) if isinstance(k, str) else k: v if k in keep else printable_tree(v, keep)
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [printable_tree(v, keep) for v in obj]
+    return obj
+
+
 def fmt_number(v):
     """``v`` as short text (str): 4 significant digits, whole numbers from 1e5 up; "—" for None;
     bools, inf, nan and non-numbers as ``str(v)``."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..result import NONE_SUCCEEDED, NOTHING_RAN
 from .fleet import render_fleet_text
-from .fmt import CHECK_HEAD, MEASURE_HEAD, OP_HEAD, named_tables, op_table
+from .fmt import CHECK_HEAD, MEASURE_HEAD, OP_HEAD, named_tables, op_table, printable, printable_tree
 
 
 TOP_ERRORS = 5  # error kinds listed per component, most frequent first
@@ -24,7 +24,12 @@ def top_errors(detail, n=TOP_ERRORS):
     for key, count in sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:n]:
         tbs = tracebacks.get(key) or []
         lines = [x for x in (tbs[0].splitlines() if tbs else []) if x.strip()]
-        out.append((key, count, lines[-1].strip() if lines else key))
+        # The exception's own text: what follows the last frame (indented lines), which is one line
+        # unless the class name or the message holds newlines. It is the target's text: escaped
+        # (one line, no ESC, no bidi override), so that it cannot forge a line or drive the terminal.
+        frames = [i for i, x in enumerate(lines) if x.startswith("  ")]
+        message = "\n".join(lines[frames[-1] + 1:] if frames else lines[-1:]).strip()
+        out.append((printable(key), count, printable(message or key)))
     return out
 
 
@@ -33,7 +38,7 @@ def error_lines(report, n=TOP_ERRORS, width=160):
     out = []
     for d in report.get("detailed_metrics") or []:
         for key, count, message in top_errors(d, n):
-            line = f"{d.get('test_name')}: {count} × {message}"
+            line = f"{printable(d.get('test_name'))}: {count} × {message}"
             out.append(line if len(line) <= width else line[:width - 1] + "…")
     return out
 
@@ -76,8 +81,12 @@ def failure_lines(report):
 
 
 def render_summary(report):
-    """``summary.txt`` (str): the seed's human summary of a report dict, with tabulate tables."""
+    """``summary.txt`` (str): the seed's human summary of a report dict, with tabulate tables. Every name,
+    label and message is escaped (:func:`~.fmt.printable`): a label holding a newline or ESC cannot
+    forge a line ("1/1 passed") or restyle the text."""
     from tabulate import tabulate
+
+    report = printable_tree(report)
 
     md, ex = report["metadata"], report["executive_summary"]
     si = md["system_info"]
@@ -136,6 +145,13 @@ def render_summary(report):
         lines += ["", "ERRORS (most frequent first, with the first message)", "=" * 52] + errors
     acc = report["accounting"]
     lines += ["", "Accounting: " + ", ".join(f"{k} {v}" for k, v in acc.items())]
+    cont = report.get("containment") if isinstance(report.get("containment"), dict) else {}
+    if cont.get("output_dropped_bytes"):
+        lines.append(f"Output: {cont['output_dropped_bytes']:,} bytes the targets printed past the cap of workers.log "
+                     "were counted and dropped (--max-output-mb)")
+    if cont.get("forked_copies"):
+        lines.append(f"Forked copies: {cont['forked_copies']:,} copies of a worker, forked by an operation outside "
+                     "os.fork, came back into a slot loop and were stopped before they counted anything")
     for b in report["breaches"]:
         lines.append(f"Breach: {b['metric']} = {b['value']:.1f} > {b['limit']:.1f}")
     for d in report["detailed_metrics"]:

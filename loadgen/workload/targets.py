@@ -387,11 +387,15 @@ def misuse_message(spec, kind, ref=None):
     return f"{what} returned {kind} ({hint})"
 
 
+MAX_KEY_CHARS = 200  # of an error key (a class name, an error_key): a key is counted per second, not a message
+
+
 def error_key(exc):
     """How reports count a failure raised as ``exc``: its ``error_key`` when it carries one (an HTTP op's
     ``HTTP 404 GET /drafts/{id}``), else its class's name."""
     key = getattr(exc, "error_key", None)
-    return key if isinstance(key, str) else type(exc).__name__
+    key = key if isinstance(key, str) else type(exc).__name__
+    return key if len(key) <= MAX_KEY_CHARS else key[:MAX_KEY_CHARS] + "…"  # a class name made at run time can be any size
 
 
 FAILED_STATE = "failed"  # a returned result's ``state`` that means the operation failed (the embedded flow's)

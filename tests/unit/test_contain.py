@@ -48,7 +48,7 @@ def _handle(started, succ, fail, slots=1):
 
 def test_counters_a_forked_copy_wrote_are_clamped_and_reported():
     acc, anomaly = _handle(10, 9, 3).final_accounting(1)
-    assert anomaly == {"worker": 0, "pid": 42, "started": 10, "ended": 12, "excess": 2}
+    assert anomaly == {"worker": 0, "pid": 42, "started": 10, "ended": 12, "excess": 2, "forked_copies": 0}
     assert acc.adds_up() and acc.dispatched == 12 and acc.crashed == 0
     assert min(acc.to_dict().values()) >= 0
     acc, anomaly = _handle(10, 7, 1).final_accounting(1)
@@ -101,9 +101,11 @@ def test_containment_mode_from_the_environment(monkeypatch):
 
 
 def test_the_reports_containment_adds_up_the_phases():
-    s = containment_summary([{"mechanism": "cgroup2", "strays_ended": 2, "accounting_anomalies": 0},
-                             {"mechanism": "cgroup2", "strays_ended": 1, "accounting_anomalies": 1}])
-    assert s == {"mechanism": "cgroup2", "strays_ended": 3, "accounting_anomalies": 1}
+    s = containment_summary([{"mechanism": "cgroup2", "strays_ended": 2, "accounting_anomalies": 0,
+                              "output_dropped_bytes": 5},
+                             {"mechanism": "cgroup2", "strays_ended": 1, "accounting_anomalies": 1, "forked_copies": 2}])
+    assert s == {"mechanism": "cgroup2", "strays_ended": 3, "accounting_anomalies": 1, "forked_copies": 2,
+                 "output_dropped_bytes": 5}
     mixed = containment_summary([{"mechanism": "cgroup2"}, {"mechanism": "subreaper"}])
     assert mixed["mechanism"] == ["cgroup2", "subreaper"]
 
