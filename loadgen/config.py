@@ -253,6 +253,9 @@ class Timing:
     # (stopped, starved): a sample is due every interval, and the pool must not run unguarded for
     # long. At least MONITOR_SILENT_INTERVALS intervals (engine.faults) with a slow --sample-interval.
     monitor_silent_s: float = 1.0
+    # ... when it is stopped (state T). One silent that long but runnable or asleep is starved (a loaded
+    # machine) or hung: it is lost this much later.
+    monitor_starved_s: float = 4.0
     # The master's heartbeat (engine.heartbeat): a worker that has not seen its master's loop turn for
     # this long (a stopped master) ends the pool; the master that finds itself that late ends the run.
     master_silent_s: float = 5.0

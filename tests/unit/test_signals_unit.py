@@ -142,6 +142,30 @@ def test_a_silent_monitor_is_lost_within_a_second_and_the_pool_killed():
     assert not FakeMonitor.instances[-1].process.is_alive()  # killed: a stopped monitor never resumes stale
 
 
+def test_a_silent_monitor_that_is_not_stopped_gets_the_starved_grace():
+    """Silent but runnable or asleep (a loaded machine leaves it unscheduled): not lost after
+    monitor_silent_s, only after monitor_starved_s more. (The fake's pid is made this test's own, whose
+    state is R or S: never T.)"""
+    t = {}
+
+    def during(runner, pool):
+        wait_until(lambda: runner.out.load_started_at is not None)
+        mon = FakeMonitor.instances[-1]
+        mon.process.pid = os.getpid()
+        t["silent"] = time.monotonic()
+        _silence(mon)
+        time.sleep(TIMING.monitor_silent_s + 0.5)
+        t["lost_early"] = runner.out.monitor_lost
+        wait_until(lambda: runner.out.monitor_lost, timeout_s=TIMING.monitor_starved_s + 5)
+        t["lost"] = time.monotonic()
+
+    runner, pool, out = run(RunPlan(concurrency=2, workers=2, duration_s=30), during=during)
+    wait_until(lambda: "lost" in t)
+    assert t["lost_early"] is False
+    assert out.exit_code == ExitCode.BREACH and out.stop_reason.endswith("(stopped or hung)")
+    assert t["lost"] - t["silent"] >= TIMING.monitor_silent_s + TIMING.monitor_starved_s - 0.1
+
+
 def test_a_monitor_lost_during_the_drain_is_still_exit_3():
     """It was exit 0 "PASS": the run was already stopping (duration reached) when the monitor went."""
     def during(runner, pool):
