@@ -157,15 +157,19 @@ def add_options(parser, command):
     """Add the flags of ``command`` (``run`` or ``suite``) to ``parser``, in groups. Flags store the
     raw text (or True / a list); checking happens when the layer is built (:func:`from_flags`), so
     that the environment and plans share the checks. Defaults are None: given can be told from not."""
-    groups = {}
-    titles = {opts.RUN: None, "common": "common", "http": "HTTP ops (instead of --target)", "fleet": "fleet (Dask distributed; pip install 'loadgen[distributed]')"}
+    # Grouped as k6 and Locust group theirs: a reader looking for "how long" or "how safe" finds one block.
+    titles = {opts.LOAD: "load (how much, how long, and the verdict)",
+              opts.TARGET: "target (what each operation calls; default: the embedded flow)",
+              opts.HTTP: "HTTP (requests without code, instead of --target)",
+              opts.SAFETY: "safety (the monitor's guards and bounds)",
+              opts.OUTPUT: "output (run directory, console, metrics)",
+              opts.FLEET: "fleet (Dask distributed; pip install 'loadgen[distributed]')"}
+    used = {o.group for o in opts.OPTIONS if o.flag and command in o.commands}
+    groups = {g: parser.add_argument_group(titles[g]) for g in opts.GROUPS if g in used}  # in GROUPS' order
     for option in opts.OPTIONS:
         if not option.flag or command not in option.commands:
             continue
-        group = groups.get(option.group)
-        if group is None:
-            title = titles[option.group]
-            group = groups[option.group] = parser.add_argument_group(title) if title else parser
+        group = groups[option.group]
         kw = {"help": option.help_text.replace("%", "%%")}
         if option.action:
             kw["action"] = option.action
