@@ -223,6 +223,18 @@ def test_list_fits_100_columns(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "load" in out and max(len(line) for line in out.splitlines()) <= 100
+    # Wrapped between words, never inside one and never cut: every word of every text is there whole.
+    from loadgen import scenarios
+    from loadgen.criteria import METRICS
+    from loadgen.workload.flow import FLOW_PARAMS
+
+    words = set(out.split())
+    texts = list(METRICS.values()) + [h for _, _, h in FLOW_PARAMS.values()] + \
+        [scenarios.get(n).summary for n in scenarios.names() + [scenarios.LOAD]]
+    for text in texts:
+        missing = [w for w in text.split() if w not in words]
+        assert not missing, (text, missing)
+    assert "one check's pass rate" in " ".join(out.split())
 
 
 def test_charts_and_events_read_right():
@@ -272,3 +284,13 @@ def test_open_model_seconds_carry_the_response_time_and_the_target_rate():
     tl = _Timeline(make_report([]), rows, [])
     assert [r["target_rate"] for r in tl.rows] == [150.0, 150.0, 150.0]  # a closed phase's target is not a rate
     assert tl.rows[0]["response"]["p99"] == 30.0 and tl.rows[1]["latency"]["p50"] == 5.0
+
+
+def test_summary_leads_with_operations_succeeded_and_components_passed_as_two_labelled_figures():
+    from loadgen.report.text import render_summary
+
+    text = render_summary(make_report([result(), result("memory_pressure", success=False, exit_code=1)], kind="suite"))
+    lines = text.splitlines()
+    head = lines.index("EXECUTIVE SUMMARY")
+    assert lines[head + 2] == "Operations succeeded: 95.0% (1,140 of 1,200 completed)"
+    assert lines[head + 3].startswith("Components passed: 1/2 (50.0%")
