@@ -482,9 +482,9 @@ def _memory_chart(Figure, tl, report):
         limit = th.get("max_memory_mb")
         top = max(y + (yr or [0]))
         if isinstance(limit, (int, float)) and limit <= 3 * top:
-            ax.axhline(limit, color="#bf8700", ls="--", lw=1.2, label=f"limit {limit:g} MB")
+            ax.axhline(limit, color="#bf8700", ls="--", lw=1.2, label=f"limit {fmt_number(limit)} MB")
         elif isinstance(limit, (int, float)):  # drawing it would flatten the use into a line at the bottom
-            ax.plot([], [], color="#bf8700", ls="--", lw=1.2, label=f"limit {limit:g} MB (above)")
+            ax.plot([], [], color="#bf8700", ls="--", lw=1.2, label=f"limit {fmt_number(limit)} MB (above)")
         _mark_breaches(ax, tl, MEMORY_METRICS)
         ax.set_ylim(bottom=0)
         ax.set_ylabel("MB")

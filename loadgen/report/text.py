@@ -89,7 +89,7 @@ def render_summary(report):
              f"System: {si['cpu_count']} CPUs, {si['total_memory_gb']:.1f}GB RAM", "",
              "EXECUTIVE SUMMARY", "================",
              # Two figures, each with its own label: most readers look for the operations first.
-             f"Operations succeeded: {_operations_rate(report)}",
+             f"Operations succeeded: {operations_rate(report)}",
              f"Components passed: {ex['passed_components']}/{ex['total_components']} "
              f"({ex['overall_success_rate'] * 100:.1f}%, the seed's Overall Success Rate)",
              f"Total Operations: {ex['total_operations_executed']:,}", "",
@@ -180,7 +180,7 @@ def _key_text(c):
     return ""
 
 
-def _operations_rate(report):
+def operations_rate(report):
     """``60.1% (601 of 1,000 completed)`` from the report's accounting ("none completed" without any)."""
     acc = report.get("accounting") or {}
     done = sum(acc.get(k, 0) for k in ("succeeded", "failed", "timed_out", "crashed"))
