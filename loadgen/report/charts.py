@@ -41,8 +41,9 @@ LABELLED_TOP_IN = 1.05  # the throughput chart also names the phases or scenario
 _LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8, "borderaxespad": 0}  # outside, never over data
 LEGEND_LABEL_CHARS = 22  # a legend label longer than this is wrapped onto lines, so it fits beside the plot
 LEGEND_MIN_FONT = 5.5  # a legend that still overflows the figure shrinks to this, then moves inside the plot
-MAX_OP_LINES = 8
-MEMORY_METRICS = frozenset({"memory_mb", "available_memory_mb", "memory_growth_mb_per_s"})  # engine/thresholds.py  # ops drawn on the per-op latency chart (the most frequent first)
+MAX_OP_LINES = 8  # ops drawn on the per-op latency chart (the most frequent first)
+# The breach metrics the memory chart marks (engine/thresholds.py METRIC_*); the CPU chart marks cpu_percent.
+MEMORY_METRICS = frozenset({"memory_mb", "available_memory_mb", "memory_growth_mb_per_s"})
 
 
 def build_charts(report, timeseries, events):
