@@ -312,17 +312,21 @@ def _accounting_section(report):
 
 
 def _breaches_section(report):
-    rows = [[b.get("metric"), fmt_number(b.get("value")), fmt_number(b.get("limit")), _when(b.get("detected_at")),
-             "killed; pool dead after " + ("—" if b.get("pool_dead_at") is None or b.get("detected_at") is None
-                                           else f"{(b['pool_dead_at'] - b['detected_at']) * 1000:.0f} ms")]
-            for b in report.get("breaches") or []]
-    rows += [[e.get("metric"), fmt_number(e.get("value")), fmt_number(e.get("limit")), _when(e.get("t")),
-              f"reported in {d.get('test_name')}; the run went on"]
-             for d in report.get("detailed_metrics") or [] for e in d.get("thresholds_exceeded") or []]
-    if not rows:
+    head = ["metric", "value", "limit", "when", "action"]
+    kills = [[b.get("metric"), fmt_number(b.get("value")), fmt_number(b.get("limit")), _when(b.get("detected_at")),
+              "killed; pool dead after " + ("—" if b.get("pool_dead_at") is None or b.get("detected_at") is None
+                                            else f"{(b['pool_dead_at'] - b['detected_at']) * 1000:.0f} ms")]
+             for b in report.get("breaches") or []]
+    reported = [[e.get("metric"), fmt_number(e.get("value")), fmt_number(e.get("limit")), _when(e.get("t")),
+                 f"reported in {d.get('test_name')}; the run went on"]
+                for d in report.get("detailed_metrics") or [] for e in d.get("thresholds_exceeded") or []]
+    if not kills and not reported:
         return ""
+    # A breach that killed the pool is news at the top; a CPU threshold passed twenty times is folded.
     return ("<section id='breaches'><h2>Safety: breaches and thresholds exceeded</h2>"
-            + _table(["metric", "value", "limit", "when", "action"], rows) + "</section>")
+            + (_table(head, kills) if kills else "")
+            + (_fold("exceeded", "Thresholds exceeded (reported, not stopped)", _table(head, reported), len(reported))
+               if reported else "") + "</section>")
 
 
 def _events_section(events):
@@ -376,6 +380,7 @@ def _table(head, rows, status_col=None):
                 cls = " class='pass'" if v == "PASSED" else " class='fail'"
             elif isinstance(v, (int, float)) and not isinstance(v, bool):
                 cls = " class='num'"
+                v = fmt_number(v)  # 1,339 and 0.8125, never 1339.0 or 2.366e+04
             cells.append(f"<td{cls}>{_e('—' if v is None else v)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
