@@ -4,7 +4,7 @@ The pages link to each other as ``page.rst`` so that they read on a code host wi
 small hook below points those links at the built ``page.html`` instead."""
 
 project = "loadgen"
-master_doc = "index"
+root_doc = master_doc = "contents"  # contents.rst holds the toctree; index.rst reads on a code host
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
 
