@@ -627,11 +627,13 @@ def _breaker_state(e):
 
 
 def _breaker_name(e):
-    """Which breaker: a named one, else the worker whose dispatcher holds it."""
+    """Which breaker: a named one, else the worker whose dispatcher holds it — with its shard in a fleet,
+    where every shard has a worker 0."""
+    shard = f"shard {e['shard']} " if e.get("shard") is not None else ""
     for key in ("breaker", "stage", "name"):
         if e.get(key) is not None:
-            return str(e[key])
-    return f"worker {e['worker']}" if e.get("worker") is not None else "breaker"
+            return shard + str(e[key])
+    return shard + (f"worker {e['worker']}" if e.get("worker") is not None else "breaker")
 
 
 def _breaker_chart(Figure, tl, events):

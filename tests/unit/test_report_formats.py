@@ -316,6 +316,8 @@ def _busy_run():
                    {"t": 104.0, "type": "phase", "name": "end", "phase": "baseline c=1", "shard": shard},
                    {"t": 104.0, "type": "phase", "name": "start", "phase": "concurrent_load", "shard": shard},
                    {"t": 120.0, "type": "phase", "name": "end", "phase": "concurrent_load", "shard": shard}]
+        events += [{"t": 110.0 + shard, "type": "breaker", "worker": 0, "state": "open", "shard": shard},
+                   {"t": 112.0 + shard, "type": "breaker", "worker": 0, "state": "closed", "shard": shard}]
     events += [{"t": 108.0, "type": "threshold_exceeded", "metric": "cpu_percent", "value": 97.0, "limit": 90.0},
                {"t": 115.0, "type": "breach", "metric": "memory_mb", "value": 1100.0, "limit": 1024.0,
                 "detected_at": 115.0, "pool_dead_at": 115.05}]
@@ -377,3 +379,5 @@ def test_every_legend_fits_its_figure_and_each_mark_stays_on_its_own_chart(monke
     assert any(lb.startswith("SLO: mean ≤ 1.5") for lb in cap)
     assert "capacity 9" in cap and any(lb.startswith("capacity interval 8–11") for lb in cap)
     assert not any(lb.startswith("p99") for lb in cap)
+    # every shard has a worker 0: each breaker line is named with its shard
+    assert by_title["Circuit breakers"][1] == ["shard 0 worker 0", "shard 1 worker 0"]
