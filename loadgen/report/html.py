@@ -318,7 +318,8 @@ def _breaches_section(report):
                                             else f"{(b['pool_dead_at'] - b['detected_at']) * 1000:.0f} ms")]
              for b in report.get("breaches") or []]
     reported = [[e.get("metric"), fmt_number(e.get("value")), fmt_number(e.get("limit")), _when(e.get("t")),
-                 f"reported in {d.get('test_name')}; the run went on"]
+                 f"reported in {d.get('test_name')}" + (f" ({e['shard']})" if e.get("shard") else "")
+                 + "; the run went on"]  # a fleet's shards each pass it: which one
                 for d in report.get("detailed_metrics") or [] for e in d.get("thresholds_exceeded") or []]
     if not kills and not reported:
         return ""
