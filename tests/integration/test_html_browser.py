@@ -139,6 +139,9 @@ def test_the_page_answers_at_a_glance_and_no_chart_is_cut(tmp_path):
 
     report, rows, events = rich_run()
     report["detailed_metrics"][1]["errors"] = {"TimeoutError": 7}
+    # the cut legend: "threshold exceeded (repor" beside the CPU chart
+    events.append({"t": rows[5]["t"] + 0.5, "type": "threshold_exceeded", "metric": "cpu_percent", "value": 95.0,
+                   "limit": 90.0, "phase": "capacity step"})
     page = tmp_path / "report.html"
     page.write_text(report_html.render_html(report, rows, events), encoding="utf-8")
     html = dom(page, tmp_path)
