@@ -304,6 +304,19 @@ def _plain_axis(axis):
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_number(v)))
 
 
+def _plain_log_axis(axis):
+    """A log axis labelled in plain numbers (``10``, ``60``, ``1,000``), never ``10^3`` or ``6×10^1``;
+    matplotlib's own log formatter still decides which ticks get a label."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x, pos=None):
+            return fmt_number(x) if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False))
+
+
 def _no_data(ax, text="no per-second samples were recorded (the run ended before its first second was written)"):
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=10, color="#6b7485",
             wrap=True)
@@ -378,6 +391,7 @@ def _latency_chart(Figure, tl):
         values = [v for r in tl.rows for d in (r["latency"], r["response"]) for v in d.values() if v and v > 0]
         if values and max(values) / max(min(values), 1e-9) > 50:
             ax.set_yscale("log")
+            _plain_log_axis(ax.yaxis)
         ax.set_ylabel("latency (ms)")
         _legend(ax)
     _title(fig, "Latency percentiles")
@@ -410,6 +424,7 @@ def _op_latency_chart(Figure, tl, report):
     values = [v for r in tl.rows for d in r["ops"].values() for v in d.values() if v and v > 0]
     if values and max(values) / max(min(values), 1e-9) > 50:
         ax.set_yscale("log")
+        _plain_log_axis(ax.yaxis)
     ax.set_ylabel("latency (ms)")
     _legend(ax)
     _title(fig, "Latency per op of the mix")
@@ -531,6 +546,7 @@ def _distribution_chart(Figure, report):
     ax.set_xlim(1, max(2.0, max(1 / (1 - p / 100) for p in _DISTRIBUTION_PERCENTILES
                                  if any(h.count * (1 - p / 100) >= 0.5 for _, h in lines))))
     ax.set_yscale("log")
+    _plain_log_axis(ax.yaxis)
     ax.set_xlabel("percentile")
     ax.set_ylabel("latency, ms")
     ax.grid(True, which="both", alpha=0.3)
