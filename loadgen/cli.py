@@ -157,15 +157,19 @@ def add_options(parser, command):
     """Add the flags of ``command`` (``run`` or ``suite``) to ``parser``, in groups. Flags store the
     raw text (or True / a list); checking happens when the layer is built (:func:`from_flags`), so
     that the environment and plans share the checks. Defaults are None: given can be told from not."""
-    groups = {}
-    titles = {opts.RUN: None, "common": "common", "http": "HTTP ops (instead of --target)", "fleet": "fleet (Dask distributed; pip install 'loadgen[distributed]')"}
+    # Grouped as k6 and Locust group theirs: a reader looking for "how long" or "how safe" finds one block.
+    titles = {opts.LOAD: "load (how much, how long, and the verdict)",
+              opts.TARGET: "target (what each operation calls; default: the embedded flow)",
+              opts.HTTP: "HTTP (requests without code, instead of --target)",
+              opts.SAFETY: "safety (the monitor's guards and bounds)",
+              opts.OUTPUT: "output (run directory, console, metrics)",
+              opts.FLEET: "fleet (Dask distributed; pip install 'loadgen[distributed]')"}
+    used = {o.group for o in opts.OPTIONS if o.flag and command in o.commands}
+    groups = {g: parser.add_argument_group(titles[g]) for g in opts.GROUPS if g in used}  # in GROUPS' order
     for option in opts.OPTIONS:
         if not option.flag or command not in option.commands:
             continue
-        group = groups.get(option.group)
-        if group is None:
-            title = titles[option.group]
-            group = groups[option.group] = parser.add_argument_group(title) if title else parser
+        group = groups[option.group]
         kw = {"help": option.help_text.replace("%", "%%")}
         if option.action:
             kw["action"] = option.action
@@ -235,21 +239,49 @@ def _list():
     from . import scenarios
     from .criteria import METRICS
     from .workload.flow import FLOW_PARAMS
-    from tabulate import tabulate
 
     rows = []
     for name in scenarios.names() + [scenarios.LOAD]:
         sc = scenarios.get(name)
         rows.append([name, sc.summary, sc.listed_criteria() or "(only --criterion)"])
-    # Wrapped to fit 100 columns (a terminal, a CI log).
-    print(tabulate(rows, headers=["scenario", "what it does", "default criteria"], maxcolwidths=[15, 50, 25]))
-    print("A scenario's default criteria judge a run that gives no --criterion; any --criterion replaces them.")
+    # Wrapped at spaces (never inside a word, never cut) to fit 100 columns: a terminal, a CI log.
+    print(_table(rows, ["scenario", "what it does", "default criteria"], [15, 52, 27]))
+    print(_wrap("A scenario's default criteria judge a run that gives no --criterion; any --criterion "
+                "replaces them.", LIST_WIDTH))
     print()
-    print(tabulate([[k, t, d, h] for k, (t, d, h) in FLOW_PARAMS.items()],
-                   headers=["--flow-param", "type", "default", "meaning"], maxcolwidths=[22, 10, 16, 40]))
+    print(_table([[k, t, _default_text(d), h] for k, (t, d, h) in FLOW_PARAMS.items()],
+                 ["--flow-param", "type", "default", "meaning"], [22, 11, 21, 38]))
     print()
-    print(tabulate(sorted(METRICS.items()), headers=["criterion metric", "meaning"], maxcolwidths=[22, 74]))
+    print(_table(sorted(METRICS.items()), ["criterion metric", "meaning"], [21, 76]))
+    print(_wrap("Selectors: p95_ms{op=NAME} (one op of a mix), p95_ms{measure=NAME} (a loadgen.measure block), "
+                "checks{name=NAME} (one check). Limits may carry a unit: p95_ms < 50ms, success_rate > 95%.",
+                LIST_WIDTH))
     return ExitCode.OK
+
+
+LIST_WIDTH = 100  # `loadgen list` fits a 100-column terminal or CI log
+
+
+def _wrap(text, width):
+    """``text`` wrapped at spaces to ``width``; a word longer than the width stays whole (never cut)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(text), width, break_long_words=False, break_on_hyphens=False)) or ""
+
+
+def _table(rows, head, widths):
+    """A tabulate table whose cells are wrapped at spaces to ``widths`` (no word split, no sentence cut)."""
+    from tabulate import tabulate
+
+    return tabulate([[_wrap(v, w) for v, w in zip(row, widths)] for row in rows], headers=head,
+                    disable_numparse=True)
+
+
+def _default_text(default):
+    """A flow parameter's default as list text: a per-stage table one ``STAGE:value`` a line."""
+    if isinstance(default, dict):
+        return " ".join(f"{k}:{v:g}" if isinstance(v, (int, float)) else f"{k}:{v}" for k, v in default.items())
+    return "" if default is None else str(default)
 
 
 def _print_outcome(rep, quiet):

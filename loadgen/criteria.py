@@ -69,7 +69,7 @@ SELECTORS = {
     "name": ("checks",),
     "op": tuple(f"{k}_ms" for k in STATISTICS) + ("success_rate", "error_rate", "operations", "throughput"),
 }
-METRICS["checks"] = "loadgen.check passes ÷ all checks (0–1); checks{name=NAME}: one check's"
+METRICS["checks"] = "loadgen.check passes ÷ all checks (0–1); checks{name=NAME}: one check's pass rate"
 METRICS["count"] = "count{measure=NAME}: how many times a loadgen.measure block ran"
 
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}

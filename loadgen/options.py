@@ -55,6 +55,9 @@ HTTP_KEYS = ("method", "headers", "body", "json", "expect_status", "http_checks"
 WHAT_RUNS_KEYS = ("target", "ops", "url")  # one level's choice of what runs replaces a lower level's
 TABLE_KEYS = ("thresholds", "flow_params", "target_args")  # merged key by key across levels
 RUN, SUITE = "run", "suite"
+#: The groups of `run --help` (argparse groups; their titles are in cli.add_options), in the order shown.
+LOAD, TARGET, HTTP, SAFETY, OUTPUT, FLEET = "load", "target", "http", "safety", "output", "fleet"
+GROUPS = (LOAD, TARGET, HTTP, SAFETY, OUTPUT, FLEET)
 BOTH = frozenset({RUN, SUITE})
 
 
@@ -355,7 +358,7 @@ class Option:
     default: object = None
     level: str | None = "scenario"
     commands: frozenset = BOTH
-    group: str = "common"
+    group: str = "target"
     metavar: str | None = None
     choices: tuple | None = None
     action: str | None = None
@@ -391,38 +394,38 @@ _THRESHOLD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ResourceThr
 def _threshold(field, flag, help, metavar=None):
     check = THRESHOLD_CHECKS[field]
     return Option(f"thresholds.{field}", lambda v, w, strict: check(v, w), help, flag, metavar=metavar, level=None,
-                  default=_THRESHOLD_DEFAULTS[field] or None)
+                  default=_THRESHOLD_DEFAULTS[field] or None, group=SAFETY)
 
 
 O = Option
 OPTIONS = (
     # -- the load model (run only)
     O("concurrency", _whole(1), "closed model: operations in flight", "--concurrency", metavar="N",
-      commands={RUN}, group=RUN, plan_field="concurrency"),
+      commands={RUN}, group=LOAD, plan_field="concurrency"),
     O("rate", _number(0), "open model: operations started per second, on schedule; latency counts from the "
-      "intended start", "--rate", metavar="R", commands={RUN}, group=RUN, plan_field="rate"),
+      "intended start", "--rate", metavar="R", commands={RUN}, group=LOAD, plan_field="rate"),
     O("max_lateness", _duration, "open model: drop an arrival no slot can start within this of its intended "
-      "time", "--max-lateness", metavar="D", default=DEFAULT_MAX_LATENESS_S, commands={RUN}, group=RUN,
+      "time", "--max-lateness", metavar="D", default=DEFAULT_MAX_LATENESS_S, commands={RUN}, group=LOAD,
       plan_field="max_lateness_s"),
     O("stages", _stages, "ramps of the target, e.g. 10s:5,30s:20,10s:0 (concurrency; with --rate, the rate); "
-      "the run lasts their sum", "--stages", metavar="SPEC", commands={RUN}, group=RUN, plan_field="stages"),
-    O("duration", _duration, "how long the main phase runs", "--duration", metavar="D", commands={RUN}, group=RUN,
+      "the run lasts their sum", "--stages", metavar="SPEC", commands={RUN}, group=LOAD, plan_field="stages"),
+    O("duration", _duration, "how long the main phase runs", "--duration", metavar="D", commands={RUN}, group=LOAD,
       plan_field="duration_s"),
-    O("operations", _whole(1), "stop after N operations", "--operations", metavar="N", commands={RUN}, group=RUN,
+    O("operations", _whole(1), "stop after N operations", "--operations", metavar="N", commands={RUN}, group=LOAD,
       plan_field="operations"),
     O("workers", _whole(1), "worker processes (default: cores)", "--workers", metavar="N", commands={RUN},
-      group=RUN, plan_field="workers"),
+      group=LOAD, plan_field="workers"),
     O("slots", _whole(1), "threads per worker (default: enough for the concurrency)", "--slots", metavar="N",
-      commands={RUN}, group=RUN, plan_field="slots"),
+      commands={RUN}, group=LOAD, plan_field="slots"),
     O("op_timeout", _duration, "kill and replace a worker whose operation runs longer", "--op-timeout",
-      metavar="D", commands={RUN}, group=RUN, plan_field="op_timeout_s"),
+      metavar="D", commands={RUN}, group=LOAD, plan_field="op_timeout_s"),
     O("criteria", _criteria, "pass criterion replacing the scenario's, e.g. 'p99_ms < 500' (repeatable)",
-      "--criterion", env="LOADGEN_CRITERIA", metavar="EXPR", action="append", commands={RUN}, group=RUN),
+      "--criterion", env="LOADGEN_CRITERIA", metavar="EXPR", action="append", commands={RUN}, group=LOAD),
     O("abort_on_fail", _bool, "stop the run as soon as a criterion is lost (those that can be judged while it "
       "goes: success/error rate, percentiles, counters; the scenario's own when no --criterion)",
-      "--abort-on-fail", default=False, action="store_true", commands={RUN}, group=RUN),
+      "--abort-on-fail", default=False, action="store_true", commands={RUN}, group=LOAD),
     O("profile", _choice(PROFILES), "scales the scenario's phases", "--profile", default="ci",
-      choices=PROFILES, group=RUN),
+      choices=PROFILES, group=LOAD),
     # -- what runs
     O("target", _target, "operation to run instead of the embedded flow (module:callable or "
       "path/to/file.py:callable; sync or async); repeat with weights for a mix: --target a.py:login@1 "
@@ -435,22 +438,22 @@ OPTIONS = (
     O("url", _urls, "an HTTP op instead of a target: [NAME=][METHOD ]URL[@WEIGHT], repeatable for a weighted mix "
       "('GET http://127.0.0.1:8080/drafts/{id}@9'); {field} places are filled from --inputs records; named after "
       "its method and path template unless NAME= names it; a status >= 400 fails the op", "--url",
-      metavar="[NAME=][METHOD ]URL[@W]", action="append", group="http"),
+      metavar="[NAME=][METHOD ]URL[@W]", action="append", group=HTTP),
     O("method", _text, "the --url ops' method when the URL does not say (default GET; POST with a body)",
-      "--method", metavar="METHOD", group="http"),
+      "--method", metavar="METHOD", group=HTTP),
     O("headers", _headers, "request header of the --url ops (repeatable)", "--header", env="LOADGEN_HEADERS",
-      metavar="'NAME: VALUE'", action="append", group="http"),
+      metavar="'NAME: VALUE'", action="append", group=HTTP),
     O("body", _text, "request body of the --url ops (a template; @FILE reads a file)", "--body", metavar="TEXT",
-      group="http"),
+      group=HTTP),
     O("json", _json_text, "JSON request body of the --url ops (a template; sets Content-Type)", "--json",
-      metavar="JSON", group="http"),
+      metavar="JSON", group=HTTP),
     O("expect_status", _expect, "statuses that succeed, e.g. 200,201,300-399 (default: any below 400)",
-      "--expect-status", metavar="LIST", group="http"),
+      "--expect-status", metavar="LIST", group=HTTP),
     O("http_checks", _http_checks, "a check of every response, counted as loadgen.check (the op is not failed): "
       "'status == 200', 'header Content-Type contains json', 'json .state == \"finalized\"', 'body contains ok' "
-      "(repeatable)", "--check", env="LOADGEN_CHECKS", metavar="CHECK", action="append", group="http"),
+      "(repeatable)", "--check", env="LOADGEN_CHECKS", metavar="CHECK", action="append", group=HTTP),
     O("insecure", _bool, "do not verify TLS certificates of https:// URLs", "--insecure", default=False,
-      action="store_true", group="http"),
+      action="store_true", group=HTTP),
     O("target_factory", _bool, "--target names a factory called once per worker (with the --target-args) that "
       "returns the operation: clients and models load once, not per call", "--target-factory", default=False,
       action="store_true"),
@@ -465,16 +468,16 @@ OPTIONS = (
     O("thresholds", _thresholds, "ResourceThresholds fields (a table in plans)", level="scenario"),
     # -- the run directory and the command
     O("out", _text, "run directory (default: loadgen-results/<UTC time>-<name>)", "--out", metavar="DIR",
-      level="plan"),
+      level="plan", group=OUTPUT),
     O("quiet", _bool, "print only the failed components and the final summary line", "--quiet", default=False, action="store_true",
-      level=None),
+      level=None, group=OUTPUT),
     O("log_level", _choice(LOG_LEVELS), "how much loadgen logs", "--log-level", default="WARNING", choices=LOG_LEVELS,
-      level=None),
+      level=None, group=OUTPUT),
     O("metrics_port", lambda value, where, strict: check_int(value, where, 1, 65535, strict=strict),
       "serve live Prometheus metrics on 127.0.0.1:PORT during the run (needs prometheus_client: "
-      "pip install 'loadgen[metrics]')", "--metrics-port", metavar="PORT", level=None),
+      "pip install 'loadgen[metrics]')", "--metrics-port", metavar="PORT", level=None, group=OUTPUT),
     O("progress_interval", _duration, "when stdout is not a terminal (CI, a pipe), print a plain progress line this "
-      "often (--quiet: never)", "--progress-interval", metavar="D", default=10.0, level=None),
+      "often (--quiet: never)", "--progress-interval", metavar="D", default=10.0, level=None, group=OUTPUT),
     # -- safety (ResourceThresholds fields)
     _threshold("max_memory_mb", "--max-memory-mb", "pool memory limit, PSS (MB)"),
     _threshold("max_cpu_percent", "--max-cpu-percent", "machine CPU above it for 3 s is reported (kills with --kill-on cpu; 100 = off)"),
@@ -486,36 +489,37 @@ OPTIONS = (
                "--max-cpu-percent), growth (memory growing faster than --memory-growth-rate); by default they "
                "are watched and reported, and only memory, the system floor and the time limit act", "GUARDS"),
     O("sample_interval", _sample_interval, "monitor sampling interval", "--sample-interval",
-      metavar="D", default=DEFAULT_SAMPLE_INTERVAL_S, level="plan"),
-    O("stop_file", _text, "stop gracefully when this file appears", "--stop-file", metavar="PATH", level="plan"),
+      metavar="D", default=DEFAULT_SAMPLE_INTERVAL_S, level="plan", group=SAFETY),
+    O("stop_file", _text, "stop gracefully when this file appears", "--stop-file", metavar="PATH", level="plan",
+      group=SAFETY),
     O("max_output_mb", _number(0), "cap of workers.log (what targets print, MB): past it output is counted and "
       "dropped, and the report says how much", "--max-output-mb", metavar="MB", default=DEFAULT_MAX_OUTPUT_MB,
-      level="plan"),
+      level="plan", group=SAFETY),
     O("start_method", _choice(START_METHODS), "how worker processes start", "--start-method",
-      default="fork", choices=START_METHODS, level="plan"),
+      default="fork", choices=START_METHODS, level="plan", group=SAFETY),
     O("prom_textfile", _text, "also write key gauges for node_exporter's textfile collector (atomically)",
-      "--prom-textfile", metavar="PATH", level=None),
+      "--prom-textfile", metavar="PATH", level=None, group=OUTPUT),
     O("label", _text, "a name for this run recorded in report.json (metadata.label), e.g. a commit id; "
       "`loadgen history` shows it beside each night (not part of what makes nights comparable)", "--label",
-      metavar="TEXT", level="plan"),
+      metavar="TEXT", level="plan", group=OUTPUT),
     O("name", _text, "the plan's name: the report's kind is \"plan NAME\" (default: the file's name)",
       level="plan"),
     O("parallel", _bool, "run the plan's scenarios at the same time, each with its own load model and processes "
       "(k6's scenarios); one report", default=False, level="plan"),
     # -- fleet runs (loadgen.fleet)
     O("cluster", _text, "run as a fleet on this Dask scheduler (tcp://HOST:8786): one shard per worker offering "
-      "the loadgen resource, the load split", "--cluster", metavar="ADDRESS", level=None, group="fleet"),
+      "the loadgen resource, the load split", "--cluster", metavar="ADDRESS", level=None, group=FLEET),
     O("shards", _whole(1), "use exactly N shard workers (wait for them up to --cluster-timeout; default: every "
-      "one there)", "--shards", metavar="N", level=None, group="fleet"),
+      "one there)", "--shards", metavar="N", level=None, group=FLEET),
     O("cluster_timeout", _duration, "reach the scheduler and find workers within this",
-      "--cluster-timeout", metavar="D", default=TIMING.fleet_connect_s, level=None, group="fleet"),
+      "--cluster-timeout", metavar="D", default=TIMING.fleet_connect_s, level=None, group=FLEET),
     O("start_lead", _duration, "the longest wait for every shard's pool to be ready; the load begins together "
       "just after the last is (a shard not ready by then: nothing runs, exit 2)", "--start-lead", metavar="D",
-      default=TIMING.fleet_start_lead_s, level=None, group="fleet"),
+      default=TIMING.fleet_start_lead_s, level=None, group=FLEET),
     O("silence_limit", _silence_limit, "a shard heard nothing from this long is lost; a shard that cannot reach the "
       "scheduler this long stops its load (at least 3s)", "--silence-limit", metavar="D",
       default=TIMING.fleet_silence_s,
-      level=None, group="fleet"),
+      level=None, group=FLEET),
 )
 del O
 
@@ -528,7 +532,7 @@ SCENARIO_KEYS = {o.key: o.check for o in OPTIONS if o.level == "scenario"}
 PLAN_KEYS = {o.key: o.check for o in OPTIONS if o.level == "plan"}
 #: Settings that travel to every phase of a run as the load model (RunPlan fields).
 LOAD_KEYS = tuple(o.key for o in OPTIONS if o.plan_field)
-FLEET_KEYS = tuple(o.key for o in OPTIONS if o.group == "fleet")
+FLEET_KEYS = tuple(o.key for o in OPTIONS if o.group == FLEET)
 PRESENTATION_KEYS = ("quiet", "log_level", "prom_textfile", "progress_interval", "metrics_port")
 
 

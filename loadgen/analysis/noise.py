@@ -156,6 +156,18 @@ def holm(pvalues, alpha=0.01):
     return out
 
 
+def holm_thresholds(pvalues, alpha=0.01):
+    """The threshold each of ``pvalues`` was held to by :func:`holm`: ``alpha / (m − i)`` for the i-th
+    smallest (None for a None entry), in the order given — what a row must say so that "p 0.00045,
+    within noise" does not read as a contradiction of α 0.01."""
+    family = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(family)
+    out = [None] * len(pvalues)
+    for k, (_, i) in enumerate(family):
+        out[i] = alpha / (m - k)
+    return out
+
+
 # ====================================================================== the incomplete beta function
 
 

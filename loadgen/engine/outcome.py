@@ -29,6 +29,7 @@ SERIES_KEPT = 7_200  # seconds of pool memory kept for the leak verdict (two hou
 BREAKER_EVENTS_KEPT = 1_000
 MAX_ERROR_KEYS = 100
 PERCENTILE_KEYS = ("p50", "p90", "p99", "p999", "max")
+OP_SECOND_KEYS = ("p50", "p99")  # per op of a mix, per second (timeseries.jsonl ``ops_ms``)
 
 
 class Series:
@@ -179,7 +180,7 @@ class Second:
     """What one wall-clock second gathered from the batches and samples that fell in it."""
 
     __slots__ = ("started", "succeeded", "failed", "dropped", "rejected", "latency", "response", "errors", "reported",
-                 "cpu", "memory_mb", "rss_mb", "available_mb", "in_flight", "cgroup_memory_mb", "checks")
+                 "cpu", "memory_mb", "rss_mb", "available_mb", "in_flight", "cgroup_memory_mb", "checks", "ops")
 
     def __init__(self):
         self.started = self.succeeded = self.failed = self.dropped = self.rejected = self.errors = self.in_flight = 0
@@ -191,6 +192,7 @@ class Second:
         self.available_mb = None
         self.cgroup_memory_mb = None
         self.checks = {}  # loadgen.check name → [passes, fails] (a killed run's report rebuilds them)
+        self.ops = {}  # a mix's op name → SecondHistogram (report.html draws each op's latency over time)
 
 
 class Seconds:
@@ -251,6 +253,9 @@ class Seconds:
             named.add_checks(sec.checks, b.checks)
         if b.ops:
             add_ops(out.ops, b.ops)
+            for name, (sparse, *_) in b.ops.items():
+                if sparse is not None:
+                    sec.ops.setdefault(name, SecondHistogram()).add(sparse)
         if b.stalls:
             st = out.loop_stalls or {"count": 0, "max_ms": 0.0, "total_ms": 0.0}
             st["count"] += len(b.stalls)
@@ -323,6 +328,9 @@ class Seconds:
             extra["cgroup_memory_mb"] = round(sec.cgroup_memory_mb, 1)
         if sec.checks:
             extra["checks"] = sec.checks
+        if sec.ops:  # a mix: each op's second, as the run's (the ops are the mix's few, not per call)
+            extra["ops_ms"] = {name: {k: v for k, v in h.summary_ms().items() if k in OP_SECOND_KEYS}
+                               for name, h in sec.ops.items()}
         if self.open_model:
             resp = sec.response.summary_ms()
             extra["response_ms"] = {k: resp[k] for k in PERCENTILE_KEYS}

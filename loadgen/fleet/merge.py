@@ -158,6 +158,13 @@ def merge_seconds(key, got):
         parts = [r[k] for r in recs if r.get(k)]
         if parts:  # per-second lines carry percentiles only: the worst shard's, an upper bound
             line[k] = {p: _max([x.get(p) for x in parts]) for p in ("p50", "p90", "p99", "p999", "max")}
+    ops = {}  # a mix's per-op percentiles: the worst shard's, as above
+    for r in recs:
+        for op, lat in (r.get("ops_ms") or {}).items():
+            for p, v in (lat or {}).items():
+                ops.setdefault(op, {})[p] = _max([ops.get(op, {}).get(p), v])
+    if ops:
+        line["ops_ms"] = ops
     line["cpu_percent"] = _max([r.get("cpu_percent") for r in recs])  # machine-wide: the busiest machine
     line["pool_memory_mb"] = _max([r.get("pool_memory_mb") for r in recs])  # per machine, as its threshold
     line["fleet_pool_memory_mb"] = round(sum(r.get("pool_memory_mb") or 0.0 for r in recs), 1)

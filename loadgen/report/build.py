@@ -178,12 +178,16 @@ def _first_failure(r):
 
 
 SATURATED_CPU_PERCENT = 85.0  # machine CPU (median of the loaded seconds) at which the CPU is saturated
+SLOWDOWN_RATIO = 1.5  # p99 over the unstressed baseline's from which a pressure scenario's slowdown is news
+PLATEAU_GAIN = 1.1  # a concurrency ramp whose last step gained less than this over the best before: a plateau
 
 
 def _cpu_findings(r):
     """What the machine's CPU says about one component, from sustained figures only (the median and
     p90 of the seconds load was applied, never a peak): saturation, the bottleneck, or that latency
-    grew without it."""
+    grew without it. Each sentence is chosen by the very figures it quotes, so none can say the
+    opposite of its numbers: "saturated" only at a median ≥ :data:`SATURATED_CPU_PERCENT`, "had room"
+    only when the p90 too stayed below it, "stopped growing" only on a measured plateau."""
     m, name = r.performance_metrics, r.test_name
     med, p90 = m.get("cpu_median_percent"), m.get("cpu_p90_percent")
     out = []
@@ -195,26 +199,40 @@ def _cpu_findings(r):
                    "for the CPU (reported, not stopped; --kill-on cpu stops such a run)")
     if med is None:
         return out
-    shown = f"CPU {med:.0f}% median, {p90:.0f}% p90 while load was applied"
-    if med >= SATURATED_CPU_PERCENT and name != "cpu_saturation":  # there the burners saturate it on purpose
-        steps = m.get("capacity_steps") or []
-        if len(steps) >= 2 and _plateau(steps):
-            out.append(f"{name}: CPU is the bottleneck: throughput stopped growing with concurrency "
-                       f"({steps[-1]['throughput']:.0f} ops/s at {steps[-1]['concurrency']}) while the machine was "
-                       f"saturated ({shown})")
-        else:
-            out.append(f"{name}: the machine's CPU was saturated ({shown}): latencies include queueing for the CPU")
-    elif (m.get("p99_vs_baseline") or 0) >= 1.5:
-        out.append(f"{name}: p99 rose {m['p99_vs_baseline']:.1f}× over the unstressed baseline while the CPU had "
+    shown = f"CPU {med:.0f}% median, {(med if p90 is None else p90):.0f}% p90 while load was applied"
+    saturated = med >= SATURATED_CPU_PERCENT
+    room = not saturated and (p90 is None or p90 < SATURATED_CPU_PERCENT)
+    rise = m.get("p99_vs_baseline") or 0
+    steps = m.get("capacity_steps") or []
+    plateau = len(steps) >= 2 and _plateau(steps)
+    if saturated and name == "cpu_saturation":  # the burners saturate it on purpose
+        if rise >= SLOWDOWN_RATIO:
+            out.append(f"{name}: p99 rose {rise:.1f}× over the unstressed baseline while the burners held the CPU "
+                       f"saturated, as this scenario intends ({shown}): the slowdown is queueing for the CPU")
+    elif saturated and plateau:
+        out.append(f"{name}: CPU is the bottleneck: throughput stopped growing with concurrency "
+                   f"({steps[-1]['throughput']:.0f} ops/s at {steps[-1]['concurrency']}) while the machine was "
+                   f"saturated ({shown})")
+    elif saturated:
+        out.append(f"{name}: the machine's CPU was saturated ({shown}): latencies include queueing for the CPU")
+    elif room and plateau:
+        out.append(f"{name}: throughput stopped growing with concurrency ({steps[-1]['throughput']:.0f} ops/s at "
+                   f"{steps[-1]['concurrency']}) while the CPU had room ({shown}): the limit is not the CPU but "
+                   "the workload's own waits, locks or I/O")
+    elif room and rise >= SLOWDOWN_RATIO:
+        out.append(f"{name}: p99 rose {rise:.1f}× over the unstressed baseline while the CPU had "
                    f"room ({shown}): the slowdown is the workload's own waits or memory / I/O pressure, not the CPU")
+    elif rise >= SLOWDOWN_RATIO:  # busy part of the time: neither saturated nor idle, so no cause is claimed
+        out.append(f"{name}: p99 rose {rise:.1f}× over the unstressed baseline; the CPU was busy part of the "
+                   f"time ({shown})")
     return out
 
 
 def _plateau(steps):
-    """True when the last steps of a concurrency ramp gained under 10 % throughput over the best before."""
+    """True when the last step of a concurrency ramp gained under 10 % throughput over the best before."""
     rows = sorted(steps, key=lambda s: s["concurrency"])
     best_before = max(s["throughput"] for s in rows[:-1])
-    return rows[-1]["throughput"] < 1.1 * best_before
+    return rows[-1]["throughput"] < PLATEAU_GAIN * best_before
 
 
 def recommendations(results):

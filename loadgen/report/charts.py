@@ -10,8 +10,10 @@ Charts, from the run directory's streams and the report:
 * latency percentiles over time;
 * machine CPU and pool memory over time, with the thresholds as lines and
   breaches marked at their detection time;
-* the capacity curve with its fitted model (components whose
-  ``performance_metrics`` carry ``capacity_steps`` and ``usl``);
+* the latency per op of a mix over time (``ops_ms`` of the streams);
+* the capacity search: throughput with its fitted model, and the statistic the verdict
+  judges (mean latency ÷ the mean at 1, with its interval) against the SLO line
+  (components whose ``performance_metrics`` carry ``capacity_steps``);
 * circuit-breaker state over time (``breaker`` events);
 * named measurements (``measures_ms``: ``loadgen.measure`` blocks, the flow's stages among them).
 
@@ -37,6 +39,11 @@ TIMELINE_MARGINS = {"left": 0.08, "right": 0.79}
 TIMELINE_TOP_IN, TIMELINE_BOTTOM_IN = 0.45, 0.55  # title above, time axis below
 LABELLED_TOP_IN = 1.05  # the throughput chart also names the phases or scenarios along its top
 _LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8, "borderaxespad": 0}  # outside, never over data
+LEGEND_LABEL_CHARS = 22  # a legend label longer than this is wrapped onto lines, so it fits beside the plot
+LEGEND_MIN_FONT = 5.5  # a legend that still overflows the figure shrinks to this, then moves inside the plot
+MAX_OP_LINES = 8  # ops drawn on the per-op latency chart (the most frequent first)
+# The breach metrics the memory chart marks (engine/thresholds.py METRIC_*); the CPU chart marks cpu_percent.
+MEMORY_METRICS = frozenset({"memory_mb", "available_memory_mb", "memory_growth_mb_per_s"})
 
 
 def build_charts(report, timeseries, events):
@@ -45,8 +52,11 @@ def build_charts(report, timeseries, events):
     from matplotlib.figure import Figure
 
     tl = _Timeline(report, timeseries, events)
-    charts = [_throughput_chart(Figure, tl), _latency_chart(Figure, tl), _cpu_chart(Figure, tl, report),
-              _memory_chart(Figure, tl, report)]
+    charts = [_throughput_chart(Figure, tl), _latency_chart(Figure, tl)]
+    chart = _op_latency_chart(Figure, tl, report)
+    if chart:
+        charts.append(chart)
+    charts += [_cpu_chart(Figure, tl, report), _memory_chart(Figure, tl, report)]
     chart = _distribution_chart(Figure, report)
     if chart:
         charts.append(chart)
@@ -82,7 +92,11 @@ class _Timeline:
         for r in rows:
             m = merged.setdefault(r["t"], {"throughput": 0, "failed": 0, "dropped": 0, "rejected": 0, "in_flight": 0,
                                            "latency": {}, "response": {}, "target_rate": None, "cpu": None,
-                                           "memory": None, "rss": None})
+                                           "memory": None, "rss": None, "ops": {}})
+            for op, lat in (r.get("ops_ms") or {}).items() if isinstance(r.get("ops_ms"), dict) else ():
+                for k, v in (lat.items() if isinstance(lat, dict) else ()):
+                    if _num(v) is not None:
+                        m["ops"].setdefault(str(op), {})[k] = max(m["ops"].get(str(op), {}).get(k, 0.0), float(v))
             if isinstance(r.get("response_ms"), dict):  # open model: response time, and the asked rate
                 for k, v in r["response_ms"].items():
                     if v is not None:
@@ -112,7 +126,8 @@ class _Timeline:
         # A suite is shaded and labelled by scenario; a single scenario by phase.
         self.spans = _scenario_spans(events, self.phases) if len({e.get("name") for e in events
                                                                     if e.get("type") == "scenario"}) > 1 else []
-        self.spans = self.spans or self.phases
+        self.spans = _merge_same(self.spans or self.phases)
+        self.phases = _merge_same(self.phases)
         ends = self.x + [self.rel(t) for _, a, b in self.spans for t in (a, b)]
         self.xlim = (min([0.0] + ends), max([1.0] + ends) + 0.5)  # one time axis for every timeline
         self.events = events
@@ -153,6 +168,19 @@ class _Timeline:
         ax.set_xlim(*self.xlim)
         ax.set_xlabel("seconds since the run started")
         ax.grid(True, alpha=0.3)
+
+
+def _merge_same(spans):
+    """``spans`` with those of one name that overlap or touch made one: a fleet's shards each log the same
+    phases and scenarios, which would otherwise be shaded and named once per shard."""
+    out = []
+    for name, start, end in sorted(spans, key=lambda s: s[1]):
+        same = next((i for i in range(len(out) - 1, -1, -1) if out[i][0] == name and start <= out[i][2]), None)
+        if same is None:
+            out.append((name, start, end))
+        else:
+            out[same] = (name, out[same][1], max(out[same][2], end))
+    return out
 
 
 def _scenario_spans(events, phases):
@@ -218,9 +246,75 @@ def _png(fig, timeline=True, top_in=None):
                             bottom=TIMELINE_BOTTOM_IN / height)
     else:
         fig.tight_layout()
+    _fit_legends(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=FIG_DPI)
     return buf.getvalue()
+
+
+def _legend(ax, handles=None, labels=None, **kw):
+    """A legend beside the plot (``_LEGEND``, overridable by ``kw``) with long labels wrapped onto lines."""
+    import textwrap
+
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    labels = ["\n".join(textwrap.wrap(str(lb), LEGEND_LABEL_CHARS, break_long_words=True)) or str(lb)
+              for lb in labels]
+    return ax.legend(handles, labels, **{**_LEGEND, **kw})
+
+
+def legend_overflow(fig):
+    """``[(legend's text, how many pixels it reaches past the figure's box)]`` of every legend that does
+    not fit inside the figure — [] when all fit (what the tests assert of every chart)."""
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    out = []
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        if leg is None:
+            continue
+        ext = leg.get_window_extent(renderer)
+        past = max(box.x0 - ext.x0, ext.x1 - box.x1, box.y0 - ext.y0, ext.y1 - box.y1)
+        if past > 0.5:
+            out.append((" / ".join(t.get_text() for t in leg.get_texts()), past))
+    return out
+
+
+def _fit_legends(fig):
+    """Shrink a legend that reaches past the figure's box, and if it still does, move it inside the plot:
+    no legend is cut (issue #27: "threshold exceeded (repor")."""
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        if leg is None:
+            continue
+        size = leg.get_texts()[0].get_fontsize() if leg.get_texts() else _LEGEND["fontsize"]
+        while legend_overflow(fig) and size > LEGEND_MIN_FONT:
+            size -= 0.5
+            for t in leg.get_texts():
+                t.set_fontsize(size)
+        if legend_overflow(fig):
+            leg.set_bbox_to_anchor(None)
+            leg.set_loc("best")
+
+
+def _plain_axis(axis):
+    """Tick labels in plain notation with thousands separators (``23,660``, never ``2.366e+04``)."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_number(v)))
+
+
+def _plain_log_axis(axis):
+    """A log axis labelled in plain numbers (``10``, ``60``, ``1,000``), never ``10^3`` or ``6×10^1``;
+    matplotlib's own log formatter still decides which ticks get a label."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x, pos=None):
+            return fmt_number(x) if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False))
 
 
 def _no_data(ax, text="no per-second samples were recorded (the run ended before its first second was written)"):
@@ -261,13 +355,15 @@ def _throughput_chart(Figure, tl):
                     label="worker crash", clip_on=False)
         ax.set_ylim(bottom=0)
         ax.set_ylabel("operations / s")
+        _plain_axis(ax.yaxis)
         handles, labels = ax.get_legend_handles_labels()
-        legend = _LEGEND
+        legend = {}
         if other is not None:  # past the right axis' tick labels
+            _plain_axis(other.yaxis)
             h2, l2 = other.get_legend_handles_labels()
             handles, labels = handles + h2, labels + l2
-            legend = {**_LEGEND, "bbox_to_anchor": (1.075, 1.0), "fontsize": 7}
-        ax.legend(handles, labels, **legend)
+            legend = {"bbox_to_anchor": (1.075, 1.0), "fontsize": 7}
+        _legend(ax, handles, labels, **legend)
     _title(fig, "Throughput and errors")
     return ("Throughput and errors over time",
             "Completed operations per second (succeeded line, failed bars; dropped and breaker-rejected calls, "
@@ -295,12 +391,47 @@ def _latency_chart(Figure, tl):
         values = [v for r in tl.rows for d in (r["latency"], r["response"]) for v in d.values() if v and v > 0]
         if values and max(values) / max(min(values), 1e-9) > 50:
             ax.set_yscale("log")
+            _plain_log_axis(ax.yaxis)
         ax.set_ylabel("latency (ms)")
-        ax.legend(**_LEGEND)
+        _legend(ax)
     _title(fig, "Latency percentiles")
     return ("Latency percentiles over time", "Per-second p50, p90, p99 and max of operation latency (ms); in an "
             "open-model run also the response time (dashed: from each arrival's intended start, so a stall that "
             "delays starts shows, which service time hides).", _png(fig))
+
+
+def _op_latency_chart(Figure, tl, report):
+    """Each op of a mix: its p99 per second (solid) and p50 (dotted), one colour per op — which endpoint
+    slowed and when. None without per-op seconds (not a mix, or a report written before them)."""
+    names = {op for r in tl.rows for op in r["ops"]}
+    if not names:
+        return None
+    counts = {}
+    for d in report.get("detailed_metrics") or []:
+        for op, o in (d.get("ops") or {}).items() if isinstance(d.get("ops"), dict) else ():
+            if isinstance(o, dict):
+                counts[str(op)] = counts.get(str(op), 0) + (_num(o.get("operations"), 0))
+    shown = sorted(names, key=lambda op: (-counts.get(op, 0), op))[:MAX_OP_LINES]
+    fig, ax = _new_figure(Figure)
+    tl.decorate(ax)
+    colours = ("#1f6feb", "#bf8700", "#2da44e", "#d1242f", "#8250df", "#57606a", "#bc4c00", "#0a7ea4")
+    for i, op in enumerate(shown):
+        colour = colours[i % len(colours)]
+        x, y = tl.series(lambda r, o=op: r["ops"].get(o, {}).get("p99"))
+        ax.plot(x, y, lw=1.4, color=colour, label=f"{op} p99", marker="." if len(y) < 30 else None)
+        x, y = tl.series(lambda r, o=op: r["ops"].get(o, {}).get("p50"))
+        ax.plot(x, y, lw=1.0, ls=":", color=colour, label=f"{op} p50")
+    values = [v for r in tl.rows for d in r["ops"].values() for v in d.values() if v and v > 0]
+    if values and max(values) / max(min(values), 1e-9) > 50:
+        ax.set_yscale("log")
+        _plain_log_axis(ax.yaxis)
+    ax.set_ylabel("latency (ms)")
+    _legend(ax)
+    _title(fig, "Latency per op of the mix")
+    more = len(names) - len(shown)
+    return ("Latency per op of the mix over time",
+            "Per-second p99 (solid) and p50 (dotted) of each op of the weighted mix (ms)"
+            + (f"; the {len(shown)} most frequent of {len(names)} ops shown" if more > 0 else "") + ".", _png(fig))
 
 
 def _breaches(tl, metrics=None):
@@ -309,22 +440,24 @@ def _breaches(tl, metrics=None):
 
 
 def _mark_breaches(ax, tl, own_metrics):
-    """Every breach as a red line at its detection time; the chart's own metric also gets its value."""
-    for i, b in enumerate(_breaches(tl)):
+    """The breaches and exceeded thresholds of the chart's own metrics (``own_metrics``), each a line at
+    its detection time with its value: a CPU threshold is marked on the CPU chart, never on memory."""
+    for i, b in enumerate(_breaches(tl, own_metrics)):
         x = tl.rel(b.get("detected_at", b.get("t")))
         ax.axvline(x, color="#d1242f", ls="--", lw=1.2, label="breach" if i == 0 else None)
-        if b.get("metric") in own_metrics and isinstance(b.get("value"), (int, float)):
+        if isinstance(b.get("value"), (int, float)):
             ax.plot([x], [b["value"]], "X", color="#d1242f", ms=9)
             ax.annotate(f"{b.get('metric')} {b['value']:.0f} > {fmt_number(b.get('limit'))}", (x, b["value"]),
                         textcoords="offset points", xytext=(-6, 6), ha="right", fontsize=8, color="#d1242f",
                         bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8})
         if isinstance(b.get("pool_dead_at"), (int, float)):
             ax.axvline(tl.rel(b["pool_dead_at"]), color="#d1242f", ls=":", lw=1.0)
-    exceeded = [e for e in tl.events if e.get("type") == "threshold_exceeded" and isinstance(e.get("t"), (int, float))]
+    exceeded = [e for e in tl.events if e.get("type") == "threshold_exceeded" and isinstance(e.get("t"), (int, float))
+                and e.get("metric") in own_metrics]
     for i, e in enumerate(exceeded):  # reported, not killed: an orange mark where the limit was passed
         x = tl.rel(e["t"])
         ax.axvline(x, color="#bc4c00", ls="-.", lw=1.0, label="threshold exceeded (reported)" if i == 0 else None)
-        if e.get("metric") in own_metrics and isinstance(e.get("value"), (int, float)):
+        if isinstance(e.get("value"), (int, float)):
             ax.plot([x], [e["value"]], "^", color="#bc4c00", ms=8)
 
 
@@ -344,7 +477,7 @@ def _cpu_chart(Figure, tl, report):
         _mark_breaches(ax, tl, {"cpu_percent"})
         ax.set_ylim(0, 105)
         ax.set_ylabel("CPU %")
-        ax.legend(**_LEGEND)
+        _legend(ax)
     _title(fig, "Machine CPU")
     return ("Machine CPU over time", "Machine CPU (mean of the second's samples), the CPU threshold (dashed) and breaches "
             "(red: detected, dotted: pool dead).", _png(fig))
@@ -365,13 +498,14 @@ def _memory_chart(Figure, tl, report):
         limit = th.get("max_memory_mb")
         top = max(y + (yr or [0]))
         if isinstance(limit, (int, float)) and limit <= 3 * top:
-            ax.axhline(limit, color="#bf8700", ls="--", lw=1.2, label=f"limit {limit:g} MB")
+            ax.axhline(limit, color="#bf8700", ls="--", lw=1.2, label=f"limit {fmt_number(limit)} MB")
         elif isinstance(limit, (int, float)):  # drawing it would flatten the use into a line at the bottom
-            ax.plot([], [], color="#bf8700", ls="--", lw=1.2, label=f"limit {limit:g} MB (above)")
-        _mark_breaches(ax, tl, {"memory_mb"})
+            ax.plot([], [], color="#bf8700", ls="--", lw=1.2, label=f"limit {fmt_number(limit)} MB (above)")
+        _mark_breaches(ax, tl, MEMORY_METRICS)
         ax.set_ylim(bottom=0)
         ax.set_ylabel("MB")
-        ax.legend(**_LEGEND)
+        _plain_axis(ax.yaxis)
+        _legend(ax)
     _title(fig, "Pool memory")
     return ("Pool memory over time", "Peak PSS and RSS of the worker pool per second, the memory threshold (dashed; "
             "named only when it is more than 3× the peak, so the use stays readable) and breaches.", _png(fig))
@@ -405,17 +539,18 @@ def _distribution_chart(Figure, report):
     for name, h in lines[:MAX_DISTRIBUTION_LINES]:
         ps = [p for p in _DISTRIBUTION_PERCENTILES if h.count * (1 - p / 100) >= 0.5] or [0.0]
         ax.plot([1 / (1 - p / 100) for p in ps], [h.value_at(p) / 1000 for p in ps], lw=1.4,
-                label=f"{name} (n={h.count})")
+                label=f"{name} (n={fmt_number(h.count)})")
     ax.set_xscale("log")
     ticks = [1, 2, 10, 100, 1_000, 10_000, 100_000]
     ax.set_xticks(ticks, ["0 %", "50 %", "90 %", "99 %", "99.9 %", "99.99 %", "99.999 %"])
     ax.set_xlim(1, max(2.0, max(1 / (1 - p / 100) for p in _DISTRIBUTION_PERCENTILES
                                  if any(h.count * (1 - p / 100) >= 0.5 for _, h in lines))))
     ax.set_yscale("log")
+    _plain_log_axis(ax.yaxis)
     ax.set_xlabel("percentile")
     ax.set_ylabel("latency, ms")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(**_LEGEND)
+    _legend(ax)
     ax.set_title("Latency distribution", fontsize=11, loc="left")
     return ("Latency distribution", "Latency at each percentile from each component's merged HDR histogram (every "
             "operation, all workers), on a log axis of nines so the tail reads as well as the median; a line "
@@ -423,13 +558,17 @@ def _distribution_chart(Figure, report):
 
 
 def _capacity_chart(Figure, d):
+    """A capacity search: above, the throughput at each step with the USL fit; below, what the verdict
+    judges — each step's mean latency ÷ the mean at concurrency 1, with its 95 % interval — against the
+    SLO line; the capacity and its interval on both."""
     pm = d.get("performance_metrics") or {}
     steps = [s for s in pm.get("capacity_steps") or [] if isinstance(s, dict)
              and isinstance(s.get("concurrency"), (int, float)) and isinstance(s.get("throughput"), (int, float))]
     if not steps:
         return None
     steps.sort(key=lambda s: s["concurrency"])
-    fig, ax = _new_figure(Figure)
+    fig = Figure(figsize=(FIG_SIZE_IN[0], 2 * FIG_SIZE_IN[1]), dpi=FIG_DPI)
+    ax, ax2 = fig.subplots(2, 1, sharex=True)
     n = [s["concurrency"] for s in steps]
     ax.plot(n, [s["throughput"] for s in steps], "o-", color="#1f6feb", lw=1.5, label="measured throughput")
     usl = pm.get("usl") or {}
@@ -441,25 +580,56 @@ def _capacity_chart(Figure, d):
         if isinstance(usl.get("peak_concurrency"), (int, float)):
             ax.axvline(usl["peak_concurrency"], color="#8250df", ls=":", lw=1.0,
                        label=f"model peak N={usl['peak_concurrency']:.1f}")
-    if isinstance(pm.get("max_capacity"), (int, float)):
-        ax.axvline(pm["max_capacity"], color="#2da44e", ls="-", lw=1.2, label=f"max capacity {pm['max_capacity']:g}")
-    ax.set_xlabel("concurrency")
+    # What the verdict uses: the mean latency ratio with its 95 % interval, against the SLO.
+    ratio = [s for s in steps if _num(s.get("latency_ratio")) is not None and math.isfinite(s["latency_ratio"])]
+    if ratio:
+        err = [1.96 * _num(s.get("ratio_se"), 0.0) if math.isfinite(_num(s.get("ratio_se"), 0.0)) else 0.0
+               for s in ratio]
+        good = [s.get("ok") is not False for s in ratio]
+        ax2.errorbar([s["concurrency"] for s in ratio], [s["latency_ratio"] for s in ratio], yerr=err, fmt="-",
+                     color="#bf8700", lw=1.2, capsize=3, label="mean latency ÷ mean at 1 (95 % interval)")
+        for ok, marker, label in ((True, "o", "step within the SLO"), (False, "X", "step past the SLO")):
+            pts = [s for s, g in zip(ratio, good) if g is ok]
+            if pts:
+                ax2.plot([s["concurrency"] for s in pts], [s["latency_ratio"] for s in pts], marker, ls="none",
+                         color="#2da44e" if ok else "#d1242f", ms=6, label=label)
+    slo = _capacity_slo(pm)
+    ax2.axhline(slo, color="#d1242f", ls="--", lw=1.2, label=f"SLO: mean ≤ {slo:g} × the mean at 1")
+    cap, low, high = (_num(pm.get(k)) for k in ("max_capacity", "capacity_low", "capacity_high"))
+    for i, a in enumerate((ax, ax2)):
+        if low is not None and high is not None and high >= low:
+            a.axvspan(low, high, color="#2da44e", alpha=0.12, lw=0,
+                      label=f"capacity interval {fmt_number(low)}–{fmt_number(high)}" if i else None)
+        if cap is not None:
+            a.axvline(cap, color="#2da44e", ls="-", lw=1.4, label=f"capacity {fmt_number(cap)}" if i else None)
     ax.set_ylabel("operations / s")
     ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
-    p99 = [(s["concurrency"], s["p99_ms"]) for s in steps if isinstance(s.get("p99_ms"), (int, float))]
-    handles, labels = ax.get_legend_handles_labels()
-    if p99:
-        ax2 = ax.twinx()
-        ax2.plot(*zip(*p99), "s-", color="#bf8700", lw=1.0, ms=4, label="p99 ms")
-        ax2.set_ylabel("p99 (ms)")
-        h2, l2 = ax2.get_legend_handles_labels()
-        handles, labels = handles + h2, labels + l2
-    ax.legend(handles, labels, loc="best", fontsize=8)
+    _plain_axis(ax.yaxis)
+    ax2.set_ylabel("latency ratio")
+    ax2.set_ylim(bottom=0)
+    ax2.set_xlabel("concurrency")
+    for a in (ax, ax2):
+        a.grid(True, alpha=0.3)
+        _legend(a)
     ax.set_title(f"Capacity — {d.get('test_name')}", fontsize=11, loc="left")
+    interval = pm.get("capacity_interval") or (fmt_number(cap) if cap is not None else "—")
     return (f"Capacity curve of {d.get('test_name')}",
-            "Throughput at each concurrency step, the Universal Scalability Law fit and its peak, p99 on the right axis.",
+            f"Capacity {interval}. Above: throughput at each concurrency step, the Universal Scalability Law fit "
+            "and its peak. Below: what the capacity verdict judges — each step's mean latency ÷ the mean at "
+            "concurrency 1, with its 95 % interval — against the SLO line; the capacity where the ratio crosses "
+            "it, its 95 % interval shaded.",
             _png(fig, timeline=False))
+
+
+def _capacity_slo(pm):
+    """The SLO factor the search judged against: its report's ``slo_mean_ms ÷ reference_mean_ms``, else the
+    scenario's own constant."""
+    slo, ref = _num(pm.get("slo_mean_ms")), _num(pm.get("reference_mean_ms"))
+    if slo and ref:
+        return round(slo / ref, 3)
+    from ..scenarios.capacity_limits import SLO_FACTOR
+
+    return SLO_FACTOR
 
 
 def _usl(n, usl):
@@ -473,11 +643,13 @@ def _breaker_state(e):
 
 
 def _breaker_name(e):
-    """Which breaker: a named one, else the worker whose dispatcher holds it."""
+    """Which breaker: a named one, else the worker whose dispatcher holds it — with its shard in a fleet,
+    where every shard has a worker 0."""
+    shard = f"shard {e['shard']} " if e.get("shard") is not None else ""
     for key in ("breaker", "stage", "name"):
         if e.get(key) is not None:
-            return str(e[key])
-    return f"worker {e['worker']}" if e.get("worker") is not None else "breaker"
+            return shard + str(e[key])
+    return shard + (f"worker {e['worker']}" if e.get("worker") is not None else "breaker")
 
 
 def _breaker_chart(Figure, tl, events):
@@ -503,7 +675,7 @@ def _breaker_chart(Figure, tl, events):
         ax.step(xs, ys, where="post", lw=1.5, label=name)
     ax.set_yticks(list(BREAKER_LEVELS.values()), [k.replace("_", "-") for k in BREAKER_LEVELS], fontsize=8)
     ax.set_ylim(-0.3, 2.6)
-    ax.legend(**_LEGEND)
+    _legend(ax)
     _title(fig, "Circuit breakers")
     return ("Breaker state over time", "State of each circuit breaker (CLOSED, HALF_OPEN, OPEN) from its transitions.",
             _png(fig))
@@ -525,7 +697,7 @@ def _measures_chart(Figure, d, xmax=None):
     if xmax:
         ax.set_xlim(0, xmax)
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(**_LEGEND)
+    _legend(ax)
     ax.set_title(f"Named measurements — {d.get('test_name')}", fontsize=11, loc="left")
     return (f"Named measurements of {d.get('test_name')}", "p50, p90 and p99 of each loadgen.measure block — the "
             "embedded flow's stages, in pipeline order — (ms), on one scale for every component.",

@@ -95,17 +95,38 @@ def compare_command(baseline, current, tolerance="10", alpha=None, force=False):
     print(tabulate([[r["component"], r["metric"], _fmt(r["old"]), _fmt(r["new"]), _change(r["change_pct"]),
                      r["noise"], r["verdict"]] for r in rows],
                    headers=["component", "metric", "baseline", "current", "change", "noise", "verdict"]))
+    for line in summary_lines(rows, tol, a):
+        print(line)
+    return ExitCode.FAILED if any(r["verdict"] == "REGRESSION" for r in rows) else ExitCode.OK
+
+
+def summary_lines(rows, tol, alpha):
+    """The lines after the table: regressions, changes within noise and rows not judged, each under its
+    own name and each row with the threshold it was held to, then the verdict line (last)."""
     tested = sum(1 for r in rows if r["p"] is not None)
-    noisy = sum(1 for r in rows if r["verdict"] == WITHIN_NOISE)
-    how = f"beyond {tol:g}% and the noise (α {a:g}, Holm–Bonferroni over {tested} tests)"
-    within = f"; {noisy} change(s) beyond {tol:g}% within noise" if noisy else ""
-    regressions = [r for r in rows if r["verdict"] == "REGRESSION"]
-    if regressions:
-        print(f"compare: {len(regressions)} regression(s) {how}{within}: "
-              + "; ".join(f"{r['component']} {r['metric']}" for r in regressions))
-        return ExitCode.FAILED
-    print(f"compare: no regression {how}{within}")
-    return ExitCode.OK
+    how = f"beyond {tol:g}% and the noise (α {alpha:g}, Holm–Bonferroni over {tested} tests)"
+    groups = (("regressions", [r for r in rows if r["verdict"] == "REGRESSION"]),
+              (f"within noise (beyond {tol:g}% but not beyond the noise)",
+               [r for r in rows if r["verdict"] == WITHIN_NOISE]),
+              ("not judged", [r for r in rows if r["verdict"].startswith("not comparable")]))
+    out = []
+    for title, members in groups:
+        if members:
+            out.append(f"{title} ({len(members)}): " + "; ".join(f"{r['component']} {r['metric']}"
+                                                                 + (f" ({_held(r)})" if _held(r) else "")
+                                                                 for r in members))
+    regressions, noisy = len(groups[0][1]), len(groups[1][1])
+    counts = f"; {noisy} within noise" if noisy else ""
+    out.append(f"compare: {regressions or 'no'} regression{'s' if regressions > 1 else ''} {how}{counts}")
+    return out
+
+
+def _held(r):
+    """``p 0.00045 > 0.00029`` — a row's p-value against the threshold Holm held it to (its rank's)."""
+    if r.get("p") is None or r.get("held_to") is None:
+        return ""
+    sign = "≤" if r["p"] <= r["held_to"] else ">"
+    return f"p {r['p']:.2g} {sign} {r['held_to']:.2g}"
 
 
 def parse_tolerance(text):
@@ -341,6 +362,8 @@ def compare_reports(old, new, tolerance_pct, alpha=DEFAULT_ALPHA):
                 row["p"], row["se"], row["basis"] = metric_test(key, va, vb, a, b)
             rows.append(row)
     significant = stats.holm([r["p"] for r in rows], alpha)
+    for r, held in zip(rows, stats.holm_thresholds([r["p"] for r in rows], alpha)):
+        r["held_to"] = held
     for r, sig in zip(rows, significant):
         if r["verdict"] is None:
             r["verdict"] = _verdict(r, tolerance_pct, sig)
@@ -433,7 +456,7 @@ def _noise_text(r):
     bits = []
     if r.get("se") is not None and r["old"]:
         bits.append(f"±{stats.Z95 * r['se'] / abs(r['old']) * 100:.1f}%")
-    bits.append(f"p {r['p']:.2g}")
+    bits.append(_held(r) or f"p {r['p']:.2g}")  # with its Holm threshold: "p 0.00045 > 0.00029"
     return " ".join(bits)
 
 
@@ -449,7 +472,7 @@ def _change_pct(old, new):
 
 def _row(component, metric, old, new, change, verdict):
     return {"component": component, "metric": metric, "old": old, "new": new, "change_pct": change,
-            "p": None, "se": None, "basis": None, "noise": "", "verdict": verdict}
+            "p": None, "se": None, "basis": None, "held_to": None, "noise": "", "verdict": verdict}
 
 
 def _status(d):

@@ -20,6 +20,10 @@ def clean_text(text):
     return _UNSAFE_TEXT.sub("\ufffd", str(text))
 
 
+SIGNIFICANT_DIGITS = 4
+SMALLEST_SHOWN = 1e-4  # below it (not zero) a number shows as "< 0.0001"
+
+
 # What a terminal or a text file must never get raw from a name, a label or a message: C0 controls (a
 # newline forges a line, ESC drives the terminal), DEL and C1, the bidirectional overrides and isolates
 # (U+202A–U+202E, U+2066–U+2069, the marks U+200E/U+200F/U+061C: they reorder what is shown), the
@@ -56,8 +60,9 @@ def printable_tree(obj, keep=("tracebacks",)):
 
 
 def fmt_number(v):
-    """``v`` as short text (str): 4 significant digits, whole numbers from 1e5 up; "—" for None;
-    bools, inf, nan and non-numbers as ``str(v)``."""
+    """``v`` as short text (str) in plain notation, never ``2.366e+04``: whole numbers from 1,000 up
+    with thousands separators (``23,660``), smaller ones to 4 significant digits (``0.8125``,
+    ``12.5``); "—" for None; bools, inf, nan and non-numbers as ``str(v)``."""
     if v is None:
         return "—"
     if isinstance(v, bool):
@@ -68,7 +73,15 @@ def fmt_number(v):
         return str(v)
     if not math.isfinite(f):
         return str(f)
-    return f"{f:.4g}" if abs(f) < 1e5 else f"{f:.0f}"
+    if abs(f) >= 1000 or f == int(f):
+        return f"{f:,.0f}"
+    if abs(f) < SMALLEST_SHOWN:
+        return "< 0.0001" if f > 0 else "> -0.0001"
+    decimals = SIGNIFICANT_DIGITS - 1 - math.floor(math.log10(abs(f)))
+    text = f"{f:.{max(0, decimals)}f}"
+    if abs(float(text)) >= 1000:  # 999.96 rounds up to a whole thousand
+        return f"{float(text):,.0f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 MEASURE_HEAD = ["component", "measurement", "count", "p50 ms", "p95 ms", "p99 ms", "max ms"]

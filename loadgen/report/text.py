@@ -97,10 +97,11 @@ def render_summary(report):
              f"Duration: {md['duration_seconds']:.2f} seconds",
              f"System: {si['cpu_count']} CPUs, {si['total_memory_gb']:.1f}GB RAM", "",
              "EXECUTIVE SUMMARY", "================",
-             f"Overall Success Rate: {ex['overall_success_rate'] * 100:.1f}% of the components passed"
-             + _operations_rate(report),
-             f"Components Passed: {ex['passed_components']}/{ex['total_components']}",
-             f"Total Operations: {ex['total_operations_executed']}", "",
+             # Two figures, each with its own label: most readers look for the operations first.
+             f"Operations succeeded: {operations_rate(report)}",
+             f"Components passed: {ex['passed_components']}/{ex['total_components']} "
+             f"({ex['overall_success_rate'] * 100:.1f}%, the seed's Overall Success Rate)",
+             f"Total Operations: {ex['total_operations_executed']:,}", "",
              "COMPONENT RESULTS", "================"]
     for c in report["component_results"]:
         mark = "✅" if c["status"] == "PASSED" else "❌"
@@ -195,8 +196,10 @@ def _key_text(c):
     return ""
 
 
-def _operations_rate(report):
-    """``; operations succeeded: 60.1%`` from the report's accounting (empty without operations)."""
+def operations_rate(report):
+    """``60.1% (601 of 1,000 completed)`` from the report's accounting ("none completed" without any)."""
     acc = report.get("accounting") or {}
     done = sum(acc.get(k, 0) for k in ("succeeded", "failed", "timed_out", "crashed"))
-    return f"; operations succeeded: {acc.get('succeeded', 0) / done:.1%}" if done else ""
+    ok = acc.get("succeeded", 0)
+    dropped = f"; {acc['dropped']:,} arrivals dropped, not started" if acc.get("dropped") else ""
+    return (f"{ok / done:.1%} ({ok:,} of {done:,} completed)" if done else "none completed") + dropped

@@ -117,3 +117,44 @@ def test_a_killed_run_page_still_decodes(tmp_path):
     page.write_text(report_html.render_html(report, [], []), encoding="utf-8")
     decoded, total = charts_ok(page, tmp_path)
     assert total >= 4 and decoded == total
+
+
+def dom(page_path, tmp_path):
+    """The DOM headless Chromium built from the page (after its load event)."""
+    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+           "--disable-extensions", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+           "--virtual-time-budget=5000", "--dump-dom", "file://" + os.path.abspath(page_path)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=DUMP_TIMEOUT_S, stdin=subprocess.DEVNULL).stdout
+
+
+def test_the_page_answers_at_a_glance_and_no_chart_is_cut(tmp_path):
+    """Verdict, what failed (measured vs limit), top errors, then charts, then the long tables folded; and
+    every chart's outer frame is background: nothing drawn (a legend, a label) runs off its edge."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    report, rows, events = rich_run()
+    report["detailed_metrics"][1]["errors"] = {"TimeoutError": 7}
+    # the issue's cut legend: "threshold exceeded (repor" beside the CPU chart
+    events.append({"t": rows[5]["t"] + 0.5, "type": "threshold_exceeded", "metric": "cpu_percent", "value": 95.0,
+                   "limit": 90.0, "phase": "capacity step"})
+    page = tmp_path / "report.html"
+    page.write_text(report_html.render_html(report, rows, events), encoding="utf-8")
+    html = dom(page, tmp_path)
+    order = [html.find(f"id=\"{ident}\"") for ident in ("verdict", "failed", "errors", "charts", "details")]
+    assert -1 not in order and order == sorted(order), order
+    failed = html[order[1]:order[2]]
+    assert "memory_pressure" in failed and "stopped" in failed  # why it failed, before any chart
+    assert "Operations succeeded" in html[:order[1]] and "Components passed" in html[:order[1]]
+    details = html[order[4]:]
+    assert "<details id=\"components\"" in details and "<details id=\"events\"" in details
+    titles = re.findall(r"<img class=\"chart\" alt=\"([^\"]+)\" src=\"data:image/png;base64,([^\"]+)\"", html)
+    assert len(titles) == 8
+    for title, data in titles:
+        img = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("L"))
+        frame = np.concatenate([img[:2].ravel(), img[-2:].ravel(), img[:, :2].ravel(), img[:, -2:].ravel()])
+        assert frame.min() >= 250, f"{title}: something is drawn on the figure's edge (a cut legend?)"

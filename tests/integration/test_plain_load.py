@@ -48,7 +48,7 @@ def test_errors_are_in_plain_sight_on_the_console_and_in_the_summary(cli, tmp_pa
     assert "error load: " in out and "× ValueError: this operation always fails" in out
     text = (tmp_path / "r" / "summary.txt").read_text()
     assert "ERRORS (most frequent first" in text and "ValueError: this operation always fails" in text
-    assert "of the components passed; operations succeeded: 0.0%" in text
+    assert "Operations succeeded: 0.0% (0 of " in text and "\nComponents passed: 0/1 (0.0%" in text
 
 
 def test_a_piped_run_prints_plain_progress_lines_and_quiet_prints_none(cli, tmp_path):

@@ -1,5 +1,6 @@
 """Every ``python -m loadgen`` command in README.rst, as written there: each one parses (its flags and
-values are checked as the command line checks them), and each one that runs on this machine runs (the
+values are checked as the command line checks them; so does every one in docs/*.rst), and each README
+command that runs on this machine runs (the
 example plans: test_examples.py; a Dask cluster: test_fleet.py) —
 shortened (durations 1 s, the suite one scenario), its placeholders (``my_module:op``, ``RUN_DIR``,
 ``plan.toml``, …) made real — and exits as a run that measured, never with a usage error. When the
@@ -21,9 +22,10 @@ NOT_HERE = ("--cluster", "cluster", "serve")  # a Dask cluster, a server: parsed
 README_SERVE = "http://127.0.0.1:8080"  # where the README's --url commands find `loadgen serve`
 
 
-def readme_commands():
-    """``(line, argv)`` of every loadgen command of the README: code-block lines and inline literals."""
-    text = open(README, encoding="utf-8").read()
+def readme_commands(path=README):
+    """``(line, argv)`` of every loadgen command of the README (or another page): code-block lines and
+    inline literals."""
+    text = open(path, encoding="utf-8").read()
     found = []
     for line in text.splitlines():
         if line.startswith("   ") and "-m loadgen " in line and "``" not in line:
@@ -41,6 +43,10 @@ def readme_commands():
 
 
 COMMANDS = readme_commands()
+DOCS = os.path.join(ROOT, "docs")
+# docs/*.rst: parsed, not run (the README's first-hour commands run; these are the reference's examples)
+DOCS_COMMANDS = [(f"{name}: {cmd}", argv) for name in sorted(os.listdir(DOCS)) if name.endswith(".rst")
+                 for cmd, argv in readme_commands(os.path.join(DOCS, name))]
 
 
 def test_the_readme_has_the_commands_this_test_knows():
@@ -58,6 +64,15 @@ def test_every_readme_command_parses(cmd, argv):
     args = cli.build_parser().parse_args(_real(argv, "/tmp/x", {}))
     if getattr(args, "command", None) in ("run", "suite"):
         opts.from_flags(vars(args))  # every value checked as the command line checks it
+
+
+def test_the_docs_have_commands_too():
+    assert len(DOCS_COMMANDS) >= 15, DOCS_COMMANDS
+
+
+@pytest.mark.parametrize("cmd, argv", DOCS_COMMANDS, ids=[c for c, _ in DOCS_COMMANDS])
+def test_every_docs_command_parses(cmd, argv):
+    test_every_readme_command_parses(cmd, argv)
 
 
 def _real(argv, tmp, made):

@@ -8,6 +8,7 @@ differ in load, target, profile or machine. Reports are built with ``build_repor
 import copy
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -240,8 +241,12 @@ def test_a_real_shift_is_a_regression_naming_the_metric(tmp_path, capsys):
     d["latency_ms"]["p99"] = old["detailed_metrics"][0]["latency_ms"]["p99"] * 1.4  # tight intervals: ~3000 samples
     code, out, _ = run_compare(capsys, write(tmp_path, "old.json", old), write(tmp_path, "new.json", new))
     assert code == 1
-    last = out.strip().splitlines()[-1]
-    assert last.startswith("compare: 1 regression(s) beyond 10% and the noise") and "concurrent_load p99 ms" in last
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("compare: 1 regression beyond 10% and the noise")
+    # the regressions under their own name, each with the threshold Holm held it to
+    listed = next(ln for ln in lines if ln.startswith("regressions (1): "))
+    assert re.search(r"concurrent_load p99 ms \(p \S+ ≤ \S+\)", listed), listed
+    assert not any(ln.startswith("within noise") for ln in lines)
     row = next(ln for ln in out.splitlines() if " p99 ms " in ln)
     assert "REGRESSION" in row and "+40.0%" in row and "p " in row
     # the whole distribution slower: p50 and p99 both regress
@@ -262,7 +267,14 @@ def test_a_big_change_with_wide_intervals_is_within_noise(tmp_path, capsys):
     assert v[("concurrent_load", "throughput ops/s")] == "within noise"
     code, out, _ = run_compare(capsys, write(tmp_path, "old.json", old), write(tmp_path, "new.json", new))
     assert code == 0
-    assert "2 change(s) beyond 10% within noise" in out.strip().splitlines()[-1]
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("compare: no regression beyond 10%") and lines[-1].endswith("; 2 within noise")
+    listed = next(ln for ln in lines if ln.startswith("within noise (beyond 10% but not beyond the noise) (2): "))
+    # each row says what it was held to: its p-value above its Holm threshold
+    for metric in ("p99 ms", "throughput ops/s"):
+        m = re.search(rf"concurrent_load {metric} \(p (\S+) > (\S+)\)", listed)
+        assert m and float(m.group(1)) > float(m.group(2)), listed
+    assert not any(ln.startswith("regressions") for ln in lines)
     # an improvement within the noise is not "better" either
     rows = compare.compare_reports(new, old, 10)
     assert verdicts(rows)[("concurrent_load", "p99 ms")] == "within noise"
@@ -281,6 +293,8 @@ def test_holm_makes_a_marginal_change_among_many_rows_within_noise():
     assert 0.003 < row["p"] < 0.005 and row["change_pct"] > 10
     assert row["verdict"] == "within noise"
     assert sum(1 for r in rows if r["p"] is not None) == 12
+    # the row names the threshold it was held to: below α 0.01 yet above its Holm rank's
+    assert row["held_to"] < row["p"] < 0.01 and f"> {row['held_to']:.2g}" in row["noise"]
     rows = compare.compare_reports(old, new, 10, alpha=0.05)
     assert verdicts(rows)[("a", "p99 ms")] == "REGRESSION"
 

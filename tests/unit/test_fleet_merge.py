@@ -225,3 +225,13 @@ def test_a_shard_forgets_the_users_modules_but_not_installed_ones(tmp_path, monk
     importlib.invalidate_caches()
     assert importlib.import_module("lg_user_target_mod").VERSION == 22
     sys.modules.pop("lg_user_target_mod", None)
+
+
+def test_a_fleet_second_keeps_each_op_of_a_mix_at_its_worst_shard():
+    from loadgen.fleet.merge import merge_seconds
+
+    a = {"t": 1, "phase": "load", "succeeded": 5, "failed": 0, "ops_ms": {"browse": {"p50": 3.0, "p99": 9.0}}}
+    b = {"t": 1, "phase": "load", "succeeded": 5, "failed": 0,
+         "ops_ms": {"browse": {"p50": 4.0, "p99": 7.0}, "login": {"p50": 8.0, "p99": 12.0}}}
+    line = merge_seconds((1, "load"), {0: (a, 0.1), 1: (b, 0.2)})
+    assert line["ops_ms"] == {"browse": {"p50": 4.0, "p99": 9.0}, "login": {"p50": 8.0, "p99": 12.0}}

@@ -155,3 +155,23 @@ def test_the_api_checks_as_the_command_line_does():
         options.from_api({"concurency": 3})
     with pytest.raises(UsageError, match="above the safety cap"):
         api.Session.configured(options.from_api({"concurrency": 60}))
+
+
+def test_run_help_groups_its_options_load_target_http_safety_output():
+    """``run --help`` in groups, as k6 and Locust group theirs; each flag under its table group's title."""
+    from loadgen.cli import build_parser
+
+    text = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    titles = [line.split(" (")[0] for line in text.splitlines() if line and not line.startswith(" ")
+              and line.endswith(":") and "(" in line]
+    assert titles == ["load", "target", "HTTP", "safety", "output", "fleet"], titles
+
+    def section(title):
+        start = text.index(f"\n{title} (")
+        end = text.find("\n\n", start + 1)
+        return text[start:end]
+
+    assert "--concurrency" in section("load") and "--criterion" in section("load")
+    assert "--target-arg" in section("target") and "--url" in section("HTTP")
+    assert "--max-memory-mb" in section("safety") and "--stop-file" in section("safety")
+    assert "--out" in section("output") and "--prom-textfile" in section("output")

@@ -223,6 +223,18 @@ def test_list_fits_100_columns(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "load" in out and max(len(line) for line in out.splitlines()) <= 100
+    # Wrapped between words, never inside one and never cut: every word of every text is there whole.
+    from loadgen import scenarios
+    from loadgen.criteria import METRICS
+    from loadgen.workload.flow import FLOW_PARAMS
+
+    words = set(out.split())
+    texts = list(METRICS.values()) + [h for _, _, h in FLOW_PARAMS.values()] + \
+        [scenarios.get(n).summary for n in scenarios.names() + [scenarios.LOAD]]
+    for text in texts:
+        missing = [w for w in text.split() if w not in words]
+        assert not missing, (text, missing)
+    assert "one check's pass rate" in " ".join(out.split())
 
 
 def test_charts_and_events_read_right():
@@ -244,7 +256,7 @@ def test_charts_and_events_read_right():
     titles = [c[0] for c in report_html.build_charts(rep, rows, events)]
     assert "Machine CPU over time" in titles and "Pool CPU over time" not in titles
     page = report_html.render_html(rep, rows, events)
-    section = page[page.index("<section id='events'>"):]
+    section = page[page.index("id='events'"):]
     order = [section.index(f"<td>{t}</td>") for t in ("breaker", "worker_crash", "phase")]
     assert order == sorted(order)  # 101 s, 103 s, 105.4 s: not the streams' order
     assert "state open · reason 3 failures" in section and '{"' not in section
@@ -272,3 +284,100 @@ def test_open_model_seconds_carry_the_response_time_and_the_target_rate():
     tl = _Timeline(make_report([]), rows, [])
     assert [r["target_rate"] for r in tl.rows] == [150.0, 150.0, 150.0]  # a closed phase's target is not a rate
     assert tl.rows[0]["response"]["p99"] == 30.0 and tl.rows[1]["latency"]["p50"] == 5.0
+
+
+def test_summary_leads_with_operations_succeeded_and_components_passed_as_two_labelled_figures():
+    from loadgen.report.text import render_summary
+
+    text = render_summary(make_report([result(), result("memory_pressure", success=False, exit_code=1)], kind="suite"))
+    lines = text.splitlines()
+    head = lines.index("EXECUTIVE SUMMARY")
+    assert lines[head + 2] == "Operations succeeded: 95.0% (1,140 of 1,200 completed)"
+    assert lines[head + 3].startswith("Components passed: 1/2 (50.0%")
+
+
+@pytest.mark.parametrize("value, text", [(23660, "23,660"), (2.366e4, "23,660"), (1_234_567.8, "1,234,568"),
+                                         (999.96, "1,000"), (123.45, "123.5"), (0.8125, "0.8125"), (12.5, "12.5"),
+                                         (3.0, "3"), (-45.678, "-45.68"), (0.00012345, "0.0001234"),
+                                         (1e-9, "< 0.0001"), (0, "0"), (None, "—")])
+def test_numbers_print_in_plain_notation_with_thousands_separators(value, text):
+    from loadgen.report.fmt import fmt_number
+
+    assert fmt_number(value) == text
+
+
+def _busy_run():
+    """A report and streams with everything a chart can show: two shards logging the same phases, a CPU
+    threshold exceeded, a memory breach, an open model's drops and rejections, a mix's ops, a capacity
+    search."""
+    events = []
+    for shard in (0, 1):
+        events += [{"t": 100.0 + shard * 0.01, "type": "phase", "name": "start", "phase": "baseline c=1", "shard": shard},
+                   {"t": 104.0, "type": "phase", "name": "end", "phase": "baseline c=1", "shard": shard},
+                   {"t": 104.0, "type": "phase", "name": "start", "phase": "concurrent_load", "shard": shard},
+                   {"t": 120.0, "type": "phase", "name": "end", "phase": "concurrent_load", "shard": shard}]
+        events += [{"t": 110.0 + shard, "type": "breaker", "worker": 0, "state": "open", "shard": shard},
+                   {"t": 112.0 + shard, "type": "breaker", "worker": 0, "state": "closed", "shard": shard}]
+    events += [{"t": 108.0, "type": "threshold_exceeded", "metric": "cpu_percent", "value": 97.0, "limit": 90.0},
+               {"t": 115.0, "type": "breach", "metric": "memory_mb", "value": 1100.0, "limit": 1024.0,
+                "detected_at": 115.0, "pool_dead_at": 115.05}]
+    rows = [{"t": 100 + i, "phase": "concurrent_load", "throughput": 23_000 + 50 * i, "failed": 3, "dropped": 40,
+             "rejected": 1500, "target": 25_000.0, "latency_ms": {"p50": 4.0, "p90": 9.0, "p99": 20.0, "max": 80.0},
+             "response_ms": {"p50": 5.0, "p99": 40.0}, "cpu_percent": 80.0 + i, "pool_memory_mb": 900.0 + 10 * i,
+             "pool_rss_mb": 1000.0 + 10 * i,
+             "ops_ms": {"GET /drafts/{id}": {"p50": 3.0, "p99": 15.0}, "POST /drafts": {"p50": 8.0, "p99": 30.0}}}
+            for i in range(20)]
+    steps = [{"concurrency": c, "throughput": 10.0 * c / (1 + 0.1 * (c - 1)), "latency_ratio": 1 + 0.05 * c * c / 4,
+              "ratio_se": 0.03, "ok": c <= 8, "p99_ms": 100.0 + c} for c in (1, 2, 4, 8, 12, 16)]
+    pm = {"success_rate": 1.0, "max_capacity": 9, "capacity_low": 8, "capacity_high": 11,
+          "capacity_interval": "9 [8–11]", "reference_mean_ms": 100.0, "slo_mean_ms": 150.0, "capacity_steps": steps,
+          "usl": {"sigma": 0.1, "kappa": 0.001, "lambda": 10.0, "peak_concurrency": 31.0}}
+    cap = result("capacity_limits", performance_metrics=pm)
+    mix = result("concurrent_load")
+    mix.ops = {"GET /drafts/{id}": {"operations": 9000, "latency_ms": {"p99": 15.0}},
+               "POST /drafts": {"operations": 1000, "latency_ms": {"p99": 30.0}}}
+    rep = make_report([mix, cap], kind="suite", thresholds={"max_memory_mb": 1024.0, "max_cpu_percent": 90.0})
+    return rep, rows, events
+
+
+def test_every_legend_fits_its_figure_and_each_mark_stays_on_its_own_chart(monkeypatch):
+    from loadgen.report import charts
+
+    seen = []
+    fit = charts._fit_legends
+
+    def record(fig):
+        fit(fig)
+        title = fig.texts[0].get_text() if fig.texts else fig.axes[0].get_title(loc="left")
+        labels = [t.get_text().replace("\n", " ") for ax in fig.axes if ax.get_legend()
+                  for t in ax.get_legend().get_texts()]
+        ticks = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
+        tops = [t.get_text() for ax in fig.axes for child in ax.child_axes for t in child.get_xticklabels()]
+        seen.append((title, charts.legend_overflow(fig), labels, ticks, tops))
+
+    monkeypatch.setattr(charts, "_fit_legends", record)
+    rep, rows, events = _busy_run()
+    report_html.build_charts(rep, rows, events)
+    by_title = {title: (over, labels, ticks, tops) for title, over, labels, ticks, tops in seen}
+    for title, (over, _, _, _) in by_title.items():
+        assert over == [], (title, over)  # no legend cut: every one inside the figure's box
+    assert any("threshold exceeded (reported)" in lb for lb in by_title["Machine CPU"][1])
+    assert not any("threshold exceeded" in lb for lb in by_title["Pool memory"][1])  # a CPU mark, not memory's
+    assert any(lb == "breach" for lb in by_title["Pool memory"][1])
+    assert not any(lb == "breach" for lb in by_title["Machine CPU"][1])
+    # plain numbers: 23,000 not 2.3e+04
+    assert any("," in t for t in by_title["Throughput and errors"][2]) and not any("e+" in t for t in
+                                                                                 by_title["Throughput and errors"][2])
+    # a fleet's shards log the same phases: each named once along the top
+    tops = by_title["Throughput and errors"][3]
+    assert sorted(tops) == sorted(set(tops)) and "concurrent_load" in tops
+    # a mix: latency per op over time
+    assert any(lb.startswith("GET /drafts/{id} p99") for lb in by_title["Latency per op of the mix"][1])
+    # the capacity chart shows what the verdict judges: the mean ratio, its interval and the SLO line
+    cap = by_title["Capacity — capacity_limits"][1]
+    assert any(lb.startswith("mean latency ÷ mean at 1") for lb in cap)
+    assert any(lb.startswith("SLO: mean ≤ 1.5") for lb in cap)
+    assert "capacity 9" in cap and any(lb.startswith("capacity interval 8–11") for lb in cap)
+    assert not any(lb.startswith("p99") for lb in cap)
+    # every shard has a worker 0: each breaker line is named with its shard
+    assert by_title["Circuit breakers"][1] == ["shard 0 worker 0", "shard 1 worker 0"]
