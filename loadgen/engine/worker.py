@@ -15,6 +15,7 @@ lost to a swap race.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import signal
@@ -570,9 +571,12 @@ class Worker:
         errs = self.errors[:n]
         del self.errors[:n]
         counts = CappedCounter(MAX_ERROR_KEYS)
+        # A failure storm is a million entries a second: counted in C (Counter), and only the few that
+        # carry a traceback looked at in Python — a loop over all of them held the final flush (and so
+        # a stop) for seconds.
+        counts.update(collections.Counter([key for key, _ in errs]))
         new_tracebacks = {}  # key → tracebacks first seen in this batch
-        for key, tb in errs:
-            counts.add(key)
+        for key, tb in [e for e in errs if e[1] is not None]:
             kept = self.tracebacks.get(key, 0)
             if tb and kept < TRACEBACKS_PER_KEY and (kept or len(self.tracebacks) < MAX_ERROR_KEYS):
                 self.tracebacks[key] = kept + 1
