@@ -311,11 +311,6 @@ class Pool:
             self._ssl = ctx
         return self._ssl
 
-    def close(self):
-        for conn in self.idle:
-            conn.abort()
-        self.idle.clear()
-
 
 _pools = {}
 
@@ -434,9 +429,3 @@ def _stream(conn, t0):
         prev = t
     TIMES.stream.append((conn.done_ns - t0) // 1000)
     STATS.events += len(times)
-
-
-def close_pools():
-    """Close every idle connection of this process (the worker's end)."""
-    for pool in _pools.values():
-        pool.close()
