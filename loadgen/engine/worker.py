@@ -43,6 +43,7 @@ SMALL_STACK_FROM = 64  # from this many thread slots on, each thread gets a SLOT
 # threads, not 8, and below the 2 MiB of a transparent huge page where THP is "always" (a stack backed by
 # huge pages would read as a leak). With THP "madvise" the pool's memory is the same either way.
 SLOT_STACK_BYTES = 1 << 20
+GIVE_WAY_S = 0.0005  # how long the async loop thread sleeps so the woken main thread takes the GIL
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,9 @@ class Worker:
         self.op = None
         self.feed = None  # iterator of input records (None: operations get None)
         self.threads = []
+        # When the main thread's wait ends (CLOCK_MONOTONIC ns): from then on it wants the GIL, and
+        # the async loop thread gives way to it (see give_way).
+        self.main_wakes_ns = 0
         self.forked = False  # True in a copy an operation forked (see forked_copy)
         # The worker's ownership mark: its pid in a private page the kernel zeroes in every child
         # (MADV_WIPEONFORK), so a copy made by any fork — ``libc.fork()``, a raw clone, which run no
@@ -348,8 +352,10 @@ class Worker:
             timeout = max(0.0, next_flush - time.time())
             if self.stopping:
                 timeout = min(timeout, TIMING.drain_poll_s)  # draining: look at the slots often
+            timeout = min(timeout, TIMING.worker_poll_s)
+            self.main_wakes_ns = time.monotonic_ns() + int(timeout * 1e9)
             try:
-                if self.conn.poll(min(timeout, TIMING.worker_poll_s)):
+                if self.conn.poll(timeout):
                     msg = self.conn.recv()
                     if isinstance(msg, Stop):
                         self._stop(msg)
@@ -392,6 +398,19 @@ class Worker:
                 except OSError:
                     pass  # pipe full: the master reaps it after the worker is gone
                 os._exit(0)
+
+    def give_way(self):
+        """Called by the async loop thread between operations: while the main thread is awake (its
+        wait ended, its work of the second not done), sleep :data:`GIVE_WAY_S` so it takes the GIL.
+
+        Without it the main thread starved: a loop that runs operations which never suspend still
+        releases the GIL at every turn of the loop (the poll of its selector), and retakes it before
+        the waiting thread wakes; CPython's waiter then restarts its 5 ms wait for a forced switch at
+        each of those handovers and never gets one (the "convoy effect"). In a failure storm of
+        2 M operations a second one write to a file took the main thread 0.25–1.4 s, its flush of the
+        second never ended, and the master killed the worker at the drain grace, an operation lost."""
+        if time.monotonic_ns() >= self.main_wakes_ns:
+            time.sleep(GIVE_WAY_S)
 
     def wants_traceback(self, key):
         """Should a slot format the traceback of a failure of ``key``? Only while fewer than
