@@ -45,6 +45,9 @@ def test_async_crash_table(cli, tmp_path, target, args, expect):
     if expect == "failed":
         assert acc["failed"] == acc["dispatched"] and set(d["errors"]) == {"ValueError"}
         assert "async failure" in d["tracebacks"]["ValueError"][0]
+        # The storm's loop thread never starves the worker's main thread: it stops within the drain
+        # grace, not killed with an operation lost in flight.
+        assert not [e for e in events if e.get("type") == "worker_killed"]
     elif expect == "cancelled":  # cancelled at its timeout by the worker itself: no worker replaced
         assert acc["timed_out"] == acc["dispatched"] >= 4 and acc["crashed"] == 0 and not kills
         assert list(d["errors"]) == ["OpTimeout: cancelled after 0.4 s"]
