@@ -240,6 +240,7 @@ def fabricated_root(folder, nights=365, components=8):
             d["test_name"] = f"component_{c}"
             j = 1 + 0.02 * rng.standard_normal()
             d["throughput_ops_per_sec"] *= j
+            d["noise"]["throughput"] = {"n": 60, "mean": d["throughput_ops_per_sec"], "sd": 3.0}  # a night of whole seconds
             d["latency_ms"] = {k: v / j for k, v in d["latency_ms"].items() if k != "count"}
             rep["detailed_metrics"].append(d)
         run = os.path.join(folder, f"2026{i:04d}T000000Z")

@@ -39,6 +39,8 @@ def make_report(i, throughput=160.0, p99_ms=226.0, success=True, exit_code=0, fl
         d["throughput_ops_per_sec"] = throughput
         d["latency_ms"]["p99"] = p99_ms
         d["noise"]["p99_ms"]["ci95"] = [p99_ms * 0.95, p99_ms * 1.05]
+        # As a run of whole seconds has (the sample's 1.2 s has none, and a history keeps no throughput then).
+        d["noise"]["throughput"] = {"n": 5, "mean": throughput, "sd": throughput * 0.02}
         d["success"] = success
         rep["detailed_metrics"].append(d)
     rep["exit_code"] = exit_code

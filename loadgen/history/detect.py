@@ -29,6 +29,7 @@ the segment before it.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,13 +96,55 @@ def noise_floor(x):
 def _candidates(x):
     """Boundaries (start indices of new segments) that ruptures' PELT proposes for ``x`` (scaled to unit
     noise), least-squares cost."""
-    import ruptures
-
     n = len(x)
+    pen = PENALTY_PER_LOG_N * math.log(n)
+    if n < 2 * MIN_SEGMENT:  # ruptures refuses a series too short for one change
+        return []
     # KernelCPD with the linear kernel is PELT on the least-squares cost in ruptures' C code: 365 nights
     # take about a millisecond, where ruptures.Pelt(model="l2"), pure Python, took 0.7 s (benchmarks/history.py).
+    pelt = _ruptures_pelt()
+    if pelt is not None:
+        path = pelt(np.ascontiguousarray(x, dtype=np.double).reshape(-1, 1), pen, MIN_SEGMENT)
+        cuts, i = [], n
+        while i > 0:  # the path matrix links each segment's end to its start (as KernelCPD.predict reads it)
+            i = int(path[i])
+            if i > 0:
+                cuts.append(i)
+        return cuts[::-1]
+    import ruptures
+
     algo = ruptures.KernelCPD(kernel="linear", min_size=MIN_SEGMENT, jump=1).fit(x.reshape(-1, 1))
-    return [b for b in algo.predict(pen=PENALTY_PER_LOG_N * math.log(n)) if b < n]
+    return [b for b in algo.predict(pen=pen) if b < n]
+
+
+_PELT = []
+
+
+def _ruptures_pelt():
+    """ruptures' C function behind ``KernelCPD(kernel="linear").predict(pen=…)``, loaded on its own, or None
+    (then the public class is used). ``import ruptures`` imports every detector of the package, and one of
+    them imports ``scipy.signal``: 1.1 s of a nightly call's 2 s budget; the C module alone loads in
+    milliseconds."""
+    if not _PELT:
+        fn = None
+        try:
+            import glob
+            import importlib.machinery
+            import importlib.util
+
+            spec = importlib.util.find_spec("ruptures")
+            folder = os.path.join(spec.submodule_search_locations[0], "detection", "_detection")
+            suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+            (path,) = [f for f in glob.glob(os.path.join(folder, "ekcpd*")) if f.endswith(suffixes)]
+            name = "ruptures.detection._detection.ekcpd"
+            loader = importlib.machinery.ExtensionFileLoader(name, path)
+            module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, path, loader=loader))
+            loader.exec_module(module)
+            fn = module.ekcpd_pelt_L2
+        except Exception:  # noqa: BLE001 - another layout of ruptures: its public API instead
+            fn = None
+        _PELT.append(fn)
+    return _PELT[0]
 
 
 def _p_two_sided(z, df):

@@ -71,8 +71,9 @@ def render_page(summary, verdicts):
         by_comp.setdefault(key[0], []).append(key)
     if not by_comp:
         parts.append(f"<p class='note'>No figure has {_e(summary['min_nights'])} usable nights in this series yet.</p>")
+    links = {n.id: _a(summary["root"], n) for n in current.nights}  # looked up once a night, not once a dot
     for comp, keys in by_comp.items():
-        parts.append(_chart(summary["root"], comp, keys, current))
+        parts.append(_chart(comp, keys, current, links))
     parts.append("</section><section id='nights'><h2>Nights</h2>")
     parts.append(_nights_table(summary))
     parts.append("</section><section id='series'><h2>Series</h2>")
@@ -144,10 +145,10 @@ def _series_table(summary):
             + rows + "</tbody></table>")
 
 
-def _chart(root, comp, keys, verdict):
+def _chart(comp, keys, verdict, links):
     """One component's figure: a panel (inline SVG) per metric over the series' nights."""
     index = {n.id: i for i, n in enumerate(verdict.nights)}
-    panels = "".join(_panel(root, comp, key, verdict, index) for key in keys)
+    panels = "".join(_panel(comp, key, verdict, index, links) for key in keys)
     caption = ("Dots: usable nights, each a link to its report (hover: night, value, label); red crosses: failed "
                "nights (kept, never a baseline); yellow: segment means; dashed: change points (red regression, green "
                "improvement). x: night number in the series.")
@@ -155,7 +156,7 @@ def _chart(root, comp, keys, verdict):
             f"<figcaption><b>{_e(comp)}.</b> {_e(caption)}</figcaption></figure>")
 
 
-def _panel(root, comp, key, verdict, index):
+def _panel(comp, key, verdict, index, links):
     """One metric's panel: ``<svg class='trend' data-component data-metric>`` (drawn here, not with matplotlib:
     8 components' panels took 3.5 s through matplotlib and 20 ms so, and a night's dot can link to its report)."""
     used, seg = verdict.segments[key]
@@ -195,11 +196,11 @@ def _panel(root, comp, key, verdict, index):
         line = " ".join(f"{X(i):.1f},{Y(v):.1f}" for i, v, _ in good)
         out.append(f"<polyline points='{line}' fill='none' stroke='{LINE_COLOUR}' stroke-width='1'/>")
     for i, v, n in good:
-        out.append(f"{_a(root, n)}<circle cx='{X(i):.1f}' cy='{Y(v):.1f}' r='2.2' fill='{LINE_COLOUR}'>"
+        out.append(f"{links[n.id]}<circle cx='{X(i):.1f}' cy='{Y(v):.1f}' r='2.2' fill='{LINE_COLOUR}'>"
                    f"<title>{_e(_tip(n, v))}</title></circle></a>")
     for i, v, n in bad:
         x, y = X(i), Y(v)
-        out.append(f"{_a(root, n)}<path class='failed' d='M{x - 3:.1f},{y - 3:.1f}L{x + 3:.1f},{y + 3:.1f}M{x - 3:.1f},"
+        out.append(f"{links[n.id]}<path class='failed' d='M{x - 3:.1f},{y - 3:.1f}L{x + 3:.1f},{y + 3:.1f}M{x - 3:.1f},"
                    f"{y + 3:.1f}L{x + 3:.1f},{y - 3:.1f}' stroke='{FAILED_COLOUR}' stroke-width='1.5'>"
                    f"<title>{_e(_tip(n, v) + ' — failed, never a baseline')}</title></path></a>")
     out.append("</svg>")

@@ -50,6 +50,7 @@ def test_describe_change_names_what_differs():
 
 def test_figures_of_a_report():
     rep = json.load(open(os.path.join(SAMPLE_RUN, "report.json")))
+    rep["detailed_metrics"][0]["noise"]["throughput"] = {"n": 3, "mean": 161.0, "sd": 3.0}  # whole seconds
     rows = {(c, m): (v, lo, hi) for c, m, v, lo, hi in series.figures(rep)}
     assert rows[("concurrent_load", "throughput_ops_per_s")][0] == pytest.approx(161.012)
     assert rows[("concurrent_load", "p99_ms")] == (226.559, 217.727, 242.047)
@@ -57,6 +58,16 @@ def test_figures_of_a_report():
     assert ("concurrent_load", "measure.research.p50_ms") in rows
     assert ("concurrent_load", "leak_slope_mb_per_s") not in rows  # the sample's slope is null: left out
     assert series.direction("throughput_ops_per_s") == 1 and series.direction("measure.research.p50_ms") == -1
+
+
+def test_a_throughput_over_less_than_two_loaded_seconds_is_not_kept():
+    rep = json.load(open(os.path.join(SAMPLE_RUN, "report.json")))
+    d = rep["detailed_metrics"][0]
+    assert "throughput" not in d["noise"]  # 1.2 s: result.noise_of leaves it out under two whole loaded seconds
+    rows = {(c, m) for c, m, *_ in series.figures(rep)}
+    assert (d["test_name"], "throughput_ops_per_s") not in rows and (d["test_name"], "p99_ms") in rows
+    del d["noise"]  # a report without any noise (older, or another kind): its throughput is kept
+    assert (d["test_name"], "throughput_ops_per_s") in {(c, m) for c, m, *_ in series.figures(rep)}
 
 
 # ---------------------------------------------------------------- the store
@@ -149,6 +160,23 @@ def test_a_step_is_found_at_its_night():
     assert [c.index for c in s.changes] == [30]
     assert s.changes[0].worse and s.changes[0].change_pct == pytest.approx(-10, abs=1.5) and s.regressed
     assert not detect.segment(v, -1).regressed  # lower is better (a latency): the same step is an improvement
+
+
+def test_the_pelt_loaded_on_its_own_is_ruptures_kernelcpd():
+    """detect calls ruptures' C function without importing the package (1 s of scipy): the same cuts as
+    the public ``KernelCPD``, on steps, noise and short series."""
+    import ruptures
+
+    assert detect._ruptures_pelt() is not None  # the fast path is the one used here
+    rng = np.random.default_rng(7)
+    for n in (4, 6, 9, 40, 365):
+        for shift in (0.0, 3.0, 8.0):
+            x = rng.standard_normal(n)
+            x[n // 2:] += shift
+            pen = detect.PENALTY_PER_LOG_N * np.log(n)
+            public = [b for b in ruptures.KernelCPD(kernel="linear", min_size=detect.MIN_SEGMENT, jump=1)
+                      .fit(x.reshape(-1, 1)).predict(pen=pen) if b < n]
+            assert detect._candidates(x) == public, (n, shift)
 
 
 def test_aa_nights_are_quiet():
