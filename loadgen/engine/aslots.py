@@ -27,7 +27,6 @@ import asyncio
 import math
 import os
 import time
-import traceback
 
 from ..config import TIMING
 from ..workload.targets import outcome
@@ -98,7 +97,7 @@ async def _watch(w):
         late_ms = (time.monotonic_ns() - t - tick_ns) / 1e6
         if late_ms >= STALL_MS:
             w.stalls.append(late_ms)
-        _give_way(w)
+        w.give_way()
 
 
 async def _call(op, record, timeout_s, wants=None):
@@ -150,12 +149,6 @@ _timeout = getattr(asyncio, "timeout", None)
 
 def _cancelled(timeout_s):
     return f"OpTimeout: cancelled after {timeout_s:g} s", None, True
-
-
-def _give_way(w):
-    give_way = getattr(w, "give_way", None)  # the unit tests' fake workers have no main thread
-    if give_way is not None:
-        give_way()
 
 
 def _ended(w, c, base, key, tb, cancelled):
@@ -213,7 +206,7 @@ async def _closed(w, i):
         if not n % YIELD_EVERY or t1 - yielded >= YIELD_NS:
             # An operation that never suspends (or blocks) would hold the loop: let the others run,
             # and the worker's main thread (see Worker.give_way).
-            _give_way(w)
+            w.give_way()
             await asyncio.sleep(0)
             yielded = clock()
 

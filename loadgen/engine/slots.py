@@ -21,6 +21,11 @@ from ..workload.targets import error_key, outcome
 from .counters import DROPPED, FAILED, REJECTED, SLOT_FIELDS, START_NS, STARTED, SUCCEEDED
 
 SPIN_NS = int(TIMING.spin_s * 1e9)
+GIVE_WAY_S = 0.0005  # how long a slot sleeps so the worker's woken main thread takes the GIL (Worker.give_way)
+# Thread slots give way only once the main thread has been awake this long: it does get a share of the GIL
+# (1 in slots + 1), and giving way at every wake cost a no-op run 10 % of its throughput.
+MAIN_BEHIND_NS = 50_000_000
+GIVE_WAY_EVERY = 64  # operations between two looks (a look each costs a no-op run 10 %)
 OWNED = (1,)  # the ownership mark of a slot's worker where none is kept (the unit tests' fake workers)
 
 
@@ -43,6 +48,7 @@ def closed_slot(w, i):
     classify = outcome
     own = getattr(w, "own", OWNED)  # 0 in a copy forked by any means (MADV_WIPEONFORK): see Worker.own
     wants = getattr(w, "wants_traceback", _always)  # a traceback is formatted only when it will be kept
+    countdown = GIVE_WAY_EVERY
     while True:
         # Fast path: an active slot of a duration-bound run never takes the lock.
         # ``active`` is read before ``quota``: _order sets quota first, so a slot
@@ -61,6 +67,11 @@ def closed_slot(w, i):
                 record = next(feed)
             except StopIteration:
                 return
+        countdown -= 1
+        if not countdown:  # every GIVE_WAY_EVERY operations: is the main thread behind? (Worker.give_way)
+            countdown = GIVE_WAY_EVERY
+            if mono() >= w.main_wakes_ns + MAIN_BEHIND_NS:
+                time.sleep(GIVE_WAY_S)
         c[base + STARTED] += 1
         c[base + START_NS] = mono()
         t0 = clock()

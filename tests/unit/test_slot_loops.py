@@ -205,6 +205,10 @@ class FakeWorker:
         self.schedule_horizon_s = None
         self.claim_arrival = itertools.count().__next__
         self.died = []
+        self.main_wakes_ns = 1 << 62  # no main thread to give way to
+
+    def give_way(self):
+        pass
 
     def may_start(self, i):
         return not self.stopping
