@@ -25,7 +25,7 @@ GIVE_WAY_S = 0.0005  # how long a slot sleeps so the worker's woken main thread 
 # Thread slots give way only once the main thread has been awake this long: it does get a share of the GIL
 # (1 in slots + 1), and giving way at every wake cost a no-op run 10 % of its throughput.
 MAIN_BEHIND_NS = 50_000_000
-GIVE_WAY_EVERY = 64  # operations between two looks (a look each costs a no-op run 10 %)
+GIVE_WAY_EVERY = 64  # operations between two looks (a look at every operation cost a no-op run ≈ 10 %)
 OWNED = (1,)  # the ownership mark of a slot's worker where none is kept (the unit tests' fake workers)
 
 

@@ -281,7 +281,7 @@ class Worker:
         self.feed = None  # iterator of input records (None: operations get None)
         self.threads = []
         # When the main thread's wait ends (CLOCK_MONOTONIC ns): from then on it wants the GIL, and
-        # the async loop thread gives way to it (see give_way).
+        # the slots give way to it (see give_way).
         self.main_wakes_ns = 0
         self.forked = False  # True in a copy an operation forked (see forked_copy)
         # The worker's ownership mark: its pid in a private page the kernel zeroes in every child
