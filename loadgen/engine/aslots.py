@@ -29,7 +29,7 @@ import os
 import time
 
 from ..config import TIMING
-from ..workload.targets import outcome
+from ..workload.results import outcome
 from .counters import DROPPED, FAILED, REJECTED, SLOT_FIELDS, START_NS, STARTED, SUCCEEDED, TIMED_OUT
 from .slots import OWNED, capped_traceback, raised_key, traceback_of
 

@@ -17,7 +17,7 @@ import time
 import traceback
 
 from ..config import TIMING
-from ..workload.targets import error_key, outcome
+from ..workload.results import error_key, outcome
 from .counters import DROPPED, FAILED, REJECTED, SLOT_FIELDS, START_NS, STARTED, SUCCEEDED
 
 SPIN_NS = int(TIMING.spin_s * 1e9)

@@ -32,7 +32,7 @@ from .slots import GIVE_WAY_S, closed_slot, open_slot
 from .. import named
 from ..config import TIMING
 from ..errors import SLOT_DIED_EXITCODE
-from ..workload import targets
+from ..workload import results
 from ..workload.targets import TargetSpec, build_operation
 
 MAX_ERROR_KEYS = 50  # distinct error keys a worker reports; the rest go to "other"
@@ -327,7 +327,7 @@ class Worker:
         named.collect()
         # An operation that returns a function (a factory without --target-factory), a coroutine or a
         # generator stops the slots at its first call, not after millions of calls of the factory.
-        targets.on_misuse(lambda: self._stop(None))
+        results.on_misuse(lambda: self._stop(None))
         misuse_told = False
         asynchronous = bool(getattr(self.op, "is_async", False))
         self.conn.send(Ready(spec.index, os.getpid(), _proc.own_create_time(), asynchronous=asynchronous))
@@ -367,10 +367,10 @@ class Worker:
             except (EOFError, OSError):
                 return 1  # the master is gone; nothing to report to
             self._reap_copies()
-            if targets.misused is not None and not misuse_told:
+            if results.misused is not None and not misuse_told:
                 misuse_told = True
-                kind, ref = targets.misused
-                self.conn.send(TargetMisused(spec.index, targets.misuse_message(spec.target, kind, ref)))
+                kind, ref = results.misused
+                self.conn.send(TargetMisused(spec.index, results.misuse_message(spec.target, kind, ref)))
             now = time.time()
             if now >= next_flush:
                 self._flush(next_flush - 1)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from ..analysis.stats import CappedCounter
 from ..errors import UsageError
-from .targets import MISUSE_KEY, attribute_misuse, error_key
+from .results import MISUSE_KEY, attribute_misuse, error_key
 
 MAX_OPS = 50  # ops in one mix
 MAX_WEIGHT = 10_000
@@ -207,7 +207,7 @@ class Mix:
 
     def __init__(self, calls, weights, worker_index, classify, refs=()):
         self.calls = tuple(calls)
-        self.refs = tuple(refs)  # each op's MOD:fn, to name the op whose result was no result (targets.misused)
+        self.refs = tuple(refs)  # each op's MOD:fn, to name the op whose result was no result (results.misused)
         self.order = sequence(weights)
         n = len(self.order)
         self._next = itertools.count((worker_index * 7919) % n).__next__

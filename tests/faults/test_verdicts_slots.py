@@ -109,9 +109,9 @@ def test_row6_a_hostile_result_or_an_ops_own_cancellation_never_ends_a_run(cli, 
 
 
 def _outcome_that_breaks(marker, once):
-    """``targets.outcome``, but the call after a marker file is claimed (once a run, or every time) raises:
+    """``results.outcome``, but the call after a marker file is claimed (once a run, or every time) raises:
     an error of the slot loop's own (the classification is loadgen's), not of the operation."""
-    from loadgen.workload.targets import outcome
+    from loadgen.workload.results import outcome
 
     def broken(result):
         if not once or _claim(marker):

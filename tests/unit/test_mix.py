@@ -7,7 +7,7 @@ import pytest
 from loadgen.analysis.stats import Histogram
 from loadgen.errors import UsageError
 from loadgen.workload import mix
-from loadgen.workload.targets import outcome
+from loadgen.workload.results import outcome
 
 
 @pytest.mark.parametrize("weights", [[1, 9], [3, 2, 5], [1], [7, 7], [1, 1, 1, 97], [10000, 1]])
@@ -117,12 +117,12 @@ def test_a_factory_mix_must_name_its_ops_never_after_the_factory():
 
 
 def test_the_op_that_returned_no_result_is_the_one_named():
-    from loadgen.workload import targets
+    from loadgen.workload import results
 
-    targets.on_misuse(None)
-    m = mix.Mix([lambda _: 1, lambda _: (lambda: 1)], [1, 1], 0, targets.outcome, refs=["a.py:ok", "a.py:make"])
+    results.on_misuse(None)
+    m = mix.Mix([lambda _: 1, lambda _: (lambda: 1)], [1, 1], 0, results.outcome, refs=["a.py:ok", "a.py:make"])
     for _ in range(2):
         m(None)
     mix.drain(["ok", "make"])
-    assert targets.misused == ["a function", "a.py:make"]
-    targets.on_misuse(None)
+    assert results.misused == ["a function", "a.py:make"]
+    results.on_misuse(None)

@@ -26,7 +26,7 @@ import _slot_targets as targets
 from loadgen.engine import aslots, slots
 from loadgen.engine.counters import FAILED, SLOT_FIELDS, START_NS, STARTED, SUCCEEDED, TIMED_OUT, late_slots, running_since
 from loadgen.errors import SLOT_DIED_EXITCODE, crash_hint
-from loadgen.workload.targets import outcome
+from loadgen.workload.results import outcome
 
 S = 1_000_000_000  # ns in a second
 CALLS = 2 * targets.CANCEL_EVERY  # each loop runs this many operations, then its inputs run out

@@ -7,8 +7,9 @@ import textwrap
 import pytest
 
 from loadgen.errors import TargetError
-from loadgen.workload import targets
-from loadgen.workload.targets import TargetSpec, misuse_message, misuse_of, outcome, resolve
+from loadgen.workload import results, targets
+from loadgen.workload.results import misuse_message, misuse_of, outcome
+from loadgen.workload.targets import TargetSpec, resolve
 
 
 @pytest.mark.parametrize("tail, says", [
@@ -72,18 +73,18 @@ def test_what_cannot_be_a_result(make, kind):
 
 def test_outcome_of_no_result_is_a_failure_that_tells_the_worker_once_and_closes_the_coroutine():
     stops = []
-    targets.on_misuse(lambda: stops.append(1))
+    results.on_misuse(lambda: stops.append(1))
     try:
         coro = _coro()
         assert outcome(coro) == "returned an un-awaited coroutine"
         assert coro.cr_frame is None  # closed: no "never awaited" warning per call
         assert outcome(lambda: 1) == "returned a function"
-        assert targets.misused == ["an un-awaited coroutine", None]  # the first one is kept
+        assert results.misused == ["an un-awaited coroutine", None]  # the first one is kept
         assert stops == [1, 1]
         assert outcome(None) is None and outcome(3) is None
     finally:
-        targets.on_misuse(None)
-    assert targets.misused is None
+        results.on_misuse(None)
+    assert results.misused is None
 
 
 @pytest.mark.parametrize("spec, kind, says", [
