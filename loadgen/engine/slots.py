@@ -22,8 +22,8 @@ from .counters import DROPPED, FAILED, REJECTED, SLOT_FIELDS, START_NS, STARTED,
 
 SPIN_NS = int(TIMING.spin_s * 1e9)
 GIVE_WAY_S = 0.0005  # how long a slot sleeps so the worker's woken main thread takes the GIL (Worker.give_way)
-# Thread slots give way only once the main thread has been awake this long: it does get a share of the GIL
-# (1 in slots + 1), and giving way at every wake cost a no-op run 10 % of its throughput.
+# Thread slots give way only once the main thread has been awake this long: they leave it a share of the GIL
+# (1 in slots + 1), enough for a second's usual work, not for a storm's (a flush of 660,000 failures took 1.9 s).
 MAIN_BEHIND_NS = 50_000_000
 GIVE_WAY_EVERY = 64  # operations between two looks (a look at every operation cost a no-op run ≈ 10 %)
 OWNED = (1,)  # the ownership mark of a slot's worker where none is kept (the unit tests' fake workers)
