@@ -161,8 +161,9 @@ def merge_seconds(key, got):
     ops = {}  # a mix's per-op percentiles: the worst shard's, as above
     for r in recs:
         for op, lat in (r.get("ops_ms") or {}).items():
+            worst = ops.setdefault(op, {})
             for p, v in (lat or {}).items():
-                ops.setdefault(op, {})[p] = _max([ops.get(op, {}).get(p), v])
+                worst[p] = _max([worst.get(p), v])
     if ops:
         line["ops_ms"] = ops
     line["cpu_percent"] = _max([r.get("cpu_percent") for r in recs])  # machine-wide: the busiest machine

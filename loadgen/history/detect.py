@@ -28,6 +28,7 @@ the segment before it.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -117,34 +118,28 @@ def _candidates(x):
     return [b for b in algo.predict(pen=pen) if b < n]
 
 
-_PELT = []
-
-
+@functools.cache
 def _ruptures_pelt():
     """ruptures' C function behind ``KernelCPD(kernel="linear").predict(pen=…)``, loaded on its own, or None
     (then the public class is used). ``import ruptures`` imports every detector of the package, and one of
     them imports ``scipy.signal``: 1.1 s of a nightly call's 2 s budget; the C module alone loads in
     milliseconds."""
-    if not _PELT:
-        fn = None
-        try:
-            import glob
-            import importlib.machinery
-            import importlib.util
+    try:
+        import glob
+        import importlib.machinery
+        import importlib.util
 
-            spec = importlib.util.find_spec("ruptures")
-            folder = os.path.join(spec.submodule_search_locations[0], "detection", "_detection")
-            suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-            (path,) = [f for f in glob.glob(os.path.join(folder, "ekcpd*")) if f.endswith(suffixes)]
-            name = "ruptures.detection._detection.ekcpd"
-            loader = importlib.machinery.ExtensionFileLoader(name, path)
-            module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, path, loader=loader))
-            loader.exec_module(module)
-            fn = module.ekcpd_pelt_L2
-        except Exception:  # noqa: BLE001 - another layout of ruptures: its public API instead
-            fn = None
-        _PELT.append(fn)
-    return _PELT[0]
+        spec = importlib.util.find_spec("ruptures")
+        folder = os.path.join(spec.submodule_search_locations[0], "detection", "_detection")
+        suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+        (path,) = [f for f in glob.glob(os.path.join(folder, "ekcpd*")) if f.endswith(suffixes)]
+        name = "ruptures.detection._detection.ekcpd"
+        loader = importlib.machinery.ExtensionFileLoader(name, path)
+        module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, path, loader=loader))
+        loader.exec_module(module)
+        return module.ekcpd_pelt_L2
+    except Exception:  # noqa: BLE001 - another layout of ruptures: its public API instead
+        return None
 
 
 def _p_two_sided(z, df):
